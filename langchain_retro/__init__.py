@@ -1,0 +1,99 @@
+"""langchain-retro: the Assistants API data model inside LangChain.
+
+Assistants, threads and messages with typed metadata live in a store (the data plane);
+runs are completed through Chat Completions with ``ChatOpenAI`` (the execution plane).
+"""
+
+from __future__ import annotations
+
+from importlib import metadata as _importlib_metadata
+from typing import TYPE_CHECKING, Any
+
+from langchain_retro._metadata import OPENAI_LIMITS, UNLIMITED, MetadataLimits
+from langchain_retro.chat_message_histories import AssistantThreadChatMessageHistory
+from langchain_retro.errors import (
+    AssistantInUseError,
+    AssistantNotFoundError,
+    MessageConversionError,
+    MessageNotFoundError,
+    MetadataError,
+    MetadataLimitError,
+    MissingDependencyError,
+    ModelCallError,
+    NotFoundError,
+    NothingToRunError,
+    RecordClassError,
+    RetroError,
+    RetroValueError,
+    RunError,
+    SchemaVersionError,
+    StoreClosedError,
+    StoreError,
+    ThreadBusyError,
+    ThreadNotFoundError,
+)
+from langchain_retro.records import (
+    Assistant,
+    BaseAssistant,
+    BaseMessage,
+    BaseThread,
+    ChatCompletionThread,
+    Page,
+    ThreadMessage,
+)
+from langchain_retro.stores.base import BaseStore
+from langchain_retro.stores.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from langchain_retro.stores.postgres import PostgresStore  # noqa: F401
+
+try:
+    __version__ = _importlib_metadata.version("langchain-retro")
+except (
+    _importlib_metadata.PackageNotFoundError
+):  # pragma: no cover - running from a checkout
+    __version__ = "0.0.0"
+
+__all__ = [
+    "OPENAI_LIMITS",
+    "UNLIMITED",
+    "Assistant",
+    "AssistantInUseError",
+    "AssistantNotFoundError",
+    "AssistantThreadChatMessageHistory",
+    "BaseAssistant",
+    "BaseMessage",
+    "BaseStore",
+    "BaseThread",
+    "ChatCompletionThread",
+    "MessageConversionError",
+    "MessageNotFoundError",
+    "MetadataError",
+    "MetadataLimitError",
+    "MetadataLimits",
+    "MissingDependencyError",
+    "ModelCallError",
+    "NotFoundError",
+    "NothingToRunError",
+    "Page",
+    "RecordClassError",
+    "RetroError",
+    "RetroValueError",
+    "RunError",
+    "SQLiteStore",
+    "SchemaVersionError",
+    "StoreClosedError",
+    "StoreError",
+    "ThreadBusyError",
+    "ThreadMessage",
+    "ThreadNotFoundError",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PostgresStore":
+        from langchain_retro.stores.postgres import PostgresStore  # noqa: PLC0415
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,176 @@
+"""LangChain messages <-> the stored form.
+
+A message is stored as a JSON object of its non-default fields plus its ``type``.
+Reading rebuilds it from an allowlist of message classes keyed by that ``type``;
+``langchain_core.load`` is never used, so stored data cannot name a class to import.
+Streaming aggregates (``AIMessageChunk`` and friends) are stored as the complete message
+class they add up to.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ChatMessage,
+    ChatMessageChunk,
+    FunctionMessage,
+    FunctionMessageChunk,
+    HumanMessage,
+    HumanMessageChunk,
+    SystemMessage,
+    SystemMessageChunk,
+    ToolMessage,
+    ToolMessageChunk,
+)
+
+from langchain_retro.errors import MessageConversionError
+
+__all__ = ["ROLES", "from_payload", "role_of", "to_payload", "to_payloads"]
+
+logger = logging.getLogger(__name__)
+
+_ALLOWED: dict[str, type[BaseMessage]] = {
+    "human": HumanMessage,
+    "ai": AIMessage,
+    "system": SystemMessage,
+    "tool": ToolMessage,
+    "chat": ChatMessage,
+    "function": FunctionMessage,
+}
+"""The message classes that can be stored and rebuilt, by their ``type``."""
+
+_CHUNKS: dict[type[BaseMessage], str] = {
+    AIMessageChunk: "ai",
+    HumanMessageChunk: "human",
+    SystemMessageChunk: "system",
+    ToolMessageChunk: "tool",
+    ChatMessageChunk: "chat",
+    FunctionMessageChunk: "function",
+}
+
+ROLES: dict[str, str] = {
+    "human": "user",
+    "ai": "assistant",
+    "system": "system",
+    "tool": "tool",
+    "function": "function",
+}
+"""Assistants-style roles of the stored message types (``chat`` keeps its own)."""
+
+_SKIP = frozenset({"type", "id"})
+
+
+def _defaults(cls: type[BaseMessage]) -> dict[str, Any]:
+    return {
+        name: info.get_default(call_default_factory=True)
+        for name, info in cls.model_fields.items()
+        if name not in _SKIP and not info.is_required()
+    }
+
+
+_DEFAULTS = {kind: _defaults(cls) for kind, cls in _ALLOWED.items()}
+"""Default field values by type: fields at their default are not stored."""
+
+
+def _type_of(message: BaseMessage) -> str:
+    kind = _CHUNKS.get(type(message))
+    if kind is not None:
+        return kind
+    kind = message.type
+    if kind not in _ALLOWED or not isinstance(message, _ALLOWED[kind]):
+        allowed = ", ".join(cls.__name__ for cls in _ALLOWED.values())
+        raise MessageConversionError(
+            f"Cannot store a {type(message).__name__} (type {kind!r}): only {allowed} "
+            "and their chunks can be stored. Convert it to one of those first."
+        )
+    return kind
+
+
+def role_of(message: BaseMessage) -> str:
+    """The Assistants-style role of a message (``user``, ``assistant``, ...)."""
+    if isinstance(message, ChatMessage | ChatMessageChunk):
+        return message.role
+    return ROLES[_type_of(message)]
+
+
+def _not_json(value: object) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def to_payload(message: BaseMessage) -> str:
+    """Serialise a message to its stored JSON text.
+
+    Args:
+        message: Any message of an allowed type, or a chunk of one.
+
+    Returns:
+        JSON text holding the message's type and its non-empty fields; its ``id`` is
+        left out, since the store gives every message its own id.
+
+    Raises:
+        MessageConversionError: If the type is not allowed or a field is not JSON.
+    """
+    kind = _type_of(message)
+    data: dict[str, Any] = {"type": kind}
+    defaults = _DEFAULTS[kind]
+    for name in _ALLOWED[kind].model_fields:
+        if name in _SKIP:
+            continue
+        value = getattr(message, name, None)
+        if name in defaults and value == defaults[name]:
+            continue
+        data[name] = value
+    if "artifact" in data:
+        try:
+            json.dumps(data["artifact"])
+        except (TypeError, ValueError):
+            logger.warning(
+                "Not storing the artifact of a ToolMessage (tool_call_id=%s): "
+                "a %s is not JSON-serialisable.",
+                getattr(message, "tool_call_id", None),
+                type(data["artifact"]).__name__,
+            )
+            del data["artifact"]
+    try:
+        return json.dumps(
+            data, ensure_ascii=False, separators=(",", ":"), default=_not_json
+        )
+    except (TypeError, ValueError) as exc:
+        raise MessageConversionError(
+            f"Cannot store this {type(message).__name__}: {exc}. Keep message fields "
+            "(content, additional_kwargs, response_metadata) to JSON values."
+        ) from exc
+
+
+def to_payloads(messages: Sequence[BaseMessage]) -> list[tuple[str, str]]:
+    """Serialise messages to (role, payload) pairs; all are checked before any write."""
+    return [(role_of(m), to_payload(m)) for m in messages]
+
+
+def from_payload(payload: str, message_id: str) -> BaseMessage:
+    """Rebuild a message from its stored JSON text.
+
+    Args:
+        payload: The stored JSON text.
+        message_id: The store's id of the message, set as the message's ``id``.
+
+    Raises:
+        MessageConversionError: If the stored type is not in the allowlist.
+    """
+    data = json.loads(payload)
+    kind = data.pop("type", None)
+    cls = _ALLOWED.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise MessageConversionError(
+            f"Stored message {message_id!r} has type {kind!r}, which is not one of "
+            f"{sorted(_ALLOWED)}; it was not written by langchain-retro."
+        )
+    data["id"] = message_id
+    return cls.model_validate(data)

@@ -1,0 +1,117 @@
+"""`AssistantThreadChatMessageHistory`: a thread as a LangChain chat message history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from langchain_core.chat_history import BaseChatMessageHistory
+from langchain_core.messages import BaseMessage
+
+from langchain_retro import _messages
+from langchain_retro._metadata import MetadataPatch
+from langchain_retro.stores.base import BaseStore, NewMessage, StoredMessage
+
+__all__ = ["AssistantThreadChatMessageHistory"]
+
+_RESET_HWM = MetadataPatch(clear_fields=frozenset({"hwm"}))
+
+
+def _rebuild(rows: Sequence[StoredMessage], newest_first: bool) -> list[BaseMessage]:
+    ordered = reversed(rows) if newest_first else rows
+    return [_messages.from_payload(row.payload, row.id) for row in ordered]
+
+
+def _new(messages: Sequence[BaseMessage]) -> list[NewMessage]:
+    # Every message is converted (and so checked) before anything is written.
+    return [
+        NewMessage(role=role, payload=payload)
+        for role, payload in _messages.to_payloads(messages)
+    ]
+
+
+class AssistantThreadChatMessageHistory(BaseChatMessageHistory):
+    """The messages of one thread, as a LangChain chat message history.
+
+    Works with any store, as the ``get_session_history`` of
+    ``RunnableWithMessageHistory`` (sync, async and streaming). Every stored message
+    gets the store's id, which is its ``id`` when read back.
+
+    Setup:
+        .. code-block:: python
+
+            from langchain_retro import (
+                AssistantThreadChatMessageHistory, BaseThread, SQLiteStore,
+            )
+
+            store = SQLiteStore()
+            thread = BaseThread.create(store)
+            history = AssistantThreadChatMessageHistory(store, thread.id)
+
+    Read and write:
+        .. code-block:: python
+
+            history.add_messages([HumanMessage("hi"), AIMessage("hello")])  # atomic
+            history.messages        # [HumanMessage(id="msg_..."), AIMessage(...)]
+            await history.aget_messages()
+
+    An unknown thread id raises `ThreadNotFoundError` (a ``LookupError``) on first use.
+    """
+
+    def __init__(
+        self, store: BaseStore, thread_id: str, *, window: int | None = None
+    ) -> None:
+        """Bind a history to a thread.
+
+        Args:
+            store: The store holding the thread.
+            thread_id: The thread's id.
+            window: If set, `messages` returns only the newest ``window`` messages,
+                read from the store without touching the rest of the thread.
+        """
+        if window is not None and window < 1:
+            raise ValueError(
+                f"window must be a positive number of messages, not {window}"
+            )
+        self.store = store
+        self.thread_id = thread_id
+        self.window = window
+
+    def __repr__(self) -> str:
+        return f"AssistantThreadChatMessageHistory({self.store!r}, {self.thread_id!r})"
+
+    @property
+    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
+        """The thread's messages, oldest first (the newest ``window`` if set)."""
+        if self.window is None:
+            return _rebuild(self.store.list_messages(self.thread_id), False)
+        rows = self.store.list_messages(self.thread_id, order="desc", limit=self.window)
+        return _rebuild(rows, True)
+
+    async def aget_messages(self) -> list[BaseMessage]:
+        """Async twin of `messages`."""
+        if self.window is None:
+            return _rebuild(await self.store.alist_messages(self.thread_id), False)
+        rows = await self.store.alist_messages(
+            self.thread_id, order="desc", limit=self.window
+        )
+        return _rebuild(rows, True)
+
+    def add_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """Append messages as one atomic batch: all are stored, or none."""
+        self.store.add_messages(self.thread_id, _new(messages))
+
+    async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """Async twin of `add_messages`."""
+        await self.store.aadd_messages(self.thread_id, _new(messages))
+
+    def add_message(self, message: BaseMessage) -> None:
+        """Append one message."""
+        self.add_messages([message])
+
+    def clear(self) -> None:
+        """Delete the thread's messages and reset its ``hwm``; the thread stays."""
+        self.store.clear_messages(self.thread_id, thread_patch=_RESET_HWM)
+
+    async def aclear(self) -> None:
+        """Async twin of `clear`."""
+        await self.store.aclear_messages(self.thread_id, thread_patch=_RESET_HWM)

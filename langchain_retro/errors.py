@@ -1,0 +1,168 @@
+"""The exception tree of langchain-retro.
+
+Every error the package raises on purpose derives from `RetroError` and from the
+built-in exception it means, so callers can catch either::
+
+    RetroError
+    ├── NotFoundError(RetroError, LookupError)
+    │   ├── AssistantNotFoundError
+    │   ├── ThreadNotFoundError
+    │   └── MessageNotFoundError
+    ├── RetroValueError(RetroError, ValueError)
+    │   ├── MetadataError                 typed metadata cannot be encoded or decoded
+    │   │   └── MetadataLimitError        over a store's key, key-length or value limits
+    │   ├── MessageConversionError        a message type outside the allowlist
+    │   └── RecordClassError              a record of one class read as another
+    ├── AssistantInUseError(RetroError, RuntimeError)
+    ├── StoreClosedError(RetroError, RuntimeError)
+    ├── StoreError(RetroError, RuntimeError)   the backend failed; the cause is chained
+    │   └── SchemaVersionError                 the database is newer than this package
+    ├── MissingDependencyError(RetroError, ImportError)
+    └── RunError(RetroError, RuntimeError)
+        ├── ThreadBusyError(RetroError, TimeoutError)
+        ├── NothingToRunError
+        └── ModelCallError                     the Chat Completions call failed
+
+Errors carry the ids involved as attributes and say what to do in their message.
+Errors raised from another library's error chain it with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AssistantInUseError",
+    "AssistantNotFoundError",
+    "MessageConversionError",
+    "MessageNotFoundError",
+    "MetadataError",
+    "MetadataLimitError",
+    "MissingDependencyError",
+    "ModelCallError",
+    "NotFoundError",
+    "NothingToRunError",
+    "RecordClassError",
+    "RetroError",
+    "RetroValueError",
+    "RunError",
+    "SchemaVersionError",
+    "StoreClosedError",
+    "StoreError",
+    "ThreadBusyError",
+    "ThreadNotFoundError",
+]
+
+
+class RetroError(Exception):
+    """Base class of every error langchain-retro raises on purpose."""
+
+
+class NotFoundError(RetroError, LookupError):
+    """An object with the given id does not exist in the store."""
+
+    kind: str = "object"
+
+    def __init__(self, object_id: str, *, hint: str = "") -> None:
+        self.object_id = object_id
+        message = f"No {self.kind} with id {object_id!r} in this store."
+        super().__init__(f"{message} {hint}".strip())
+
+
+class AssistantNotFoundError(NotFoundError):
+    """No assistant with this id."""
+
+    kind = "assistant"
+
+
+class ThreadNotFoundError(NotFoundError):
+    """No thread with this id."""
+
+    kind = "thread"
+
+
+class MessageNotFoundError(NotFoundError):
+    """No message with this id (in this thread)."""
+
+    kind = "message"
+
+
+class RetroValueError(RetroError, ValueError):
+    """A value given to langchain-retro is not acceptable."""
+
+
+class MetadataError(RetroValueError):
+    """A typed field cannot be encoded into metadata, or decoded from it."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class MetadataLimitError(MetadataError):
+    """Encoded metadata goes over one of the store's metadata limits.
+
+    Raised before anything is written.
+    """
+
+    def __init__(
+        self, message: str, *, field: str | None, limit: int, size: int
+    ) -> None:
+        self.limit = limit
+        self.size = size
+        super().__init__(message, field=field)
+
+
+class MessageConversionError(RetroValueError):
+    """A message cannot be stored or rebuilt: its type is outside the allowlist."""
+
+
+class RecordClassError(RetroValueError):
+    """A stored record belongs to a class that is not the one asked for."""
+
+
+class AssistantInUseError(RetroError, RuntimeError):
+    """An assistant still has threads, and the delete did not say what to do."""
+
+    def __init__(self, assistant_id: str, thread_count: int) -> None:
+        self.assistant_id = assistant_id
+        self.thread_count = thread_count
+        super().__init__(
+            f"Assistant {assistant_id!r} still has {thread_count} thread(s). "
+            "Pass threads='delete' to delete them with their messages, or "
+            "threads='keep' to keep them (runs on them will then fail)."
+        )
+
+
+class StoreClosedError(RetroError, RuntimeError):
+    """The store was closed; open a new one."""
+
+
+class StoreError(RetroError, RuntimeError):
+    """The storage backend failed; the backend's error is chained as the cause."""
+
+
+class SchemaVersionError(StoreError):
+    """The database was written by a newer langchain-retro than this one."""
+
+
+class MissingDependencyError(RetroError, ImportError):
+    """An optional dependency is not installed; the message names the extra."""
+
+
+class RunError(RetroError, RuntimeError):
+    """A run on a thread could not be completed."""
+
+    def __init__(self, message: str, *, thread_id: str | None = None) -> None:
+        self.thread_id = thread_id
+        super().__init__(message)
+
+
+class ThreadBusyError(RunError, TimeoutError):
+    """Another run holds the thread and did not finish within the wait timeout."""
+
+
+class NothingToRunError(RunError):
+    """The thread has no unanswered message and the run was given no input."""
+
+
+class ModelCallError(RunError):
+    """The Chat Completions call failed; the thread is left as it was."""

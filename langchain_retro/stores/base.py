@@ -1,0 +1,437 @@
+"""The store protocol every backend implements, sync and async.
+
+A store keeps the data plane: assistants, threads and messages, each with a
+``metadata`` map of strings. It knows nothing of typed records: the records layer
+encodes typed fields into metadata and hands the store plain strings and patches.
+
+Every sync method has an ``a``-prefixed async twin. Stores are context managers
+(``with`` / ``async with``) and are closed with `BaseStore.close` / `BaseStore.aclose`.
+
+What hangs off what:
+
+* deleting a thread deletes its messages and its run lease;
+* deleting an assistant looks at the threads whose ``assistant_id`` metadata names it
+  and, as asked, refuses (`AssistantInUseError`), keeps them, or deletes them with
+  their messages, all in one transaction.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from langchain_retro._metadata import UNLIMITED, MetadataLimits, MetadataPatch
+
+__all__ = [
+    "ASSISTANT_FIELDS",
+    "AssistantThreads",
+    "BaseStore",
+    "NewMessage",
+    "Order",
+    "StoredAssistant",
+    "StoredMessage",
+    "StoredThread",
+    "ThreadQuery",
+]
+
+Order = Literal["asc", "desc"]
+"""Sort order of a listing, by creation."""
+
+AssistantThreads = Literal["refuse", "keep", "delete"]
+"""What deleting an assistant does to its threads."""
+
+ASSISTANT_FIELDS = (
+    "name",
+    "description",
+    "instructions",
+    "model",
+    "temperature",
+    "top_p",
+)
+"""An assistant's native (non-metadata) fields besides ``id`` and ``created_at``."""
+
+THREAD_ASSISTANT_KEY = "assistant_id"
+"""The thread metadata key that links a thread to its assistant."""
+
+
+class _Stored(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    """The store's id of the object."""
+    created_at: int
+    """When the object was created, in Unix seconds."""
+    metadata: dict[str, str] = Field(default_factory=dict)
+    """The object's whole metadata, typed-field entries included."""
+
+
+class StoredAssistant(_Stored):
+    """An assistant as a store holds it."""
+
+    name: str | None = None
+    """The assistant's name."""
+    description: str | None = None
+    """What the assistant is for."""
+    instructions: str | None = None
+    """The system instructions a run sends first."""
+    model: str
+    """The Chat Completions model a run uses unless the thread overrides it."""
+    temperature: float | None = None
+    """Sampling temperature; ``None`` leaves it to the model's default."""
+    top_p: float | None = None
+    """Nucleus sampling mass; ``None`` leaves it to the model's default."""
+
+
+class StoredThread(_Stored):
+    """A thread as a store holds it."""
+
+
+class StoredMessage(_Stored):
+    """A message as a store holds it."""
+
+    thread_id: str
+    """The thread the message belongs to."""
+    role: str
+    """The Assistants-style role: ``user``, ``assistant``, ``system``, ``tool``..."""
+    payload: str
+    """The LangChain message as JSON text (see ``langchain_retro._messages``)."""
+
+
+class NewMessage(BaseModel):
+    """A message to append to a thread."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: str
+    """The Assistants-style role."""
+    payload: str
+    """The LangChain message as JSON text."""
+    metadata: dict[str, str] = Field(default_factory=dict)
+    """The message's metadata, already checked against the store's limits."""
+
+
+class ThreadQuery(BaseModel):
+    """Which threads to list, and which page."""
+
+    model_config = ConfigDict(frozen=True)
+
+    metadata: dict[str, str] = Field(default_factory=dict)
+    """Metadata equality filters, all of which must hold."""
+    classes: tuple[str, ...] | None = None
+    """Record class markers, one of which must match; ``None`` for any class."""
+    after: str | None = None
+    """A thread id: list the threads that come after it in this order."""
+    before: str | None = None
+    """A thread id: list the threads that come before it in this order."""
+    order: Order = "desc"
+    """Newest first (``desc``, the default) or oldest first."""
+    limit: int = Field(default=20, ge=1, le=10_000)
+    """At most this many threads."""
+
+
+class BaseStore(ABC):
+    """The protocol of a store: assistants, threads and messages CRUD, sync and async.
+
+    Implementations must make `add_messages` all-or-nothing, give messages a strictly
+    increasing per-thread order that never depends on clocks, read the newest N
+    messages or those after a cursor in O(N) / O(new), and check metadata limits
+    before writing anything.
+    """
+
+    limits: MetadataLimits = UNLIMITED
+    """The store's metadata limits; typed values longer than a value span keys."""
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the store's connections; further calls raise `StoreClosedError`."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Async twin of `close`."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- assistants ------------------------------------------------------------------
+
+    @abstractmethod
+    def create_assistant(
+        self, fields: Mapping[str, Any], metadata: Mapping[str, str]
+    ) -> StoredAssistant:
+        """Create an assistant from its native fields and its metadata."""
+
+    @abstractmethod
+    async def acreate_assistant(
+        self, fields: Mapping[str, Any], metadata: Mapping[str, str]
+    ) -> StoredAssistant:
+        """Async twin of `create_assistant`."""
+
+    @abstractmethod
+    def get_assistant(self, assistant_id: str) -> StoredAssistant:
+        """Read an assistant; raises `AssistantNotFoundError`."""
+
+    @abstractmethod
+    async def aget_assistant(self, assistant_id: str) -> StoredAssistant:
+        """Async twin of `get_assistant`."""
+
+    @abstractmethod
+    def update_assistant(
+        self,
+        assistant_id: str,
+        fields: Mapping[str, Any],
+        patch: MetadataPatch | None = None,
+    ) -> StoredAssistant:
+        """Change native fields and apply a metadata patch, in one transaction."""
+
+    @abstractmethod
+    async def aupdate_assistant(
+        self,
+        assistant_id: str,
+        fields: Mapping[str, Any],
+        patch: MetadataPatch | None = None,
+    ) -> StoredAssistant:
+        """Async twin of `update_assistant`."""
+
+    @abstractmethod
+    def delete_assistant(
+        self, assistant_id: str, *, threads: AssistantThreads = "refuse"
+    ) -> int:
+        """Delete an assistant; returns how many of its threads were deleted.
+
+        Args:
+            assistant_id: The assistant to delete.
+            threads: ``refuse`` raises `AssistantInUseError` if any thread names the
+                assistant; ``keep`` leaves them; ``delete`` deletes them too.
+        """
+
+    @abstractmethod
+    async def adelete_assistant(
+        self, assistant_id: str, *, threads: AssistantThreads = "refuse"
+    ) -> int:
+        """Async twin of `delete_assistant`."""
+
+    @abstractmethod
+    def list_assistants(
+        self,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        classes: Sequence[str] | None = None,
+        after: str | None = None,
+        order: Order = "desc",
+        limit: int = 20,
+    ) -> list[StoredAssistant]:
+        """List assistants, newest first by default, after an optional cursor id."""
+
+    @abstractmethod
+    async def alist_assistants(
+        self,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        classes: Sequence[str] | None = None,
+        after: str | None = None,
+        order: Order = "desc",
+        limit: int = 20,
+    ) -> list[StoredAssistant]:
+        """Async twin of `list_assistants`."""
+
+    # --- threads ---------------------------------------------------------------------
+
+    @abstractmethod
+    def create_thread(self, metadata: Mapping[str, str]) -> StoredThread:
+        """Create a thread with the given metadata."""
+
+    @abstractmethod
+    async def acreate_thread(self, metadata: Mapping[str, str]) -> StoredThread:
+        """Async twin of `create_thread`."""
+
+    @abstractmethod
+    def get_thread(self, thread_id: str) -> StoredThread:
+        """Read a thread; raises `ThreadNotFoundError`."""
+
+    @abstractmethod
+    async def aget_thread(self, thread_id: str) -> StoredThread:
+        """Async twin of `get_thread`."""
+
+    @abstractmethod
+    def update_thread(self, thread_id: str, patch: MetadataPatch) -> StoredThread:
+        """Apply a metadata patch to a thread, in one transaction."""
+
+    @abstractmethod
+    async def aupdate_thread(
+        self, thread_id: str, patch: MetadataPatch
+    ) -> StoredThread:
+        """Async twin of `update_thread`."""
+
+    @abstractmethod
+    def delete_thread(self, thread_id: str) -> None:
+        """Delete a thread with all its messages."""
+
+    @abstractmethod
+    async def adelete_thread(self, thread_id: str) -> None:
+        """Async twin of `delete_thread`."""
+
+    @abstractmethod
+    def list_threads(self, query: ThreadQuery) -> list[StoredThread]:
+        """List threads matching a query, in the query's order."""
+
+    @abstractmethod
+    async def alist_threads(self, query: ThreadQuery) -> list[StoredThread]:
+        """Async twin of `list_threads`."""
+
+    # --- messages --------------------------------------------------------------------
+
+    @abstractmethod
+    def add_messages(
+        self,
+        thread_id: str,
+        messages: Sequence[NewMessage],
+        *,
+        thread_patch: MetadataPatch | None = None,
+    ) -> list[StoredMessage]:
+        """Append messages to a thread, all or none, in the given order.
+
+        Args:
+            thread_id: The thread to append to.
+            messages: The messages, in order.
+            thread_patch: A metadata patch applied to the thread in the same
+                transaction (a run moves its ``hwm`` this way with its reply).
+
+        Returns:
+            The stored messages, with their ids.
+        """
+
+    @abstractmethod
+    async def aadd_messages(
+        self,
+        thread_id: str,
+        messages: Sequence[NewMessage],
+        *,
+        thread_patch: MetadataPatch | None = None,
+    ) -> list[StoredMessage]:
+        """Async twin of `add_messages`."""
+
+    @abstractmethod
+    def get_message(self, thread_id: str, message_id: str) -> StoredMessage:
+        """Read a message of a thread; raises `MessageNotFoundError`."""
+
+    @abstractmethod
+    async def aget_message(self, thread_id: str, message_id: str) -> StoredMessage:
+        """Async twin of `get_message`."""
+
+    @abstractmethod
+    def list_messages(
+        self,
+        thread_id: str,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        order: Order = "asc",
+        limit: int | None = None,
+    ) -> list[StoredMessage]:
+        """List a thread's messages in thread order.
+
+        Args:
+            thread_id: The thread.
+            after: A message id: only messages that come after it in thread order.
+            before: A message id: only messages that come before it in thread order.
+            order: ``asc`` (oldest first, the default) or ``desc`` (newest first).
+            limit: At most this many messages; ``None`` for all.
+        """
+
+    @abstractmethod
+    async def alist_messages(
+        self,
+        thread_id: str,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        order: Order = "asc",
+        limit: int | None = None,
+    ) -> list[StoredMessage]:
+        """Async twin of `list_messages`."""
+
+    @abstractmethod
+    def update_message(
+        self, thread_id: str, message_id: str, patch: MetadataPatch
+    ) -> StoredMessage:
+        """Apply a metadata patch to a message."""
+
+    @abstractmethod
+    async def aupdate_message(
+        self, thread_id: str, message_id: str, patch: MetadataPatch
+    ) -> StoredMessage:
+        """Async twin of `update_message`."""
+
+    @abstractmethod
+    def delete_message(self, thread_id: str, message_id: str) -> None:
+        """Delete one message of a thread."""
+
+    @abstractmethod
+    async def adelete_message(self, thread_id: str, message_id: str) -> None:
+        """Async twin of `delete_message`."""
+
+    @abstractmethod
+    def clear_messages(
+        self, thread_id: str, *, thread_patch: MetadataPatch | None = None
+    ) -> int:
+        """Delete all of a thread's messages (the thread stays); returns how many."""
+
+    @abstractmethod
+    async def aclear_messages(
+        self, thread_id: str, *, thread_patch: MetadataPatch | None = None
+    ) -> int:
+        """Async twin of `clear_messages`."""
+
+    @abstractmethod
+    def count_messages(self, thread_id: str, *, after: str | None = None) -> int:
+        """Count a thread's messages, or those after the message ``after``."""
+
+    @abstractmethod
+    async def acount_messages(self, thread_id: str, *, after: str | None = None) -> int:
+        """Async twin of `count_messages`."""
+
+    # --- run leases ------------------------------------------------------------------
+
+    @abstractmethod
+    def acquire_lease(self, thread_id: str, owner: str, ttl: float) -> bool:
+        """Take the thread's run lease for ``ttl`` seconds if free, expired or ours.
+
+        Leases expire, so a crashed worker cannot hold a thread forever.
+        """
+
+    @abstractmethod
+    async def aacquire_lease(self, thread_id: str, owner: str, ttl: float) -> bool:
+        """Async twin of `acquire_lease`."""
+
+    @abstractmethod
+    def release_lease(self, thread_id: str, owner: str) -> None:
+        """Give the lease back if ``owner`` still holds it."""
+
+    @abstractmethod
+    async def arelease_lease(self, thread_id: str, owner: str) -> None:
+        """Async twin of `release_lease`."""
