@@ -1,0 +1,106 @@
+"""Shared fixtures: a fresh store of every backend for each test.
+
+The ``store`` fixture is parametrised over the backends: ``sqlite`` (a real file in a
+temporary directory) and ``postgres`` (a fresh schema on the server named by
+``RETRO_TEST_POSTGRES_URL``, which ``scripts/postgres.sh start`` prints and CI sets).
+Without that variable the PostgreSQL cases are skipped locally; under CI (``CI`` set)
+its absence is an error, so CI never skips them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from langchain_retro import SQLiteStore
+from langchain_retro.stores.base import BaseStore
+
+POSTGRES_URL_ENV = "RETRO_TEST_POSTGRES_URL"
+BACKENDS = ("sqlite", "postgres")
+
+
+def postgres_url() -> str:
+    """The test server's URL; skips locally, fails under CI, when it is unset."""
+    url = os.environ.get(POSTGRES_URL_ENV)
+    if url:
+        return url
+    if os.environ.get("CI"):
+        pytest.fail(
+            f"{POSTGRES_URL_ENV} is not set under CI: start scripts/postgres.sh"
+        )
+    pytest.skip(f"{POSTGRES_URL_ENV} not set (run scripts/postgres.sh start)")
+
+
+def _drop_schema(url: str, schema: str) -> None:
+    import psycopg  # noqa: PLC0415
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@contextmanager
+def stores_of(kind: str, tmp_path: Path) -> Iterator[Callable[..., BaseStore]]:
+    """Make stores of one backend; all are closed (and the schema dropped) after.
+
+    Stores made by one call share one database (one SQLite file, one PostgreSQL
+    schema), as several processes of one app would.
+    """
+    made: list[BaseStore] = []
+    cleanup: list[Callable[[], None]] = []
+    if kind == "sqlite":
+        path = tmp_path / "retro.db"
+
+        def make(**kwargs: Any) -> BaseStore:
+            store = SQLiteStore(path, **kwargs)
+            made.append(store)
+            return store
+
+    elif kind == "postgres":
+        from langchain_retro.stores.postgres import PostgresStore  # noqa: PLC0415
+
+        url = postgres_url()
+        schema = f"test_{uuid.uuid4().hex[:12]}"
+        cleanup.append(lambda: _drop_schema(url, schema))
+
+        def make(**kwargs: Any) -> BaseStore:
+            store = PostgresStore.from_connection_string(url, schema=schema, **kwargs)
+            store.setup()
+            made.append(store)
+            return store
+
+    else:  # pragma: no cover - a typo in a parametrisation
+        raise ValueError(kind)
+    try:
+        yield make
+    finally:
+        for store in made:
+            store.close()
+        for step in cleanup:
+            step()
+
+
+@pytest.fixture(params=BACKENDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """The backend under test."""
+    return str(request.param)
+
+
+@pytest.fixture
+def store_factory(
+    store_kind: str, tmp_path: Path
+) -> Iterator[Callable[..., BaseStore]]:
+    """Make more stores on the same database as `store` (other processes' view)."""
+    with stores_of(store_kind, tmp_path) as make:
+        yield make
+
+
+@pytest.fixture
+def store(store_factory: Callable[..., BaseStore]) -> BaseStore:
+    """A fresh, empty store of each backend."""
+    return store_factory()
