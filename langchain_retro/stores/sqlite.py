@@ -134,8 +134,8 @@ def _thread(row: Sequence[Any]) -> StoredThread:
 
 
 def _message(row: Sequence[Any], thread_id: str) -> StoredMessage:
-    # Rows come from our own schema: skip validation on the hot read path.
-    return StoredMessage.model_construct(
+    # Plain validation is faster than model_construct in pydantic 2 here.
+    return StoredMessage(
         id=row[0],
         created_at=row[1],
         metadata=json.loads(row[2]) if row[2] != "{}" else {},
