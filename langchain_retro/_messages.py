@@ -29,6 +29,7 @@ from langchain_core.messages import (
     ToolMessage,
     ToolMessageChunk,
 )
+from pydantic import ValidationError
 
 from langchain_retro.errors import MessageConversionError
 
@@ -162,9 +163,22 @@ def from_payload(payload: str, message_id: str) -> BaseMessage:
         message_id: The store's id of the message, set as the message's ``id``.
 
     Raises:
-        MessageConversionError: If the stored type is not in the allowlist.
+        MessageConversionError: If the stored type is not in the allowlist, or the
+            payload is not a message of that type (not JSON, not an object, or fields
+            that do not validate).
     """
-    data = json.loads(payload)
+    try:
+        data = json.loads(payload)
+    except ValueError as exc:
+        raise MessageConversionError(
+            f"Stored message {message_id!r} is not JSON ({exc}); it was not written "
+            "by langchain-retro."
+        ) from exc
+    if not isinstance(data, dict):
+        raise MessageConversionError(
+            f"Stored message {message_id!r} is a JSON {type(data).__name__}, not an "
+            "object; it was not written by langchain-retro."
+        )
     kind = data.pop("type", None)
     cls = _ALLOWED.get(kind) if isinstance(kind, str) else None
     if cls is None:
@@ -173,4 +187,9 @@ def from_payload(payload: str, message_id: str) -> BaseMessage:
             f"{sorted(_ALLOWED)}; it was not written by langchain-retro."
         )
     data["id"] = message_id
-    return cls.model_validate(data)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise MessageConversionError(
+            f"Stored message {message_id!r} is not a valid {cls.__name__}: {exc}"
+        ) from exc
