@@ -1,0 +1,337 @@
+"""The ``langchain-retro`` command, run in-process and as an installed script."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+
+from langchain_retro import AssistantThreadChatMessageHistory, SQLiteStore
+from langchain_retro.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test in its own directory, with no database or credentials from outside."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("LANGCHAIN_RETRO_DB", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+class Cli:
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    def json(self, *args: str) -> Any:
+        code, out, err = self("--json", *args)
+        assert code == 0, err
+        return json.loads(out)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(capsys)
+
+
+def make_assistant(cli: Cli, *extra: str) -> str:
+    created = cli.json("assistants", "create", "--model", "gpt-4o-mini", *extra)
+    return str(created["id"])
+
+
+# --- assistants -----------------------------------------------------------------------
+
+
+def test_assistant_create_show_list_delete(cli: Cli, clean_env: Path) -> None:
+    code, out, _ = cli(
+        "assistants",
+        "create",
+        "--model",
+        "gpt-4o-mini",
+        "--name",
+        "Helper",
+        "--instructions",
+        "Be brief.",
+        "--temperature",
+        "0.2",
+        "--top-p",
+        "0.9",
+        "--metadata",
+        "team=support",
+        "--metadata",
+        "tier=gold",
+    )
+    assert code == 0
+    (assistant_id,) = re.findall(r"asst_\w+", out)
+    assert (clean_env / "langchain-retro.db").exists()
+
+    shown = cli.json("assistants", "show", assistant_id)
+    assert shown["object"] == "assistant"
+    assert shown["model"] == "gpt-4o-mini"
+    assert shown["name"] == "Helper"
+    assert shown["instructions"] == "Be brief."
+    assert shown["temperature"] == 0.2
+    assert shown["top_p"] == 0.9
+    assert shown["metadata"] == {"team": "support", "tier": "gold"}
+
+    code, out, _ = cli("assistants", "show", assistant_id)
+    assert code == 0
+    assert "Helper" in out
+    assert "team=support" in out
+
+    listed = cli.json("assistants", "list")
+    assert [a["id"] for a in listed["data"]] == [assistant_id]
+    assert listed["has_more"] is False
+    code, out, _ = cli("assistants", "list")
+    assert assistant_id in out
+
+    deleted = cli.json("assistants", "delete", assistant_id)
+    assert deleted == {
+        "id": assistant_id,
+        "object": "assistant.deleted",
+        "deleted": True,
+        "threads_deleted": 0,
+    }
+    assert cli.json("assistants", "list")["data"] == []
+
+
+def test_assistant_list_filters_and_pages(cli: Cli) -> None:
+    ids = [make_assistant(cli, "--metadata", f"n={i}") for i in range(3)]
+    first = cli.json("assistants", "list", "--limit", "2")
+    assert [a["id"] for a in first["data"]] == ids[::-1][:2]
+    assert first["has_more"] is True
+    second = cli.json("assistants", "list", "--limit", "2", "--after", first["last_id"])
+    assert [a["id"] for a in second["data"]] == [ids[0]]
+    assert second["has_more"] is False
+    only = cli.json("assistants", "list", "--metadata", "n=1")
+    assert [a["id"] for a in only["data"]] == [ids[1]]
+
+    _, out, _ = cli("assistants", "list", "--limit", "2")
+    assert f"--after {ids[1]}" in out
+
+
+def test_assistant_delete_refuses_keeps_or_deletes_threads(cli: Cli) -> None:
+    assistant_id = make_assistant(cli)
+    thread_id = cli.json("threads", "create", "--assistant", assistant_id)["id"]
+
+    code, out, err = cli("assistants", "delete", assistant_id)
+    assert code == 1
+    assert out == ""
+    assert err.count("\n") == 1
+    assert "--threads delete" in err
+
+    code, out, _ = cli("assistants", "delete", assistant_id, "--threads", "delete")
+    assert code == 0
+    assert "1 thread" in out
+    code, _, err = cli("threads", "show", thread_id)
+    assert code == 1
+
+    other = make_assistant(cli)
+    kept = cli.json("threads", "create", "--assistant", other)["id"]
+    assert (
+        cli.json("assistants", "delete", other, "--threads", "keep")["threads_deleted"]
+        == 0
+    )
+    assert cli.json("threads", "show", kept)["assistant_id"] == other
+
+
+# --- threads --------------------------------------------------------------------------
+
+
+def test_thread_create_show_list_delete(cli: Cli) -> None:
+    assistant_id = make_assistant(cli)
+    code, out, _ = cli(
+        "threads", "create", "--assistant", assistant_id, "--metadata", "region=eu"
+    )
+    assert code == 0
+    (thread_id,) = re.findall(r"thread_\w+", out)
+    override = cli.json(
+        "threads", "create", "--assistant", assistant_id, "--model", "llama3.2"
+    )
+    assert override["chat_completion_model"] == "llama3.2"
+
+    shown = cli.json("threads", "show", thread_id)
+    assert shown["object"] == "thread"
+    assert shown["assistant_id"] == assistant_id
+    assert shown["hwm"] is None
+    assert shown["chat_completion_model"] is None
+    assert shown["metadata"] == {"region": "eu"}
+    assert shown["messages"] == []
+
+    code, out, _ = cli("threads", "show", thread_id)
+    assert code == 0
+    assert "hwm" in out
+    assert "0 (0 after the hwm)" in out
+
+    listed = cli.json("threads", "list")
+    assert [t["id"] for t in listed["data"]] == [override["id"], thread_id]
+    by_metadata = cli.json("threads", "list", "--metadata", "region=eu")
+    assert [t["id"] for t in by_metadata["data"]] == [thread_id]
+    code, out, _ = cli("threads", "list")
+    assert thread_id in out
+    assert "region=eu" in out
+
+    code, out, _ = cli("threads", "delete", thread_id)
+    assert code == 0
+    assert [t["id"] for t in cli.json("threads", "list")["data"]] == [override["id"]]
+
+
+def test_thread_list_by_assistant_and_pages(cli: Cli) -> None:
+    first, second = make_assistant(cli), make_assistant(cli)
+    mine = [cli.json("threads", "create", "--assistant", first)["id"] for _ in range(3)]
+    cli.json("threads", "create", "--assistant", second)
+
+    listed = cli.json("threads", "list", "--assistant", first, "--limit", "2")
+    assert [t["id"] for t in listed["data"]] == mine[::-1][:2]
+    assert listed["has_more"] is True
+    rest = cli.json(
+        "threads", "list", "--assistant", first, "--after", listed["last_id"]
+    )
+    assert [t["id"] for t in rest["data"]] == [mine[0]]
+    assert rest["has_more"] is False
+
+
+def test_thread_show_lists_messages_newest_window(cli: Cli) -> None:
+    thread_id = cli.json("threads", "create", "--assistant", make_assistant(cli))["id"]
+    with SQLiteStore() as store:
+        AssistantThreadChatMessageHistory(store, thread_id).add_messages(
+            [HumanMessage("one"), AIMessage("two"), HumanMessage("three")]
+        )
+    shown = cli.json("threads", "show", thread_id, "--limit", "2")
+    assert [(m["role"], m["content"]) for m in shown["messages"]] == [
+        ("assistant", "two"),
+        ("user", "three"),
+    ]
+    assert shown["has_more_messages"] is True
+
+    code, out, _ = cli("threads", "show", thread_id)
+    assert code == 0
+    assert "3 (3 after the hwm)" in out
+    assert out.index("one") < out.index("two") < out.index("three")
+
+
+def test_thread_create_needs_an_existing_assistant(cli: Cli) -> None:
+    code, out, err = cli("threads", "create", "--assistant", "asst_missing")
+    assert code == 1
+    assert out == ""
+    assert err == (
+        "langchain-retro: error: No assistant with id 'asst_missing' in this store.\n"
+    )
+
+
+# --- options and errors ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("threads", "show", "thread_nope"),
+        ("threads", "delete", "thread_nope"),
+        ("assistants", "show", "asst_nope"),
+        ("assistants", "delete", "asst_nope"),
+        ("threads", "list", "--after", "thread_nope"),
+    ],
+)
+def test_unknown_id_is_one_line_and_exit_1(cli: Cli, args: tuple[str, ...]) -> None:
+    code, out, err = cli(*args)
+    assert code == 1
+    assert out == ""
+    assert err.startswith("langchain-retro: error: No ")
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_invalid_value_is_one_line_and_exit_1(cli: Cli) -> None:
+    code, _, err = cli("assistants", "create", "--model", "m", "--temperature", "5")
+    assert code == 1
+    assert err.count("\n") == 1
+    assert "temperature" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (),
+        ("threads",),
+        ("threads", "list", "--metadata", "no-equals-sign"),
+        ("threads", "list", "--limit", "0"),
+        ("assistants", "delete", "asst_x", "--threads", "maybe"),
+    ],
+)
+def test_usage_errors_exit_2(cli: Cli, args: tuple[str, ...]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    assert exit_info.value.code == 2
+
+
+def test_db_option_env_and_default(
+    cli: Cli, clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_assistant(cli, "--name", "default")
+    assert (clean_env / "langchain-retro.db").exists()
+
+    monkeypatch.setenv("LANGCHAIN_RETRO_DB", str(clean_env / "env.db"))
+    make_assistant(cli, "--name", "env")
+    # Global options work before or after the command.
+    assert [a["name"] for a in cli.json("assistants", "list")["data"]] == ["env"]
+    code, out, _ = cli("assistants", "list", "--json", "--db", "other.db")
+    assert code == 0
+    assert json.loads(out)["data"] == []
+    code, out, _ = cli("--db", "langchain-retro.db", "--json", "assistants", "list")
+    assert [a["name"] for a in json.loads(out)["data"]] == ["default"]
+
+
+def test_python_dash_m_runs_the_cli(clean_env: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "langchain_retro", "--json", "threads", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["data"] == []
+
+
+# --- documentation --------------------------------------------------------------------
+
+
+def _subcommands(parser: Any, prefix: str = "") -> list[str]:
+    """Every command path of the parser: 'assistants create', 'chat', ..."""
+    found: list[str] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                path = f"{prefix}{name}"
+                children = _subcommands(sub, f"{path} ")
+                found.extend(children or [path])
+    return found
+
+
+def _readme_cli_section() -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"^## Command line\n(.*?)(?=^## )", readme, re.M | re.S)
+    assert match, "README.md has no '## Command line' section"
+    return match.group(1)
+
+
+@pytest.mark.parametrize("command", _subcommands(build_parser()))
+def test_every_command_is_documented_in_the_readme(command: str) -> None:
+    assert f"langchain-retro {command}" in _readme_cli_section(), (
+        f"'langchain-retro {command}' is not documented in README.md's "
+        "'## Command line' section"
+    )
