@@ -1,0 +1,255 @@
+"""`AssistantThreadChatMessageHistory` on every store, and inside LCEL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import count
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    UsageMetadata,
+)
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables.history import RunnableWithMessageHistory
+
+from langchain_retro import (
+    Assistant,
+    AssistantThreadChatMessageHistory,
+    BaseThread,
+    ChatCompletionThread,
+    MessageConversionError,
+    ThreadNotFoundError,
+)
+from langchain_retro.stores.base import BaseStore
+
+if TYPE_CHECKING:
+    from _helpers import Caller as Call
+
+pytest_plugins = ["_helpers"]
+
+UNKNOWN_THREAD = "thread_00000000000000000000000000"
+USAGE: UsageMetadata = {"input_tokens": 5, "output_tokens": 8, "total_tokens": 13}
+
+
+async def new_history(
+    call: Call, store: BaseStore, **kwargs: Any
+) -> AssistantThreadChatMessageHistory:
+    thread = await call(BaseThread, "create", store)
+    return AssistantThreadChatMessageHistory(store, thread.id, **kwargs)
+
+
+def contents(messages: list[BaseMessage]) -> list[Any]:
+    return [m.content for m in messages]
+
+
+# --- reading and writing -------------------------------------------------------------
+
+
+async def test_empty_history(store: BaseStore, call: Call) -> None:
+    history = await new_history(call, store)
+    assert await call.messages(history) == []
+
+
+async def test_add_and_read(store: BaseStore, call: Call) -> None:
+    history = await new_history(call, store)
+    await call(history, "add_messages", [SystemMessage("sys"), HumanMessage("q1")])
+    await call(history, "add_messages", [AIMessage("a1")])
+    got = await call.messages(history)
+    assert [(type(m), m.content) for m in got] == [
+        (SystemMessage, "sys"),
+        (HumanMessage, "q1"),
+        (AIMessage, "a1"),
+    ]
+    rows = await call(store, "list_messages", history.thread_id)
+    assert [m.id for m in got] == [r.id for r in rows]
+    assert all(m.id is not None and m.id.startswith("msg_") for m in got)
+    assert len({m.id for m in got}) == 3
+
+
+def test_add_message_and_helpers(store: BaseStore) -> None:
+    history = AssistantThreadChatMessageHistory(store, BaseThread.create(store).id)
+    history.add_message(HumanMessage("one"))
+    history.add_user_message("two")
+    history.add_ai_message("three")
+    assert [(m.type, m.content) for m in history.messages] == [
+        ("human", "one"),
+        ("human", "two"),
+        ("ai", "three"),
+    ]
+
+
+async def test_add_messages_is_one_atomic_batch(store: BaseStore, call: Call) -> None:
+    history = await new_history(call, store)
+    await call(history, "add_messages", [HumanMessage("kept")])
+    bad = AIMessage("x", additional_kwargs={"obj": object()})
+    with pytest.raises(MessageConversionError):
+        await call(history, "add_messages", [HumanMessage("a"), AIMessage("b"), bad])
+    assert contents(await call.messages(history)) == ["kept"]
+
+
+async def test_two_histories_on_one_thread(store: BaseStore, call: Call) -> None:
+    one = await new_history(call, store)
+    two = AssistantThreadChatMessageHistory(store, one.thread_id)
+    await call(one, "add_messages", [HumanMessage("from one")])
+    await call(two, "add_messages", [AIMessage("from two")])
+    assert contents(await call.messages(one)) == ["from one", "from two"]
+    other = await new_history(call, store)
+    assert await call.messages(other) == []
+
+
+@pytest.mark.parametrize(("window", "expected"), [(1, 9), (3, 7), (10, 0), (50, 0)])
+async def test_window_returns_newest_in_order(
+    store: BaseStore, call: Call, window: int, expected: int
+) -> None:
+    full = await new_history(call, store)
+    await call(full, "add_messages", [HumanMessage(f"m{i}") for i in range(10)])
+    windowed = AssistantThreadChatMessageHistory(store, full.thread_id, window=window)
+    got = await call.messages(windowed)
+    assert contents(got) == [f"m{i}" for i in range(expected, 10)]
+    everything = await call.messages(full)
+    assert [m.id for m in got] == [m.id for m in everything[expected:]]
+
+
+@pytest.mark.parametrize("window", [0, -1])
+def test_window_must_be_positive(store: BaseStore, window: int) -> None:
+    with pytest.raises(ValueError, match="window"):
+        AssistantThreadChatMessageHistory(store, "thread_x", window=window)
+
+
+async def test_clear_keeps_thread_and_resets_hwm(store: BaseStore, call: Call) -> None:
+    assistant = await call(Assistant, "create", store, model="m")
+    thread = await call(
+        ChatCompletionThread,
+        "create",
+        store,
+        assistant_id=assistant.id,
+        chat_completion_model="x",
+        metadata={"k": "v"},
+    )
+    history = AssistantThreadChatMessageHistory(store, thread.id)
+    await call(history, "add_messages", [HumanMessage("q"), AIMessage("a")])
+    last = (await call.messages(history))[-1]
+    thread = await call(thread, "update", store, hwm=last.id)
+    assert thread.hwm == last.id
+
+    await call(history, "clear")
+    assert await call.messages(history) == []
+    after = await call(ChatCompletionThread, "retrieve", store, thread.id)
+    assert after.hwm is None
+    assert (after.assistant_id, after.chat_completion_model) == (assistant.id, "x")
+    assert after.metadata == {"k": "v"}
+
+    await call(history, "add_messages", [HumanMessage("again")])
+    assert contents(await call.messages(history)) == ["again"]
+
+
+async def test_clear_plain_thread(store: BaseStore, call: Call) -> None:
+    history = await new_history(call, store)
+    await call(history, "add_messages", [HumanMessage("q")])
+    await call(history, "clear")
+    assert await call.messages(history) == []
+    await call(history, "clear")  # clearing an empty thread is fine
+    assert (await call(BaseThread, "retrieve", store, history.thread_id)).id
+
+
+@pytest.mark.parametrize("window", [None, 5])
+async def test_unknown_thread(store: BaseStore, call: Call, window: int | None) -> None:
+    history = AssistantThreadChatMessageHistory(store, UNKNOWN_THREAD, window=window)
+    for method, args in (("add_messages", ([HumanMessage("x")],)), ("clear", ())):
+        with pytest.raises(ThreadNotFoundError) as caught:
+            await call(history, method, *args)
+        assert caught.value.object_id == UNKNOWN_THREAD
+        assert isinstance(caught.value, LookupError)
+    with pytest.raises(ThreadNotFoundError):
+        await call.messages(history)
+
+
+# --- inside RunnableWithMessageHistory -----------------------------------------------
+
+
+def replies() -> Iterator[AIMessage]:
+    for turn in count(1):
+        yield AIMessage(
+            f"Reply number {turn} has several words in it.",
+            usage_metadata=USAGE,
+            response_metadata={"model_name": "fake"},
+        )
+
+
+def chain(
+    store: BaseStore, seen: list[list[BaseMessage]]
+) -> RunnableWithMessageHistory:
+    prompt = ChatPromptTemplate.from_messages(
+        [
+            ("system", "You are a test."),
+            MessagesPlaceholder("history"),
+            ("human", "{input}"),
+        ]
+    )
+
+    def record(value: Any) -> Any:
+        seen.append(value.to_messages())
+        return value
+
+    model = GenericFakeChatModel(messages=replies())
+    return RunnableWithMessageHistory(
+        prompt | RunnableLambda(record) | model,
+        lambda session_id: AssistantThreadChatMessageHistory(store, session_id),
+        input_messages_key="input",
+        history_messages_key="history",
+    )
+
+
+async def run_turn(runnable: Any, how: str, text: str, thread_id: str) -> str:
+    config = {"configurable": {"session_id": thread_id}}
+    payload = {"input": text}
+    if how == "invoke":
+        return str(runnable.invoke(payload, config).content)
+    if how == "ainvoke":
+        return str((await runnable.ainvoke(payload, config)).content)
+    if how == "stream":
+        chunks = list(runnable.stream(payload, config))
+    else:
+        chunks = [chunk async for chunk in runnable.astream(payload, config)]
+    assert len(chunks) > 1  # really streamed
+    return "".join(str(c.content) for c in chunks)
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke", "stream", "astream"])
+async def test_runnable_with_message_history(store: BaseStore, how: str) -> None:
+    thread = await BaseThread.acreate(store)
+    seen: list[list[BaseMessage]] = []
+    runnable = chain(store, seen)
+
+    first = await run_turn(runnable, how, "Hello there", thread.id)
+    second = await run_turn(runnable, how, "And again", thread.id)
+    assert first == "Reply number 1 has several words in it."
+    assert second == "Reply number 2 has several words in it."
+
+    stored = AssistantThreadChatMessageHistory(store, thread.id).messages
+    assert [(type(m), m.content) for m in stored] == [
+        (HumanMessage, "Hello there"),
+        (AIMessage, first),
+        (HumanMessage, "And again"),
+        (AIMessage, second),
+    ]
+    assert all(m.id is not None and m.id.startswith("msg_") for m in stored)
+    if how in ("invoke", "ainvoke"):  # the fake model streams words only
+        assert isinstance(stored[1], AIMessage)
+        assert stored[1].usage_metadata == USAGE
+        assert stored[1].response_metadata == {"model_name": "fake"}
+    # The model saw the stored history on the second turn.
+    assert [m.content for m in seen[1]] == [
+        "You are a test.",
+        "Hello there",
+        first,
+        "And again",
+    ]
+    assert store.count_messages(thread.id) == 4
