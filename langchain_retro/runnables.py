@@ -1,0 +1,958 @@
+"""`ThreadRunner`: runs on threads, completed through Chat Completions.
+
+The runner is the execution plane: it reads a thread and its assistant from a store,
+sends the conversation to ``ChatOpenAI`` and stores the reply, moving the thread's
+high-water mark (``hwm``) in the same write. One run is active per thread at a time,
+enforced by a lease kept in the store, so it holds across processes.
+
+A run, step by step:
+
+1. take the thread's run lease (waiting up to ``wait_timeout``);
+2. append the input messages, as one batch;
+3. read the thread's messages (the newest ``window`` of them, if set);
+4. plan: the pending messages are those after ``hwm`` that are not the assistant's;
+   the last of them is the snapshot; the context ends at it;
+5. call the model with the assistant's settings as per-call parameters;
+6. store the reply and set ``hwm`` to the snapshot, in one store call;
+7. give the lease back.
+
+Steps 2 to 4 are written once as a sequence of store calls that a sync and an async
+driver execute (`_prepare`); steps 4 and 6 are pure functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias, TypeVar, cast
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForChainRun,
+    CallbackManagerForChainRun,
+)
+from langchain_core.language_models import LanguageModelInput
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    HumanMessage,
+    MessageLikeRepresentation,
+    SystemMessage,
+    ToolMessage,
+    convert_to_messages,
+    message_chunk_to_message,
+    trim_messages,
+)
+from langchain_core.messages import BaseMessage as LCBaseMessage
+from langchain_core.messages.utils import count_tokens_approximately
+from langchain_core.prompt_values import PromptValue
+from langchain_core.runnables import (
+    ConfigurableFieldSpec,
+    Runnable,
+    RunnableConfig,
+    RunnableSerializable,
+)
+from langchain_core.tools import BaseTool
+from langchain_openai import ChatOpenAI
+from pydantic import ConfigDict, Field, PrivateAttr
+from typing_extensions import override
+
+from langchain_retro import _messages
+from langchain_retro._metadata import MetadataPatch
+from langchain_retro.errors import (
+    ModelCallError,
+    NothingToRunError,
+    RecordClassError,
+    RetroValueError,
+    ThreadBusyError,
+)
+from langchain_retro.records import BaseAssistant, ChatCompletionThread
+from langchain_retro.stores.base import BaseStore, NewMessage, StoredMessage
+
+__all__ = ["CHAT_COMPLETION_PARAMETERS", "THREAD_ID_KEY", "RunnerInput", "ThreadRunner"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+THREAD_ID_KEY = "thread_id"
+"""The ``config["configurable"]`` key naming the thread a run works on."""
+
+CHAT_COMPLETION_PARAMETERS: frozenset[str] = frozenset(
+    {
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "max_tokens",
+        "parallel_tool_calls",
+        "presence_penalty",
+        "prompt_cache_key",
+        "reasoning_effort",
+        "response_format",
+        "safety_identifier",
+        "seed",
+        "service_tier",
+        "stop",
+        "tool_choice",
+        "top_logprobs",
+        "user",
+        "verbosity",
+    }
+)
+"""Typed assistant fields with one of these names are sent as that request parameter.
+
+A field left at ``None`` is not sent. Other typed fields are data, never sent.
+"""
+
+RunnerInput: TypeAlias = (
+    str | LCBaseMessage | PromptValue | Sequence[MessageLikeRepresentation] | None
+)
+"""What a run accepts: text, a message, messages, a prompt value, or ``None``."""
+
+_HWM = "hwm"
+_AI_ROLE = "assistant"
+# ChatOpenAI settings that only the Responses API understands.
+_RESPONSES_ONLY = (
+    "reasoning",
+    "include",
+    "truncation",
+    "context_management",
+    "use_previous_response_id",
+)
+_POLL_FIRST = 0.005
+_POLL_MAX = 0.25
+
+
+# --- pure steps ----------------------------------------------------------------------
+
+
+def thread_id_of(config: RunnableConfig | None) -> str:
+    """The thread a run works on, from ``config["configurable"]["thread_id"]``.
+
+    Raises:
+        RetroValueError: If the key is missing or empty.
+    """
+    value = ((config or {}).get("configurable") or {}).get(THREAD_ID_KEY)
+    if not isinstance(value, str) or not value:
+        raise RetroValueError(
+            f'ThreadRunner needs the thread id in config["configurable"]'
+            f'["{THREAD_ID_KEY}"], got {value!r}. Pass '
+            f'config={{"configurable": {{"{THREAD_ID_KEY}": thread.id}}}}.'
+        )
+    return value
+
+
+def input_messages(value: RunnerInput) -> list[LCBaseMessage]:
+    """The messages a run's input adds to the thread (none for ``None``)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [HumanMessage(value)]
+    if isinstance(value, LCBaseMessage):
+        return [value]
+    if isinstance(value, PromptValue):
+        return value.to_messages()
+    return convert_to_messages(value)
+
+
+def _is_repeat(
+    tail: Sequence[StoredMessage], payloads: Sequence[str], hwm: str | None
+) -> bool:
+    """Whether the input is already the thread's unanswered tail (a retried run).
+
+    ``tail`` holds the thread's newest ``len(payloads)`` messages, newest first.
+    """
+    if len(tail) != len(payloads) or any(row.id == hwm for row in tail):
+        return False
+    return [row.payload for row in reversed(tail)] == list(payloads)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a run sends, and where its high-water mark moves."""
+
+    messages: list[LCBaseMessage]
+    """The messages to send: system message, then the context."""
+    kwargs: dict[str, Any]
+    """Per-call model parameters."""
+    snapshot: str
+    """The id of the last pending message: the new ``hwm``."""
+
+
+def _pending_start(
+    rows: Sequence[StoredMessage], hwm: str | None, complete: bool
+) -> int:
+    """The index of the first row after ``hwm``."""
+    if hwm is None:
+        return 0
+    for index in range(len(rows) - 1, -1, -1):
+        if rows[index].id == hwm:
+            return index + 1
+    if complete:
+        # The hwm message was deleted: ids sort by creation, so compare them.
+        return next((i for i, row in enumerate(rows) if row.id > hwm), len(rows))
+    return 0  # hwm is older than the rows read
+
+
+def _without_orphans(messages: Sequence[LCBaseMessage]) -> list[LCBaseMessage]:
+    """Drop leading tool results whose tool-call message is not in the context."""
+    start = 0
+    while start < len(messages) and isinstance(messages[start], ToolMessage):
+        start += 1
+    return list(messages[start:])
+
+
+def _fit_budget(
+    conversation: list[LCBaseMessage],
+    system: list[LCBaseMessage],
+    budget: int,
+    counter: Callable[[list[LCBaseMessage]], int],
+) -> list[LCBaseMessage]:
+    trimmed = trim_messages(
+        [*system, *conversation],
+        max_tokens=budget,
+        token_counter=counter,
+        strategy="last",
+        include_system=bool(system),
+        allow_partial=False,
+    )
+    kept = _without_orphans(trimmed[len(system) :] if system else trimmed)
+    if kept:
+        return kept
+    # The budget is best effort: the newest turn is always sent.
+    last_call = max(
+        (i for i, m in enumerate(conversation) if not isinstance(m, ToolMessage)),
+        default=0,
+    )
+    return conversation[last_call:]
+
+
+def model_kwargs(
+    thread: ChatCompletionThread, assistant: BaseAssistant
+) -> dict[str, Any]:
+    """The per-call model parameters of a run on ``thread`` by ``assistant``."""
+    kwargs: dict[str, Any] = {"model": thread.chat_completion_model or assistant.model}
+    if assistant.temperature is not None:
+        kwargs["temperature"] = assistant.temperature
+    if assistant.top_p is not None:
+        kwargs["top_p"] = assistant.top_p
+    fields = type(assistant).model_fields
+    for name in sorted(CHAT_COMPLETION_PARAMETERS.intersection(fields)):
+        value = getattr(assistant, name)
+        if value is not None:
+            kwargs[name] = value
+    return kwargs
+
+
+def plan_run(
+    *,
+    thread: ChatCompletionThread,
+    assistant: BaseAssistant,
+    rows: Sequence[StoredMessage],
+    complete: bool,
+    window: int | None,
+    max_tokens_context: int | None = None,
+    token_counter: Callable[[list[LCBaseMessage]], int] = count_tokens_approximately,
+) -> _Plan | None:
+    """Plan a run from the newest messages of a thread.
+
+    Args:
+        thread: The thread, as read under the run lease.
+        assistant: The thread's assistant.
+        rows: The thread's newest messages, oldest first.
+        complete: Whether ``rows`` is the whole thread.
+        window: How many messages the context holds at most; ``None`` for all.
+        max_tokens_context: An optional token budget for system message + context.
+        token_counter: Counts the tokens of a list of messages.
+
+    Returns:
+        The plan, or ``None`` if older messages must be read first.
+
+    Raises:
+        NothingToRunError: If no message waits for an answer.
+    """
+    start = _pending_start(rows, thread.hwm, complete)
+    last = next(
+        (i for i in range(len(rows) - 1, start - 1, -1) if rows[i].role != _AI_ROLE),
+        None,
+    )
+    if last is None:
+        hwm_seen = thread.hwm is not None and start > 0
+        if complete or hwm_seen:
+            raise NothingToRunError(
+                f"Thread {thread.id!r} has no message waiting for an answer (hwm "
+                f"{thread.hwm!r}). Pass the next message as the run's input.",
+                thread_id=thread.id,
+            )
+        return None
+    first = 0 if window is None else last + 1 - window
+    if first < 0:
+        if not complete:
+            return None
+        first = 0
+    conversation = _without_orphans(
+        [_messages.from_payload(r.payload, r.id) for r in rows[first : last + 1]]
+    )
+    system: list[LCBaseMessage] = (
+        [SystemMessage(assistant.instructions)] if assistant.instructions else []
+    )
+    if max_tokens_context is not None:
+        conversation = _fit_budget(
+            conversation, system, max_tokens_context, token_counter
+        )
+    return _Plan(
+        messages=[*system, *conversation],
+        kwargs=model_kwargs(thread, assistant),
+        snapshot=rows[last].id,
+    )
+
+
+def _reply_write(
+    reply: LCBaseMessage, snapshot: str
+) -> tuple[NewMessage, MetadataPatch]:
+    """The store write of a run's end: the reply, and ``hwm`` moved to the snapshot."""
+    if not isinstance(reply, AIMessage):
+        raise TypeError(
+            f"The model returned a {type(reply).__name__}, not an AIMessage"
+        )
+    new = NewMessage(role=_AI_ROLE, payload=_messages.to_payload(reply))
+    patch = MetadataPatch(set={_HWM: snapshot}, clear_fields=frozenset({_HWM}))
+    return new, patch
+
+
+def _stored_reply(stored: StoredMessage) -> AIMessage:
+    return cast("AIMessage", _messages.from_payload(stored.payload, stored.id))
+
+
+def _merged(chunks: Sequence[AIMessageChunk]) -> AIMessage:
+    total = chunks[0] + list(chunks[1:]) if len(chunks) > 1 else chunks[0]
+    return cast("AIMessage", message_chunk_to_message(total))
+
+
+def _id_chunk(reply: AIMessage) -> AIMessageChunk:
+    """The stream's closing chunk: empty, carrying the stored reply's id."""
+    empty: str | list[str | dict[str, Any]] = (
+        "" if isinstance(reply.content, str) else []
+    )
+    return AIMessageChunk(content=empty, id=reply.id, chunk_position="last")
+
+
+def _model_call_error(thread_id: str, exc: Exception) -> ModelCallError:
+    return ModelCallError(
+        f"The Chat Completions call of the run on thread {thread_id!r} failed: "
+        f"{type(exc).__name__}: {exc}. The thread is unchanged apart from the run's "
+        "input, which is kept: run again (with the same input or none) to retry.",
+        thread_id=thread_id,
+    )
+
+
+def _busy_error(thread_id: str, timeout: float) -> ThreadBusyError:
+    return ThreadBusyError(
+        f"Thread {thread_id!r} is busy: another run held it for the whole "
+        f"wait_timeout of {timeout:g}s. Retry later or raise wait_timeout.",
+        thread_id=thread_id,
+    )
+
+
+def _next_poll(delay: float) -> float:
+    return min(delay * 2, _POLL_MAX)
+
+
+def _jittered(delay: float, remaining: float) -> float:
+    # Jitter keeps waiting runs from polling in lockstep.
+    return max(0.0, min(delay * (0.5 + random.random()), remaining))  # noqa: S311
+
+
+def _chat_completions_model(llm: ChatOpenAI) -> ChatOpenAI:
+    """``llm``, or a copy pinned to Chat Completions; the original is never changed."""
+    responses_only = [name for name in _RESPONSES_ONLY if getattr(llm, name, None)]
+    if responses_only:
+        raise RetroValueError(
+            f"ThreadRunner completes runs through Chat Completions, but the ChatOpenAI "
+            f"sets {responses_only}, which only the Responses API accepts. Remove "
+            "them (use reasoning_effort= instead of reasoning=)."
+        )
+    if llm.use_responses_api is False:
+        return llm
+    return llm.model_copy(update={"use_responses_api": False})
+
+
+# --- the run's store calls, written once ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _StoreCall:
+    """One store call, made by `ThreadRunner._drive` or by its async twin."""
+
+    method: str
+    """The sync method's name; the async driver calls ``"a" + method``."""
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+_Steps: TypeAlias = Generator[_StoreCall, Any, T]
+
+
+def _read_step(thread_id: str, limit: int | None) -> _Steps[list[StoredMessage]]:
+    if limit is None:
+        rows: list[StoredMessage] = yield _StoreCall("list_messages", (thread_id,))
+        return rows
+    newest: list[StoredMessage] = yield _StoreCall(
+        "list_messages", (thread_id,), {"order": "desc", "limit": limit}
+    )
+    return newest[::-1]
+
+
+def _as_run_thread(stored: Any, thread_id: str) -> ChatCompletionThread:
+    try:
+        return ChatCompletionThread._from(stored)
+    except RecordClassError as exc:
+        raise RecordClassError(
+            f"Thread {thread_id!r} is not a ChatCompletionThread, so it names no "
+            "assistant to run with. Create run threads with "
+            "ChatCompletionThread.create(store, assistant_id=...) or a subclass, "
+            "and import that subclass before running."
+        ) from exc
+
+
+# --- lease renewal -------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Held:
+    store: BaseStore
+    thread_id: str
+    owner: str
+    ttl: float
+    due: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    dropped: bool = False
+
+
+class _Renewals:
+    """One daemon thread renewing the leases of this process's sync runs in flight.
+
+    A run's lease is renewed every third of its time to live, so it expires only when
+    the process holding it is gone.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._held: set[_Held] = set()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, store: BaseStore, thread_id: str, owner: str, ttl: float) -> _Held:
+        held = _Held(store, thread_id, owner, ttl, time.monotonic() + ttl / 3)
+        with self._cond:
+            self._held.add(held)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._loop, name="langchain-retro-leases", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+        return held
+
+    def drop(self, held: _Held) -> None:
+        with held.lock:  # waits for a renewal in flight, so none lands after release
+            held.dropped = True
+        with self._cond:
+            self._held.discard(held)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [h for h in self._held if h.due <= now]
+                if not due:
+                    wake = min((h.due for h in self._held), default=None)
+                    self._cond.wait(None if wake is None else wake - now)
+                    continue
+            for held in due:
+                with held.lock:
+                    if not held.dropped:
+                        _renew(held)
+                        held.due = time.monotonic() + held.ttl / 3
+
+
+def _renew(held: _Held) -> None:
+    try:
+        kept = held.store.acquire_lease(held.thread_id, held.owner, held.ttl)
+    except Exception:
+        logger.exception("Cannot renew the run lease of thread %s", held.thread_id)
+        return
+    if not kept:
+        _lease_lost(held.thread_id)
+
+
+def _lease_lost(thread_id: str) -> None:
+    logger.warning(
+        "The run lease of thread %s expired and was taken by another run; two runs "
+        "may now answer the same messages. Raise lease_ttl.",
+        thread_id,
+    )
+
+
+_RENEWALS = _Renewals()
+
+
+# --- the runner ----------------------------------------------------------------------
+
+
+class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
+    """Runs on Assistants-style threads, completed through Chat Completions.
+
+    The thread comes from ``config["configurable"]["thread_id"]`` (LangGraph's
+    convention); it must be a `ChatCompletionThread` (or a subclass), whose assistant
+    gives the model, temperature, top_p and instructions. A run appends its input to
+    the thread, answers every message after the thread's ``hwm`` and stores the reply.
+
+    Setup:
+        .. code-block:: bash
+
+            pip install langchain-retro
+            export OPENAI_API_KEY="sk-..."  # or any OpenAI-compatible OPENAI_BASE_URL
+
+    Instantiate:
+        .. code-block:: python
+
+            from langchain_openai import ChatOpenAI
+            from langchain_retro import Assistant, ChatCompletionThread, SQLiteStore
+            from langchain_retro import ThreadRunner
+
+            store = SQLiteStore("app.db")
+            assistant = Assistant.create(
+                store, model="gpt-4o-mini", instructions="Be brief.", temperature=0.2
+            )
+            thread = ChatCompletionThread.create(store, assistant_id=assistant.id)
+            runner = ThreadRunner(store=store, llm=ChatOpenAI(), window=50)
+
+    Invoke:
+        .. code-block:: python
+
+            config = {"configurable": {"thread_id": thread.id}}
+            reply = runner.invoke("Hello!", config)  # an AIMessage, stored
+            reply.id                                 # "msg_...": its id in the store
+            runner.invoke(None, config)  # answer what others posted to the thread
+
+    Stream:
+        .. code-block:: python
+
+            for chunk in runner.stream("Tell me a story", config):
+                print(chunk.content, end="")
+            # The thread holds one complete reply; the last chunk carries its id.
+
+    Async:
+        .. code-block:: python
+
+            reply = await runner.ainvoke("Hello!", config)
+            async for chunk in runner.astream("More", config):
+                ...
+            replies = await runner.abatch(
+                ["hi"] * len(ids),
+                [{"configurable": {"thread_id": i}, "max_concurrency": 8} for i in ids],
+            )
+
+    Model settings:
+        The model is the thread's ``chat_completion_model``, else the assistant's
+        ``model``; the assistant's ``temperature`` and ``top_p`` are sent when set. A
+        typed field of an assistant subclass whose name is in
+        `CHAT_COMPLETION_PARAMETERS` (``max_tokens``, ``response_format``, ``seed``,
+        ``stop``...) is sent as that parameter. Keyword arguments given to ``invoke``
+        (or bound with ``.bind``) are sent too, and win. All of them go with the one
+        call: the shared ``llm`` is never changed, so concurrent runs never see each
+        other's settings. The ``llm``'s own settings apply to whatever a run leaves
+        unset. If the ``llm`` would use the Responses API, the runner uses a copy of
+        it pinned to Chat Completions.
+
+    Pending messages and the high-water mark:
+        A run answers the messages after the thread's ``hwm`` that are not the
+        assistant's. The context is the thread up to the last of them (its newest
+        ``window`` messages, if set; leading tool results whose call fell outside
+        are dropped), after the assistant's instructions as the system message. The
+        reply is stored and ``hwm`` set to that message in one store call, so a
+        message posted while a run is in flight is answered by the next run, and
+        none is answered twice. With no input and nothing pending, a run raises
+        `NothingToRunError`.
+
+    Failures and retries:
+        A failed model call raises `ModelCallError` (its cause chained); the thread
+        keeps the input but gets no reply and its ``hwm`` does not move. Running
+        again with the same input does not append it twice: input equal to the
+        thread's unanswered tail is taken as a retry of that input. So
+        ``runner.with_retry()`` is safe.
+
+    One run per thread:
+        A run holds the thread's lease in the store (renewed while it runs, expiring
+        ``lease_ttl`` seconds after a crash). Another run on the same thread waits up
+        to ``wait_timeout`` seconds, then raises `ThreadBusyError`; this holds across
+        processes sharing the database. Runs on different threads run in parallel.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    store: BaseStore
+    """The store holding the threads, their assistants and their messages."""
+    llm: ChatOpenAI
+    """The chat model that completes runs; never changed by the runner."""
+    window: int | None = Field(default=None, ge=1)
+    """How many of the thread's newest messages a run sends; ``None`` for all."""
+    max_tokens_context: int | None = Field(default=None, ge=1)
+    """A token budget for system message + context, trimmed oldest first; optional."""
+    token_counter: Callable[[list[LCBaseMessage]], int] = count_tokens_approximately
+    """Counts the tokens of a list of messages, for ``max_tokens_context``."""
+    tools: Sequence[dict[str, Any] | type | BaseTool | Callable[..., Any]] = ()
+    """Tools bound to the model with ``llm.bind_tools``."""
+    assistant_class: type[BaseAssistant] = BaseAssistant
+    """The class assistants are read as; subclasses come back as themselves anyway."""
+    wait_timeout: float = Field(default=30.0, ge=0)
+    """Seconds a run waits for a busy thread before raising `ThreadBusyError`."""
+    lease_ttl: float = Field(default=60.0, gt=0)
+    """Seconds a run's lease outlives a crashed process; renewed while a run lives."""
+
+    _model: Runnable[LanguageModelInput, LCBaseMessage] = PrivateAttr()
+
+    @override
+    def model_post_init(self, context: Any, /) -> None:
+        super().model_post_init(context)
+        llm = _chat_completions_model(self.llm)
+        self._model = llm.bind_tools(list(self.tools)) if self.tools else llm
+
+    @property
+    @override
+    def config_specs(self) -> list[ConfigurableFieldSpec]:
+        return [
+            ConfigurableFieldSpec(
+                id=THREAD_ID_KEY,
+                annotation=str,
+                name="Thread ID",
+                description="The id of the ChatCompletionThread to run.",
+                default="",
+                is_shared=True,
+            )
+        ]
+
+    # --- invoke ----------------------------------------------------------------------
+
+    @override
+    def invoke(
+        self, input: RunnerInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AIMessage:
+        return self._call_with_config(self._run, input, config, **kwargs)
+
+    @override
+    async def ainvoke(
+        self, input: RunnerInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AIMessage:
+        return await self._acall_with_config(self._arun, input, config, **kwargs)
+
+    def _run(
+        self,
+        input: RunnerInput,
+        run_manager: CallbackManagerForChainRun,
+        config: RunnableConfig,
+        **kwargs: Any,
+    ) -> AIMessage:
+        thread_id = thread_id_of(config)
+        new = input_messages(input)
+        with self._leased(thread_id):
+            plan = self._drive(self._prepare(thread_id, new))
+            try:
+                reply = self._model.invoke(
+                    plan.messages, config, **{**plan.kwargs, **kwargs}
+                )
+            except Exception as exc:
+                raise _model_call_error(thread_id, exc) from exc
+            return self._finish(thread_id, plan.snapshot, reply)
+
+    async def _arun(
+        self,
+        input: RunnerInput,
+        run_manager: AsyncCallbackManagerForChainRun,
+        config: RunnableConfig,
+        **kwargs: Any,
+    ) -> AIMessage:
+        thread_id = thread_id_of(config)
+        new = input_messages(input)
+        async with self._aleased(thread_id):
+            plan = await self._adrive(self._prepare(thread_id, new))
+            try:
+                reply = await self._model.ainvoke(
+                    plan.messages, config, **{**plan.kwargs, **kwargs}
+                )
+            except Exception as exc:
+                raise _model_call_error(thread_id, exc) from exc
+            return await self._afinish(thread_id, plan.snapshot, reply)
+
+    # --- stream ----------------------------------------------------------------------
+
+    @override
+    def stream(
+        self,
+        input: RunnerInput,
+        config: RunnableConfig | None = None,
+        **kwargs: Any | None,
+    ) -> Iterator[AIMessageChunk]:
+        """Stream the reply's chunks; the thread gets one complete reply at the end.
+
+        The last chunk is empty and carries the stored reply's ``id``, so the sum of
+        the chunks has the store's id, as ``invoke``'s reply does. A stream closed
+        before its end stores nothing and frees the thread.
+        """
+        runs: list[Iterator[AIMessageChunk]] = []
+
+        def transform(
+            inputs: Iterator[RunnerInput],
+            run_manager: CallbackManagerForChainRun,
+            config: RunnableConfig,
+            **kw: Any,
+        ) -> Iterator[AIMessageChunk]:
+            runs.append(self._stream_run(next(inputs), config, **kw))
+            return runs[-1]
+
+        outer = self._transform_stream_with_config(
+            iter([input]), transform, config, **kwargs
+        )
+        try:
+            yield from cast("Iterator[AIMessageChunk]", outer)
+        finally:
+            # Close the run now, not when collected, so its lease is freed at once.
+            cast("Generator[AIMessage, None, None]", outer).close()
+            for run in runs:
+                cast("Generator[AIMessageChunk, None, None]", run).close()
+
+    @override
+    async def astream(
+        self,
+        input: RunnerInput,
+        config: RunnableConfig | None = None,
+        **kwargs: Any | None,
+    ) -> AsyncIterator[AIMessageChunk]:
+        """Async twin of `stream`."""
+
+        async def one() -> AsyncIterator[RunnerInput]:
+            yield input
+
+        async def transform(
+            inputs: AsyncIterator[RunnerInput],
+            run_manager: AsyncCallbackManagerForChainRun,
+            config: RunnableConfig,
+            **kw: Any,
+        ) -> AsyncIterator[AIMessageChunk]:
+            async for value in inputs:
+                async for chunk in self._astream_run(value, config, **kw):
+                    yield chunk
+
+        async for chunk in self._atransform_stream_with_config(
+            one(), transform, config, **kwargs
+        ):
+            yield cast("AIMessageChunk", chunk)
+
+    def _stream_run(
+        self, input: RunnerInput, config: RunnableConfig, **kwargs: Any
+    ) -> Iterator[AIMessageChunk]:
+        thread_id = thread_id_of(config)
+        new = input_messages(input)
+        with self._leased(thread_id):
+            plan = self._drive(self._prepare(thread_id, new))
+            chunks: list[AIMessageChunk] = []
+            model_stream = self._model.stream(
+                plan.messages, config, **{**plan.kwargs, **kwargs}
+            )
+            with contextlib.closing(cast("Generator[Any, None, None]", model_stream)):
+                while True:
+                    try:
+                        chunk = next(model_stream)
+                    except StopIteration:
+                        break
+                    except Exception as exc:
+                        raise _model_call_error(thread_id, exc) from exc
+                    chunks.append(cast("AIMessageChunk", chunk))
+                    yield chunks[-1]
+            if not chunks:
+                raise _model_call_error(thread_id, ValueError("empty stream"))
+            reply = self._finish(thread_id, plan.snapshot, _merged(chunks))
+        yield _id_chunk(reply)
+
+    async def _astream_run(
+        self, input: RunnerInput, config: RunnableConfig, **kwargs: Any
+    ) -> AsyncIterator[AIMessageChunk]:
+        thread_id = thread_id_of(config)
+        new = input_messages(input)
+        async with self._aleased(thread_id):
+            plan = await self._adrive(self._prepare(thread_id, new))
+            chunks: list[AIMessageChunk] = []
+            model_stream = self._model.astream(
+                plan.messages, config, **{**plan.kwargs, **kwargs}
+            )
+            async with contextlib.aclosing(
+                cast("AsyncGenerator[Any, None]", model_stream)
+            ):
+                while True:
+                    try:
+                        chunk = await anext(model_stream)
+                    except StopAsyncIteration:
+                        break
+                    except Exception as exc:
+                        raise _model_call_error(thread_id, exc) from exc
+                    chunks.append(cast("AIMessageChunk", chunk))
+                    yield chunks[-1]
+            if not chunks:
+                raise _model_call_error(thread_id, ValueError("empty stream"))
+            reply = await self._afinish(thread_id, plan.snapshot, _merged(chunks))
+        yield _id_chunk(reply)
+
+    # --- the store side of a run -----------------------------------------------------
+
+    def _prepare(self, thread_id: str, new: Sequence[LCBaseMessage]) -> _Steps[_Plan]:
+        """Read the thread and assistant, append the input, read and plan the context.
+
+        Written once as the store calls it makes; `_drive` and `_adrive` run it.
+        """
+        payloads = [payload for _, payload in _messages.to_payloads(new)]
+        thread = _as_run_thread(
+            (yield _StoreCall("get_thread", (thread_id,))), thread_id
+        )
+        assistant = self.assistant_class._from(
+            (yield _StoreCall("get_assistant", (thread.assistant_id,)))
+        )
+        if new:
+            tail = yield _StoreCall(
+                "list_messages", (thread_id,), {"order": "desc", "limit": len(new)}
+            )
+            if not _is_repeat(tail, payloads, thread.hwm):
+                yield _StoreCall(
+                    "add_messages",
+                    (
+                        thread_id,
+                        [
+                            NewMessage(role=_messages.role_of(m), payload=p)
+                            for m, p in zip(new, payloads, strict=True)
+                        ],
+                    ),
+                )
+        limit = self.window
+        while True:
+            rows = yield from _read_step(thread_id, limit)
+            plan = plan_run(
+                thread=thread,
+                assistant=assistant,
+                rows=rows,
+                complete=limit is None or len(rows) < limit,
+                window=self.window,
+                max_tokens_context=self.max_tokens_context,
+                token_counter=self.token_counter,
+            )
+            if plan is not None:
+                return plan
+            limit = 2 * cast("int", limit)
+
+    def _drive(self, steps: _Steps[T]) -> T:
+        result: Any = None
+        while True:
+            try:
+                call = steps.send(result)
+            except StopIteration as done:
+                return cast("T", done.value)
+            result = getattr(self.store, call.method)(*call.args, **call.kwargs)
+
+    async def _adrive(self, steps: _Steps[T]) -> T:
+        result: Any = None
+        while True:
+            try:
+                call = steps.send(result)
+            except StopIteration as done:
+                return cast("T", done.value)
+            method = getattr(self.store, "a" + call.method)
+            result = await method(*call.args, **call.kwargs)
+
+    def _finish(self, thread_id: str, snapshot: str, reply: LCBaseMessage) -> AIMessage:
+        new, patch = _reply_write(reply, snapshot)
+        (stored,) = self.store.add_messages(thread_id, [new], thread_patch=patch)
+        return _stored_reply(stored)
+
+    async def _afinish(
+        self, thread_id: str, snapshot: str, reply: LCBaseMessage
+    ) -> AIMessage:
+        new, patch = _reply_write(reply, snapshot)
+        (stored,) = await self.store.aadd_messages(thread_id, [new], thread_patch=patch)
+        return _stored_reply(stored)
+
+    # --- the run lease ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _leased(self, thread_id: str) -> Iterator[None]:
+        owner = uuid.uuid4().hex
+        deadline = time.monotonic() + self.wait_timeout
+        delay = _POLL_FIRST
+        checked = False
+        while not self.store.acquire_lease(thread_id, owner, self.lease_ttl):
+            if not checked:  # an unknown thread raises now rather than at the timeout
+                self.store.get_thread(thread_id)
+                checked = True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _busy_error(thread_id, self.wait_timeout)
+            time.sleep(_jittered(delay, remaining))
+            delay = _next_poll(delay)
+        held = _RENEWALS.hold(self.store, thread_id, owner, self.lease_ttl)
+        try:
+            yield
+        finally:
+            _RENEWALS.drop(held)
+            self.store.release_lease(thread_id, owner)
+
+    @contextlib.asynccontextmanager
+    async def _aleased(self, thread_id: str) -> AsyncIterator[None]:
+        owner = uuid.uuid4().hex
+        deadline = time.monotonic() + self.wait_timeout
+        delay = _POLL_FIRST
+        checked = False
+        while not await self.store.aacquire_lease(thread_id, owner, self.lease_ttl):
+            if not checked:
+                await self.store.aget_thread(thread_id)
+                checked = True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _busy_error(thread_id, self.wait_timeout)
+            await asyncio.sleep(_jittered(delay, remaining))
+            delay = _next_poll(delay)
+        stop = asyncio.Event()
+        renewals = asyncio.create_task(self._arenew(thread_id, owner, stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            await renewals  # a renewal in flight lands before the release
+            await self.store.arelease_lease(thread_id, owner)
+
+    async def _arenew(self, thread_id: str, owner: str, stop: asyncio.Event) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(stop.wait(), self.lease_ttl / 3)
+            except TimeoutError:
+                pass
+            else:
+                return
+            try:
+                kept = await self.store.aacquire_lease(thread_id, owner, self.lease_ttl)
+            except Exception:
+                logger.exception("Cannot renew the run lease of thread %s", thread_id)
+                continue
+            if not kept:
+                _lease_lost(thread_id)
