@@ -45,6 +45,7 @@ from langchain_retro.stores.base import BaseStore
 from langchain_retro.stores.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
+    from langchain_retro.runnables import ThreadRunner
     from langchain_retro.stores.postgres import PostgresStore  # noqa: F401
 
 try:
@@ -87,6 +88,7 @@ __all__ = [
     "ThreadBusyError",
     "ThreadMessage",
     "ThreadNotFoundError",
+    "ThreadRunner",
     "__version__",
 ]
 
@@ -96,4 +98,9 @@ def __getattr__(name: str) -> Any:
         from langchain_retro.stores.postgres import PostgresStore  # noqa: PLC0415
 
         return PostgresStore
+    if name == "ThreadRunner":
+        # Imported on first use: it pulls in langchain-openai and the openai SDK.
+        from langchain_retro.runnables import ThreadRunner  # noqa: PLC0415
+
+        return ThreadRunner
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
