@@ -77,9 +77,10 @@ find_bindir() {
 }
 
 install_server() {
-    is_root && command -v apt-get >/dev/null ||
+    if ! is_root || ! command -v apt-get >/dev/null; then
         die "PostgreSQL server binaries not found; install them (Debian/Ubuntu:" \
             "apt-get install postgresql) or set RETRO_PG_BINDIR"
+    fi
     log "PostgreSQL server binaries not found; installing the Debian package"
     # The package also creates and starts its own cluster on port 5432; it is
     # left alone and does not clash with ours.
@@ -142,6 +143,13 @@ give_to_pg() {
 
 # --- where the data lives ---------------------------------------------------
 
+# Creates a directory whose parent exists; racing another start is fine.
+make_dir() {
+    local mode=$1 dir=$2
+    mkdir -m "$mode" -- "$dir" 2>/dev/null || [[ -d $dir ]] ||
+        die "cannot create directory $dir"
+}
+
 # Sets DATA_DIR and RUN_DIR.
 locate_dirs() {
     local run_in_repo=$REPO_ROOT/.pgrun base tmp hash
@@ -172,7 +180,7 @@ make_base_dir() {
     local base
     base=$(dirname "$DATA_DIR")
     [[ $base == "$REPO_ROOT" ]] && return 0
-    mkdir -p -m 0755 "$base"
+    make_dir 0755 "$base"
     [[ -d $base && ! -L $base && -O $base ]] ||
         die "$base exists but is not a directory owned by $(id -un); remove it"
 }
@@ -190,18 +198,7 @@ is_running() { is_initialised && pg pg_ctl status -D "$DATA_DIR" >/dev/null 2>&1
 running_port() { sed -n 4p "$DATA_DIR/postmaster.pid"; }
 
 # The port the next start tries first.
-preferred_port() {
-    local saved
-    if [[ -n ${RETRO_PG_PORT:-} ]]; then
-        printf '%s\n' "$RETRO_PG_PORT"
-    elif [[ -f $DATA_DIR/$SETTINGS_FILE ]] &&
-        saved=$(sed -n 's/^port = \([0-9][0-9]*\)$/\1/p' "$DATA_DIR/$SETTINGS_FILE") &&
-        [[ -n $saved ]]; then
-        printf '%s\n' "$saved"
-    else
-        printf '%s\n' "$DEFAULT_PORT"
-    fi
-}
+preferred_port() { printf '%s\n' "${RETRO_PG_PORT:-$DEFAULT_PORT}"; }
 
 url_for() { printf 'postgresql://%s@127.0.0.1:%s/%s\n' "$DB_SUPERUSER" "$1" "$DB_NAME"; }
 
@@ -233,7 +230,7 @@ init_cluster() {
         die "$DATA_DIR is not empty but holds no cluster; remove it and retry"
     fi
     log "initialising a cluster in $DATA_DIR"
-    mkdir -p -m 0700 "$DATA_DIR"
+    make_dir 0700 "$DATA_DIR"
     give_to_pg "$DATA_DIR"
     if ! out=$(pg initdb -D "$DATA_DIR" --username="$DB_SUPERUSER" --auth=trust \
         --encoding=UTF8 --no-locale --no-instructions 2>&1); then
@@ -302,17 +299,18 @@ ensure_database() {
 # Holds an exclusive lock on fd 9 until the script exits, so that concurrent
 # starts and stops of the same cluster take turns.
 lock() {
-    mkdir -p -m 0755 "$RUN_DIR"
+    make_dir 0755 "$RUN_DIR"
     give_to_pg "$RUN_DIR"
     command -v flock >/dev/null || return 0
-    exec 9>"$RUN_DIR/lock"
+    exec 9>>"$RUN_DIR/lock"
+    give_to_pg "$RUN_DIR/lock"
     flock 9
 }
 
 check_owner() {
     local owner
     [[ -e $DATA_DIR ]] || return 0
-    owner=$(ls -ld "$DATA_DIR" | awk '{print $3}')
+    owner=$(stat -c %U "$DATA_DIR" 2>/dev/null || stat -f %Su "$DATA_DIR")
     [[ $owner == "$(pg_user)" ]] ||
         die "$DATA_DIR belongs to $owner, not $(pg_user); run as $owner or root," \
             "or remove it"
