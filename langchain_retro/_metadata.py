@@ -8,7 +8,8 @@ adds typed fields; this module turns them into metadata entries and back:
 * every other type is stored as compact JSON produced from the field's annotation by
   pydantic and read back with the same annotation, so ``int``, ``float`` (including
   ``inf`` and ``nan``), ``bool``, ``None``, ``datetime``, enums, lists, dicts and nested
-  models round-trip exactly;
+  models round-trip exactly (an aware datetime whose UTC offset is not a whole number
+  of minutes, which JSON's offsets cannot hold, is stored as the same instant in UTC);
 * a value longer than the store's value limit spans several keys: ``name``,
   ``name#1``, ``name#2``... Rewriting a field always drops all of its old pieces, so
   shrinking a value never leaves stale pieces behind.
@@ -24,6 +25,7 @@ import re
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Union, get_args, get_origin
 
 import pydantic_core
@@ -71,6 +73,26 @@ UNLIMITED = MetadataLimits()
 
 OPENAI_LIMITS = MetadataLimits(max_keys=16, max_key_length=64, max_value_length=512)
 """The limits of OpenAI's metadata: 16 keys of up to 64 characters, values of 512."""
+
+
+def _whole_minute_offsets(value: Any) -> Any:
+    """Move aware datetimes with sub-minute UTC offsets to UTC, at any depth.
+
+    Pydantic writes offsets as ``+HH:MM`` and would silently drop the seconds of an
+    offset such as a historic local mean time (``+00:53:28``), shifting the instant.
+    """
+    if isinstance(value, datetime):
+        offset = value.utcoffset()
+        if offset is not None and offset % timedelta(minutes=1):
+            return value.astimezone(UTC)
+        return value
+    if isinstance(value, dict):
+        return {
+            _whole_minute_offsets(k): _whole_minute_offsets(v) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return type(value)(_whole_minute_offsets(v) for v in value)
+    return value
 
 
 def _is_raw_str(annotation: Any, info: FieldInfo) -> bool:
@@ -132,9 +154,15 @@ class FieldCodec:
                 field=self.name,
             )
         try:
-            plain = self.adapter.dump_python(value, mode="python")
+            plain = _whole_minute_offsets(
+                self.adapter.dump_python(value, mode="python")
+            )
             return pydantic_core.to_json(plain, inf_nan_mode="constants").decode()
-        except (pydantic_core.PydanticSerializationError, ValueError) as exc:
+        except (
+            pydantic_core.PydanticSerializationError,
+            ValueError,
+            OverflowError,
+        ) as exc:
             raise MetadataError(
                 f"Field {self.name!r} cannot be encoded to metadata: {exc}",
                 field=self.name,
