@@ -195,6 +195,22 @@ async def test_datetimes_round_trip(
     assert back.when.utcoffset() == when.utcoffset()
 
 
+async def test_sub_minute_offset_keeps_the_instant(
+    store: BaseStore, call: Call
+) -> None:
+    paris_lmt = timezone(timedelta(minutes=9, seconds=21))  # Paris before 1911
+    when = datetime(1900, 1, 1, 12, 0, tzinfo=paris_lmt)
+    contact = Contact(name="Old", seen=when)
+    created = await call(
+        Profile, "create", store, label="lmt", when=when, contact=contact
+    )
+    back = await call(Profile, "retrieve", store, created.id)
+    assert back.when == when  # the same instant, now expressed in UTC
+    assert back.when.utcoffset() == timedelta(0)
+    assert back.contact is not None
+    assert back.contact.seen == when
+
+
 async def test_how_values_are_stored(store: BaseStore, call: Call) -> None:
     created = await call(Profile, "create", store, **FULL)
     raw = (await call(store, "get_thread", created.id)).metadata
