@@ -46,6 +46,7 @@ PUBLIC = [
     "ThreadBusyError",
     "ThreadMessage",
     "ThreadNotFoundError",
+    "ThreadRunner",
     "__version__",
 ]
 
