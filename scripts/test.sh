@@ -111,7 +111,7 @@ start_postgres() {
 
 run_pytest() {
     local rc=0
-    section "python -m pytest $*"
+    section "python -m pytest${*:+ $*}"
     "$PY" -m pytest "$@" || rc=$?
     case $rc in
     0) ;;
