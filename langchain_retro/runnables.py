@@ -714,7 +714,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
         the chunks has the store's id, as ``invoke``'s reply does. A stream closed
         before its end stores nothing and frees the thread.
         """
-        runs: list[Iterator[AIMessageChunk]] = []
+        runs: list[Generator[AIMessageChunk, None, None]] = []
 
         def transform(
             inputs: Iterator[RunnerInput],
@@ -722,19 +722,19 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
             config: RunnableConfig,
             **kw: Any,
         ) -> Iterator[AIMessageChunk]:
-            runs.append(self._stream_run(next(inputs), config, **kw))
+            runs.append(self._stream_run(input, config, **kw))
             return runs[-1]
 
-        outer = self._transform_stream_with_config(
+        chunks = self._transform_stream_with_config(
             iter([input]), transform, config, **kwargs
         )
         try:
-            yield from cast("Iterator[AIMessageChunk]", outer)
+            yield from cast("Iterator[AIMessageChunk]", chunks)
         finally:
             # Close the run now, not when collected, so its lease is freed at once.
-            cast("Generator[AIMessage, None, None]", outer).close()
+            cast("Generator[AIMessage, None, None]", chunks).close()
             for run in runs:
-                cast("Generator[AIMessageChunk, None, None]", run).close()
+                run.close()
 
     @override
     async def astream(
@@ -748,24 +748,23 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
         async def one() -> AsyncIterator[RunnerInput]:
             yield input
 
-        async def transform(
+        def transform(
             inputs: AsyncIterator[RunnerInput],
             run_manager: AsyncCallbackManagerForChainRun,
             config: RunnableConfig,
             **kw: Any,
         ) -> AsyncIterator[AIMessageChunk]:
-            async for value in inputs:
-                async for chunk in self._astream_run(value, config, **kw):
-                    yield chunk
+            return self._astream_run(input, config, **kw)
 
-        async for chunk in self._atransform_stream_with_config(
-            one(), transform, config, **kwargs
-        ):
-            yield cast("AIMessageChunk", chunk)
+        chunks = self._atransform_stream_with_config(one(), transform, config, **kwargs)
+        # Closing this stream closes the run at once, so its lease is freed.
+        async with contextlib.aclosing(cast("AsyncGenerator[Any, None]", chunks)):
+            async for chunk in chunks:
+                yield cast("AIMessageChunk", chunk)
 
     def _stream_run(
         self, input: RunnerInput, config: RunnableConfig, **kwargs: Any
-    ) -> Iterator[AIMessageChunk]:
+    ) -> Generator[AIMessageChunk, None, None]:
         thread_id = thread_id_of(config)
         new = input_messages(input)
         with self._leased(thread_id):
@@ -791,7 +790,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
 
     async def _astream_run(
         self, input: RunnerInput, config: RunnableConfig, **kwargs: Any
-    ) -> AsyncIterator[AIMessageChunk]:
+    ) -> AsyncGenerator[AIMessageChunk, None]:
         thread_id = thread_id_of(config)
         new = input_messages(input)
         async with self._aleased(thread_id):
