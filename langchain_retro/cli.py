@@ -36,7 +36,12 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.messages import BaseMessage as LCBaseMessage
 from pydantic import ValidationError
 
-from langchain_retro.errors import AssistantInUseError, RetroError, RunError
+from langchain_retro.errors import (
+    AssistantInUseError,
+    MessageNotFoundError,
+    RetroError,
+    RunError,
+)
 from langchain_retro.records import (
     Assistant,
     BaseAssistant,
@@ -50,8 +55,10 @@ from langchain_retro.stores.sqlite import DEFAULT_PATH, PATH_ENV, SQLiteStore
 from langchain_retro.testing import DEFAULT_MODEL
 
 if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
     from langchain_openai import ChatOpenAI
 
+    from langchain_retro.runnables import ThreadRunner
     from langchain_retro.stores.base import BaseStore
 
 __all__ = ["build_parser", "main"]
@@ -293,12 +300,24 @@ def _assistants_delete(args: argparse.Namespace, store: BaseStore) -> int:
 # --- threads -------------------------------------------------------------------------
 
 
-def _thread_status(store: BaseStore, thread: BaseThread) -> tuple[str | None, int, int]:
-    """(hwm, message count, messages after the hwm) of a thread."""
-    hwm = getattr(thread, "hwm", None)
+def _thread_status(
+    store: BaseStore, thread: BaseThread
+) -> tuple[str | None, int, int | None]:
+    """(hwm, message count, pending count) of a thread.
+
+    Pending messages are those the next run answers: after the ``hwm``, and not the
+    assistant's. A thread that is not a run thread has neither.
+    """
     total = store.count_messages(thread.id)
-    pending = store.count_messages(thread.id, after=hwm) if hwm else total
-    return hwm, total, pending
+    if not isinstance(thread, ChatCompletionThread):
+        return None, total, None
+    hwm = thread.hwm
+    try:
+        rows = store.list_messages(thread.id, after=hwm)
+    except MessageNotFoundError:
+        # The hwm message was deleted; ids sort by creation, as the runner relies on.
+        rows = [r for r in store.list_messages(thread.id) if hwm is None or r.id > hwm]
+    return hwm, total, sum(1 for row in rows if row.role != "assistant")
 
 
 def _threads_create(args: argparse.Namespace, store: BaseStore) -> int:
@@ -364,7 +383,8 @@ def _threads_show(args: argparse.Namespace, store: BaseStore) -> int:
     for name, value in _record_fields(thread).items():
         print(f"{name:<22}{'-' if value is None else value}")
     print(f"{'metadata':<22}{_pairs(thread.metadata)}")
-    print(f"{'messages':<22}{total} ({pending} after the hwm)")
+    waiting = "" if pending is None else f" ({pending} pending: after the hwm)"
+    print(f"{'messages':<22}{total}{waiting}")
     if not messages:
         return 0
     shown = f"the newest {len(messages)}" if newest.has_more else "all"
@@ -412,7 +432,8 @@ def _has_key() -> bool:
     return bool(os.environ.get("OPENAI_API_KEY"))
 
 
-def _runner(store: BaseStore, llm: ChatOpenAI) -> Any:
+def _runner(store: BaseStore, llm: ChatOpenAI) -> ThreadRunner:
+    # Imported here: the data-plane commands need neither the runner nor the SDK.
     from langchain_retro.runnables import ThreadRunner  # noqa: PLC0415
 
     return ThreadRunner(store=store, llm=llm)
@@ -443,7 +464,9 @@ class _ReplyPrinter:
         sys.stdout.flush()
 
 
-def _stream_reply(runner: Any, text: str | None, thread_id: str, label: str) -> str:
+def _stream_reply(
+    runner: ThreadRunner, text: str | None, thread_id: str, label: str
+) -> str:
     """Run the thread, printing the reply as it streams; returns the reply text."""
     printer = _ReplyPrinter(label)
     parts: list[str] = []
@@ -457,7 +480,7 @@ def _stream_reply(runner: Any, text: str | None, thread_id: str, label: str) -> 
     return "".join(parts)
 
 
-def _config(thread_id: str) -> dict[str, Any]:
+def _config(thread_id: str) -> RunnableConfig:
     return {"configurable": {"thread_id": thread_id}}
 
 
@@ -465,8 +488,7 @@ def _status(store: BaseStore, thread_id: str) -> str:
     thread = BaseThread.retrieve(store, thread_id)
     hwm, total, pending = _thread_status(store, thread)
     return (
-        f"[thread {thread.id} | hwm {hwm or '-'} | {total} messages, "
-        f"{pending} after the hwm]"
+        f"[thread {thread.id} | hwm {hwm or '-'} | {total} messages, {pending} pending]"
     )
 
 
@@ -584,7 +606,8 @@ def _demo(args: argparse.Namespace, store: BaseStore) -> int:
             store, assistant_id=assistant.id, metadata={"source": "demo"}
         )
         print(f"2. Created thread {thread.id}: no messages yet, hwm -")
-        print("\n3. Three runs through ThreadRunner, each reply streamed:")
+        print("\n3. Three runs through ThreadRunner, each reply streamed.")
+        print("   hwm: the last message a run answered; pending: those after it")
         for question in DEMO_QUESTIONS:
             print(f"   you> {question}")
             _stream_reply(runner, question, thread.id, "   " + label)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 from langchain_retro import AssistantThreadChatMessageHistory, SQLiteStore
 from langchain_retro.cli import build_parser, main
+from langchain_retro.testing import FakeChatServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -175,7 +178,7 @@ def test_thread_create_show_list_delete(cli: Cli) -> None:
     code, out, _ = cli("threads", "show", thread_id)
     assert code == 0
     assert "hwm" in out
-    assert "0 (0 after the hwm)" in out
+    assert "0 (0 pending: after the hwm)" in out
 
     listed = cli.json("threads", "list")
     assert [t["id"] for t in listed["data"]] == [override["id"], thread_id]
@@ -220,7 +223,7 @@ def test_thread_show_lists_messages_newest_window(cli: Cli) -> None:
 
     code, out, _ = cli("threads", "show", thread_id)
     assert code == 0
-    assert "3 (3 after the hwm)" in out
+    assert "3 (2 pending: after the hwm)" in out  # the user's two
     assert out.index("one") < out.index("two") < out.index("three")
 
 
@@ -335,3 +338,194 @@ def test_every_command_is_documented_in_the_readme(command: str) -> None:
         f"'langchain-retro {command}' is not documented in README.md's "
         "'## Command line' section"
     )
+
+
+# --- chat and demo --------------------------------------------------------------------
+
+
+def _console_script() -> list[str]:
+    """The installed ``langchain-retro`` script, else the module."""
+    beside = Path(sys.executable).parent / "langchain-retro"
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("langchain-retro")
+    return [found] if found else [sys.executable, "-m", "langchain_retro.cli"]
+
+
+def _reply_lines(out: str) -> list[str]:
+    """The lines of replies, stripped; each starts with its speaker's label."""
+    return [
+        line.strip()
+        for line in out.splitlines()
+        if re.match(r"\s*assistant( \[offline echo\])?> ", line)
+    ]
+
+
+def test_chat_offline_with_piped_stdin_in_a_subprocess(clean_env: Path) -> None:
+    db = clean_env / "chat.db"
+    done = subprocess.run(  # noqa: S603 - our own console script
+        [*_console_script(), "--db", str(db), "chat", "--offline"],
+        input="hi\n\nbye\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "OFFLINE MODE" in out
+    replies = _reply_lines(out)
+    assert replies == [
+        "assistant [offline echo]> echo: hi",
+        "assistant [offline echo]> echo: bye",
+    ]
+    (thread_id,) = set(re.findall(r"thread_\w+", out))
+    assert f"chat --thread {thread_id}" in out
+    assert "| 2 messages, 0 pending]" in out
+    assert "| 4 messages, 0 pending]" in out
+
+    with SQLiteStore(db) as store:
+        history = AssistantThreadChatMessageHistory(store, thread_id).messages
+    assert [m.content for m in history] == ["hi", "echo: hi", "bye", "echo: bye"]
+
+
+def test_chat_resumes_a_thread_and_stops_at_quit(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("first\n"))
+    code, out, _ = cli("chat", "--offline", "--instructions", "Be brief.")
+    assert code == 0
+    (thread_id,) = set(re.findall(r"thread_\w+", out))
+    (assistant_id,) = set(re.findall(r"asst_\w+", out))
+    assistant = cli.json("assistants", "show", assistant_id)
+    assert assistant["model"] == "fake-model"
+    assert assistant["instructions"] == "Be brief."
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("second\n/quit\nnever sent\n"))
+    code, out, _ = cli("chat", "--thread", thread_id, "--offline")
+    assert code == 0
+    assert f"resuming thread {thread_id}" in out
+    assert _reply_lines(out) == ["assistant [offline echo]> echo: second"]
+    shown = cli.json("threads", "show", thread_id)
+    assert [m["content"] for m in shown["messages"]] == [
+        "first",
+        "echo: first",
+        "second",
+        "echo: second",
+    ]
+    assert shown["hwm"] == shown["messages"][-2]["id"]
+
+
+def test_chat_on_an_assistant_with_a_model_override(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assistant_id = make_assistant(cli)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n"))
+    code, out, _ = cli(
+        "chat", "--assistant", assistant_id, "--model", "llama3.2", "--offline"
+    )
+    assert code == 0
+    (thread_id,) = set(re.findall(r"thread_\w+", out))
+    shown = cli.json("threads", "show", thread_id)
+    assert shown["assistant_id"] == assistant_id
+    assert shown["chat_completion_model"] == "llama3.2"
+
+
+def test_chat_without_a_key_says_what_to_set_and_exits_2(cli: Cli) -> None:
+    code, out, err = cli("chat")
+    assert code == 2
+    assert out == ""
+    assert "OPENAI_API_KEY" in err
+    assert "OPENAI_BASE_URL=http://localhost:11434/v1" in err  # Ollama
+    assert "http://localhost:8000/v1" in err  # vLLM
+    assert "--offline" in err
+    assert cli.json("assistants", "list")["data"] == []
+
+
+def test_chat_online_uses_the_environment_and_never_prints_the_key(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "sk-test-do-not-print-0123456789"  # noqa: S105 - a fake key
+    with FakeChatServer() as server:
+        monkeypatch.setenv("OPENAI_API_KEY", secret)
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setattr(sys, "stdin", io.StringIO("hi\n"))
+        code, out, err = cli("chat", "--model", "local-model")
+        assert code == 0, err
+        assert _reply_lines(out) == ["assistant> echo: hi"]
+        assert "offline" not in out.lower()
+        assert secret not in out + err
+        (request,) = server.requests
+        assert request.model == "local-model"
+        assert request.headers["authorization"] == "<redacted>"
+
+        server.fail_next(400, message="bad request from the fake")
+        monkeypatch.setattr(sys, "stdin", io.StringIO("fails\nworks\n"))
+        code, out, err = cli("chat", "--model", "local-model")
+    assert code == 1
+    assert err.count("\n") == 1
+    assert err.startswith("langchain-retro: error: ")
+    assert "assistant> echo: works" in out
+
+
+def test_chat_ctrl_c_exits_130(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Interrupted(io.StringIO):
+        def readline(self, size: int | None = -1) -> str:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sys, "stdin", Interrupted())
+    code, _, err = cli("chat", "--offline")
+    assert code == 130
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("chat", "--thread", "thread_x", "--model", "m"),
+        ("chat", "--assistant", "asst_x", "--instructions", "Be brief."),
+    ],
+)
+def test_chat_refuses_options_that_do_not_apply(
+    cli: Cli, args: tuple[str, ...]
+) -> None:
+    code, out, err = cli(*args, "--offline")
+    assert code == 2
+    assert out == ""
+    assert err.startswith("langchain-retro chat: error: ")
+
+
+def test_chat_on_an_unknown_thread_is_one_line(cli: Cli) -> None:
+    code, out, err = cli("chat", "--thread", "thread_nope", "--offline")
+    assert code == 1
+    assert out == ""
+    assert (
+        err
+        == "langchain-retro: error: No thread with id 'thread_nope' in this store.\n"
+    )
+
+
+def test_demo_runs_the_whole_flow_offline(cli: Cli, clean_env: Path) -> None:
+    code, out, err = cli("demo")
+    assert code == 0, err
+    assert (clean_env / "langchain-retro.db").exists()
+    assert "OPENAI_API_KEY is not set" in out
+    replies = _reply_lines(out)
+    assert len(replies) == 4
+    assert all("[offline echo]" in line for line in replies)
+    for count in (2, 4, 6):
+        assert f"| {count} messages, 0 pending]" in out
+    assert "| 7 messages, 1 pending]  <- pending" in out
+    assert "| 8 messages, 0 pending]" in out
+
+    (thread_id,) = set(re.findall(r"thread_\w+", out))
+    shown = cli.json("threads", "show", thread_id)
+    assert len(shown["messages"]) == 8
+    # The hwm is the last message a run answered; the reply follows it.
+    assert shown["hwm"] == shown["messages"][-2]["id"]
+    assert shown["messages"][-1]["content"] == "echo: Is this message answered yet?"
+
+    # A second run adds to the same store.
+    code, _, _ = cli("demo", "--offline")
+    assert code == 0
+    assert len(cli.json("threads", "list")["data"]) == 2
