@@ -1,0 +1,448 @@
+"""Chat history speed: langchain-retro against the histories LangChain users plug in.
+
+Times, for one thread of 10, 1,000 and 10,000 stored messages in a database that also
+holds other threads of the same size:
+
+* ``full read``: every message of the thread (``history.messages``);
+* ``newest 50``: the newest 50 messages (``window=50`` here; slicing the full read for
+  histories that cannot ask their store for fewer);
+* ``append 2``: ``add_messages([human, ai])``.
+
+Each cell is the median of ``--repeat`` runs after a warm-up, with the speed-up against
+the anchor, langchain-community's ``SQLChatMessageHistory`` on a SQLite file.
+``InMemoryChatMessageHistory`` shows the floor: a Python list.
+
+Run::
+
+    python bench/history.py                      # sizes 10,1000,10000
+    python bench/history.py --sizes 10,1000 --repeat 9 --others 5
+    python bench/history.py --profile            # where retro's time goes
+
+Adding a backend is adding a ``(name, factory)`` pair to `backends`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import io
+import pstats
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+
+# The community and core histories are deprecated upstream; they are the anchors here.
+warnings.simplefilter("ignore", DeprecationWarning)
+
+from langchain_core.chat_history import InMemoryChatMessageHistory  # noqa: E402
+
+from langchain_retro import (  # noqa: E402
+    AssistantThreadChatMessageHistory,
+    BaseThread,
+    SQLiteStore,
+)
+from langchain_retro.stores.base import BaseStore  # noqa: E402
+
+ANCHOR = "community sqlite"
+WINDOW = 50
+GROW_BATCH = 1_000
+BUDGET = 0.25
+MAX_RUNS = 100
+
+# --- realistic messages --------------------------------------------------------------
+
+WORDS = (  # noqa: SIM905 - a paragraph reads better than 130 list items
+    "the a to of and in is it you that for on with as this was be at by not are "
+    "from or have an they which one can there all will would their what so if "
+    "about more when up out time some could them into other than then now only "
+    "its over also after use two how our work first well way even new want "
+    "because any these give day most us order invoice refund account password "
+    "reset shipping delivery tracking number address update payment card charge "
+    "subscription plan upgrade cancel support ticket error message screen login "
+    "browser app version install please thanks help issue problem question "
+    "answer step check again later today tomorrow week month customer service "
+    "team email phone receipt return policy"
+).split()
+
+
+def sentence(rng: random.Random) -> str:
+    words = rng.choices(WORDS, k=rng.randint(20, 60))
+    return " ".join(words).capitalize() + "."
+
+
+def conversation(rng: random.Random, pairs: int) -> list[BaseMessage]:
+    """``pairs`` human/AI turns; AI turns carry usage and response metadata."""
+    out: list[BaseMessage] = []
+    for _ in range(pairs):
+        out.append(HumanMessage(sentence(rng)))
+        prompt, completion = rng.randint(200, 4000), rng.randint(20, 120)
+        out.append(
+            AIMessage(
+                sentence(rng),
+                id=f"run-{uuid.UUID(int=rng.getrandbits(128))}",
+                usage_metadata={
+                    "input_tokens": prompt,
+                    "output_tokens": completion,
+                    "total_tokens": prompt + completion,
+                    "input_token_details": {"cache_read": 0},
+                    "output_token_details": {"reasoning": 0},
+                },
+                response_metadata={
+                    "token_usage": {
+                        "completion_tokens": completion,
+                        "prompt_tokens": prompt,
+                        "total_tokens": prompt + completion,
+                    },
+                    "model_name": "gpt-4o-mini-2024-07-18",
+                    "system_fingerprint": "fp_0ba0d124f1",
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                },
+            )
+        )
+    return out
+
+
+# --- the histories under test --------------------------------------------------------
+
+
+class Subject:
+    """One history implementation over one database holding many sessions."""
+
+    def new_session(self) -> str:
+        raise NotImplementedError
+
+    def grow(self, session: str, messages: Sequence[BaseMessage]) -> None:
+        """Add messages in bulk (setup, not timed)."""
+        self.history(session).add_messages(messages)
+
+    def history(self, session: str) -> Any:
+        raise NotImplementedError
+
+    def read_all(self, session: str) -> list[BaseMessage]:
+        return list(self.history(session).messages)
+
+    def read_newest(self, session: str, count: int) -> list[BaseMessage]:
+        return list(self.history(session).messages[-count:])
+
+    def append(self, session: str, messages: Sequence[BaseMessage]) -> None:
+        self.history(session).add_messages(messages)
+
+    def close(self) -> None:
+        """Release the database."""
+
+
+class RetroSubject(Subject):
+    """`AssistantThreadChatMessageHistory` over any langchain-retro store."""
+
+    def __init__(self, store: BaseStore) -> None:
+        self.store = store
+        self.histories: dict[str, AssistantThreadChatMessageHistory] = {}
+        self.windows: dict[str, AssistantThreadChatMessageHistory] = {}
+
+    @classmethod
+    def sqlite(cls, workdir: Path) -> RetroSubject:
+        return cls(SQLiteStore(workdir / "retro.db"))
+
+    @classmethod
+    def postgres(cls, url: str, workdir: Path) -> RetroSubject:
+        from langchain_retro.stores.postgres import PostgresStore  # noqa: PLC0415
+
+        store = PostgresStore.from_connection_string(
+            url, schema=f"bench_{uuid.uuid4().hex[:12]}"
+        )
+        store.setup()
+        return cls(store)
+
+    def new_session(self) -> str:
+        thread_id = BaseThread.create(self.store).id
+        self.histories[thread_id] = AssistantThreadChatMessageHistory(
+            self.store, thread_id
+        )
+        self.windows[thread_id] = AssistantThreadChatMessageHistory(
+            self.store, thread_id, window=WINDOW
+        )
+        return thread_id
+
+    def history(self, session: str) -> AssistantThreadChatMessageHistory:
+        return self.histories[session]
+
+    def read_newest(self, session: str, count: int) -> list[BaseMessage]:
+        assert count == WINDOW
+        return self.windows[session].messages
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class InMemorySubject(Subject):
+    """``InMemoryChatMessageHistory``: a list per session, the speed floor."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.histories: dict[str, InMemoryChatMessageHistory] = {}
+
+    def new_session(self) -> str:
+        session = uuid.uuid4().hex
+        self.histories[session] = InMemoryChatMessageHistory()
+        return session
+
+    def history(self, session: str) -> InMemoryChatMessageHistory:
+        return self.histories[session]
+
+
+class CommunitySQLSubject(Subject):
+    """langchain-community's ``SQLChatMessageHistory`` on one SQLite file."""
+
+    def __init__(self, workdir: Path) -> None:
+        from langchain_community.chat_message_histories.sql import (  # noqa: PLC0415
+            SQLChatMessageHistory,
+        )
+        from sqlalchemy import create_engine  # noqa: PLC0415
+
+        self.engine = create_engine(f"sqlite:///{workdir / 'community.db'}")
+        self.factory = SQLChatMessageHistory
+        self.histories: dict[str, Any] = {}
+
+    def new_session(self) -> str:
+        session = uuid.uuid4().hex
+        self.histories[session] = self.factory(session, connection=self.engine)
+        return session
+
+    def history(self, session: str) -> Any:
+        return self.histories[session]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+Factory = Callable[[Path], Subject]
+
+
+def backends(args: argparse.Namespace) -> list[tuple[str, Factory]]:
+    """The columns of the table, in order; the anchor must be among them."""
+    out: list[tuple[str, Factory]] = [
+        ("retro sqlite", RetroSubject.sqlite),
+        ("in-memory", InMemorySubject),
+        (ANCHOR, CommunitySQLSubject),
+    ]
+    if args.postgres:
+        url = args.postgres
+        out.insert(1, ("retro postgres", lambda wd: RetroSubject.postgres(url, wd)))
+    return out
+
+
+# --- timing --------------------------------------------------------------------------
+
+
+def median_ms(fn: Callable[[], object], repeat: int) -> float:
+    """Median wall time of ``fn`` in milliseconds, after one warm-up call.
+
+    Runs at least ``repeat`` times, and fast calls more often (up to `MAX_RUNS`, within
+    `BUDGET` seconds), so sub-millisecond cells are not at the mercy of one hiccup.
+    """
+    fn()
+    times: list[float] = []
+    while len(times) < repeat or (sum(times) < BUDGET and len(times) < MAX_RUNS):
+        gc.collect()
+        gc.disable()
+        try:
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        finally:
+            gc.enable()
+    return statistics.median(times) * 1000
+
+
+@dataclass
+class Population:
+    """A backend's sessions: the measured one first, then the others."""
+
+    subject: Subject
+    sessions: list[str]
+    sizes: list[int]
+
+    def grow_to(self, size: int, rng: random.Random) -> None:
+        for index, session in enumerate(self.sessions):
+            while self.sizes[index] < size:
+                count = min(GROW_BATCH, size - self.sizes[index])
+                batch = conversation(rng, (count + 1) // 2)[:count]
+                self.subject.grow(session, batch)
+                self.sizes[index] += len(batch)
+
+
+OPERATIONS = ("full read", f"newest {WINDOW}", "append 2")
+
+
+def measure(
+    population: Population, repeat: int, rng: random.Random
+) -> dict[str, float]:
+    subject, session = population.subject, population.sessions[0]
+    turns = conversation(rng, max(repeat, MAX_RUNS) + 1)
+    pairs = iter(zip(turns[::2], turns[1::2], strict=True))
+
+    def append() -> None:
+        subject.append(session, list(next(pairs)))
+        population.sizes[0] += 2
+
+    newest = subject.read_newest(session, WINDOW)
+    assert len(newest) == min(WINDOW, population.sizes[0]), "wrong window"
+    return {
+        "full read": median_ms(lambda: subject.read_all(session), repeat),
+        f"newest {WINDOW}": median_ms(
+            lambda: subject.read_newest(session, WINDOW), repeat
+        ),
+        "append 2": median_ms(append, repeat),
+    }
+
+
+def profile_full_read(population: Population) -> str:
+    profiler = cProfile.Profile()
+    session = population.sessions[0]
+    profiler.enable()
+    for _ in range(5):
+        population.subject.read_all(session)
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(15)
+    return out.getvalue()
+
+
+# --- the table -----------------------------------------------------------------------
+
+
+def cell(ms: float, anchor_ms: float, is_anchor: bool) -> str:
+    if is_anchor:
+        return f"{ms:10.3f} ms        "
+    return f"{ms:10.3f} ms {anchor_ms / ms:6.1f}x"
+
+
+def print_table(
+    names: list[str], results: dict[int, dict[str, dict[str, float]]], others: int
+) -> None:
+    width = 22
+    print(
+        f"\nOne thread among {others} others of the same size; median of repeats; "
+        f"Nx = times faster than {ANCHOR}.\n"
+    )
+    header = f"{'messages':>9}  {'operation':<10}" + "".join(
+        f"{name:>{width}}" for name in names
+    )
+    print(header)
+    print("-" * len(header))
+    for size, by_backend in results.items():
+        for operation in OPERATIONS:
+            anchor = by_backend[ANCHOR][operation]
+            row = f"{size:>9,}  {operation:<10}" + "".join(
+                f"{cell(by_backend[n][operation], anchor, n == ANCHOR):>{width}}"
+                for n in names
+            )
+            print(row)
+    print()
+
+
+def print_targets(results: dict[int, dict[str, dict[str, float]]]) -> None:
+    retro = {size: by_backend["retro sqlite"] for size, by_backend in results.items()}
+    newest = f"newest {WINDOW}"
+    verdicts: list[tuple[str, bool, str]] = []
+    if 10_000 in results:
+        ratio = results[10_000][ANCHOR]["full read"] / retro[10_000]["full read"]
+        verdicts.append(
+            (f"full read at 10,000 >= 4x {ANCHOR}", ratio >= 4, f"{ratio:.1f}x")
+        )
+    worst = max(r[newest] for r in retro.values())
+    verdicts.append(
+        (f"{newest} < 1 ms at every size", worst < 1, f"max {worst:.3f} ms")
+    )
+    # Flat: a thread that holds a full window reads it in the same time at any length.
+    full_windows = [r[newest] for size, r in retro.items() if size >= WINDOW]
+    if len(full_windows) > 1:
+        spread = max(full_windows) / min(full_windows)
+        verdicts.append(
+            (
+                f"{newest} flat over sizes >= {WINDOW} (max/min <= 2)",
+                spread <= 2,
+                f"{spread:.2f}",
+            )
+        )
+    appends = [r["append 2"] for r in retro.values()]
+    spread = max(appends) / min(appends)
+    verdicts.append(
+        ("append 2 flat over sizes (max/min <= 2)", spread <= 2, f"{spread:.2f}")
+    )
+    print("Targets (retro sqlite):")
+    for label, ok, detail in verdicts:
+        print(f"  [{'ok' if ok else 'MISS'}] {label}: {detail}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sizes",
+        default="10,1000,10000",
+        help="comma-separated thread lengths (default 10,1000,10000)",
+    )
+    parser.add_argument("--repeat", type=int, default=7, help="timed runs per cell")
+    parser.add_argument(
+        "--others", type=int, default=20, help="other threads in each database"
+    )
+    parser.add_argument(
+        "--postgres", metavar="URL", help="also run langchain-retro on PostgreSQL"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="profile retro's full read at the end"
+    )
+    parser.add_argument("--seed", type=int, default=7, help="seed of the messages")
+    args = parser.parse_args(argv)
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    chosen = backends(args)
+    names = [name for name, _ in chosen]
+
+    results: dict[int, dict[str, dict[str, float]]] = {s: {} for s in sizes}
+    with tempfile.TemporaryDirectory(prefix="retro-bench-") as tmp:
+        populations: dict[str, Population] = {}
+        for name, factory in chosen:
+            workdir = Path(tmp) / name.replace(" ", "-")
+            workdir.mkdir()
+            subject = factory(workdir)
+            sessions = [subject.new_session() for _ in range(args.others + 1)]
+            populations[name] = Population(subject, sessions, [0] * len(sessions))
+        try:
+            for size in sizes:
+                for name in names:
+                    population = populations[name]
+                    started = time.perf_counter()
+                    population.grow_to(size, random.Random(args.seed + size))
+                    grown = time.perf_counter() - started
+                    results[size][name] = measure(
+                        population, args.repeat, random.Random(args.seed)
+                    )
+                    print(
+                        f"  {name:<18} {size:>7,} messages x {args.others + 1} "
+                        f"threads (grown in {grown:.1f} s)",
+                        file=sys.stderr,
+                    )
+            print_table(names, results, args.others)
+            print_targets(results)
+            if args.profile:
+                print(f"\ncProfile of 5 full reads at {sizes[-1]:,} (retro sqlite):")
+                print(profile_full_read(populations["retro sqlite"]))
+        finally:
+            for population in populations.values():
+                population.subject.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
