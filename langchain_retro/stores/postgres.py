@@ -1,0 +1,1573 @@
+"""`PostgresStore`: assistants, threads and messages in PostgreSQL (extra ``postgres``).
+
+Install with ``pip install "langchain-retro[postgres]"`` (psycopg 3 and psycopg-pool).
+
+Layout (schema version 1). Every table name is ``{table_prefix}{name}``, qualified by
+the store's schema, so several apps can share one database:
+
+* ``schema_migrations``: one row per applied migration; `PostgresStore.setup` applies
+  the missing ones under a transaction-level advisory lock, so processes starting at
+  once take turns;
+* ``assistants``: one row per assistant, ``metadata`` as ``jsonb``;
+* ``threads``: one row per thread; ``metadata`` is ``jsonb`` with a GIN index
+  (``jsonb_path_ops``) serving the listing's equality filters (``metadata @> ...``)
+  and a btree index on ``(metadata ->> 'retro_class', seq)`` serving the class filter;
+  ``next_seq`` hands out the per-thread message sequence;
+* ``messages``: primary key ``(thread_seq, seq)``, so a thread's messages, its newest N
+  and those after a cursor are one index range scan; ``payload`` is ``text``, read
+  back as stored with no JSON decoding on either side;
+* ``run_leases``: the one-active-run-per-thread lease, expiring by the database clock.
+
+Appending takes the thread's row lock to allocate the sequence
+(``UPDATE threads SET next_seq = next_seq + n ... RETURNING``) and inserts in the same
+statement, so concurrent appenders to one thread are serialised and the sequence is
+strictly increasing with no gaps. Timestamps (``created_at``, lease expiry) come from
+the database clock, so hosts with skewed clocks agree.
+
+PgBouncer in transaction mode works: the store keeps no session state across
+transactions. It never runs ``SET``, holds only transaction-level advisory locks,
+leases live in a table, and every table name is schema-qualified instead of relying on
+``search_path``. The one thing to configure is psycopg's server-side prepared
+statements (used after ``prepare_threshold`` = 5 executions of a query), which PgBouncer
+before 1.21 cannot route: pass ``prepare_threshold=None`` to
+`PostgresStore.from_connection_string` (or ``kwargs={"prepare_threshold": None}`` to
+pools you build). PgBouncer 1.21+ with ``max_prepared_statements`` > 0 needs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import threading
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, NamedTuple, TypeVar, cast
+
+from langchain_retro._ids import new_id
+from langchain_retro._metadata import CLASS_KEY, MetadataPatch, check_limits, dumps
+from langchain_retro.errors import (
+    AssistantInUseError,
+    AssistantNotFoundError,
+    MessageNotFoundError,
+    MissingDependencyError,
+    SchemaVersionError,
+    StoreClosedError,
+    StoreError,
+    ThreadNotFoundError,
+)
+from langchain_retro.stores.base import (
+    ASSISTANT_FIELDS,
+    THREAD_ASSISTANT_KEY,
+    AssistantThreads,
+    BaseStore,
+    NewMessage,
+    Order,
+    StoredAssistant,
+    StoredMessage,
+    StoredThread,
+    ThreadQuery,
+)
+
+try:
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict
+    from psycopg.rows import tuple_row
+    from psycopg.types.json import Jsonb
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool
+except ImportError as exc:
+    raise MissingDependencyError(
+        "PostgresStore needs psycopg 3 and psycopg-pool: "
+        'pip install "langchain-retro[postgres]"'
+    ) from exc
+
+__all__ = ["SCHEMA_VERSION", "PostgresStore"]
+
+T = TypeVar("T")
+
+_PREFIX_RE = re.compile(r"[a-z_][a-z0-9_]{0,29}|")
+_DEFAULT_SCHEMA = "public"
+_NO_SEQ = 0
+_MAX_SEQ = 2**63 - 1
+_PER_POOL_OPTIONS = frozenset(
+    {"open", "connection_class", "configure", "reset", "check", "reconnect_failed"}
+)
+
+_FRAGMENTS = {
+    # Unix seconds by the database clock, as every created_at.
+    "now": sql.SQL("floor(extract(epoch FROM now()))::bigint"),
+    "assistant_columns": sql.SQL(", ").join(
+        map(sql.Identifier, ("id", "created_at", "metadata", *ASSISTANT_FIELDS))
+    ),
+    # Empty metadata comes back as NULL, sparing a JSON decode per message.
+    "message_columns": sql.SQL(
+        "m.id, m.created_at, NULLIF(m.metadata, '{}'::jsonb), m.role, m.payload"
+    ),
+    "assistant_assignments": sql.SQL(", ").join(
+        sql.SQL("{} = %s").format(sql.Identifier(name)) for name in ASSISTANT_FIELDS
+    ),
+}
+"""Constant SQL fragments the templates refer to by name."""
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE {assistants} (
+            seq bigserial PRIMARY KEY,
+            id text NOT NULL UNIQUE,
+            created_at bigint NOT NULL,
+            name text,
+            description text,
+            instructions text,
+            model text NOT NULL,
+            temperature double precision,
+            top_p double precision,
+            metadata jsonb NOT NULL
+        )""",
+        """CREATE TABLE {threads} (
+            seq bigserial PRIMARY KEY,
+            id text NOT NULL UNIQUE,
+            created_at bigint NOT NULL,
+            metadata jsonb NOT NULL,
+            next_seq bigint NOT NULL DEFAULT 1
+        )""",
+        "CREATE INDEX {threads_metadata_index} ON {threads} "
+        "USING gin (metadata jsonb_path_ops)",
+        "CREATE INDEX {threads_class_index} ON {threads} "
+        "((metadata ->> 'retro_class'), seq)",
+        """CREATE TABLE {messages} (
+            thread_seq bigint NOT NULL REFERENCES {threads} (seq) ON DELETE CASCADE,
+            seq bigint NOT NULL,
+            id text NOT NULL UNIQUE,
+            created_at bigint NOT NULL,
+            role text NOT NULL,
+            payload text NOT NULL,
+            metadata jsonb NOT NULL,
+            PRIMARY KEY (thread_seq, seq)
+        )""",
+        """CREATE TABLE {run_leases} (
+            thread_id text PRIMARY KEY REFERENCES {threads} (id) ON DELETE CASCADE,
+            owner text NOT NULL,
+            expires_at timestamptz NOT NULL
+        )""",
+    ),
+)
+"""Forward migrations; entry N brings the schema from version N to N + 1."""
+
+SCHEMA_VERSION = len(_MIGRATIONS)
+"""The schema version this package creates and reads."""
+
+
+# --- SQL: pure functions from names and arguments to a statement and its parameters --
+
+
+class _Q(NamedTuple):
+    """One statement and its parameters."""
+
+    query: sql.Composed
+    params: Sequence[Any] | Mapping[str, Any] = ()
+
+
+_Rows = list[tuple[Any, ...]]
+_Op = Generator[_Q, _Rows, T]
+"""An operation: yields statements, receives their rows, returns its result."""
+
+
+class _Names:
+    """The quoted, schema-qualified names of one store's tables and indexes."""
+
+    def __init__(self, schema: str, prefix: str) -> None:
+        self.schema = schema
+        self.prefix = prefix
+        self.by_name: dict[str, sql.Composable] = {
+            name: sql.Identifier(schema, prefix + name)
+            for name in (
+                "assistants",
+                "threads",
+                "messages",
+                "run_leases",
+                "schema_migrations",
+            )
+        }
+        # Index names take the table's schema; they are unqualified in CREATE INDEX.
+        for index in ("threads_metadata_index", "threads_class_index"):
+            self.by_name[index] = sql.Identifier(prefix + index)
+        self.by_name["schema"] = sql.Identifier(schema)
+        self.by_name.update(_FRAGMENTS)
+
+    def sql(self, template: str, **fragments: sql.Composable) -> sql.Composed:
+        """Fill a template's ``{name}`` placeholders: tables, fragments, these."""
+        return sql.SQL(template).format(**self.by_name, **fragments)
+
+
+def _for_update(lock: bool) -> sql.SQL:
+    return sql.SQL(" FOR UPDATE" if lock else "")
+
+
+def _q_lock(names: _Names) -> _Q:
+    digest = hashlib.blake2b(
+        f"langchain-retro setup {names.schema}".encode(), digest_size=8
+    ).digest()
+    key = int.from_bytes(digest, "big", signed=True)
+    return _Q(names.sql("SELECT pg_advisory_xact_lock(%s)"), (key,))
+
+
+def _q_setup_state(names: _Names) -> _Q:
+    return _Q(
+        names.sql(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s), "
+            "EXISTS (SELECT 1 FROM pg_catalog.pg_tables "
+            "WHERE schemaname = %s AND tablename = %s)"
+        ),
+        (names.schema, names.schema, names.prefix + "schema_migrations"),
+    )
+
+
+def _q_assistant_insert(names: _Names, draft: StoredAssistant) -> _Q:
+    return _Q(
+        names.sql(
+            "INSERT INTO {assistants} ({assistant_columns}) "
+            "VALUES (%s, {now}, %s, %s, %s, %s, %s, %s, %s) RETURNING created_at"
+        ),
+        (
+            draft.id,
+            Jsonb(draft.metadata),
+            *(getattr(draft, name) for name in ASSISTANT_FIELDS),
+        ),
+    )
+
+
+def _q_assistant_get(names: _Names, assistant_id: str, *, lock: bool = False) -> _Q:
+    return _Q(
+        names.sql(
+            "SELECT {assistant_columns} FROM {assistants} WHERE id = %s{lock}",
+            lock=_for_update(lock),
+        ),
+        (assistant_id,),
+    )
+
+
+def _q_assistant_update(names: _Names, updated: StoredAssistant) -> _Q:
+    return _Q(
+        names.sql(
+            "UPDATE {assistants} SET metadata = %s, {assistant_assignments} "
+            "WHERE id = %s"
+        ),
+        (
+            Jsonb(updated.metadata),
+            *(getattr(updated, name) for name in ASSISTANT_FIELDS),
+            updated.id,
+        ),
+    )
+
+
+def _q_assistant_threads(names: _Names, assistant_id: str) -> _Q:
+    return _Q(
+        names.sql("SELECT seq FROM {threads} WHERE metadata @> %s"),
+        (Jsonb({THREAD_ASSISTANT_KEY: assistant_id}),),
+    )
+
+
+def _q_assistant_delete(
+    names: _Names, assistant_id: str, thread_seqs: Sequence[int]
+) -> _Q:
+    # Messages and leases go with their threads (ON DELETE CASCADE).
+    return _Q(
+        names.sql(
+            "WITH gone AS (DELETE FROM {threads} WHERE seq = ANY(%s::bigint[])) "
+            "DELETE FROM {assistants} WHERE id = %s"
+        ),
+        (list(thread_seqs), assistant_id),
+    )
+
+
+def _q_seq_of(names: _Names, table: str, object_id: str) -> _Q:
+    return _Q(
+        sql.SQL("SELECT seq FROM {} WHERE id = %s").format(names.by_name[table]),
+        (object_id,),
+    )
+
+
+def _filters(
+    metadata: Mapping[str, str] | None,
+    classes: Sequence[str] | None,
+    params: list[Any],
+) -> list[sql.Composable]:
+    where: list[sql.Composable] = []
+    if metadata:
+        where.append(sql.SQL("metadata @> %s"))
+        params.append(Jsonb(dict(metadata)))
+    if classes is not None:
+        where.append(sql.SQL("metadata ->> {} = ANY(%s::text[])").format(CLASS_KEY))
+        params.append(list(classes))
+    return where
+
+
+def _q_listing(
+    names: _Names,
+    table: str,
+    columns: sql.Composable,
+    where: list[sql.Composable],
+    params: list[Any],
+    *,
+    desc: bool,
+    limit: int,
+) -> _Q:
+    query = sql.SQL("SELECT {} FROM {}").format(
+        columns,
+        names.by_name[table],
+    )
+    if where:
+        query += sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where)
+    query += sql.SQL(" ORDER BY seq DESC" if desc else " ORDER BY seq ASC")
+    query += sql.SQL(" LIMIT %s")
+    return _Q(query, (*params, limit))
+
+
+def _q_thread_insert(names: _Names, thread_id: str, metadata: dict[str, str]) -> _Q:
+    return _Q(
+        names.sql(
+            "INSERT INTO {threads} (id, created_at, metadata) "
+            "VALUES (%s, {now}, %s) RETURNING created_at"
+        ),
+        (thread_id, Jsonb(metadata)),
+    )
+
+
+def _q_thread_get(names: _Names, thread_id: str, *, lock: bool = False) -> _Q:
+    return _Q(
+        names.sql(
+            "SELECT seq, created_at, metadata FROM {threads} WHERE id = %s{lock}",
+            lock=_for_update(lock),
+        ),
+        (thread_id,),
+    )
+
+
+def _q_thread_set_metadata(
+    names: _Names, thread_seq: int, metadata: dict[str, str]
+) -> _Q:
+    return _Q(
+        names.sql("UPDATE {threads} SET metadata = %s WHERE seq = %s"),
+        (Jsonb(metadata), thread_seq),
+    )
+
+
+def _q_thread_delete(names: _Names, thread_id: str) -> _Q:
+    # Messages and the lease go with the thread (ON DELETE CASCADE).
+    return _Q(
+        names.sql("DELETE FROM {threads} WHERE id = %s RETURNING seq"), (thread_id,)
+    )
+
+
+def _q_thread_cursors(names: _Names, after: str | None, before: str | None) -> _Q:
+    return _Q(
+        names.sql(
+            "SELECT (SELECT seq FROM {threads} WHERE id = %s), "
+            "(SELECT seq FROM {threads} WHERE id = %s)"
+        ),
+        (after, before),
+    )
+
+
+def _q_messages_append(
+    names: _Names,
+    thread_id: str,
+    ids: list[str],
+    messages: Sequence[NewMessage],
+    thread_metadata: dict[str, str] | None,
+) -> _Q:
+    # The UPDATE takes the thread's row lock, so appenders to one thread take turns
+    # and each gets a contiguous block of the sequence; the INSERT is in the same
+    # statement, hence the same transaction, even in autocommit.
+    return _Q(
+        names.sql(
+            "WITH t AS ("
+            "UPDATE {threads} SET next_seq = next_seq + %(n)s, "
+            "metadata = COALESCE(%(metadata)s::jsonb, metadata) "
+            "WHERE id = %(thread_id)s "
+            "RETURNING seq, next_seq - %(n)s AS first_seq, {now} AS created_at"
+            "), added AS ("
+            "INSERT INTO {messages} "
+            "(thread_seq, seq, id, created_at, role, payload, metadata) "
+            "SELECT t.seq, t.first_seq + new.ord - 1, new.id, t.created_at, "
+            "new.role, new.payload, new.metadata::jsonb "
+            "FROM t, unnest(%(ids)s::text[], %(roles)s::text[], %(payloads)s::text[], "
+            "%(metadatas)s::text[]) WITH ORDINALITY "
+            "AS new (id, role, payload, metadata, ord)"
+            ") SELECT created_at FROM t"
+        ),
+        {
+            "n": len(messages),
+            "metadata": None if thread_metadata is None else Jsonb(thread_metadata),
+            "thread_id": thread_id,
+            "ids": ids,
+            "roles": [m.role for m in messages],
+            "payloads": [m.payload for m in messages],
+            "metadatas": [dumps(m.metadata) for m in messages],
+        },
+    )
+
+
+def _q_message_get(names: _Names, thread_id: str, message_id: str) -> _Q:
+    # One row if the thread exists, with NULLs if the message is not in it.
+    return _Q(
+        names.sql(
+            "SELECT {message_columns} FROM {threads} t "
+            "LEFT JOIN {messages} m ON m.thread_seq = t.seq AND m.id = %s "
+            "WHERE t.id = %s"
+        ),
+        (message_id, thread_id),
+    )
+
+
+def _q_message_cursors(
+    names: _Names, thread_id: str, after: str | None, before: str | None
+) -> _Q:
+    return _Q(
+        names.sql(
+            "SELECT t.seq, "
+            "(SELECT seq FROM {messages} WHERE id = %s AND thread_seq = t.seq), "
+            "(SELECT seq FROM {messages} WHERE id = %s AND thread_seq = t.seq) "
+            "FROM {threads} t WHERE t.id = %s"
+        ),
+        (after, before, thread_id),
+    )
+
+
+def _q_messages_list(
+    names: _Names,
+    thread_seq: int,
+    after_seq: int,
+    before_seq: int,
+    *,
+    desc: bool,
+    limit: int | None,
+) -> _Q:
+    # Always both bounds and a LIMIT (NULL: none), so there are two statements to
+    # prepare, not sixteen.
+    return _Q(
+        names.sql(
+            "SELECT {message_columns} FROM {messages} m "
+            "WHERE m.thread_seq = %s AND m.seq > %s AND m.seq < %s "
+            "ORDER BY m.seq {order} LIMIT %s",
+            order=sql.SQL("DESC" if desc else "ASC"),
+        ),
+        (thread_seq, after_seq, before_seq, limit),
+    )
+
+
+def _q_message_get_for_update(names: _Names, thread_id: str, message_id: str) -> _Q:
+    return _Q(
+        names.sql(
+            "SELECT m.id, m.created_at, m.metadata, m.role, m.payload, m.thread_seq "
+            "FROM {messages} m JOIN {threads} t ON t.seq = m.thread_seq "
+            "WHERE t.id = %s AND m.id = %s FOR UPDATE OF m"
+        ),
+        (thread_id, message_id),
+    )
+
+
+def _q_message_set_metadata(
+    names: _Names, thread_seq: int, message_id: str, metadata: dict[str, str]
+) -> _Q:
+    return _Q(
+        names.sql(
+            "UPDATE {messages} SET metadata = %s WHERE thread_seq = %s AND id = %s"
+        ),
+        (Jsonb(metadata), thread_seq, message_id),
+    )
+
+
+def _q_message_delete(names: _Names, thread_id: str, message_id: str) -> _Q:
+    return _Q(
+        names.sql(
+            "WITH t AS (SELECT seq FROM {threads} WHERE id = %s), "
+            "gone AS (DELETE FROM {messages} m USING t "
+            "WHERE m.thread_seq = t.seq AND m.id = %s RETURNING 1) "
+            "SELECT EXISTS (SELECT FROM t), EXISTS (SELECT FROM gone)"
+        ),
+        (thread_id, message_id),
+    )
+
+
+def _q_messages_clear(
+    names: _Names, thread_id: str, thread_metadata: dict[str, str] | None
+) -> _Q:
+    # The UPDATE locks the thread, so a clear and an append do not interleave.
+    return _Q(
+        names.sql(
+            "WITH t AS (UPDATE {threads} "
+            "SET metadata = COALESCE(%s::jsonb, metadata) WHERE id = %s "
+            "RETURNING seq), "
+            "gone AS (DELETE FROM {messages} m USING t "
+            "WHERE m.thread_seq = t.seq RETURNING 1) "
+            "SELECT (SELECT count(*) FROM gone) FROM t"
+        ),
+        (None if thread_metadata is None else Jsonb(thread_metadata), thread_id),
+    )
+
+
+def _q_messages_count(names: _Names, thread_id: str, after: str | None) -> _Q:
+    return _Q(
+        names.sql(
+            "SELECT a.seq, (SELECT count(*) FROM {messages} m "
+            "WHERE m.thread_seq = t.seq AND m.seq > COALESCE(a.seq, 0)) "
+            "FROM {threads} t "
+            "LEFT JOIN {messages} a ON a.thread_seq = t.seq AND a.id = %s "
+            "WHERE t.id = %s"
+        ),
+        (after, thread_id),
+    )
+
+
+def _q_lease_acquire(names: _Names, thread_id: str, owner: str, ttl: float) -> _Q:
+    # clock_timestamp(), not the client's clock nor the transaction's start: hosts
+    # with skewed clocks agree on when a lease expires.
+    return _Q(
+        names.sql(
+            "WITH t AS (SELECT id FROM {threads} WHERE id = %(thread_id)s), "
+            "taken AS (INSERT INTO {run_leases} AS l (thread_id, owner, expires_at) "
+            "SELECT id, %(owner)s, "
+            "clock_timestamp() + make_interval(secs => %(ttl)s::float8) FROM t "
+            "ON CONFLICT (thread_id) DO UPDATE "
+            "SET owner = excluded.owner, expires_at = excluded.expires_at "
+            "WHERE l.expires_at < clock_timestamp() OR l.owner = excluded.owner "
+            "RETURNING 1) "
+            "SELECT EXISTS (SELECT FROM t), EXISTS (SELECT FROM taken)"
+        ),
+        {"thread_id": thread_id, "owner": owner, "ttl": float(ttl)},
+    )
+
+
+def _q_lease_release(names: _Names, thread_id: str, owner: str) -> _Q:
+    return _Q(
+        names.sql("DELETE FROM {run_leases} WHERE thread_id = %s AND owner = %s"),
+        (thread_id, owner),
+    )
+
+
+# --- rows to records ---------------------------------------------------------------
+
+
+def _assistant(row: Sequence[Any]) -> StoredAssistant:
+    return StoredAssistant(
+        id=row[0],
+        created_at=row[1],
+        metadata=row[2],
+        **{name: row[i] for i, name in enumerate(ASSISTANT_FIELDS, start=3)},
+    )
+
+
+def _message(row: Sequence[Any], thread_id: str) -> StoredMessage:
+    # Rows come from our own schema: skip validation on the hot read path. Empty
+    # metadata comes back as NULL, sparing a JSON decode per message.
+    return StoredMessage.model_construct(
+        id=row[0],
+        created_at=row[1],
+        metadata=row[2] or {},
+        thread_id=thread_id,
+        role=row[3],
+        payload=row[4],
+    )
+
+
+def _check_prefix(table_prefix: str) -> None:
+    if not _PREFIX_RE.fullmatch(table_prefix):
+        raise ValueError(
+            f"table_prefix must be lowercase letters, digits and underscores, not "
+            f"starting with a digit, at most 30 characters; got {table_prefix!r}"
+        )
+
+
+def _check_schema(schema: str) -> None:
+    if not schema or len(schema.encode()) > 63 or "\x00" in schema:
+        raise ValueError(
+            f"schema must be a PostgreSQL identifier of 1 to 63 bytes; got {schema!r}"
+        )
+
+
+class PostgresStore(BaseStore):
+    """Assistants, threads and messages in PostgreSQL, over psycopg connection pools.
+
+    Setup:
+        Install the extra and create the tables once (safe to repeat, and safe from
+        several processes at once):
+
+        .. code-block:: bash
+
+            pip install "langchain-retro[postgres]"
+
+        .. code-block:: python
+
+            store = PostgresStore.from_connection_string(url)
+            store.setup()  # or: await store.asetup()
+
+    Instantiate:
+        .. code-block:: python
+
+            from langchain_retro import PostgresStore
+
+            store = PostgresStore.from_connection_string(
+                "postgresql://user:secret@db:5432/app",
+                schema="assistants",  # default: public
+                table_prefix="retro_",  # several apps can share one schema
+                max_size=10,
+            )
+
+            # Or from pools you own (the store never closes them):
+            from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+            store = PostgresStore(
+                pool=ConnectionPool(url, kwargs={"autocommit": True}, open=True),
+                async_pool=async_pool,  # opened with `await async_pool.open()`
+            )
+
+    Async:
+        Every sync method has an ``a``-prefixed twin that never blocks the event loop.
+        A store made by `from_connection_string` opens its async pool lazily, inside
+        the running loop, on the first async call (one pool per event loop).
+
+        .. code-block:: python
+
+            async with PostgresStore.from_connection_string(url) as store:
+                await store.asetup()
+                thread = await store.acreate_thread({"user": "ada"})
+
+    Behind PgBouncer in transaction mode, pass ``prepare_threshold=None`` (PgBouncer
+    before 1.21); nothing else keeps session state.
+    """
+
+    def __init__(
+        self,
+        pool: ConnectionPool[Any] | None = None,
+        async_pool: AsyncConnectionPool[Any] | None = None,
+        *,
+        schema: str | None = None,
+        table_prefix: str = "retro_",
+    ) -> None:
+        """Use existing connection pools; the store neither opens nor closes them.
+
+        Args:
+            pool: An open sync pool, for the sync methods; ``None`` if only the async
+                methods are used. Connections with ``autocommit=True`` save a
+                round trip per call.
+            async_pool: An open async pool, for the ``a``-prefixed methods; ``None``
+                if only the sync methods are used.
+            schema: The PostgreSQL schema holding the tables, created by `setup` if
+                missing. Defaults to ``public``.
+            table_prefix: Prepended to every table name: lowercase letters, digits and
+                underscores, up to 30 characters.
+
+        Raises:
+            ValueError: If both pools are ``None``, or the schema or prefix is invalid.
+        """
+        if pool is None and async_pool is None:
+            raise ValueError(
+                "PostgresStore needs a pool, an async_pool or both; or use "
+                "PostgresStore.from_connection_string(url)."
+            )
+        self._init(
+            pool, async_pool, schema=schema, table_prefix=table_prefix, owned=None
+        )
+
+    def _init(
+        self,
+        pool: ConnectionPool[Any] | None,
+        async_pool: AsyncConnectionPool[Any] | None,
+        *,
+        schema: str | None,
+        table_prefix: str,
+        owned: dict[str, Any] | None,
+    ) -> None:
+        _check_prefix(table_prefix)
+        self.schema = _DEFAULT_SCHEMA if schema is None else schema
+        _check_schema(self.schema)
+        self.table_prefix = table_prefix
+        self._names = _Names(self.schema, table_prefix)
+        self._pool = pool
+        self._async_pool = async_pool
+        # Pools made by from_connection_string: how to open the async pool of each
+        # event loop, and whether the sync pool still needs opening.
+        self._owned = owned
+        self._pool_opened = owned is None
+        self._async_pools: dict[
+            asyncio.AbstractEventLoop, asyncio.Task[AsyncConnectionPool[Any]]
+        ] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_connection_string(
+        cls,
+        url: str,
+        *,
+        schema: str | None = None,
+        table_prefix: str = "retro_",
+        min_size: int = 1,
+        max_size: int = 10,
+        prepare_threshold: int | None = 5,
+        **pool_kwargs: Any,
+    ) -> PostgresStore:
+        """Make a store with its own pools, opened on first use and closed with it.
+
+        Args:
+            url: A libpq connection string or URL (``postgresql://user@host/db``).
+            schema: The PostgreSQL schema holding the tables, created by `setup` if
+                missing. Defaults to ``public``.
+            table_prefix: Prepended to every table name: lowercase letters, digits and
+                underscores, up to 30 characters.
+            min_size: Connections each pool keeps open.
+            max_size: Connections each pool may open.
+            prepare_threshold: Executions of a query after which psycopg prepares it
+                on the server (psycopg's default, 5); ``None`` never prepares, as
+                PgBouncer before 1.21 in transaction mode requires.
+            **pool_kwargs: Further options of both ``psycopg_pool.ConnectionPool``
+                and ``AsyncConnectionPool`` (``timeout``, ``max_idle``, ``name``,
+                ``kwargs`` for the connections...). Callbacks differ between sync and
+                async pools: to use them, build the pools and pass them to
+                `PostgresStore`.
+
+        Raises:
+            StoreError: If the connection string cannot be parsed. A server that
+                cannot be reached raises `StoreError` on first use.
+            ValueError: If the schema or prefix is invalid.
+            TypeError: If ``pool_kwargs`` holds an option that differs between sync
+                and async pools.
+        """
+        per_pool = _PER_POOL_OPTIONS & set(pool_kwargs)
+        if per_pool:
+            raise TypeError(
+                f"{sorted(per_pool)} cannot be shared by the sync and async pools: "
+                "build the pools yourself and pass them to PostgresStore(pool=..., "
+                "async_pool=...)."
+            )
+        try:
+            conninfo_to_dict(url)
+        except psycopg.Error as exc:
+            raise StoreError(f"Invalid PostgreSQL connection string: {exc}") from exc
+        options: dict[str, Any] = {
+            **pool_kwargs,
+            "min_size": min_size,
+            "max_size": max_size,
+            "kwargs": {
+                **pool_kwargs.get("kwargs", {}),
+                "autocommit": True,
+                "prepare_threshold": prepare_threshold,
+            },
+        }
+        store = cls.__new__(cls)
+        store._init(
+            ConnectionPool(url, open=False, **options),
+            None,
+            schema=schema,
+            table_prefix=table_prefix,
+            owned={"conninfo": url, **options},
+        )
+        return store
+
+    def __repr__(self) -> str:
+        return (
+            f"PostgresStore(schema={self.schema!r}, table_prefix={self.table_prefix!r})"
+        )
+
+    # --- plumbing: pools -------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"{self!r} is closed; open a new store.")
+
+    def _sync_pool(self) -> ConnectionPool[Any]:
+        self._check_open()
+        pool = self._pool
+        if pool is None:
+            raise StoreError(
+                f"{self!r} was given no sync pool: pass pool=ConnectionPool(...) or "
+                "use the async methods."
+            )
+        if not self._pool_opened:
+            with self._lock:
+                self._check_open()
+                if not self._pool_opened:
+                    # One direct connection first: a wrong URL fails now with the
+                    # server's reason, not after the pool's timeout.
+                    owned = cast(dict[str, Any], self._owned)
+                    with _errors(self):
+                        psycopg.connect(owned["conninfo"], **owned["kwargs"]).close()
+                    pool.open()
+                    self._pool_opened = True
+        return pool
+
+    async def _apool(self) -> AsyncConnectionPool[Any]:
+        self._check_open()
+        if self._async_pool is not None:
+            return self._async_pool
+        if self._owned is None:
+            raise StoreError(
+                f"{self!r} was given no async pool: pass "
+                "async_pool=AsyncConnectionPool(...) or use the sync methods."
+            )
+        loop = asyncio.get_running_loop()
+        opening = self._async_pools.get(loop)
+        if opening is None:
+            with self._lock:
+                for old in [lp for lp in self._async_pools if lp.is_closed()]:
+                    del self._async_pools[old]  # its loop is gone: nothing to await
+                opening = self._async_pools[loop] = loop.create_task(
+                    self._open_async_pool()
+                )
+        try:
+            return await asyncio.shield(opening)
+        except BaseException:
+            if opening.done():
+                with self._lock:
+                    if self._async_pools.get(loop) is opening:
+                        del self._async_pools[loop]
+            raise
+
+    async def _open_async_pool(self) -> AsyncConnectionPool[Any]:
+        owned = dict(cast(dict[str, Any], self._owned))
+        conninfo = owned.pop("conninfo")
+        with _errors(self):
+            probe = await psycopg.AsyncConnection.connect(conninfo, **owned["kwargs"])
+            await probe.close()
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            conninfo, open=False, **owned
+        )
+        await pool.open()
+        return pool
+
+    def close(self) -> None:
+        """Close the pools the store made; later calls raise `StoreClosedError`."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pools, self._async_pools = self._async_pools, {}
+        if self._owned is None:
+            return
+        if self._pool is not None:
+            self._pool.close()
+        for loop, opening in pools.items():
+            _close_elsewhere(loop, opening)
+
+    async def aclose(self) -> None:
+        """Async twin of `close`."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pools, self._async_pools = self._async_pools, {}
+        if self._owned is None:
+            return
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.close)
+        current = asyncio.get_running_loop()
+        for loop, opening in pools.items():
+            if loop is not current:
+                _close_elsewhere(loop, opening)
+            elif not opening.done():
+                opening.cancel()
+            elif (pool := _opened(opening)) is not None:
+                await pool.close()
+
+    # --- plumbing: running operations ------------------------------------------------
+
+    def _run(self, op: _Op[T], *, transaction: bool = False) -> T:
+        """Run an operation on a pooled connection, in a transaction if asked."""
+        self._check_open()
+        try:
+            query = next(op)  # checks needing no I/O run before taking a connection
+        except StopIteration as stop:
+            return cast(T, stop.value)
+        pool = self._sync_pool()
+        with _errors(self), pool.connection() as conn:
+            cursor = conn.cursor(row_factory=tuple_row)
+            if not transaction:
+                return _drive(cursor, query, op)
+            with conn.transaction():
+                return _drive(cursor, query, op)
+
+    async def _arun(self, op: _Op[T], *, transaction: bool = False) -> T:
+        """Async twin of `_run`."""
+        self._check_open()
+        try:
+            query = next(op)
+        except StopIteration as stop:
+            return cast(T, stop.value)
+        pool = await self._apool()
+        with _errors(self):
+            async with pool.connection() as conn:
+                cursor = conn.cursor(row_factory=tuple_row)
+                if not transaction:
+                    return await _adrive(cursor, query, op)
+                async with conn.transaction():
+                    return await _adrive(cursor, query, op)
+
+    # --- schema ----------------------------------------------------------------------
+
+    def _setup(self) -> _Op[int]:
+        names = self._names
+        yield _q_lock(names)
+        ((schema_exists, migrations_exist),) = yield _q_setup_state(names)
+        if not schema_exists:
+            yield _Q(names.sql("CREATE SCHEMA {schema}"))
+        version = 0
+        if migrations_exist:
+            ((found,),) = yield _Q(
+                names.sql("SELECT max(version) FROM {schema_migrations}")
+            )
+            version = found or 0
+        else:
+            yield _Q(
+                names.sql(
+                    "CREATE TABLE {schema_migrations} (version integer PRIMARY KEY, "
+                    "applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+            )
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"Tables {self.table_prefix}* in schema {self.schema!r} have schema "
+                f"version {version}, newer than the {SCHEMA_VERSION} this version "
+                "knows. Upgrade langchain-retro."
+            )
+        for number in range(version, SCHEMA_VERSION):
+            statements = [names.sql(s) for s in _MIGRATIONS[number]]
+            yield _Q(sql.SQL(";\n").join(statements))
+            yield _Q(
+                names.sql("INSERT INTO {schema_migrations} (version) VALUES (%s)"),
+                (number + 1,),
+            )
+        return SCHEMA_VERSION
+
+    def setup(self) -> None:
+        """Create the schema and tables, or migrate them; a no-op when up to date.
+
+        Safe to call from several processes at once: migrations run one at a time
+        under a transaction-level advisory lock.
+
+        Raises:
+            SchemaVersionError: If the tables were written by a newer version.
+            StoreError: If PostgreSQL fails (the cause is chained).
+        """
+        self._run(self._setup(), transaction=True)
+
+    async def asetup(self) -> None:
+        """Async twin of `setup`."""
+        await self._arun(self._setup(), transaction=True)
+
+    # --- assistants ------------------------------------------------------------------
+
+    def _create_assistant(
+        self, fields: Mapping[str, Any], metadata: Mapping[str, str]
+    ) -> _Op[StoredAssistant]:
+        check_limits(metadata, self.limits)
+        draft = StoredAssistant(
+            id=new_id("asst"), created_at=0, metadata=dict(metadata), **fields
+        )
+        ((created_at,),) = yield _q_assistant_insert(self._names, draft)
+        return draft.model_copy(update={"created_at": created_at})
+
+    def create_assistant(
+        self, fields: Mapping[str, Any], metadata: Mapping[str, str]
+    ) -> StoredAssistant:
+        """Create an assistant from its native fields and its metadata."""
+        return self._run(self._create_assistant(fields, metadata))
+
+    async def acreate_assistant(
+        self, fields: Mapping[str, Any], metadata: Mapping[str, str]
+    ) -> StoredAssistant:
+        """Async twin of `create_assistant`."""
+        return await self._arun(self._create_assistant(fields, metadata))
+
+    def _get_assistant(self, assistant_id: str) -> _Op[StoredAssistant]:
+        rows = yield _q_assistant_get(self._names, assistant_id)
+        if not rows:
+            raise AssistantNotFoundError(assistant_id)
+        return _assistant(rows[0])
+
+    def get_assistant(self, assistant_id: str) -> StoredAssistant:
+        """Read an assistant; raises `AssistantNotFoundError`."""
+        return self._run(self._get_assistant(assistant_id))
+
+    async def aget_assistant(self, assistant_id: str) -> StoredAssistant:
+        """Async twin of `get_assistant`."""
+        return await self._arun(self._get_assistant(assistant_id))
+
+    def _update_assistant(
+        self,
+        assistant_id: str,
+        fields: Mapping[str, Any],
+        patch: MetadataPatch | None,
+    ) -> _Op[StoredAssistant]:
+        unknown = set(fields) - set(ASSISTANT_FIELDS)
+        if unknown:
+            raise ValueError(f"Not native assistant fields: {sorted(unknown)}")
+        rows = yield _q_assistant_get(self._names, assistant_id, lock=True)
+        if not rows:
+            raise AssistantNotFoundError(assistant_id)
+        current = _assistant(rows[0])
+        metadata = (
+            patch.apply(current.metadata, self.limits) if patch else current.metadata
+        )
+        updated = current.model_copy(update={**fields, "metadata": metadata})
+        StoredAssistant.model_validate(updated.model_dump())
+        yield _q_assistant_update(self._names, updated)
+        return updated
+
+    def update_assistant(
+        self,
+        assistant_id: str,
+        fields: Mapping[str, Any],
+        patch: MetadataPatch | None = None,
+    ) -> StoredAssistant:
+        """Change native fields and apply a metadata patch, in one transaction."""
+        return self._run(
+            self._update_assistant(assistant_id, fields, patch), transaction=True
+        )
+
+    async def aupdate_assistant(
+        self,
+        assistant_id: str,
+        fields: Mapping[str, Any],
+        patch: MetadataPatch | None = None,
+    ) -> StoredAssistant:
+        """Async twin of `update_assistant`."""
+        return await self._arun(
+            self._update_assistant(assistant_id, fields, patch), transaction=True
+        )
+
+    def _delete_assistant(
+        self, assistant_id: str, threads: AssistantThreads
+    ) -> _Op[int]:
+        if threads not in ("refuse", "keep", "delete"):
+            raise ValueError(
+                f"threads must be 'refuse', 'keep' or 'delete', not {threads!r}"
+            )
+        if not (yield _q_assistant_get(self._names, assistant_id, lock=True)):
+            raise AssistantNotFoundError(assistant_id)
+        linked = [
+            seq for (seq,) in (yield _q_assistant_threads(self._names, assistant_id))
+        ]
+        if linked and threads == "refuse":
+            raise AssistantInUseError(assistant_id, len(linked))
+        doomed = linked if threads == "delete" else []
+        yield _q_assistant_delete(self._names, assistant_id, doomed)
+        return len(doomed)
+
+    def delete_assistant(
+        self, assistant_id: str, *, threads: AssistantThreads = "refuse"
+    ) -> int:
+        """Delete an assistant; returns how many of its threads were deleted."""
+        return self._run(
+            self._delete_assistant(assistant_id, threads), transaction=True
+        )
+
+    async def adelete_assistant(
+        self, assistant_id: str, *, threads: AssistantThreads = "refuse"
+    ) -> int:
+        """Async twin of `delete_assistant`."""
+        return await self._arun(
+            self._delete_assistant(assistant_id, threads), transaction=True
+        )
+
+    def _list_assistants(
+        self,
+        metadata: Mapping[str, str] | None,
+        classes: Sequence[str] | None,
+        after: str | None,
+        order: Order,
+        limit: int,
+    ) -> _Op[list[StoredAssistant]]:
+        params: list[Any] = []
+        where = _filters(metadata, classes, params)
+        if after is not None:
+            rows = yield _q_seq_of(self._names, "assistants", after)
+            if not rows:
+                raise AssistantNotFoundError(after, hint="(used as a cursor)")
+            where.append(sql.SQL("seq < %s" if order == "desc" else "seq > %s"))
+            params.append(rows[0][0])
+        rows = yield _q_listing(
+            self._names,
+            "assistants",
+            _FRAGMENTS["assistant_columns"],
+            where,
+            params,
+            desc=order == "desc",
+            limit=limit,
+        )
+        return [_assistant(row) for row in rows]
+
+    def list_assistants(
+        self,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        classes: Sequence[str] | None = None,
+        after: str | None = None,
+        order: Order = "desc",
+        limit: int = 20,
+    ) -> list[StoredAssistant]:
+        """List assistants, newest first by default, after an optional cursor id."""
+        return self._run(self._list_assistants(metadata, classes, after, order, limit))
+
+    async def alist_assistants(
+        self,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        classes: Sequence[str] | None = None,
+        after: str | None = None,
+        order: Order = "desc",
+        limit: int = 20,
+    ) -> list[StoredAssistant]:
+        """Async twin of `list_assistants`."""
+        return await self._arun(
+            self._list_assistants(metadata, classes, after, order, limit)
+        )
+
+    # --- threads ---------------------------------------------------------------------
+
+    def _create_thread(self, metadata: Mapping[str, str]) -> _Op[StoredThread]:
+        check_limits(metadata, self.limits)
+        thread_id = new_id("thread")
+        ((created_at,),) = yield _q_thread_insert(
+            self._names, thread_id, dict(metadata)
+        )
+        return StoredThread(
+            id=thread_id, created_at=created_at, metadata=dict(metadata)
+        )
+
+    def create_thread(self, metadata: Mapping[str, str]) -> StoredThread:
+        """Create a thread with the given metadata."""
+        return self._run(self._create_thread(metadata))
+
+    async def acreate_thread(self, metadata: Mapping[str, str]) -> StoredThread:
+        """Async twin of `create_thread`."""
+        return await self._arun(self._create_thread(metadata))
+
+    def _get_thread(self, thread_id: str) -> _Op[StoredThread]:
+        rows = yield _q_thread_get(self._names, thread_id)
+        if not rows:
+            raise ThreadNotFoundError(thread_id)
+        _, created_at, metadata = rows[0]
+        return StoredThread(id=thread_id, created_at=created_at, metadata=metadata)
+
+    def get_thread(self, thread_id: str) -> StoredThread:
+        """Read a thread; raises `ThreadNotFoundError`."""
+        return self._run(self._get_thread(thread_id))
+
+    async def aget_thread(self, thread_id: str) -> StoredThread:
+        """Async twin of `get_thread`."""
+        return await self._arun(self._get_thread(thread_id))
+
+    def _update_thread(self, thread_id: str, patch: MetadataPatch) -> _Op[StoredThread]:
+        rows = yield _q_thread_get(self._names, thread_id, lock=True)
+        if not rows:
+            raise ThreadNotFoundError(thread_id)
+        thread_seq, created_at, current = rows[0]
+        metadata = patch.apply(current, self.limits)
+        yield _q_thread_set_metadata(self._names, thread_seq, metadata)
+        return StoredThread(id=thread_id, created_at=created_at, metadata=metadata)
+
+    def update_thread(self, thread_id: str, patch: MetadataPatch) -> StoredThread:
+        """Apply a metadata patch to a thread, in one transaction."""
+        return self._run(self._update_thread(thread_id, patch), transaction=True)
+
+    async def aupdate_thread(
+        self, thread_id: str, patch: MetadataPatch
+    ) -> StoredThread:
+        """Async twin of `update_thread`."""
+        return await self._arun(self._update_thread(thread_id, patch), transaction=True)
+
+    def _delete_thread(self, thread_id: str) -> _Op[None]:
+        if not (yield _q_thread_delete(self._names, thread_id)):
+            raise ThreadNotFoundError(thread_id)
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Delete a thread with all its messages."""
+        self._run(self._delete_thread(thread_id))
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        """Async twin of `delete_thread`."""
+        await self._arun(self._delete_thread(thread_id))
+
+    def _list_threads(self, query: ThreadQuery) -> _Op[list[StoredThread]]:
+        desc = query.order == "desc"
+        params: list[Any] = []
+        where = _filters(query.metadata, query.classes, params)
+        if query.after is not None or query.before is not None:
+            ((after_seq, before_seq),) = yield _q_thread_cursors(
+                self._names, query.after, query.before
+            )
+            for cursor_id, seq, newer in (
+                (query.after, after_seq, not desc),
+                (query.before, before_seq, desc),
+            ):
+                if cursor_id is None:
+                    continue
+                if seq is None:
+                    raise ThreadNotFoundError(cursor_id)
+                where.append(sql.SQL("seq > %s" if newer else "seq < %s"))
+                params.append(seq)
+        rows = yield _q_listing(
+            self._names,
+            "threads",
+            sql.SQL("id, created_at, metadata"),
+            where,
+            params,
+            desc=desc,
+            limit=query.limit,
+        )
+        return [StoredThread(id=r[0], created_at=r[1], metadata=r[2]) for r in rows]
+
+    def list_threads(self, query: ThreadQuery) -> list[StoredThread]:
+        """List threads matching a query, in the query's order."""
+        return self._run(self._list_threads(query))
+
+    async def alist_threads(self, query: ThreadQuery) -> list[StoredThread]:
+        """Async twin of `list_threads`."""
+        return await self._arun(self._list_threads(query))
+
+    # --- messages --------------------------------------------------------------------
+
+    def _add_messages(
+        self,
+        thread_id: str,
+        messages: Sequence[NewMessage],
+        thread_patch: MetadataPatch | None,
+    ) -> _Op[list[StoredMessage]]:
+        for message in messages:
+            check_limits(message.metadata, self.limits)
+        thread_metadata = None
+        if thread_patch is not None:
+            rows = yield _q_thread_get(self._names, thread_id, lock=True)
+            if not rows:
+                raise ThreadNotFoundError(thread_id)
+            thread_metadata = thread_patch.apply(rows[0][2], self.limits)
+        ids = [new_id("msg") for _ in messages]
+        rows = yield _q_messages_append(
+            self._names, thread_id, ids, messages, thread_metadata
+        )
+        if not rows:
+            raise ThreadNotFoundError(thread_id)
+        created_at = rows[0][0]
+        return [
+            StoredMessage(
+                id=message_id,
+                created_at=created_at,
+                metadata=message.metadata,
+                thread_id=thread_id,
+                role=message.role,
+                payload=message.payload,
+            )
+            for message_id, message in zip(ids, messages, strict=True)
+        ]
+
+    def add_messages(
+        self,
+        thread_id: str,
+        messages: Sequence[NewMessage],
+        *,
+        thread_patch: MetadataPatch | None = None,
+    ) -> list[StoredMessage]:
+        """Append messages to a thread, all or none, in the given order."""
+        return self._run(
+            self._add_messages(thread_id, messages, thread_patch),
+            transaction=thread_patch is not None,
+        )
+
+    async def aadd_messages(
+        self,
+        thread_id: str,
+        messages: Sequence[NewMessage],
+        *,
+        thread_patch: MetadataPatch | None = None,
+    ) -> list[StoredMessage]:
+        """Async twin of `add_messages`."""
+        return await self._arun(
+            self._add_messages(thread_id, messages, thread_patch),
+            transaction=thread_patch is not None,
+        )
+
+    def _get_message(self, thread_id: str, message_id: str) -> _Op[StoredMessage]:
+        rows = yield _q_message_get(self._names, thread_id, message_id)
+        if not rows:
+            raise ThreadNotFoundError(thread_id)
+        if rows[0][0] is None:
+            raise MessageNotFoundError(message_id, hint=f"(in thread {thread_id!r})")
+        return _message(rows[0], thread_id)
+
+    def get_message(self, thread_id: str, message_id: str) -> StoredMessage:
+        """Read a message of a thread; raises `MessageNotFoundError`."""
+        return self._run(self._get_message(thread_id, message_id))
+
+    async def aget_message(self, thread_id: str, message_id: str) -> StoredMessage:
+        """Async twin of `get_message`."""
+        return await self._arun(self._get_message(thread_id, message_id))
+
+    def _list_messages(
+        self,
+        thread_id: str,
+        after: str | None,
+        before: str | None,
+        order: Order,
+        limit: int | None,
+    ) -> _Op[list[StoredMessage]]:
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, not {limit}")
+        rows = yield _q_message_cursors(self._names, thread_id, after, before)
+        if not rows:
+            raise ThreadNotFoundError(thread_id)
+        thread_seq, after_seq, before_seq = rows[0]
+        for cursor_id, seq in ((after, after_seq), (before, before_seq)):
+            if cursor_id is not None and seq is None:
+                raise MessageNotFoundError(cursor_id, hint="(not in this thread)")
+        rows = yield _q_messages_list(
+            self._names,
+            thread_seq,
+            _NO_SEQ if after_seq is None else after_seq,
+            _MAX_SEQ if before_seq is None else before_seq,
+            desc=order == "desc",
+            limit=limit,
+        )
+        return [_message(row, thread_id) for row in rows]
+
+    def list_messages(
+        self,
+        thread_id: str,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        order: Order = "asc",
+        limit: int | None = None,
+    ) -> list[StoredMessage]:
+        """List a thread's messages in thread order."""
+        return self._run(self._list_messages(thread_id, after, before, order, limit))
+
+    async def alist_messages(
+        self,
+        thread_id: str,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        order: Order = "asc",
+        limit: int | None = None,
+    ) -> list[StoredMessage]:
+        """Async twin of `list_messages`."""
+        return await self._arun(
+            self._list_messages(thread_id, after, before, order, limit)
+        )
+
+    def _update_message(
+        self, thread_id: str, message_id: str, patch: MetadataPatch
+    ) -> _Op[StoredMessage]:
+        rows = yield _q_message_get_for_update(self._names, thread_id, message_id)
+        if not rows:
+            if not (yield _q_seq_of(self._names, "threads", thread_id)):
+                raise ThreadNotFoundError(thread_id)
+            raise MessageNotFoundError(message_id, hint=f"(in thread {thread_id!r})")
+        current = _message(rows[0], thread_id)
+        metadata = patch.apply(current.metadata, self.limits)
+        yield _q_message_set_metadata(self._names, rows[0][5], message_id, metadata)
+        return current.model_copy(update={"metadata": metadata})
+
+    def update_message(
+        self, thread_id: str, message_id: str, patch: MetadataPatch
+    ) -> StoredMessage:
+        """Apply a metadata patch to a message."""
+        return self._run(
+            self._update_message(thread_id, message_id, patch), transaction=True
+        )
+
+    async def aupdate_message(
+        self, thread_id: str, message_id: str, patch: MetadataPatch
+    ) -> StoredMessage:
+        """Async twin of `update_message`."""
+        return await self._arun(
+            self._update_message(thread_id, message_id, patch), transaction=True
+        )
+
+    def _delete_message(self, thread_id: str, message_id: str) -> _Op[None]:
+        ((thread_found, deleted),) = yield _q_message_delete(
+            self._names, thread_id, message_id
+        )
+        if not thread_found:
+            raise ThreadNotFoundError(thread_id)
+        if not deleted:
+            raise MessageNotFoundError(message_id, hint=f"(in thread {thread_id!r})")
+
+    def delete_message(self, thread_id: str, message_id: str) -> None:
+        """Delete one message of a thread."""
+        self._run(self._delete_message(thread_id, message_id))
+
+    async def adelete_message(self, thread_id: str, message_id: str) -> None:
+        """Async twin of `delete_message`."""
+        await self._arun(self._delete_message(thread_id, message_id))
+
+    def _clear_messages(
+        self, thread_id: str, thread_patch: MetadataPatch | None
+    ) -> _Op[int]:
+        thread_metadata = None
+        if thread_patch is not None:
+            rows = yield _q_thread_get(self._names, thread_id, lock=True)
+            if not rows:
+                raise ThreadNotFoundError(thread_id)
+            thread_metadata = thread_patch.apply(rows[0][2], self.limits)
+        rows = yield _q_messages_clear(self._names, thread_id, thread_metadata)
+        if not rows:
+            raise ThreadNotFoundError(thread_id)
+        return int(rows[0][0])
+
+    def clear_messages(
+        self, thread_id: str, *, thread_patch: MetadataPatch | None = None
+    ) -> int:
+        """Delete all of a thread's messages (the thread stays); returns how many."""
+        return self._run(
+            self._clear_messages(thread_id, thread_patch),
+            transaction=thread_patch is not None,
+        )
+
+    async def aclear_messages(
+        self, thread_id: str, *, thread_patch: MetadataPatch | None = None
+    ) -> int:
+        """Async twin of `clear_messages`."""
+        return await self._arun(
+            self._clear_messages(thread_id, thread_patch),
+            transaction=thread_patch is not None,
+        )
+
+    def _count_messages(self, thread_id: str, after: str | None) -> _Op[int]:
+        rows = yield _q_messages_count(self._names, thread_id, after)
+        if not rows:
+            raise ThreadNotFoundError(thread_id)
+        after_seq, count = rows[0]
+        if after is not None and after_seq is None:
+            raise MessageNotFoundError(after, hint="(not in this thread)")
+        return int(count)
+
+    def count_messages(self, thread_id: str, *, after: str | None = None) -> int:
+        """Count a thread's messages, or those after the message ``after``."""
+        return self._run(self._count_messages(thread_id, after))
+
+    async def acount_messages(self, thread_id: str, *, after: str | None = None) -> int:
+        """Async twin of `count_messages`."""
+        return await self._arun(self._count_messages(thread_id, after))
+
+    # --- run leases ------------------------------------------------------------------
+
+    def _acquire_lease(self, thread_id: str, owner: str, ttl: float) -> _Op[bool]:
+        ((thread_found, taken),) = yield _q_lease_acquire(
+            self._names, thread_id, owner, ttl
+        )
+        if not thread_found:
+            raise ThreadNotFoundError(thread_id)
+        return bool(taken)
+
+    def acquire_lease(self, thread_id: str, owner: str, ttl: float) -> bool:
+        """Take the thread's run lease for ``ttl`` seconds if free, expired or ours.
+
+        Expiry is measured by the database clock, so workers on hosts with skewed
+        clocks agree.
+        """
+        return self._run(self._acquire_lease(thread_id, owner, ttl))
+
+    async def aacquire_lease(self, thread_id: str, owner: str, ttl: float) -> bool:
+        """Async twin of `acquire_lease`."""
+        return await self._arun(self._acquire_lease(thread_id, owner, ttl))
+
+    def _release_lease(self, thread_id: str, owner: str) -> _Op[None]:
+        yield _q_lease_release(self._names, thread_id, owner)
+
+    def release_lease(self, thread_id: str, owner: str) -> None:
+        """Give the lease back if ``owner`` still holds it."""
+        self._run(self._release_lease(thread_id, owner))
+
+    async def arelease_lease(self, thread_id: str, owner: str) -> None:
+        """Async twin of `release_lease`."""
+        await self._arun(self._release_lease(thread_id, owner))
+
+
+# --- I/O: the only code that differs between sync and async ------------------------
+
+
+def _drive(cursor: psycopg.Cursor[tuple[Any, ...]], query: _Q, op: _Op[T]) -> T:
+    try:
+        while True:
+            cursor.execute(query.query, query.params)
+            rows = cursor.fetchall() if cursor.description is not None else []
+            query = op.send(rows)
+    except StopIteration as stop:
+        return cast(T, stop.value)
+    finally:
+        op.close()
+
+
+async def _adrive(
+    cursor: psycopg.AsyncCursor[tuple[Any, ...]], query: _Q, op: _Op[T]
+) -> T:
+    try:
+        while True:
+            await cursor.execute(query.query, query.params)
+            rows = await cursor.fetchall() if cursor.description is not None else []
+            query = op.send(rows)
+    except StopIteration as stop:
+        return cast(T, stop.value)
+    finally:
+        op.close()
+
+
+@contextmanager
+def _errors(store: PostgresStore) -> Iterator[None]:
+    """Turn psycopg's errors into `StoreError`, chained; ours pass through."""
+    try:
+        yield
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
+        raise StoreError(
+            f"{store!r}: {exc}. Create the tables first with store.setup() "
+            "(or await store.asetup())."
+        ) from exc
+    except psycopg.Error as exc:
+        raise StoreError(f"PostgreSQL error in {store!r}: {exc}") from exc
+
+
+_closing: set[Any] = set()
+"""Pool closes scheduled on other loops, kept referenced until they finish."""
+
+
+def _opened(
+    opening: asyncio.Task[AsyncConnectionPool[Any]],
+) -> AsyncConnectionPool[Any] | None:
+    """The pool a finished opening task made, if it made one."""
+    if not opening.done() or opening.cancelled() or opening.exception() is not None:
+        return None
+    return opening.result()
+
+
+def _close_elsewhere(
+    loop: asyncio.AbstractEventLoop, opening: asyncio.Task[AsyncConnectionPool[Any]]
+) -> None:
+    """Close an async pool from sync code, or from another event loop, best effort.
+
+    A closed loop's pool cannot be awaited any more; its connections are freed with it.
+    """
+    if loop.is_closed():
+        return
+    if not opening.done():
+        loop.call_soon_threadsafe(opening.cancel)
+        return
+    pool = _opened(opening)
+    if pool is None:
+        return
+    if not loop.is_running():
+        loop.run_until_complete(pool.close())
+        return
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    future: Any = (
+        loop.create_task(pool.close())
+        if running is loop
+        else asyncio.run_coroutine_threadsafe(pool.close(), loop)
+    )
+    _closing.add(future)
+    future.add_done_callback(_closing.discard)
