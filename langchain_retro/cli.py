@@ -391,7 +391,9 @@ def _threads_show(args: argparse.Namespace, store: BaseStore) -> int:
     print(f"\n{shown} messages, oldest first:")
     for message in messages:
         mark = "  <- hwm" if message.id == hwm else ""
-        print(f"  {message.id}  {message.role:<9}  {_text(message.message)}{mark}")
+        head = f"  {message.id}  {message.role:<9}  "
+        text = _text(message.message).replace("\n", "\n" + " " * len(head))
+        print(f"{head}{text}{mark}")
     return 0
 
 
@@ -525,6 +527,9 @@ def _chat_thread(
 def _read_lines() -> Iterator[str]:
     """Lines typed at a prompt, or piped in (echoed, so the transcript reads well)."""
     interactive = sys.stdin.isatty()
+    if interactive:
+        with contextlib.suppress(ImportError):  # line editing and history for input()
+            import readline  # noqa: F401, PLC0415
     while True:
         if interactive:
             try:
