@@ -1,0 +1,73 @@
+"""Hello world: an assistant, a thread, and two runs through Chat Completions.
+
+Runs as is. With OPENAI_API_KEY set it talks to that endpoint through ChatOpenAI
+(OPENAI_BASE_URL points it at any OpenAI-compatible server, OPENAI_MODEL names the
+model, default gpt-4o-mini). Without a key it starts the package's offline echo model
+and says so. Data goes to LANGCHAIN_RETRO_DB if set, else to a fresh temporary file.
+
+    python examples/hello_world.py
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from langchain_core.runnables import RunnableConfig
+from langchain_openai import ChatOpenAI
+
+from langchain_retro import Assistant, ChatCompletionThread, SQLiteStore, ThreadRunner
+from langchain_retro.testing import FakeChatServer
+
+MODEL = os.environ.get("OPENAI_MODEL", "gpt-4o-mini")
+
+
+def database_path() -> str:
+    """LANGCHAIN_RETRO_DB if set, else a new temporary file."""
+    if os.environ.get("LANGCHAIN_RETRO_DB"):
+        return os.environ["LANGCHAIN_RETRO_DB"]
+    return str(Path(tempfile.mkdtemp(prefix="langchain-retro-")) / "example.db")
+
+
+@contextmanager
+def chat_model() -> Iterator[ChatOpenAI]:
+    """ChatOpenAI on OPENAI_API_KEY and OPENAI_BASE_URL, else the offline echo model."""
+    if os.environ.get("OPENAI_API_KEY"):
+        print(f"model: {MODEL} through ChatOpenAI")
+        yield ChatOpenAI(model=MODEL)
+        return
+    print("model: offline echo model (OPENAI_API_KEY is not set); replies are echoes")
+    with FakeChatServer() as server:
+        yield server.chat_model()
+
+
+def main() -> None:
+    path = database_path()
+    print(f"database: {path}")
+    with SQLiteStore(path) as store, chat_model() as llm:
+        assistant = Assistant.create(
+            store,
+            model=MODEL,
+            name="Greeter",
+            instructions="Answer in one short sentence.",
+        )
+        thread = ChatCompletionThread.create(store, assistant_id=assistant.id)
+        print(f"assistant {assistant.id}, thread {thread.id}")
+
+        runner = ThreadRunner(store=store, llm=llm)
+        config: RunnableConfig = {"configurable": {"thread_id": thread.id}}
+        for question in ("Hello! Who are you?", "What did I just ask you?"):
+            print(f"you> {question}")
+            reply = runner.invoke(question, config)
+            print(f"assistant> {reply.content}")
+
+        thread = ChatCompletionThread.retrieve(store, thread.id)
+        count = store.count_messages(thread.id)
+        print(f"thread {thread.id}: {count} messages, hwm {thread.hwm}")
+
+
+if __name__ == "__main__":
+    main()
