@@ -109,6 +109,7 @@ def main() -> None:
         print(f"deleted assistant {support.id} with its {deleted} threads")
         left = [t.customer for t in SupportThread.list(store).data]
         print(f"threads left in the store: {left}")
+    print(f"\nlook inside: langchain-retro --db {path} threads list")
 
 
 if __name__ == "__main__":
