@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import re
 import runpy
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -56,28 +54,13 @@ def test_readme_block_runs(
     runpy.run_path(str(script), run_name="__main__")
 
 
-def _linked_examples() -> list[str]:
+def _linked_examples() -> set[str]:
     text = README.read_text(encoding="utf-8")
-    return sorted(set(re.findall(r"\(\s*(examples/[\w/]+\.py)\s*\)", text)))
+    return set(re.findall(r"\]\((examples/[\w/]+\.py)\)", text))
 
 
-def test_readme_links_examples() -> None:
-    assert "examples/listable_threads.py" in _linked_examples()
-
-
-@pytest.mark.parametrize("example", _linked_examples())
-def test_linked_example_runs_as_is(
-    example: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("LANGCHAIN_RETRO_DB", raising=False)
-    done = subprocess.run(  # noqa: S603 - our own example, with our interpreter
-        [sys.executable, str(README.parent / example)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stderr == ""
-    assert list(tmp_path.iterdir()) == []  # a temporary database, not the cwd
+def test_readme_links_every_example_and_only_existing_ones() -> None:
+    # tests/test_examples.py runs them; this keeps the README's list whole and true.
+    root = README.parent
+    on_disk = {str(p.relative_to(root)) for p in (root / "examples").glob("*.py")}
+    assert _linked_examples() == on_disk
