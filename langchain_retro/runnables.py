@@ -29,6 +29,7 @@ import random
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -268,6 +269,7 @@ def plan_run(
     window: int | None,
     max_tokens_context: int | None = None,
     token_counter: Callable[[list[LCBaseMessage]], int] = count_tokens_approximately,
+    rebuild: Callable[[Sequence[StoredMessage]], list[LCBaseMessage]] | None = None,
 ) -> _Plan | None:
     """Plan a run from the newest messages of a thread.
 
@@ -279,6 +281,8 @@ def plan_run(
         window: How many messages the context holds at most; ``None`` for all.
         max_tokens_context: An optional token budget for system message + context.
         token_counter: Counts the tokens of a list of messages.
+        rebuild: Turns stored rows into messages; `_MessageCache.rebuild` or, by
+            default, a fresh rebuild of each.
 
     Returns:
         The plan, or ``None`` if older messages must be read first.
@@ -305,9 +309,7 @@ def plan_run(
         if not complete:
             return None
         first = 0
-    conversation = _without_orphans(
-        [_messages.from_payload(r.payload, r.id) for r in rows[first : last + 1]]
-    )
+    conversation = _without_orphans((rebuild or _rebuild)(rows[first : last + 1]))
     system: list[LCBaseMessage] = (
         [SystemMessage(assistant.instructions)] if assistant.instructions else []
     )
@@ -320,6 +322,43 @@ def plan_run(
         kwargs=model_kwargs(thread, assistant),
         snapshot=rows[last].id,
     )
+
+
+def _rebuild(rows: Sequence[StoredMessage]) -> list[LCBaseMessage]:
+    return [_messages.from_payload(row.payload, row.id) for row in rows]
+
+
+class _MessageCache:
+    """Messages rebuilt from stored rows, by id; the least recently used go first.
+
+    A stored message's content never changes (only its metadata can), so a message
+    rebuilt once stands for its row for good: a turn on a long thread still reads
+    every row it sends, but rebuilds only the new ones. Nothing mutates the messages
+    handed to the model, so runs share them.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, LCBaseMessage] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def rebuild(self, rows: Sequence[StoredMessage]) -> list[LCBaseMessage]:
+        if self.size == 0:
+            return _rebuild(rows)
+        out: list[LCBaseMessage] = []
+        with self._lock:
+            items = self._items
+            for row in rows:
+                message = items.get(row.id)
+                if message is None:
+                    message = _messages.from_payload(row.payload, row.id)
+                    items[row.id] = message
+                else:
+                    items.move_to_end(row.id)
+                out.append(message)
+            while len(items) > self.size:
+                items.popitem(last=False)
+        return out
 
 
 def _reply_write(
@@ -624,14 +663,19 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
     """Seconds a run waits for a busy thread before raising `ThreadBusyError`."""
     lease_ttl: float = Field(default=60.0, gt=0)
     """Seconds a run's lease outlives a crashed process; renewed while a run lives."""
+    message_cache_size: int = Field(default=20_000, ge=0)
+    """How many rebuilt messages to keep in memory, so long threads are not rebuilt
+    from their stored JSON at every turn; 0 turns the cache off."""
 
     _model: Runnable[LanguageModelInput, LCBaseMessage] = PrivateAttr()
+    _cache: _MessageCache = PrivateAttr()
 
     @override
     def model_post_init(self, context: Any, /) -> None:
         super().model_post_init(context)
         llm = _chat_completions_model(self.llm)
         self._model = llm.bind_tools(list(self.tools)) if self.tools else llm
+        self._cache = _MessageCache(self.message_cache_size)
 
     @property
     @override
@@ -856,6 +900,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
                 window=self.window,
                 max_tokens_context=self.max_tokens_context,
                 token_counter=self.token_counter,
+                rebuild=self._cache.rebuild,
             )
             if plan is not None:
                 return plan
