@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from langchain_core.chat_history import BaseChatMessageHistory
@@ -16,9 +17,22 @@ __all__ = ["AssistantThreadChatMessageHistory"]
 _RESET_HWM = MetadataPatch(clear_fields=frozenset({"hwm"}))
 
 
+_OFFLOAD_ROWS = 100
+"""Rebuilding more messages than this runs in a worker thread, off the event loop."""
+
+
 def _rebuild(rows: Sequence[StoredMessage], newest_first: bool) -> list[BaseMessage]:
     ordered = reversed(rows) if newest_first else rows
     return [_messages.from_payload(row.payload, row.id) for row in ordered]
+
+
+async def _arebuild(
+    rows: Sequence[StoredMessage], newest_first: bool
+) -> list[BaseMessage]:
+    # Validating thousands of messages takes tens of milliseconds: not on the loop.
+    if len(rows) > _OFFLOAD_ROWS:
+        return await asyncio.to_thread(_rebuild, rows, newest_first)
+    return _rebuild(rows, newest_first)
 
 
 def _new(messages: Sequence[BaseMessage]) -> list[NewMessage]:
@@ -90,11 +104,13 @@ class AssistantThreadChatMessageHistory(BaseChatMessageHistory):
     async def aget_messages(self) -> list[BaseMessage]:
         """Async twin of `messages`."""
         if self.window is None:
-            return _rebuild(await self.store.alist_messages(self.thread_id), False)
+            return await _arebuild(
+                await self.store.alist_messages(self.thread_id), False
+            )
         rows = await self.store.alist_messages(
             self.thread_id, order="desc", limit=self.window
         )
-        return _rebuild(rows, True)
+        return await _arebuild(rows, True)
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Append messages as one atomic batch: all are stored, or none."""
