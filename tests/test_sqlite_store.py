@@ -1,0 +1,294 @@
+"""What only `SQLiteStore` promises: its file, schema, query plans and processes."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+import multiprocessing
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+
+from langchain_retro import (
+    AssistantThreadChatMessageHistory,
+    BaseThread,
+    SchemaVersionError,
+    SQLiteStore,
+    StoreError,
+)
+from langchain_retro._messages import to_payload
+from langchain_retro.stores.base import NewMessage
+from langchain_retro.stores.sqlite import DEFAULT_PATH, PATH_ENV, SCHEMA_VERSION
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "retro.db"
+
+
+@pytest.fixture
+def store(path: Path) -> Iterator[SQLiteStore]:
+    with SQLiteStore(path) as opened:
+        yield opened
+
+
+def raw(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path, isolation_level=None)
+
+
+def pragma(path: Path, name: str) -> object:
+    conn = raw(path)
+    try:
+        return conn.execute(f"PRAGMA {name}").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def new(text: str) -> NewMessage:
+    return NewMessage(role="user", payload=to_payload(HumanMessage(text)))
+
+
+# --- the file ------------------------------------------------------------------------
+
+
+def test_wal_mode_and_schema_version(store: SQLiteStore, path: Path) -> None:
+    assert path.exists()
+    assert pragma(path, "journal_mode") == "wal"
+    assert pragma(path, "user_version") == SCHEMA_VERSION >= 1
+
+
+def test_reopening_keeps_data(path: Path) -> None:
+    with SQLiteStore(path) as first:
+        thread = first.create_thread({"k": "v"})
+        first.add_messages(thread.id, [new("kept")])
+    with SQLiteStore(path) as second:
+        assert second.get_thread(thread.id).metadata == {"k": "v"}
+        assert second.count_messages(thread.id) == 1
+    assert pragma(path, "user_version") == SCHEMA_VERSION
+
+
+def test_newer_schema_is_refused(path: Path) -> None:
+    SQLiteStore(path).close()
+    conn = raw(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(SchemaVersionError) as caught:
+        SQLiteStore(path)
+    assert isinstance(caught.value, StoreError)
+    assert isinstance(caught.value, RuntimeError)
+    assert "Upgrade langchain-retro" in str(caught.value)
+    assert pragma(path, "user_version") == SCHEMA_VERSION + 1  # left as it was
+
+
+def test_unopenable_file_is_store_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError) as caught:
+        SQLiteStore(tmp_path / "missing-dir" / "retro.db")
+    assert isinstance(caught.value.__cause__, sqlite3.Error)
+
+
+def test_default_path_from_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "from-env.db"
+    monkeypatch.setenv(PATH_ENV, str(target))
+    with SQLiteStore() as store:
+        assert store.path == str(target)
+        store.create_thread({})
+    assert target.exists()
+
+
+def test_default_path_in_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(PATH_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    with SQLiteStore() as store:
+        assert store.path == DEFAULT_PATH
+    assert (tmp_path / DEFAULT_PATH).exists()
+
+
+@pytest.mark.parametrize(("synchronous", "level"), [("NORMAL", 1), ("FULL", 2)])
+def test_synchronous(path: Path, synchronous: str, level: int) -> None:
+    with SQLiteStore(path, synchronous=synchronous) as store:  # type: ignore[arg-type]
+        assert store._conn is not None
+        assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == level
+        thread = store.create_thread({})
+        store.add_messages(thread.id, [new("durable")])
+        assert store.count_messages(thread.id) == 1
+
+
+def test_synchronous_must_be_known(path: Path) -> None:
+    with pytest.raises(ValueError, match="synchronous"):
+        SQLiteStore(path, synchronous="OFF")  # type: ignore[arg-type]
+    assert not path.exists()
+
+
+def test_in_memory_database() -> None:
+    with SQLiteStore(":memory:") as store:
+        thread = store.create_thread({})
+        store.add_messages(thread.id, [new("x")])
+        assert store.count_messages(thread.id) == 1
+
+
+def test_deleting_a_thread_leaves_no_rows(store: SQLiteStore, path: Path) -> None:
+    thread = store.create_thread({"a": "1"})
+    keep = store.create_thread({"a": "1"})
+    store.add_messages(thread.id, [new("x"), new("y")])
+    store.add_messages(keep.id, [new("z")])
+    store.acquire_lease(thread.id, "w", 30.0)
+    store.delete_thread(thread.id)
+    conn = raw(path)
+    try:
+        assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 1
+        (seq,) = conn.execute("SELECT seq FROM threads").fetchone()
+        keys = conn.execute("SELECT DISTINCT thread_seq FROM thread_metadata")
+        assert [r[0] for r in keys] == [seq]
+        assert conn.execute("SELECT count(*) FROM run_leases").fetchone()[0] == 0
+    finally:
+        conn.close()
+
+
+# --- query plans ---------------------------------------------------------------------
+
+
+def _plans(store: SQLiteStore, action: object) -> list[str]:
+    """The query plans of every statement on ``messages`` that ``action`` runs."""
+    statements: list[str] = []
+    assert store._conn is not None
+    store._conn.set_trace_callback(statements.append)
+    try:
+        action()  # type: ignore[operator]
+    finally:
+        store._conn.set_trace_callback(None)
+    plans = []
+    for sql in statements:
+        if "FROM messages" not in sql or not sql.lstrip().upper().startswith("SELECT"):
+            continue
+        rows = store._conn.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()
+        plans.append(" | ".join(row[-1] for row in rows))
+    assert plans, statements
+    return plans
+
+
+def _busy_thread(store: SQLiteStore) -> tuple[str, list[str]]:
+    for _ in range(3):  # neighbours before and after
+        other = store.create_thread({})
+        store.add_messages(other.id, [new(f"o{i}") for i in range(50)])
+    thread = store.create_thread({})
+    rows = store.add_messages(thread.id, [new(f"m{i}") for i in range(200)])
+    store.add_messages(store.create_thread({}).id, [new("after")] * 20)
+    return thread.id, [r.id for r in rows]
+
+
+def test_newest_n_reads_by_primary_key(store: SQLiteStore) -> None:
+    tid, _ = _busy_thread(store)
+    history = AssistantThreadChatMessageHistory(store, tid, window=10)
+    plans = _plans(store, lambda: history.messages)
+    for plan in plans:
+        assert "SCAN" not in plan, plan
+        assert "TEMP B-TREE" not in plan, plan
+    assert any("USING PRIMARY KEY (thread_seq=?" in plan for plan in plans), plans
+
+
+@pytest.mark.parametrize("order", ["asc", "desc"])
+def test_cursor_reads_by_primary_key(store: SQLiteStore, order: str) -> None:
+    tid, ids = _busy_thread(store)
+    plans = _plans(
+        store,
+        lambda: store.list_messages(tid, after=ids[100], order=order, limit=5),  # type: ignore[arg-type]
+    )
+    for plan in plans:
+        assert "SCAN" not in plan, plan
+        assert "TEMP B-TREE" not in plan, plan
+    plans = _plans(store, lambda: store.count_messages(tid, after=ids[150]))
+    for plan in plans:
+        assert "SCAN" not in plan, plan
+
+
+# --- processes -----------------------------------------------------------------------
+
+
+def _append_many(path: str, thread_id: str, name: str, count: int) -> None:
+    store = SQLiteStore(path)
+    try:
+        for i in range(count):
+            store.add_messages(thread_id, [new(f"{name}-{i}")])
+    finally:
+        store.close()
+
+
+def test_two_processes_append_to_one_thread(store: SQLiteStore, path: Path) -> None:
+    thread = store.create_thread({})
+    count = 40
+    spawn = multiprocessing.get_context("spawn")
+    workers = [
+        spawn.Process(target=_append_many, args=(str(path), thread.id, name, count))
+        for name in ("a", "b")
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    texts = [
+        m.content for m in AssistantThreadChatMessageHistory(store, thread.id).messages
+    ]
+    assert len(texts) == 2 * count
+    for name in ("a", "b"):  # nothing lost, each writer's messages in its order
+        assert [t for t in texts if str(t).startswith(f"{name}-")] == [
+            f"{name}-{i}" for i in range(count)
+        ]
+    conn = raw(path)
+    try:
+        seqs = [r[0] for r in conn.execute("SELECT seq FROM messages ORDER BY seq")]
+    finally:
+        conn.close()
+    assert seqs == list(range(1, 2 * count + 1))  # strictly increasing, gapless
+
+
+# --- the event loop ------------------------------------------------------------------
+
+
+async def test_async_reads_do_not_block_the_event_loop(store: SQLiteStore) -> None:
+    thread = await BaseThread.acreate(store)
+    history = AssistantThreadChatMessageHistory(store, thread.id)
+    pairs = [
+        [HumanMessage(f"question {i} " * 10), AIMessage(f"answer {i} " * 20)]
+        for i in range(2500)
+    ]
+    await history.aadd_messages([m for pair in pairs for m in pair])
+
+    ticks: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(time.perf_counter())
+            await asyncio.sleep(0.001)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0.01)
+    # A full collection stops every thread; this test is about our code, not the GC.
+    gc.collect()
+    gc.disable()
+    try:
+        started = time.perf_counter()
+        messages = await history.aget_messages()
+        finished = time.perf_counter()
+    finally:
+        gc.enable()
+    elapsed = finished - started
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert len(messages) == 5000
+    during = [t for t in ticks if started <= t <= finished]
+    marks = [started, *during, finished]
+    gaps = [b - a for a, b in itertools.pairwise(marks)]
+    assert len(during) >= 3, (len(during), elapsed)
+    assert max(gaps) < elapsed / 3, (max(gaps), elapsed)
