@@ -205,6 +205,7 @@ def test_cursor_reads_by_primary_key(store: SQLiteStore, order: str) -> None:
     for plan in plans:
         assert "SCAN" not in plan, plan
         assert "TEMP B-TREE" not in plan, plan
+    assert any("PRIMARY KEY (thread_seq=? AND seq>?)" in plan for plan in plans)
     plans = _plans(store, lambda: store.count_messages(tid, after=ids[150]))
     for plan in plans:
         assert "SCAN" not in plan, plan
