@@ -168,6 +168,13 @@ class _Q(NamedTuple):
     params: Sequence[Any] | Mapping[str, Any] = ()
 
 
+class _LoopPool(NamedTuple):
+    """One event loop's pool: ready once open; the task closes it when cancelled."""
+
+    ready: asyncio.Future[AsyncConnectionPool[Any]]
+    task: asyncio.Task[None]
+
+
 _Rows = list[tuple[Any, ...]]
 _Op = Generator[_Q, _Rows, T]
 """An operation: yields statements, receives their rows, returns its result."""
@@ -691,9 +698,7 @@ class PostgresStore(BaseStore):
         # event loop, and whether the sync pool still needs opening.
         self._owned = owned
         self._pool_opened = owned is None
-        self._async_pools: dict[
-            asyncio.AbstractEventLoop, asyncio.Task[AsyncConnectionPool[Any]]
-        ] = {}
+        self._async_pools: dict[asyncio.AbstractEventLoop, _LoopPool] = {}
         self._lock = threading.Lock()
         self._closed = False
 
@@ -794,7 +799,7 @@ class PostgresStore(BaseStore):
                     owned = cast(dict[str, Any], self._owned)
                     with _errors(self):
                         psycopg.connect(owned["conninfo"], **owned["kwargs"]).close()
-                    pool.open()
+                    pool.open(wait=True)
                     self._pool_opened = True
         return pool
 
@@ -808,34 +813,62 @@ class PostgresStore(BaseStore):
                 "async_pool=AsyncConnectionPool(...) or use the sync methods."
             )
         loop = asyncio.get_running_loop()
-        opening = self._async_pools.get(loop)
-        if opening is None:
+        entry = self._async_pools.get(loop)
+        if entry is None:
             with self._lock:
                 for old in [lp for lp in self._async_pools if lp.is_closed()]:
                     del self._async_pools[old]  # its loop is gone: nothing to await
-                opening = self._async_pools[loop] = loop.create_task(
-                    self._open_async_pool()
-                )
+                ready: asyncio.Future[AsyncConnectionPool[Any]] = loop.create_future()
+                task = loop.create_task(self._serve_async_pool(ready))
+                entry = self._async_pools[loop] = _LoopPool(ready, task)
         try:
-            return await asyncio.shield(opening)
+            return await asyncio.shield(entry.ready)
         except BaseException:
-            if opening.done():
+            if entry.ready.done():  # it failed to open: the next call tries again
                 with self._lock:
-                    if self._async_pools.get(loop) is opening:
+                    if self._async_pools.get(loop) is entry:
                         del self._async_pools[loop]
             raise
 
-    async def _open_async_pool(self) -> AsyncConnectionPool[Any]:
+    async def _serve_async_pool(
+        self, ready: asyncio.Future[AsyncConnectionPool[Any]]
+    ) -> None:
+        """Open this event loop's pool, hand it out, and close it when cancelled.
+
+        `close` and `aclose` cancel this task; so does the loop shutting down
+        (``asyncio.run`` ending cancels every task). psycopg_pool's workers can
+        swallow that cancellation while connecting, and hang the shutdown, unless the
+        pool is closed first: this task does it, also for stores nobody closed.
+        """
         owned = dict(cast(dict[str, Any], self._owned))
         conninfo = owned.pop("conninfo")
-        with _errors(self):
-            probe = await psycopg.AsyncConnection.connect(conninfo, **owned["kwargs"])
-            await probe.close()
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            conninfo, open=False, **owned
-        )
-        await pool.open()
-        return pool
+        try:
+            with _errors(self):
+                # One direct connection first: a wrong URL fails now with the
+                # server's reason, not after the pool's timeout.
+                probe = await psycopg.AsyncConnection.connect(
+                    conninfo, **owned["kwargs"]
+                )
+                await probe.close()
+                pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+                    conninfo, open=False, **owned
+                )
+                try:
+                    await pool.open(wait=True)
+                except BaseException:
+                    await pool.close()
+                    raise
+        except asyncio.CancelledError:
+            ready.cancel()
+            raise
+        except Exception as exc:  # handed to the caller through ready
+            ready.set_exception(exc)
+            return
+        ready.set_result(pool)
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            await pool.close()
 
     def close(self) -> None:
         """Close the pools the store made; later calls raise `StoreClosedError`."""
@@ -848,8 +881,8 @@ class PostgresStore(BaseStore):
             return
         if self._pool is not None:
             self._pool.close()
-        for loop, opening in pools.items():
-            _close_elsewhere(loop, opening)
+        for loop, entry in pools.items():
+            _stop(loop, entry.task)
 
     async def aclose(self) -> None:
         """Async twin of `close`."""
@@ -863,13 +896,12 @@ class PostgresStore(BaseStore):
         if self._pool is not None:
             await asyncio.to_thread(self._pool.close)
         current = asyncio.get_running_loop()
-        for loop, opening in pools.items():
-            if loop is not current:
-                _close_elsewhere(loop, opening)
-            elif not opening.done():
-                opening.cancel()
-            elif (pool := _opened(opening)) is not None:
-                await pool.close()
+        for loop, entry in pools.items():
+            if loop is current:
+                entry.task.cancel()
+                await asyncio.wait([entry.task])
+            else:
+                _stop(loop, entry.task)
 
     # --- plumbing: running operations ------------------------------------------------
 
@@ -1522,52 +1554,28 @@ def _errors(store: PostgresStore) -> Iterator[None]:
         yield
     except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
         raise StoreError(
-            f"{store!r}: {exc}. Create the tables first with store.setup() "
-            "(or await store.asetup())."
+            f"{store!r}: {exc.diag.message_primary}. Create the tables first with "
+            "store.setup() (or await store.asetup())."
         ) from exc
     except psycopg.Error as exc:
         raise StoreError(f"PostgreSQL error in {store!r}: {exc}") from exc
 
 
-_closing: set[Any] = set()
-"""Pool closes scheduled on other loops, kept referenced until they finish."""
+_stopping: set[asyncio.Task[None]] = set()
+"""Pool tasks cancelled from sync code, kept referenced until they finish."""
 
 
-def _opened(
-    opening: asyncio.Task[AsyncConnectionPool[Any]],
-) -> AsyncConnectionPool[Any] | None:
-    """The pool a finished opening task made, if it made one."""
-    if not opening.done() or opening.cancelled() or opening.exception() is not None:
-        return None
-    return opening.result()
-
-
-def _close_elsewhere(
-    loop: asyncio.AbstractEventLoop, opening: asyncio.Task[AsyncConnectionPool[Any]]
-) -> None:
-    """Close an async pool from sync code, or from another event loop, best effort.
+def _stop(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
+    """Cancel an event loop's pool task (which closes the pool) from outside it.
 
     A closed loop's pool cannot be awaited any more; its connections are freed with it.
     """
-    if loop.is_closed():
+    if loop.is_closed() or task.done():
         return
-    if not opening.done():
-        loop.call_soon_threadsafe(opening.cancel)
-        return
-    pool = _opened(opening)
-    if pool is None:
-        return
-    if not loop.is_running():
-        loop.run_until_complete(pool.close())
-        return
-    try:
-        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    future: Any = (
-        loop.create_task(pool.close())
-        if running is loop
-        else asyncio.run_coroutine_threadsafe(pool.close(), loop)
-    )
-    _closing.add(future)
-    future.add_done_callback(_closing.discard)
+    if loop.is_running():  # in this thread (a sync close in a coroutine) or another
+        _stopping.add(task)
+        task.add_done_callback(_stopping.discard)
+        loop.call_soon_threadsafe(task.cancel)
+    else:
+        task.cancel()
+        loop.run_until_complete(asyncio.wait([task]))
