@@ -774,14 +774,28 @@ def _one_line(exc: ValidationError) -> str:
     )
 
 
+def _error_line(exc: Exception, command: str) -> tuple[str, int]:
+    """The one line printed for an error, and the exit status."""
+    if isinstance(exc, _UsageError):
+        return f"{PROG} {command}: error: {exc}", EXIT_USAGE
+    if isinstance(exc, AssistantInUseError):
+        return (
+            f"{PROG}: error: assistant {exc.assistant_id} still has "
+            f"{exc.thread_count} thread(s); pass --threads delete to delete them "
+            "too, or --threads keep to keep them."
+        ), EXIT_ERROR
+    if isinstance(exc, ValidationError):
+        return f"{PROG}: error: invalid value: {_one_line(exc)}", EXIT_ERROR
+    return f"{PROG}: error: {exc}", EXIT_ERROR
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status.
 
     Args:
         argv: The arguments after the program name; ``sys.argv[1:]`` if ``None``.
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace, BaseStore], int] = args.handler
     try:
         with SQLiteStore(args.db) as store:
@@ -789,23 +803,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return EXIT_INTERRUPTED
-    except _UsageError as exc:
-        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except AssistantInUseError as exc:
-        print(
-            f"{PROG}: error: assistant {exc.assistant_id} still has "
-            f"{exc.thread_count} thread(s); pass --threads delete to delete them "
-            "too, or --threads keep to keep them.",
-            file=sys.stderr,
-        )
+    except BrokenPipeError:
+        # The reader left (`| head`): stop quietly, and keep the interpreter's final
+        # flush of stdout from failing again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
-    except RetroError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except ValidationError as exc:
-        print(f"{PROG}: error: invalid value: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_ERROR
+    except (RetroError, ValidationError, _UsageError) as exc:
+        line, status = _error_line(exc, args.command)
+        print(line, file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
-from langchain_retro import AssistantThreadChatMessageHistory, SQLiteStore
+from langchain_retro import Assistant, AssistantThreadChatMessageHistory, SQLiteStore
 from langchain_retro.cli import build_parser, main
 from langchain_retro.testing import FakeChatServer
 
@@ -308,6 +308,27 @@ def test_python_dash_m_runs_the_cli(clean_env: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["data"] == []
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(clean_env: Path) -> None:
+    db = clean_env / "many.db"
+    with SQLiteStore(db) as store:
+        for _ in range(100):  # well over a pipe's buffer of JSON
+            Assistant.create(store, model="m", instructions="x" * 2000)
+    reader = subprocess.Popen(  # noqa: S603 - our own console script
+        [*_console_script(), "--db", str(db), "--json", "assistants", "list"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert reader.stdout is not None
+    assert reader.stderr is not None
+    assert reader.stdout.readline() == b"{\n"
+    reader.stdout.close()  # as `| head -1` does
+    with reader.stderr:
+        err = reader.stderr.read().decode()
+    assert reader.wait(timeout=60) == 1
+    assert "Traceback" not in err
+    assert err == ""
 
 
 # --- documentation --------------------------------------------------------------------
