@@ -171,16 +171,40 @@ def input_messages(value: RunnerInput) -> list[LCBaseMessage]:
     return convert_to_messages(value)
 
 
-def _is_repeat(
-    tail: Sequence[StoredMessage], payloads: Sequence[str], hwm: str | None
-) -> bool:
-    """Whether the input is already the thread's unanswered tail (a retried run).
+def new_messages(value: RunnerInput) -> list[NewMessage]:
+    """The run's input as messages to append; all are checked before any write."""
+    return [
+        NewMessage(role=role, payload=payload)
+        for role, payload in _messages.to_payloads(input_messages(value))
+    ]
 
-    ``tail`` holds the thread's newest ``len(payloads)`` messages, newest first.
+
+def _retried(
+    rows: Sequence[StoredMessage],
+    appended: Sequence[StoredMessage],
+    hwm: str | None,
+    complete: bool,
+) -> bool | None:
+    """Whether the input just appended repeats the unanswered messages before it.
+
+    That is a retried run (after a failed model call, say), whose copy is dropped.
+    ``rows`` are the thread's newest messages, oldest first; ``None`` means they do
+    not reach back far enough to tell.
     """
-    if len(tail) != len(payloads) or any(row.id == hwm for row in tail):
+    ids = [row.id for row in rows]
+    count = len(appended)
+    start = ids.index(appended[0].id) if appended[0].id in ids else -1
+    if start < count:
+        return None if not complete else False
+    before = rows[start - count : start]
+    if [row.payload for row in before] != [m.payload for m in appended]:
         return False
-    return [row.payload for row in reversed(tail)] == list(payloads)
+    if hwm is None:
+        return True
+    if hwm in ids:
+        return ids.index(hwm) < start - count
+    # hwm is older than the rows read or, if they are the whole thread, deleted.
+    return not complete or all(row.id > hwm for row in before)
 
 
 @dataclass(frozen=True, slots=True)
@@ -713,7 +737,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
         **kwargs: Any,
     ) -> AIMessage:
         thread_id = thread_id_of(config)
-        new = input_messages(input)
+        new = new_messages(input)
         with self._leased(thread_id):
             plan = self._drive(self._prepare(thread_id, new))
             try:
@@ -732,7 +756,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
         **kwargs: Any,
     ) -> AIMessage:
         thread_id = thread_id_of(config)
-        new = input_messages(input)
+        new = new_messages(input)
         async with self._aleased(thread_id):
             plan = await self._adrive(self._prepare(thread_id, new))
             try:
@@ -810,7 +834,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
         self, input: RunnerInput, config: RunnableConfig, **kwargs: Any
     ) -> Generator[AIMessageChunk, None, None]:
         thread_id = thread_id_of(config)
-        new = input_messages(input)
+        new = new_messages(input)
         with self._leased(thread_id):
             plan = self._drive(self._prepare(thread_id, new))
             chunks: list[AIMessageChunk] = []
@@ -836,7 +860,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
         self, input: RunnerInput, config: RunnableConfig, **kwargs: Any
     ) -> AsyncGenerator[AIMessageChunk, None]:
         thread_id = thread_id_of(config)
-        new = input_messages(input)
+        new = new_messages(input)
         async with self._aleased(thread_id):
             plan = await self._adrive(self._prepare(thread_id, new))
             chunks: list[AIMessageChunk] = []
@@ -862,41 +886,38 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
 
     # --- the store side of a run -----------------------------------------------------
 
-    def _prepare(self, thread_id: str, new: Sequence[LCBaseMessage]) -> _Steps[_Plan]:
+    def _prepare(self, thread_id: str, new: Sequence[NewMessage]) -> _Steps[_Plan]:
         """Read the thread and assistant, append the input, read and plan the context.
 
         Written once as the store calls it makes; `_drive` and `_adrive` run it.
         """
-        payloads = [payload for _, payload in _messages.to_payloads(new)]
-        thread = _as_run_thread(
-            (yield _StoreCall("get_thread", (thread_id,))), thread_id
-        )
-        assistant = self.assistant_class._from(
-            (yield _StoreCall("get_assistant", (thread.assistant_id,)))
-        )
+        stored_thread = yield _StoreCall("get_thread", (thread_id,))
+        thread = _as_run_thread(stored_thread, thread_id)
+        stored_assistant = yield _StoreCall("get_assistant", (thread.assistant_id,))
+        assistant = self.assistant_class._from(stored_assistant)
+        appended: list[StoredMessage] = []
         if new:
-            tail = yield _StoreCall(
-                "list_messages", (thread_id,), {"order": "desc", "limit": len(new)}
-            )
-            if not _is_repeat(tail, payloads, thread.hwm):
-                yield _StoreCall(
-                    "add_messages",
-                    (
-                        thread_id,
-                        [
-                            NewMessage(role=_messages.role_of(m), payload=p)
-                            for m, p in zip(new, payloads, strict=True)
-                        ],
-                    ),
-                )
+            appended = yield _StoreCall("add_messages", (thread_id, new))
         limit = self.window
         while True:
             rows = yield from _read_step(thread_id, limit)
+            complete = limit is None or len(rows) < limit
+            if appended:
+                retried = _retried(rows, appended, thread.hwm, complete)
+                if retried is None:
+                    limit = 2 * cast("int", limit)
+                    continue
+                if retried:  # rare: deleting beats reading the tail on every run
+                    for message in appended:
+                        yield _StoreCall("delete_message", (thread_id, message.id))
+                    dropped = {message.id for message in appended}
+                    rows = [row for row in rows if row.id not in dropped]
+                appended = []
             plan = plan_run(
                 thread=thread,
                 assistant=assistant,
                 rows=rows,
-                complete=limit is None or len(rows) < limit,
+                complete=complete,
                 window=self.window,
                 max_tokens_context=self.max_tokens_context,
                 token_counter=self.token_counter,

@@ -504,11 +504,16 @@ async def test_failed_call_leaves_the_thread_unanswered(
     assert [k for k, _ in kinds(stored(store, thread))] == ["human", "ai"] * 2
 
 
+@pytest.mark.parametrize("window", [None, 1, 3])
 async def test_rerun_with_the_same_input_does_not_append_it_twice(
-    store: BaseStore, server: FakeChatServer, llm: ChatOpenAI, call: Call
+    store: BaseStore,
+    server: FakeChatServer,
+    llm: ChatOpenAI,
+    call: Call,
+    window: int | None,
 ) -> None:
     thread = new_thread(store)
-    runner = ThreadRunner(store=store, llm=llm)
+    runner = ThreadRunner(store=store, llm=llm, window=window)
     server.fail_next(503, count=2)
     question = [HumanMessage("a"), HumanMessage("b")]
     for _ in range(2):
@@ -523,6 +528,20 @@ async def test_rerun_with_the_same_input_does_not_append_it_twice(
     # Once answered, the same input is a new turn.
     await call(runner, "invoke", question, cfg(thread))
     assert len(stored(store, thread)) == 6
+    # And the same input after someone else's message is a new turn too.
+    server.fail_next(500)
+    with pytest.raises(ModelCallError):
+        await call(runner, "invoke", question, cfg(thread))
+    ThreadMessage.create(store, thread_id=thread.id, message=HumanMessage("c"))
+    await call(runner, "invoke", question, cfg(thread))
+    assert [m.content for m in stored(store, thread)][6:] == [
+        "a",
+        "b",
+        "c",
+        "a",
+        "b",
+        "echo: b",
+    ]
 
 
 async def test_with_retry_retries_a_failed_call(
