@@ -525,6 +525,34 @@ def test_async_pool_of_a_loop_that_is_still_open_is_closed_by_close(
         loop.close()
 
 
+async def test_sync_close_inside_a_coroutine_closes_the_pool_soon(
+    make: Callable[..., PostgresStore],
+) -> None:
+    store = make()
+    await store.acreate_thread({})
+    store.close()
+    for _ in range(100):  # the pool closes as soon as the loop gets control
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if not others:
+            break
+        await asyncio.sleep(0.02)
+    assert others == []
+
+
+def test_aclose_on_one_loop_closes_the_pool_of_another(
+    make: Callable[..., PostgresStore],
+) -> None:
+    store = make()
+    other = asyncio.new_event_loop()
+    try:
+        other.run_until_complete(store.acreate_thread({}))
+        asyncio.run(store.aclose())  # cannot drive `other` from inside this loop
+        other.run_until_complete(asyncio.sleep(0.1))  # `other` closes it when it runs
+        assert [t for t in asyncio.all_tasks(other) if not t.done()] == []
+    finally:
+        other.close()
+
+
 # --- PgBouncer -----------------------------------------------------------------------
 
 

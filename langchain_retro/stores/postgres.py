@@ -165,7 +165,7 @@ class _Q(NamedTuple):
     """One statement and its parameters."""
 
     query: sql.Composed
-    params: Sequence[Any] | Mapping[str, Any] = ()
+    params: Sequence[Any] | Mapping[str, Any] | None = None
 
 
 class _LoopPool(NamedTuple):
@@ -699,7 +699,8 @@ class PostgresStore(BaseStore):
         self._owned = owned
         self._pool_opened = owned is None
         self._async_pools: dict[asyncio.AbstractEventLoop, _LoopPool] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held briefly: async code takes it too
+        self._opening_lock = threading.Lock()  # held while the sync pool connects
         self._closed = False
 
     @classmethod
@@ -791,7 +792,7 @@ class PostgresStore(BaseStore):
                 "use the async methods."
             )
         if not self._pool_opened:
-            with self._lock:
+            with self._opening_lock:
                 self._check_open()
                 if not self._pool_opened:
                     # One direct connection first: a wrong URL fails now with the
@@ -1572,10 +1573,14 @@ def _stop(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
     """
     if loop.is_closed() or task.done():
         return
-    if loop.is_running():  # in this thread (a sync close in a coroutine) or another
-        _stopping.add(task)
-        task.add_done_callback(_stopping.discard)
-        loop.call_soon_threadsafe(task.cancel)
-    else:
-        task.cancel()
-        loop.run_until_complete(asyncio.wait([task]))
+    if not loop.is_running():
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no loop runs in this thread: drive that one to the end
+            task.cancel()
+            loop.run_until_complete(asyncio.wait([task]))
+            return
+    # The loop runs (here or in another thread), or may run again: let it finish.
+    _stopping.add(task)
+    task.add_done_callback(_stopping.discard)
+    loop.call_soon_threadsafe(task.cancel)
