@@ -518,6 +518,7 @@ class _Renewals:
         self._cond = threading.Condition()
         self._held: set[_Held] = set()
         self._thread: threading.Thread | None = None
+        self._wake = float("inf")  # when the loop wakes up next
 
     def hold(self, store: BaseStore, thread_id: str, owner: str, ttl: float) -> _Held:
         held = _Held(store, thread_id, owner, ttl, time.monotonic() + ttl / 3)
@@ -528,7 +529,8 @@ class _Renewals:
                     target=self._loop, name="langchain-retro-leases", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+            if held.due < self._wake:  # else the loop wakes in time anyway
+                self._cond.notify()
         return held
 
     def drop(self, held: _Held) -> None:
@@ -543,8 +545,10 @@ class _Renewals:
                 now = time.monotonic()
                 due = [h for h in self._held if h.due <= now]
                 if not due:
-                    wake = min((h.due for h in self._held), default=None)
-                    self._cond.wait(None if wake is None else wake - now)
+                    self._wake = min((h.due for h in self._held), default=float("inf"))
+                    timeout = self._wake - now if self._held else None
+                    self._cond.wait(timeout)
+                    self._wake = 0.0  # awake: hold() need not notify
                     continue
             for held in due:
                 with held.lock:
