@@ -19,7 +19,7 @@ built-in exception it means, so callers can catch either::
     │   └── SchemaVersionError                 the database is newer than this package
     ├── MissingDependencyError(RetroError, ImportError)
     └── RunError(RetroError, RuntimeError)
-        ├── ThreadBusyError(RetroError, TimeoutError)
+        ├── ThreadBusyError(RunError, TimeoutError)
         ├── NothingToRunError
         └── ModelCallError                     the Chat Completions call failed
 
