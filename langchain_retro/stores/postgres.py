@@ -579,6 +579,10 @@ def _message(row: Sequence[Any], thread_id: str) -> StoredMessage:
     )
 
 
+def _pool_options(owned: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in owned.items() if key != "conninfo"}
+
+
 def _check_prefix(table_prefix: str) -> None:
     if not _PREFIX_RE.fullmatch(table_prefix):
         raise ValueError(
@@ -795,12 +799,23 @@ class PostgresStore(BaseStore):
             with self._opening_lock:
                 self._check_open()
                 if not self._pool_opened:
-                    # One direct connection first: a wrong URL fails now with the
-                    # server's reason, not after the pool's timeout.
                     owned = cast(dict[str, Any], self._owned)
-                    with _errors(self):
-                        psycopg.connect(owned["conninfo"], **owned["kwargs"]).close()
-                    pool.open(wait=True)
+                    pool.open()
+                    try:
+                        # One direct connection while the pool fills: a wrong URL
+                        # fails now with the server's reason, not after the pool's
+                        # timeout.
+                        with _errors(self):
+                            psycopg.connect(
+                                owned["conninfo"], **owned["kwargs"]
+                            ).close()
+                            pool.wait()
+                    except BaseException:
+                        pool.close()
+                        self._pool = ConnectionPool(
+                            owned["conninfo"], open=False, **_pool_options(owned)
+                        )
+                        raise
                     self._pool_opened = True
         return pool
 
@@ -841,24 +856,24 @@ class PostgresStore(BaseStore):
         swallow that cancellation while connecting, and hang the shutdown, unless the
         pool is closed first: this task does it, also for stores nobody closed.
         """
-        owned = dict(cast(dict[str, Any], self._owned))
-        conninfo = owned.pop("conninfo")
+        owned = cast(dict[str, Any], self._owned)
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            owned["conninfo"], open=False, **_pool_options(owned)
+        )
         try:
-            with _errors(self):
-                # One direct connection first: a wrong URL fails now with the
-                # server's reason, not after the pool's timeout.
-                probe = await psycopg.AsyncConnection.connect(
-                    conninfo, **owned["kwargs"]
-                )
-                await probe.close()
-                pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                    conninfo, open=False, **owned
-                )
-                try:
-                    await pool.open(wait=True)
-                except BaseException:
-                    await pool.close()
-                    raise
+            await pool.open()
+            try:
+                with _errors(self):
+                    # One direct connection while the pool fills: a wrong URL fails
+                    # now with the server's reason, not after the pool's timeout.
+                    probe = await psycopg.AsyncConnection.connect(
+                        owned["conninfo"], **owned["kwargs"]
+                    )
+                    await probe.close()
+                    await pool.wait()
+            except BaseException:
+                await pool.close()
+                raise
         except asyncio.CancelledError:
             ready.cancel()
             raise
