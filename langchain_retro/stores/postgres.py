@@ -20,9 +20,13 @@ the store's schema, so several apps can share one database:
 
 Appending takes the thread's row lock to allocate the sequence
 (``UPDATE threads SET next_seq = next_seq + n ... RETURNING``) and inserts in the same
-statement, so concurrent appenders to one thread are serialised and the sequence is
-strictly increasing with no gaps. Timestamps (``created_at``, lease expiry) come from
-the database clock, so hosts with skewed clocks agree.
+statement, so concurrent appenders to one thread are serialised and each gets a
+contiguous block: the sequence is strictly increasing, and only deleting a message
+leaves a gap (which readers tolerate). Timestamps (``created_at``, lease expiry) come
+from the database clock, so hosts with skewed clocks agree.
+
+Connections run in autocommit: single-statement calls (most of them, appends included)
+are one round trip; calls that read before they write run in a transaction.
 
 PgBouncer in transaction mode works: the store keeps no session state across
 transactions. It never runs ``SET``, holds only transaction-level advisory locks,
