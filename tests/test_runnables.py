@@ -451,6 +451,32 @@ async def test_window_reaches_back_to_an_older_pending_message(
     assert hwm(store, thread) == stored(store, thread)[1].id
 
 
+@pytest.mark.parametrize("cache", [0, 1, 20_000])
+async def test_message_cache_never_changes_what_is_sent(
+    store: BaseStore, server: FakeChatServer, llm: ChatOpenAI, call: Call, cache: int
+) -> None:
+    thread = new_thread(store)
+    runner = ThreadRunner(store=store, llm=llm, message_cache_size=cache)
+    history = AssistantThreadChatMessageHistory(store, thread.id)
+    for turn in range(3):
+        await call(runner, "invoke", f"q{turn}", cfg(thread))
+        history.add_messages([HumanMessage(f"aside {turn}")])
+    last = history.messages[-2]
+    assert last.id is not None
+    store.delete_message(thread.id, last.id)
+    await call(runner, "invoke", None, cfg(thread))
+    assert sent(server.requests[-1])[1:] == [
+        ("user", "q0"),
+        ("assistant", "echo: q0"),
+        ("user", "aside 0"),
+        ("user", "q1"),
+        ("assistant", "echo: q1"),
+        ("user", "aside 1"),
+        ("user", "q2"),
+        ("user", "aside 2"),
+    ]
+
+
 async def test_token_budget_keeps_the_newest_messages(
     store: BaseStore, server: FakeChatServer, llm: ChatOpenAI, call: Call
 ) -> None:
