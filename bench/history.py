@@ -146,8 +146,11 @@ class Subject:
 class RetroSubject(Subject):
     """`AssistantThreadChatMessageHistory` over any langchain-retro store."""
 
-    def __init__(self, store: BaseStore) -> None:
+    def __init__(
+        self, store: BaseStore, cleanup: Callable[[], None] | None = None
+    ) -> None:
         self.store = store
+        self.cleanup = cleanup
         self.histories: dict[str, AssistantThreadChatMessageHistory] = {}
         self.windows: dict[str, AssistantThreadChatMessageHistory] = {}
 
@@ -157,13 +160,19 @@ class RetroSubject(Subject):
 
     @classmethod
     def postgres(cls, url: str, workdir: Path) -> RetroSubject:
+        import psycopg  # noqa: PLC0415
+
         from langchain_retro.stores.postgres import PostgresStore  # noqa: PLC0415
 
-        store = PostgresStore.from_connection_string(
-            url, schema=f"bench_{uuid.uuid4().hex[:12]}"
-        )
+        schema = f"bench_{uuid.uuid4().hex[:12]}"
+        store = PostgresStore.from_connection_string(url, schema=schema)
         store.setup()
-        return cls(store)
+
+        def drop() -> None:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+        return cls(store, drop)
 
     def new_session(self) -> str:
         thread_id = BaseThread.create(self.store).id
@@ -184,6 +193,8 @@ class RetroSubject(Subject):
 
     def close(self) -> None:
         self.store.close()
+        if self.cleanup is not None:
+            self.cleanup()
 
 
 class InMemorySubject(Subject):
