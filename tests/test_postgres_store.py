@@ -56,12 +56,12 @@ def make(tmp_path: Path) -> Iterator[Callable[..., PostgresStore]]:
 
 
 @pytest.fixture
-def schemas(url: str) -> Iterator[Callable[[], str]]:
+def schemas(url: str) -> Iterator[Callable[..., str]]:
     """Fresh schema names; each schema is dropped after the test."""
     made: list[str] = []
 
-    def fresh() -> str:
-        made.append(f"test_{uuid.uuid4().hex[:12]}")
+    def fresh(suffix: str = "") -> str:
+        made.append(f"test_{uuid.uuid4().hex[:12]}{suffix}")
         return made[-1]
 
     yield fresh
@@ -109,7 +109,7 @@ def test_setup_twice_is_a_no_op(make: Callable[..., PostgresStore]) -> None:
     assert store.get_thread(thread.id) == thread
 
 
-async def test_asetup_creates_the_tables(url: str, schemas: Callable[[], str]) -> None:
+async def test_asetup_creates_the_tables(url: str, schemas: Callable[..., str]) -> None:
     async with PostgresStore.from_connection_string(url, schema=schemas()) as store:
         await store.asetup()
         await store.asetup()
@@ -117,7 +117,7 @@ async def test_asetup_creates_the_tables(url: str, schemas: Callable[[], str]) -
         assert (await store.aget_thread(thread.id)) == thread
 
 
-def test_concurrent_setups_all_succeed(url: str, schemas: Callable[[], str]) -> None:
+def test_concurrent_setups_all_succeed(url: str, schemas: Callable[..., str]) -> None:
     schema = schemas()
     stores = [
         PostgresStore.from_connection_string(url, schema=schema) for _ in range(6)
@@ -140,7 +140,7 @@ def test_concurrent_setups_all_succeed(url: str, schemas: Callable[[], str]) -> 
             store.close()
 
 
-def test_setup_from_concurrent_processes(url: str, schemas: Callable[[], str]) -> None:
+def test_setup_from_concurrent_processes(url: str, schemas: Callable[..., str]) -> None:
     schema = schemas()
     script = (
         "import sys\n"
@@ -172,7 +172,7 @@ async def test_newer_schema_version_is_refused(
 
 
 def test_using_tables_before_setup_says_to_call_setup(
-    url: str, schemas: Callable[[], str]
+    url: str, schemas: Callable[..., str]
 ) -> None:
     with PostgresStore.from_connection_string(url, schema=schemas()) as store:
         with pytest.raises(StoreError, match=r"setup\(\)") as info:
@@ -202,10 +202,10 @@ def test_table_prefixes_share_a_schema_without_seeing_each_other(
 
 
 def test_schemas_share_a_database_without_seeing_each_other(
-    url: str, schemas: Callable[[], str]
+    url: str, schemas: Callable[..., str]
 ) -> None:
     # A schema name that needs quoting is used as is, never spliced into SQL.
-    odd = schemas() + ' "odd"; name'
+    odd = schemas(' "odd"; name')
     with (
         PostgresStore.from_connection_string(url, schema=schemas()) as first,
         PostgresStore.from_connection_string(url, schema=odd) as second,
