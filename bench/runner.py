@@ -53,7 +53,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -155,6 +155,8 @@ class Setup:
     server: FakeChatServer
     directory: Path
     rng: random.Random
+    opened: list[BaseStore] = field(default_factory=list)
+    """Stores the subject opened, closed when it is done."""
 
 
 Turn = Callable[[str], Any]
@@ -217,6 +219,7 @@ def rwmh(kind: str, trim: int | None = None) -> Factory:
 def ours(open_store: Callable[[Path], BaseStore], window: int | None) -> Factory:
     def make(setup: Setup, prior: list[BaseMessage]) -> Turn:
         store = open_store(setup.directory)
+        setup.opened.append(store)
         assistant = Assistant.create(
             store, model="fake-model", instructions=INSTRUCTIONS
         )
@@ -233,17 +236,33 @@ def sqlite_store(directory: Path) -> BaseStore:
     return SQLiteStore(directory / "retro.db")
 
 
+SCHEMAS: list[tuple[str, str]] = []
+"""PostgreSQL (url, schema) pairs the bench created, dropped at the end."""
+
+
 def postgres_store(url: str) -> Callable[[Path], BaseStore]:
     def open_store(directory: Path) -> BaseStore:
         from langchain_retro.stores.postgres import PostgresStore  # noqa: PLC0415
 
-        store = PostgresStore.from_connection_string(
-            url, schema=f"bench_{uuid.uuid4().hex[:10]}"
-        )
+        schema = f"bench_{uuid.uuid4().hex[:10]}"
+        SCHEMAS.append((url, schema))
+        store = PostgresStore.from_connection_string(url, schema=schema)
         store.setup()
         return store
 
     return open_store
+
+
+def drop_schemas() -> None:
+    if not SCHEMAS:
+        return
+    import psycopg  # noqa: PLC0415
+    from psycopg import sql  # noqa: PLC0415
+
+    drop = sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE")
+    for url, schema in SCHEMAS:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(drop.format(sql.Identifier(schema)))
 
 
 Batch = Callable[[], Awaitable[Any]]
@@ -290,6 +309,7 @@ def rwmh_batch(kind: str) -> BatchFactory:
 def ours_batch(open_store: Callable[[Path], BaseStore]) -> BatchFactory:
     async def make(setup: Setup, prior: list[BaseMessage]) -> Batch:
         store = open_store(setup.directory)
+        setup.opened.append(store)
         assistant = await Assistant.acreate(
             store, model="fake-model", instructions=INSTRUCTIONS
         )
@@ -371,12 +391,13 @@ def measure(
         llm = server.chat_model()
         for size in sizes:
             turns: dict[str, Turn] = {}
+            setups: list[Setup] = []
             for subject in all_subjects:
                 directory = Path(tmp) / f"{size}-{len(turns)}"
                 directory.mkdir()
-                setup = Setup(llm, server, directory, random.Random(size))
+                setups.append(Setup(llm, server, directory, random.Random(size)))
                 prior = conversation(random.Random(size), size)
-                turns[subject.name] = subject.factory(setup, prior)
+                turns[subject.name] = subject.factory(setups[-1], prior)
             times: dict[str, list[float]] = {name: [] for name in turns}
             for round_ in range(1 + max(repeat, FAST_REPEAT)):
                 for name, turn in turns.items():
@@ -389,6 +410,9 @@ def measure(
                         times[name].append(time.perf_counter() - started)
             for name, values in times.items():
                 medians[name, size] = statistics.median(values)
+            for setup in setups:
+                for store in setup.opened:
+                    store.close()
             print(f"  measured {size:,} prior messages", flush=True)
     return medians
 
@@ -411,6 +435,8 @@ async def throughput(all_subjects: Sequence[Subject]) -> dict[str, float]:
                 started = time.perf_counter()
                 await run()
                 out[subject.name] = BATCH_THREADS / (time.perf_counter() - started)
+                for store in setup.opened:
+                    await store.aclose()
     return out
 
 
@@ -487,16 +513,18 @@ def targets(
     return missed
 
 
-def profile(size: int) -> None:
+def profile(size: int, open_store: Callable[[Path], BaseStore]) -> None:
     with FakeChatServer() as server, tempfile.TemporaryDirectory() as tmp:
         setup = Setup(server.chat_model(), server, Path(tmp), random.Random(size))
-        turn = ours(sqlite_store, None)(setup, conversation(setup.rng, size))
+        turn = ours(open_store, None)(setup, conversation(setup.rng, size))
         turn("warm-up")
         profiler = cProfile.Profile()
         profiler.enable()
         for i in range(10):
             turn(f"question {i}")
         profiler.disable()
+        for store in setup.opened:
+            store.close()
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(35)
     print(out.getvalue())
@@ -508,15 +536,30 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--postgres", metavar="URL", help="add a PostgresStore column")
     parser.add_argument(
-        "--profile", type=int, metavar="SIZE", help="profile, then exit"
+        "--profile",
+        type=int,
+        metavar="SIZE",
+        help="profile ThreadRunner's turns (on PostgreSQL with --postgres), then exit",
     )
     args = parser.parse_args()
-    if args.profile:
-        profile(args.profile)
-        return
+    try:
+        if args.profile:
+            store = postgres_store(args.postgres) if args.postgres else sqlite_store
+            profile(args.profile, store)
+        else:
+            run(args)
+    finally:
+        drop_schemas()
+
+
+def run(args: argparse.Namespace) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     all_subjects = subjects(args.postgres)
-    print(f"per-turn cost, median of {args.repeat} turns:", flush=True)
+    print(
+        f"per-turn cost, median of {args.repeat} turns "
+        f"({FAST_REPEAT} for turns under {FAST * 1000:.0f} ms):",
+        flush=True,
+    )
     medians = measure(all_subjects, sizes, args.repeat)
     missed = report(all_subjects, sizes, medians)
 
