@@ -660,15 +660,17 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
     Failures and retries:
         A failed model call raises `ModelCallError` (its cause chained); the thread
         keeps the input but gets no reply and its ``hwm`` does not move. Running
-        again with the same input does not append it twice: input equal to the
-        thread's unanswered tail is taken as a retry of that input. So
-        ``runner.with_retry()`` is safe.
+        again with no input answers it; running again with the same input does not
+        store it twice: input equal to the unanswered messages right before it is a
+        retry, and its new copy is dropped. So ``runner.with_retry()`` is safe. A
+        stream closed before its end stores no reply and frees the thread.
 
     One run per thread:
         A run holds the thread's lease in the store (renewed while it runs, expiring
         ``lease_ttl`` seconds after a crash). Another run on the same thread waits up
-        to ``wait_timeout`` seconds, then raises `ThreadBusyError`; this holds across
-        processes sharing the database. Runs on different threads run in parallel.
+        to ``wait_timeout`` seconds, then raises `ThreadBusyError` having stored
+        nothing; this holds across processes sharing the database. Runs on different
+        threads run in parallel.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -692,8 +694,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
     lease_ttl: float = Field(default=60.0, gt=0)
     """Seconds a run's lease outlives a crashed process; renewed while a run lives."""
     message_cache_size: int = Field(default=20_000, ge=0)
-    """How many rebuilt messages to keep in memory, so long threads are not rebuilt
-    from their stored JSON at every turn; 0 turns the cache off."""
+    """Messages kept rebuilt in memory, so a turn rebuilds only new ones; 0 for none."""
 
     _model: Runnable[LanguageModelInput, LCBaseMessage] = PrivateAttr()
     _cache: _MessageCache = PrivateAttr()
