@@ -131,6 +131,16 @@ class CustomMessage(LCBaseMessage):
     type: Literal["custom"] = "custom"
 
 
+class TaggedHuman(HumanMessage):
+    """A subclass whose extra field the stored form cannot keep."""
+
+    tag: str = ""
+
+
+class PlainHuman(HumanMessage):
+    """A subclass without fields of its own: it is stored as a HumanMessage."""
+
+
 class Crafted:
     """Payloads written past the message layer, as a foreign writer could."""
 
@@ -259,10 +269,17 @@ async def test_non_json_artifact_dropped_with_warning(
     [
         RemoveMessage(id="msg_x"),
         CustomMessage(content="custom"),
+        TaggedHuman("tagged", tag="important"),
         HumanMessage("x", additional_kwargs={"when": object()}),
         AIMessage("x", response_metadata={"raw": b"bytes"}),
     ],
-    ids=["remove", "custom-subclass", "non-json-kwargs", "non-json-metadata"],
+    ids=[
+        "remove",
+        "custom-subclass",
+        "subclass-with-fields",
+        "non-json-kwargs",
+        "non-json-metadata",
+    ],
 )
 async def test_refused_before_any_write(
     store: BaseStore, call: Call, bad: LCBaseMessage
@@ -275,6 +292,16 @@ async def test_refused_before_any_write(
     with pytest.raises(MessageConversionError):
         await call(ThreadMessage, "create", store, thread_id=thread.id, message=bad)
     assert await call(store, "count_messages", thread.id) == 0
+
+
+async def test_subclass_without_fields_stored_as_its_base(
+    store: BaseStore, call: Call
+) -> None:
+    thread = await call(BaseThread, "create", store)
+    history = AssistantThreadChatMessageHistory(store, thread.id)
+    await call(history, "add_messages", [PlainHuman("plain", name="ann")])
+    (got,) = await call.messages(history)
+    assert_same(got, HumanMessage("plain", name="ann"))
 
 
 @pytest.mark.parametrize(
