@@ -195,6 +195,7 @@ class SQLiteStore(BaseStore):
             path if path is not None else os.environ.get(PATH_ENV, DEFAULT_PATH)
         )
         self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(
                 self.path,
@@ -202,15 +203,24 @@ class SQLiteStore(BaseStore):
                 isolation_level=None,
                 check_same_thread=False,
             )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={synchronous}")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._conn: sqlite3.Connection | None = conn
-            self._migrate(conn)
         except sqlite3.Error as exc:
             raise StoreError(
                 f"Cannot open SQLite database {self.path!r}: {exc}"
             ) from exc
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={synchronous}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate(conn)
+        except BaseException as exc:
+            # A store that failed to open must not keep the file open.
+            conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(
+                    f"Cannot open SQLite database {self.path!r}: {exc}"
+                ) from exc
+            raise
+        self._conn = conn
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
