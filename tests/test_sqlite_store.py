@@ -85,6 +85,40 @@ def test_newer_schema_is_refused(path: Path) -> None:
     assert pragma(path, "user_version") == SCHEMA_VERSION + 1  # left as it was
 
 
+def open_files() -> set[str]:
+    """Paths this process holds open (Linux), for leak checks."""
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        pytest.skip("needs /proc/self/fd")
+    out = set()
+    for fd in fds.iterdir():
+        try:
+            out.add(str(fd.readlink()))
+        except OSError:
+            continue
+    return out
+
+
+def test_refused_file_is_not_left_open(path: Path) -> None:
+    SQLiteStore(path).close()
+    conn = raw(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    assert str(path) not in open_files()
+    with pytest.raises(SchemaVersionError):
+        SQLiteStore(path)
+    assert str(path) not in open_files()
+
+
+def test_not_a_database_is_store_error(path: Path) -> None:
+    path.write_bytes(b"this is not a database file, " * 100)
+    with pytest.raises(StoreError) as caught:
+        SQLiteStore(path)
+    assert isinstance(caught.value.__cause__, sqlite3.DatabaseError)
+    assert str(path) in str(caught.value)
+    assert str(path) not in open_files()
+
+
 def test_unopenable_file_is_store_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError) as caught:
         SQLiteStore(tmp_path / "missing-dir" / "retro.db")
