@@ -806,3 +806,18 @@ def test_config_specs_name_the_thread_id(store: BaseStore, llm: ChatOpenAI) -> N
             "properties"
         ]
     )
+
+
+async def test_astream_events_show_the_model_streaming_inside_the_run(
+    store: BaseStore, server: FakeChatServer, llm: ChatOpenAI
+) -> None:
+    thread = new_thread(store)
+    runner = ThreadRunner(store=store, llm=llm)
+    events = [
+        (event["event"], event["name"])
+        async for event in runner.astream_events("hi there", cfg(thread))
+    ]
+    assert events[0] == ("on_chain_start", "ThreadRunner")
+    assert events[-1] == ("on_chain_end", "ThreadRunner")
+    assert ("on_chat_model_stream", "ChatOpenAI") in events
+    assert kinds(stored(store, thread))[-1] == ("ai", "echo: hi there")
