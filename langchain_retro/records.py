@@ -40,7 +40,7 @@ from langchain_retro._metadata import (
     encode_fields,
     split_metadata,
 )
-from langchain_retro.errors import MetadataError, RecordClassError
+from langchain_retro.errors import MetadataError, RecordClassError, RetroValueError
 from langchain_retro.stores.base import (
     ASSISTANT_FIELDS,
     AssistantThreads,
@@ -64,6 +64,18 @@ __all__ = [
 ]
 
 R = TypeVar("R", bound="_Record")
+
+MAX_PAGE = 10_000
+"""The largest page a listing returns."""
+
+
+def _fetch_limit(limit: int) -> int:
+    """Rows to fetch for a page of ``limit``: one more tells whether more follow."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise RetroValueError(
+            f"limit must be a page size from 1 to {MAX_PAGE:,}, not {limit}."
+        )
+    return limit + 1
 
 
 class Page(BaseModel, Generic[R]):
@@ -376,7 +388,7 @@ class BaseAssistant(_Record):
             classes=cls._classes(),
             after=after,
             order=order,
-            limit=limit + 1,
+            limit=_fetch_limit(limit),
         )
         return Page.of([cls._from(r) for r in rows], limit)
 
@@ -398,7 +410,7 @@ class BaseAssistant(_Record):
             classes=cls._classes(),
             after=after,
             order=order,
-            limit=limit + 1,
+            limit=_fetch_limit(limit),
         )
         return Page.of([cls._from(r) for r in rows], limit)
 
@@ -484,7 +496,7 @@ class BaseThread(_Record):
             after=after,
             before=before,
             order=order,
-            limit=limit + 1,
+            limit=_fetch_limit(limit),
         )
 
     @classmethod
@@ -679,7 +691,11 @@ class BaseMessage(_Record):
     ) -> Page[Self]:
         """List a thread's messages in thread order (oldest first by default)."""
         rows = store.list_messages(
-            thread_id, after=after, before=before, order=order, limit=limit + 1
+            thread_id,
+            after=after,
+            before=before,
+            order=order,
+            limit=_fetch_limit(limit),
         )
         return cls._page(rows, limit)
 
@@ -697,7 +713,11 @@ class BaseMessage(_Record):
     ) -> Page[Self]:
         """Async twin of `list`."""
         rows = await store.alist_messages(
-            thread_id, after=after, before=before, order=order, limit=limit + 1
+            thread_id,
+            after=after,
+            before=before,
+            order=order,
+            limit=_fetch_limit(limit),
         )
         return cls._page(rows, limit)
 

@@ -129,8 +129,8 @@ class ThreadQuery(BaseModel):
     """A thread id: list the threads that come before it in this order."""
     order: Order = "desc"
     """Newest first (``desc``, the default) or oldest first."""
-    limit: int = Field(default=20, ge=1, le=10_000)
-    """At most this many threads."""
+    limit: int = Field(default=20, ge=1, le=10_001)
+    """At most this many threads: a page of 10,000, plus one that tells more follow."""
 
 
 class BaseStore(ABC):
