@@ -22,6 +22,7 @@ from langchain_retro import (
     MetadataError,
     MetadataLimitError,
     RecordClassError,
+    RetroValueError,
     ThreadMessage,
     ThreadNotFoundError,
 )
@@ -653,3 +654,26 @@ async def test_typed_message_subclass(store: BaseStore, call: Call) -> None:
             message=HumanMessage("x"),
         )
     assert len((await call(ThreadMessage, "list", store, thread.id)).data) == 2
+
+
+# --- page sizes ----------------------------------------------------------------------
+
+
+async def test_page_size_bounds(store: BaseStore, call: Call) -> None:
+    thread = await call(BaseThread, "create", store)
+    await call(Assistant, "create", store, model="m")
+    await call(
+        ThreadMessage, "create", store, thread_id=thread.id, message=HumanMessage("x")
+    )
+    listings = [
+        (BaseThread, (store,)),
+        (Assistant, (store,)),
+        (ThreadMessage, (store, thread.id)),
+    ]
+    for cls, args in listings:
+        page = await call(cls, "list", *args, limit=10_000)
+        assert len(page.data) == 1
+        assert not page.has_more
+        for bad in (0, -1, 10_001):
+            with pytest.raises(RetroValueError, match="limit"):
+                await call(cls, "list", *args, limit=bad)
