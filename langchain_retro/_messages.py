@@ -91,14 +91,16 @@ def _type_of(message: BaseMessage) -> str:
             f"Cannot store a {type(message).__name__} (type {kind!r}): only {allowed} "
             "and their chunks can be stored. Convert it to one of those first."
         )
-    extra = set(type(message).model_fields) - set(_ALLOWED[kind].model_fields)
-    if extra:
-        # Only the allowed class's fields are stored: these would be lost silently.
-        raise MessageConversionError(
-            f"Cannot store a {type(message).__name__}: it adds fields {sorted(extra)} "
-            f"to {_ALLOWED[kind].__name__}, which would be lost. Store a "
-            f"{_ALLOWED[kind].__name__} (put extra data in additional_kwargs)."
-        )
+    cls = _ALLOWED[kind]
+    if type(message) is not cls:
+        # Only the allowed class's fields are stored: any others would be lost.
+        extra = set(type(message).model_fields).difference(cls.model_fields)
+        if extra:
+            raise MessageConversionError(
+                f"Cannot store a {type(message).__name__}: it adds fields "
+                f"{sorted(extra)} to {cls.__name__}, which would be lost. Store a "
+                f"{cls.__name__} (put extra data in additional_kwargs)."
+            )
     return kind
 
 
