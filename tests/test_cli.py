@@ -313,10 +313,13 @@ def test_python_dash_m_runs_the_cli(clean_env: Path) -> None:
 def test_a_reader_that_leaves_early_gets_no_traceback(clean_env: Path) -> None:
     db = clean_env / "many.db"
     with SQLiteStore(db) as store:
-        for _ in range(100):  # well over a pipe's buffer of JSON
-            Assistant.create(store, model="m", instructions="x" * 2000)
+        for _ in range(100):  # 400 kB of JSON: far over a pipe's 64 kB buffer
+            Assistant.create(store, model="m", instructions="x" * 4000)
     reader = subprocess.Popen(  # noqa: S603 - our own console script
-        [*_console_script(), "--db", str(db), "--json", "assistants", "list"],
+        [
+            *_console_script(),
+            *("--db", str(db), "--json", "assistants", "list", "--limit", "100"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
