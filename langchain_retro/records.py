@@ -40,7 +40,12 @@ from langchain_retro._metadata import (
     encode_fields,
     split_metadata,
 )
-from langchain_retro.errors import MetadataError, RecordClassError, RetroValueError
+from langchain_retro.errors import (
+    MetadataError,
+    MetadataLimitError,
+    RecordClassError,
+    RetroValueError,
+)
 from langchain_retro.stores.base import (
     ASSISTANT_FIELDS,
     AssistantThreads,
@@ -232,7 +237,10 @@ class _Record(BaseModel):
 
     @classmethod
     def _filters(
-        cls, typed: Mapping[str, Any], metadata: Mapping[str, str] | None
+        cls,
+        typed: Mapping[str, Any],
+        metadata: Mapping[str, str] | None,
+        limits: MetadataLimits,
     ) -> dict[str, str]:
         """Metadata equality filters from typed field values and free-form entries."""
         unknown = set(typed) - cls._typed_names
@@ -251,6 +259,17 @@ class _Record(BaseModel):
                         f"Cannot filter {cls.__name__} on {codec.name}=None: absent "
                         "values are not indexed.",
                         field=codec.name,
+                    )
+                size = limits.max_value_length
+                if size is not None and len(text) > size:
+                    raise MetadataLimitError(
+                        f"Cannot filter {cls.__name__} on {codec.name}: its encoded "
+                        f"value has {len(text)} characters and spans several keys "
+                        f"(this store keeps {size} per key); only single-key values "
+                        "can be filtered on. Filter on a shorter field instead.",
+                        field=codec.name,
+                        limit=size,
+                        size=len(text),
                     )
                 out[codec.name] = text
         return out
@@ -384,7 +403,7 @@ class BaseAssistant(_Record):
     ) -> Page[Self]:
         """List assistants of this class, newest first; typed fields filter by value."""
         rows = store.list_assistants(
-            metadata=cls._filters(typed, metadata),
+            metadata=cls._filters(typed, metadata, store.limits),
             classes=cls._classes(),
             after=after,
             order=order,
@@ -406,7 +425,7 @@ class BaseAssistant(_Record):
     ) -> Page[Self]:
         """Async twin of `list`."""
         rows = await store.alist_assistants(
-            metadata=cls._filters(typed, metadata),
+            metadata=cls._filters(typed, metadata, store.limits),
             classes=cls._classes(),
             after=after,
             order=order,
@@ -483,6 +502,7 @@ class BaseThread(_Record):
     def _query(
         cls,
         *,
+        limits: MetadataLimits,
         typed: Mapping[str, Any],
         metadata: Mapping[str, str] | None,
         after: str | None,
@@ -491,7 +511,7 @@ class BaseThread(_Record):
         limit: int,
     ) -> ThreadQuery:
         return ThreadQuery(
-            metadata=cls._filters(typed, metadata),
+            metadata=cls._filters(typed, metadata, limits),
             classes=cls._classes(),
             after=after,
             before=before,
@@ -524,6 +544,7 @@ class BaseThread(_Record):
             **typed: Typed field equality filters, e.g. ``assistant_id="asst_..."``.
         """
         query = cls._query(
+            limits=store.limits,
             typed=typed,
             metadata=metadata,
             after=after,
@@ -548,6 +569,7 @@ class BaseThread(_Record):
     ) -> Page[Self]:
         """Async twin of `list`."""
         query = cls._query(
+            limits=store.limits,
             typed=typed,
             metadata=metadata,
             after=after,

@@ -677,3 +677,16 @@ async def test_page_size_bounds(store: BaseStore, call: Call) -> None:
         for bad in (0, -1, 10_001):
             with pytest.raises(RetroValueError, match="limit"):
                 await call(cls, "list", *args, limit=bad)
+
+
+async def test_filtering_on_a_value_that_spans_keys_is_refused(
+    store: BaseStore, call: Call
+) -> None:
+    store.limits = OPENAI_LIMITS
+    long = "y" * 600
+    await call(Transcript, "create", store, text=long)
+    with pytest.raises(MetadataLimitError) as info:
+        await call(Transcript, "list", store, text=long)
+    assert info.value.field == "text"
+    assert info.value.limit == 512
+    assert info.value.size == 600
