@@ -14,44 +14,17 @@ and says so. Data goes to LANGCHAIN_RETRO_DB if set, else to a fresh temporary f
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-
+from _setup import MODEL, chat_model, database_path
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.runnables import RunnableConfig, RunnableLambda
-from langchain_openai import ChatOpenAI
 
 from langchain_retro import Assistant, ChatCompletionThread, SQLiteStore, ThreadRunner
-from langchain_retro.testing import FakeChatServer
 
-MODEL = os.environ.get("OPENAI_MODEL", "gpt-4o-mini")
 TICKETS = (
     "My invoice for March shows two charges for the same plan.",
     "The mobile app logs me out every time I switch networks.",
     "Can I move my subscription to another email address?",
 )
-
-
-def database_path() -> str:
-    """LANGCHAIN_RETRO_DB if set, else a new temporary file."""
-    if os.environ.get("LANGCHAIN_RETRO_DB"):
-        return os.environ["LANGCHAIN_RETRO_DB"]
-    return str(Path(tempfile.mkdtemp(prefix="langchain-retro-")) / "example.db")
-
-
-@contextmanager
-def chat_model() -> Iterator[ChatOpenAI]:
-    """ChatOpenAI on OPENAI_API_KEY and OPENAI_BASE_URL, else the offline echo model."""
-    if os.environ.get("OPENAI_API_KEY"):
-        print(f"model: {MODEL} through ChatOpenAI")
-        yield ChatOpenAI(model=MODEL)
-        return
-    print("model: offline echo model (OPENAI_API_KEY is not set); replies are echoes")
-    with FakeChatServer() as server:
-        yield server.chat_model()
 
 
 def as_request(ticket: str) -> str:
@@ -61,7 +34,7 @@ def as_request(ticket: str) -> str:
 def main() -> None:
     path = database_path()
     print(f"database: {path}")
-    with SQLiteStore(path) as store, chat_model() as llm:
+    with SQLiteStore(path) as store, chat_model() as (llm, _server):
         triage = Assistant.create(
             store, model=MODEL, name="Triage", instructions="Be terse.", temperature=0
         )

@@ -9,11 +9,9 @@ starts clean. No API key is needed: nothing here calls a model.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from datetime import UTC, datetime
-from pathlib import Path
 
+from _setup import database_path
 from pydantic import Field
 
 from langchain_retro import Assistant, ChatCompletionThread, SQLiteStore
@@ -26,13 +24,6 @@ class SupportThread(ChatCompletionThread):
     priority: int = 0
     tags: list[str] = Field(default_factory=list)
     opened: datetime
-
-
-def database_path() -> str:
-    """LANGCHAIN_RETRO_DB if set, else a new temporary file."""
-    if os.environ.get("LANGCHAIN_RETRO_DB"):
-        return os.environ["LANGCHAIN_RETRO_DB"]
-    return str(Path(tempfile.mkdtemp(prefix="langchain-retro-")) / "example.db")
 
 
 def show(title: str, threads: list[SupportThread]) -> None:

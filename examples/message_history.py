@@ -14,17 +14,12 @@ and says so. Data goes to LANGCHAIN_RETRO_DB if set, else to a fresh temporary f
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
+from _setup import MODEL, chat_model, database_path
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.history import RunnableWithMessageHistory
-from langchain_openai import ChatOpenAI
 
 from langchain_retro import (
     Assistant,
@@ -33,39 +28,18 @@ from langchain_retro import (
     SQLiteStore,
     ThreadRunner,
 )
-from langchain_retro.testing import FakeChatServer
 
 # RunnableWithMessageHistory and BaseChatMessageHistory are deprecated upstream (to go
 # in langchain-core 2.0), but they are what LCEL code plugs histories into today.
 warnings.filterwarnings("ignore", ".*deprecated", DeprecationWarning)
 
-MODEL = os.environ.get("OPENAI_MODEL", "gpt-4o-mini")
 INSTRUCTIONS = "You are a patient tutor. Answer in two sentences at most."
-
-
-def database_path() -> str:
-    """LANGCHAIN_RETRO_DB if set, else a new temporary file."""
-    if os.environ.get("LANGCHAIN_RETRO_DB"):
-        return os.environ["LANGCHAIN_RETRO_DB"]
-    return str(Path(tempfile.mkdtemp(prefix="langchain-retro-")) / "example.db")
-
-
-@contextmanager
-def chat_model() -> Iterator[ChatOpenAI]:
-    """ChatOpenAI on OPENAI_API_KEY and OPENAI_BASE_URL, else the offline echo model."""
-    if os.environ.get("OPENAI_API_KEY"):
-        print(f"model: {MODEL} through ChatOpenAI")
-        yield ChatOpenAI(model=MODEL)
-        return
-    print("model: offline echo model (OPENAI_API_KEY is not set); replies are echoes")
-    with FakeChatServer() as server:
-        yield server.chat_model(model=MODEL)
 
 
 def main() -> None:
     path = database_path()
     print(f"database: {path}")
-    with SQLiteStore(path) as store, chat_model() as llm:
+    with SQLiteStore(path) as store, chat_model() as (llm, _server):
         tutor = Assistant.create(store, model=MODEL, instructions=INSTRUCTIONS)
         thread = ChatCompletionThread.create(store, assistant_id=tutor.id)
 
