@@ -22,6 +22,7 @@ from langchain_retro import (
     StoreError,
 )
 from langchain_retro._messages import to_payload
+from langchain_retro._metadata import MetadataPatch
 from langchain_retro.stores.base import NewMessage
 from langchain_retro.stores.sqlite import DEFAULT_PATH, PATH_ENV, SCHEMA_VERSION
 
@@ -185,6 +186,30 @@ def test_deleting_a_thread_leaves_no_rows(store: SQLiteStore, path: Path) -> Non
         assert conn.execute("SELECT count(*) FROM run_leases").fetchone()[0] == 0
     finally:
         conn.close()
+
+
+def test_thread_patch_writes_only_the_changed_index_rows(
+    store: SQLiteStore, path: Path
+) -> None:
+    thread = store.create_thread({f"k{i}": str(i) for i in range(10)})
+    assert store._conn is not None
+    changes = store._conn.total_changes
+    patch = MetadataPatch(
+        set={"k1": "one", "k9": "9", "new": "x"}, remove=frozenset({"k2"})
+    )
+    updated = store.update_thread(thread.id, patch)
+    # The thread row, then k1's and k2's old entries out, k1's and new's entries in.
+    assert store._conn.total_changes - changes == 5
+    conn = raw(path)
+    try:
+        rows = conn.execute("SELECT key, value FROM thread_metadata").fetchall()
+    finally:
+        conn.close()
+    assert dict(rows) == updated.metadata
+    assert len(rows) == len(updated.metadata)
+    assert BaseThread.list(store, metadata={"k1": "one", "new": "x"}).data
+    assert not BaseThread.list(store, metadata={"k1": "1"}).data
+    assert not BaseThread.list(store, metadata={"k2": "2"}).data
 
 
 # --- query plans ---------------------------------------------------------------------

@@ -309,15 +309,21 @@ class SQLiteStore(BaseStore):
         patch: MetadataPatch,
         limits: Any,
     ) -> dict[str, str]:
-        metadata = patch.apply(json.loads(current), limits)
+        old = json.loads(current)
+        metadata = patch.apply(old, limits)
         conn.execute(
             "UPDATE threads SET metadata = ? WHERE seq = ?",
             (dumps(metadata), thread_seq),
         )
-        conn.execute("DELETE FROM thread_metadata WHERE thread_seq = ?", (thread_seq,))
+        # Only the entries that changed: a run moving hwm rewrites one row, not all.
+        conn.executemany(
+            "DELETE FROM thread_metadata "
+            "WHERE key = ? AND value = ? AND thread_seq = ?",
+            [(k, v, thread_seq) for k, v in old.items() if metadata.get(k) != v],
+        )
         conn.executemany(
             "INSERT INTO thread_metadata (key, value, thread_seq) VALUES (?, ?, ?)",
-            [(k, v, thread_seq) for k, v in metadata.items()],
+            [(k, v, thread_seq) for k, v in metadata.items() if old.get(k) != v],
         )
         return metadata
 
