@@ -277,6 +277,34 @@ async def test_messages_listed_with_cursors_order_and_limit(
     assert await call(store, "list_messages", tid, limit=0) == []
 
 
+async def test_before_with_a_limit_is_the_page_right_before_it(
+    store: BaseStore, call: Call
+) -> None:
+    tid, rows = await thread_with(call, store, 10)
+    ids = [r.id for r in rows]
+    page = await call(store, "list_messages", tid, before=ids[8], order="asc", limit=2)
+    assert [r.id for r in page] == ids[6:8]
+    # Message cursors are in thread order: newest first, the page is the same two.
+    page = await call(store, "list_messages", tid, before=ids[5], order="desc", limit=2)
+    assert [r.id for r in page] == [ids[4], ids[3]]
+    between = await call(
+        store, "list_messages", tid, after=ids[1], before=ids[8], limit=3
+    )
+    assert [r.id for r in between] == ids[5:8]
+    short = await call(store, "list_messages", tid, before=ids[1], limit=5)
+    assert [r.id for r in short] == ids[:1]
+
+    threads = [(await call(store, "create_thread", {})).id for _ in range(7)]
+    query = ThreadQuery(before=threads[5], order="asc", limit=2)
+    assert [t.id for t in await call(store, "list_threads", query)] == threads[3:5]
+    # Thread cursors are in the listing's order: before, newest first, is newer.
+    query = ThreadQuery(before=threads[1], order="desc", limit=2)
+    listed = await call(store, "list_threads", query)
+    assert [t.id for t in listed] == [threads[3], threads[2]]
+    query = ThreadQuery(after=threads[0], before=threads[6], order="asc", limit=2)
+    assert [t.id for t in await call(store, "list_threads", query)] == threads[4:6]
+
+
 async def test_message_records_paginate(store: BaseStore, call: Call) -> None:
     from langchain_retro import ThreadMessage  # noqa: PLC0415
 

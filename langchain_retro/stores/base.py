@@ -126,7 +126,10 @@ class ThreadQuery(BaseModel):
     after: str | None = None
     """A thread id: list the threads that come after it in this order."""
     before: str | None = None
-    """A thread id: list the threads that come before it in this order."""
+    """A thread id: list the threads that come before it in this order.
+
+    The page is the ``limit`` threads nearest it (the previous page), in this order.
+    """
     order: Order = "desc"
     """Newest first (``desc``, the default) or oldest first."""
     limit: int = Field(default=20, ge=1, le=10_001)
@@ -359,6 +362,8 @@ class BaseStore(ABC):
             thread_id: The thread.
             after: A message id: only messages that come after it in thread order.
             before: A message id: only messages that come before it in thread order.
+                With a ``limit``, the ``limit`` messages nearest it (the previous
+                page), in ``order``.
             order: ``asc`` (oldest first, the default) or ``desc`` (newest first).
             limit: At most this many messages; ``None`` for all.
         """

@@ -1260,16 +1260,19 @@ class PostgresStore(BaseStore):
                     raise ThreadNotFoundError(cursor_id)
                 where.append(sql.SQL("seq > %s" if newer else "seq < %s"))
                 params.append(seq)
+        # A page before a cursor is the one nearest it: read towards it, then turn.
+        backwards = query.before is not None
         rows = yield _q_listing(
             self._names,
             "threads",
             sql.SQL("id, created_at, metadata"),
             where,
             params,
-            desc=desc,
+            desc=desc != backwards,
             limit=query.limit,
         )
-        return [StoredThread(id=r[0], created_at=r[1], metadata=r[2]) for r in rows]
+        threads = [StoredThread(id=r[0], created_at=r[1], metadata=r[2]) for r in rows]
+        return threads[::-1] if backwards else threads
 
     def list_threads(self, query: ThreadQuery) -> list[StoredThread]:
         """List threads matching a query, in the query's order."""
@@ -1373,14 +1376,19 @@ class PostgresStore(BaseStore):
         for cursor_id, seq in ((after, after_seq), (before, before_seq)):
             if cursor_id is not None and seq is None:
                 raise MessageNotFoundError(cursor_id, hint="(not in this thread)")
+        # A limited page before a cursor is the one nearest it: oldest first, read
+        # towards the cursor, then turn.
+        backwards = before is not None and limit is not None and order == "asc"
         rows = yield _q_messages_list(
             self._names,
             thread_seq,
             _NO_SEQ if after_seq is None else after_seq,
             _MAX_SEQ if before_seq is None else before_seq,
-            desc=order == "desc",
+            desc=order == "desc" or backwards,
             limit=limit,
         )
+        if backwards:
+            rows.reverse()
         return [_message(row, thread_id) for row in rows]
 
     def list_messages(

@@ -603,6 +603,8 @@ class SQLiteStore(BaseStore):
                 f"({', '.join('?' * len(query.classes))}))"
             )
             params += list(query.classes)
+        # A page before a cursor is the one nearest it: read towards it, then turn.
+        backwards = query.before is not None
         with self._tx(write=False) as conn:
             for cursor_id, newer in ((query.after, not desc), (query.before, desc)):
                 if cursor_id is not None:
@@ -612,8 +614,10 @@ class SQLiteStore(BaseStore):
             sql = "SELECT t.id, t.created_at, t.metadata FROM threads t"
             if where:
                 sql += " WHERE " + " AND ".join(where)
-            sql += f" ORDER BY t.seq {'DESC' if desc else 'ASC'} LIMIT ?"
-            return [_thread(r) for r in conn.execute(sql, (*params, query.limit))]
+            sql += f" ORDER BY t.seq {'DESC' if desc != backwards else 'ASC'} LIMIT ?"
+            rows = conn.execute(sql, (*params, query.limit)).fetchall()
+        threads = [_thread(r) for r in rows]
+        return threads[::-1] if backwards else threads
 
     async def alist_threads(self, query: ThreadQuery) -> list[StoredThread]:
         """Async twin of `list_threads`."""
@@ -723,11 +727,17 @@ class SQLiteStore(BaseStore):
             if before is not None:
                 sql += " AND m.seq < ?"
                 params.append(self._message_seq(conn, thread_seq, before))
-            sql += f" ORDER BY m.seq {'DESC' if order == 'desc' else 'ASC'}"
+            # A limited page before a cursor is the one nearest it: oldest first,
+            # read towards the cursor, then turn.
+            backwards = before is not None and limit is not None and order == "asc"
+            desc = order == "desc" or backwards
+            sql += f" ORDER BY m.seq {'DESC' if desc else 'ASC'}"
             if limit is not None:
                 sql += " LIMIT ?"
                 params.append(limit)
             rows = conn.execute(sql, params).fetchall()
+        if backwards:
+            rows.reverse()
         return [_message(row, thread_id) for row in rows]
 
     async def alist_messages(
