@@ -7,6 +7,7 @@ it), never a backend's internals, so any new store must pass it unchanged.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -676,6 +677,220 @@ async def test_deleted_thread_drops_its_lease(store: BaseStore, call: Call) -> N
     await call(store, "delete_thread", thread.id)
     with pytest.raises(ThreadNotFoundError):
         await call(store, "acquire_lease", thread.id, "b", 30.0)
+
+
+# --- runs: begin_run and finish_run ------------------------------------------------
+
+RUN_METHODS = ("begin_run", "abegin_run", "finish_run", "afinish_run")
+
+
+class DefaultRuns:
+    """A store whose run methods are `BaseStore`'s, built from the other methods."""
+
+    def __init__(self, store: BaseStore) -> None:
+        self.store = store
+
+    def __getattr__(self, name: str) -> object:
+        if name in RUN_METHODS:
+            return functools.partial(getattr(BaseStore, name), self.store)
+        return getattr(self.store, name)
+
+
+@pytest.fixture(params=["own", "default"])
+def runs(request: pytest.FixtureRequest, store: BaseStore) -> object:
+    """The store's own run methods, or the defaults every new backend inherits."""
+    return store if request.param == "own" else DefaultRuns(store)
+
+
+async def run_thread(call: Call, store: BaseStore, count: int) -> tuple[str, list]:
+    assistant = await call(store, "create_assistant", {"model": "m"}, {})
+    thread = await call(store, "create_thread", {"assistant_id": assistant.id})
+    rows = await call(
+        store, "add_messages", thread.id, [new(f"m{i}") for i in range(count)]
+    )
+    return thread.id, rows
+
+
+async def test_begin_run_takes_the_lease_appends_and_reads(
+    store: BaseStore, runs: object, call: Call
+) -> None:
+    tid, rows = await run_thread(call, store, 4)
+    start = await call(
+        runs,
+        "begin_run",
+        tid,
+        owner="me",
+        ttl=30.0,
+        messages=[new("q1"), new("q2")],
+        context_limit=3,
+    )
+    assert start.thread == await call(store, "get_thread", tid)
+    assert start.assistant == await call(
+        store, "get_assistant", start.thread.metadata["assistant_id"]
+    )
+    assert texts(start.appended) == ["q1", "q2"]
+    stored = await call(store, "list_messages", tid)
+    assert [r.id for r in stored] == [r.id for r in rows] + [
+        m.id for m in start.appended
+    ]
+    assert start.appended == stored[-2:]
+    assert start.context == stored[-3:]
+    assert not await call(store, "acquire_lease", tid, "other", 30.0)
+
+    # Again, as the lease's owner: no input, the whole thread.
+    again = await call(runs, "begin_run", tid, owner="me", ttl=30.0)
+    assert again.appended == []
+    assert again.context == stored
+
+
+async def test_begin_run_on_a_busy_thread_writes_nothing(
+    store: BaseStore, runs: object, call: Call
+) -> None:
+    tid, rows = await run_thread(call, store, 2)
+    assert await call(store, "acquire_lease", tid, "other", 30.0)
+    start = await call(
+        runs, "begin_run", tid, owner="me", ttl=30.0, messages=[new("waits")]
+    )
+    assert start is None
+    assert await call(store, "list_messages", tid) == rows
+    assert not await call(store, "acquire_lease", tid, "third", 30.0)
+    assert await call(store, "acquire_lease", tid, "other", 30.0)  # still theirs
+
+
+async def test_begin_run_on_an_unknown_thread_writes_nothing(
+    store: BaseStore, runs: object, call: Call
+) -> None:
+    with pytest.raises(ThreadNotFoundError) as caught:
+        await call(
+            runs,
+            "begin_run",
+            UNKNOWN_THREAD,
+            owner="me",
+            ttl=30.0,
+            messages=[new("lost")],
+        )
+    assert caught.value.object_id == UNKNOWN_THREAD
+    assert await call(store, "list_threads", ThreadQuery()) == []
+
+
+async def test_begin_run_without_an_assistant(
+    store: BaseStore, runs: object, call: Call
+) -> None:
+    plain = await call(store, "create_thread", {})
+    start = await call(runs, "begin_run", plain.id, owner="me", ttl=30.0)
+    assert start.assistant is None
+    orphan = await call(store, "create_thread", {"assistant_id": UNKNOWN_ASSISTANT})
+    start = await call(
+        runs, "begin_run", orphan.id, owner="me", ttl=30.0, messages=[new("hi")]
+    )
+    assert start.assistant is None
+    assert texts(start.context) == ["hi"]
+
+
+async def test_begin_run_refuses_input_over_the_limits(
+    store: BaseStore, runs: object, call: Call
+) -> None:
+    store.limits = OPENAI_LIMITS
+    tid, rows = await run_thread(call, store, 1)
+    with pytest.raises(MetadataLimitError):
+        await call(
+            runs,
+            "begin_run",
+            tid,
+            owner="me",
+            ttl=30.0,
+            messages=[new("ok"), new("bad", note="x" * 513)],
+        )
+    assert await call(store, "list_messages", tid) == rows
+    assert await call(store, "acquire_lease", tid, "other", 30.0)  # not held
+
+
+async def test_finish_run_appends_patches_and_releases(
+    store: BaseStore, runs: object, call: Call
+) -> None:
+    thread = await call(
+        store,
+        "create_thread",
+        {
+            "hwm": "old",
+            "hwm#1": "piece",
+            "hwm#01": "not a piece",
+            "hwmx": "other field",
+            "drop": "x",
+            "keep": "1",
+        },
+    )
+    await call(store, "add_messages", thread.id, [new("q")])
+    assert await call(runs, "begin_run", thread.id, owner="me", ttl=30.0)
+    patch = MetadataPatch(
+        set={"hwm": "new", "added": "y"},
+        remove=frozenset({"drop"}),
+        clear_fields=frozenset({"hwm"}),
+    )
+    reply = new("a", role="assistant", rating="5")
+    stored = await call(
+        runs, "finish_run", thread.id, owner="me", reply=reply, thread_patch=patch
+    )
+    assert (stored.role, stored.payload, stored.metadata) == (
+        "assistant",
+        reply.payload,
+        {"rating": "5"},
+    )
+    assert stored.thread_id == thread.id
+    assert (await call(store, "list_messages", thread.id))[-1] == stored
+    assert (await call(store, "get_thread", thread.id)).metadata == {
+        "hwm": "new",
+        "hwm#01": "not a piece",
+        "hwmx": "other field",
+        "keep": "1",
+        "added": "y",
+    }
+    listed = await call(store, "list_threads", ThreadQuery(metadata={"hwm": "new"}))
+    assert [t.id for t in listed] == [thread.id]
+    assert await call(store, "acquire_lease", thread.id, "other", 30.0)
+
+
+async def test_finish_run_is_all_or_nothing(
+    store: BaseStore, runs: object, call: Call
+) -> None:
+    store.limits = OPENAI_LIMITS
+    tid, rows = await run_thread(call, store, 1)
+    thread = await call(store, "get_thread", tid)
+    assert await call(runs, "begin_run", tid, owner="me", ttl=30.0)
+    hwm = MetadataPatch(set={"hwm": rows[0].id})
+    too_much = new("a", role="assistant", **{f"k{i}": "v" for i in range(17)})
+    with pytest.raises(MetadataLimitError):
+        await call(
+            runs, "finish_run", tid, owner="me", reply=too_much, thread_patch=hwm
+        )
+    too_long = MetadataPatch(set={"hwm": "y" * 600})
+    with pytest.raises(MetadataLimitError):
+        await call(
+            runs, "finish_run", tid, owner="me", reply=new("a"), thread_patch=too_long
+        )
+    assert await call(store, "list_messages", tid) == rows
+    assert await call(store, "get_thread", tid) == thread
+    assert not await call(store, "acquire_lease", tid, "other", 30.0)  # still held
+    stored = await call(
+        runs, "finish_run", tid, owner="me", reply=new("a"), thread_patch=hwm
+    )
+    assert (await call(store, "list_messages", tid))[-1] == stored
+    assert (await call(store, "get_thread", tid)).metadata["hwm"] == rows[0].id
+
+
+async def test_finish_run_after_losing_the_lease(
+    store: BaseStore, runs: object, call: Call
+) -> None:
+    tid, _ = await run_thread(call, store, 1)
+    assert await call(runs, "begin_run", tid, owner="me", ttl=0.05)
+    await asyncio.sleep(0.1)
+    assert await call(store, "acquire_lease", tid, "next", 30.0)
+    patch = MetadataPatch(set={"hwm": "x"})
+    stored = await call(
+        runs, "finish_run", tid, owner="me", reply=new("late"), thread_patch=patch
+    )
+    assert (await call(store, "list_messages", tid))[-1] == stored
+    assert not await call(store, "acquire_lease", tid, "third", 30.0)  # next's still
 
 
 # --- several stores on one database --------------------------------------------------

@@ -13,18 +13,26 @@ What hangs off what:
 * deleting an assistant looks at the threads whose ``assistant_id`` metadata names it
   and, as asked, refuses (`AssistantInUseError`), keeps them, or deletes them with
   their messages, all in one transaction.
+
+A run's store side is two calls: `BaseStore.begin_run` (take the lease, read the
+thread and its assistant, append the input, read the newest messages) and
+`BaseStore.finish_run` (append the reply, patch the thread, give the lease back).
+`BaseStore` builds both from the other methods, so a new backend works unchanged;
+the bundled stores override them to make each one transaction and as few round trips
+as they can.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, NamedTuple, Self, TypeAlias, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from langchain_retro._metadata import UNLIMITED, MetadataLimits, MetadataPatch
+from langchain_retro.errors import AssistantNotFoundError
 
 __all__ = [
     "ASSISTANT_FIELDS",
@@ -32,6 +40,7 @@ __all__ = [
     "BaseStore",
     "NewMessage",
     "Order",
+    "RunStart",
     "StoredAssistant",
     "StoredMessage",
     "StoredThread",
@@ -112,6 +121,23 @@ class NewMessage(BaseModel):
     """The LangChain message as JSON text."""
     metadata: dict[str, str] = Field(default_factory=dict)
     """The message's metadata, already checked against the store's limits."""
+
+
+class RunStart(BaseModel):
+    """What `BaseStore.begin_run` read and wrote under the run lease it took."""
+
+    model_config = ConfigDict(frozen=True)
+
+    thread: StoredThread
+    """The thread, read under the lease."""
+    assistant: StoredAssistant | None = None
+    """The assistant the thread's ``assistant_id`` metadata names; ``None`` if it
+    names none or that assistant does not exist."""
+    appended: list[StoredMessage] = Field(default_factory=list)
+    """The input messages, as stored."""
+    context: list[StoredMessage] = Field(default_factory=list)
+    """The thread's newest ``context_limit`` messages (all if ``None``), oldest
+    first, the appended ones included."""
 
 
 class ThreadQuery(BaseModel):
@@ -440,3 +466,188 @@ class BaseStore(ABC):
     @abstractmethod
     async def arelease_lease(self, thread_id: str, owner: str) -> None:
         """Async twin of `release_lease`."""
+
+    # --- runs ------------------------------------------------------------------------
+
+    def begin_run(
+        self,
+        thread_id: str,
+        *,
+        owner: str,
+        ttl: float,
+        messages: Sequence[NewMessage] = (),
+        context_limit: int | None = None,
+    ) -> RunStart | None:
+        """Start a run: take the lease, read, append the input, read the context.
+
+        Takes the thread's run lease for ``owner`` (as `acquire_lease`), reads the
+        thread and the assistant its ``assistant_id`` metadata names, appends
+        ``messages`` and reads the thread's newest ``context_limit`` messages. If it
+        raises, it holds no lease and has written nothing.
+
+        This default makes one call per step (and gives the lease back if a later
+        step fails); stores override it to do it all in one transaction.
+
+        Args:
+            thread_id: The thread to run on.
+            owner: Who takes the lease: a run's unique id.
+            ttl: Seconds the lease lasts unless renewed with `acquire_lease`.
+            messages: The run's input, appended in order; may be empty.
+            context_limit: How many of the newest messages to read; ``None`` for all.
+
+        Returns:
+            What was read and written; ``None``, with nothing written, if another
+            owner holds the lease.
+
+        Raises:
+            ThreadNotFoundError: If the thread does not exist.
+        """
+        return _drive(
+            self, _begin_run_calls(thread_id, owner, ttl, messages, context_limit)
+        )
+
+    async def abegin_run(
+        self,
+        thread_id: str,
+        *,
+        owner: str,
+        ttl: float,
+        messages: Sequence[NewMessage] = (),
+        context_limit: int | None = None,
+    ) -> RunStart | None:
+        """Async twin of `begin_run`."""
+        return await _adrive(
+            self, _begin_run_calls(thread_id, owner, ttl, messages, context_limit)
+        )
+
+    def finish_run(
+        self,
+        thread_id: str,
+        *,
+        owner: str,
+        reply: NewMessage,
+        thread_patch: MetadataPatch,
+    ) -> StoredMessage:
+        """End a run: append the reply, patch the thread, give the lease back.
+
+        The reply and the patch are written all or none; if they are not, ``owner``
+        keeps the lease. The reply is stored even if the lease expired and another
+        owner took it, whose lease is then left alone.
+
+        This default appends (with the patch) and then releases; stores override it
+        to do both in one transaction.
+
+        Args:
+            thread_id: The thread of the run.
+            owner: The lease's owner, as given to `begin_run`.
+            reply: The message to append.
+            thread_patch: The metadata patch applied to the thread with the reply
+                (a run moves its ``hwm`` this way).
+
+        Returns:
+            The stored reply.
+        """
+        return _drive(self, _finish_run_calls(thread_id, owner, reply, thread_patch))
+
+    async def afinish_run(
+        self,
+        thread_id: str,
+        *,
+        owner: str,
+        reply: NewMessage,
+        thread_patch: MetadataPatch,
+    ) -> StoredMessage:
+        """Async twin of `finish_run`."""
+        return await _adrive(
+            self, _finish_run_calls(thread_id, owner, reply, thread_patch)
+        )
+
+
+# --- the default runs, written once as the store calls they make -------------------
+
+T = TypeVar("T")
+
+
+class _Call(NamedTuple):
+    """One store call: the sync method's name; the async driver adds the ``a``."""
+
+    method: str
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any] = {}
+
+
+_Calls: TypeAlias = Generator[_Call, Any, T]
+"""Store calls: yields each call, receives its result (or has its error thrown in)."""
+
+
+def _begin_run_calls(
+    thread_id: str,
+    owner: str,
+    ttl: float,
+    messages: Sequence[NewMessage],
+    context_limit: int | None,
+) -> _Calls[RunStart | None]:
+    if not (yield _Call("acquire_lease", (thread_id, owner, ttl))):
+        # A store that answers "busy" for an unknown thread would make runs wait.
+        yield _Call("get_thread", (thread_id,))
+        return None
+    try:
+        thread: StoredThread = yield _Call("get_thread", (thread_id,))
+        assistant: StoredAssistant | None = None
+        assistant_id = thread.metadata.get(THREAD_ASSISTANT_KEY)
+        if assistant_id is not None:
+            try:
+                assistant = yield _Call("get_assistant", (assistant_id,))
+            except AssistantNotFoundError:
+                assistant = None
+        appended: list[StoredMessage] = []
+        if messages:
+            appended = yield _Call("add_messages", (thread_id, messages))
+        newest: list[StoredMessage] = yield _Call(
+            "list_messages", (thread_id,), {"order": "desc", "limit": context_limit}
+        )
+    except BaseException:
+        yield _Call("release_lease", (thread_id, owner))
+        raise
+    return RunStart(
+        thread=thread, assistant=assistant, appended=appended, context=newest[::-1]
+    )
+
+
+def _finish_run_calls(
+    thread_id: str, owner: str, reply: NewMessage, thread_patch: MetadataPatch
+) -> _Calls[StoredMessage]:
+    (stored,) = yield _Call(
+        "add_messages", (thread_id, [reply]), {"thread_patch": thread_patch}
+    )
+    yield _Call("release_lease", (thread_id, owner))
+    return cast("StoredMessage", stored)
+
+
+def _drive(store: BaseStore, calls: _Calls[T]) -> T:
+    result: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            call = calls.send(result) if error is None else calls.throw(error)
+        except StopIteration as done:
+            return cast("T", done.value)
+        try:
+            result, error = getattr(store, call.method)(*call.args, **call.kwargs), None
+        except BaseException as exc:  # thrown into the calls, which re-raise it
+            result, error = None, exc
+
+
+async def _adrive(store: BaseStore, calls: _Calls[T]) -> T:
+    result: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            call = calls.send(result) if error is None else calls.throw(error)
+        except StopIteration as done:
+            return cast("T", done.value)
+        try:
+            method = getattr(store, "a" + call.method)
+            result, error = await method(*call.args, **call.kwargs), None
+        except BaseException as exc:  # thrown into the calls, which re-raise it
+            result, error = None, exc
