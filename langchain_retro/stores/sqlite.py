@@ -50,6 +50,7 @@ from langchain_retro.stores.base import (
     BaseStore,
     NewMessage,
     Order,
+    RunStart,
     StoredAssistant,
     StoredMessage,
     StoredThread,
@@ -300,6 +301,72 @@ class SQLiteStore(BaseStore):
         if row is None:
             raise MessageNotFoundError(message_id, hint="(not in this thread)")
         return int(row[0])
+
+    @staticmethod
+    def _append(
+        conn: sqlite3.Connection,
+        thread_seq: int,
+        thread_id: str,
+        messages: Sequence[NewMessage],
+    ) -> list[StoredMessage]:
+        created_at = _now()
+        (next_seq,) = conn.execute(
+            "SELECT next_seq FROM threads WHERE seq = ?", (thread_seq,)
+        ).fetchone()
+        stored = [
+            StoredMessage(
+                id=new_id("msg"),
+                created_at=created_at,
+                metadata=message.metadata,
+                thread_id=thread_id,
+                role=message.role,
+                payload=message.payload,
+            )
+            for message in messages
+        ]
+        conn.executemany(
+            "INSERT INTO messages (thread_seq, seq, id, created_at, role, payload, "
+            "metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    thread_seq,
+                    next_seq + i,
+                    m.id,
+                    created_at,
+                    m.role,
+                    m.payload,
+                    dumps(m.metadata),
+                )
+                for i, m in enumerate(stored)
+            ],
+        )
+        conn.execute(
+            "UPDATE threads SET next_seq = ? WHERE seq = ?",
+            (next_seq + len(stored), thread_seq),
+        )
+        return stored
+
+    @staticmethod
+    def _take_lease(
+        conn: sqlite3.Connection, thread_id: str, owner: str, ttl: float
+    ) -> bool:
+        now = time.time()
+        cursor = conn.execute(
+            "INSERT INTO run_leases (thread_id, owner, expires_at) "
+            "VALUES (?, ?, ?) "
+            "ON CONFLICT (thread_id) DO UPDATE SET owner = excluded.owner, "
+            "expires_at = excluded.expires_at "
+            "WHERE run_leases.expires_at < ? OR run_leases.owner = excluded.owner",
+            (thread_id, owner, now + ttl, now),
+        )
+        return cursor.rowcount == 1
+
+    @staticmethod
+    def _release(conn: sqlite3.Connection, thread_id: str, owner: str) -> None:
+        conn.execute(
+            "DELETE FROM run_leases WHERE thread_id = ? AND owner = ?",
+            (thread_id, owner),
+        )
 
     @staticmethod
     def _patch_thread(
@@ -635,43 +702,9 @@ class SQLiteStore(BaseStore):
         """Append messages to a thread, all or none, in the given order."""
         for message in messages:
             check_limits(message.metadata, self.limits)
-        created_at = _now()
         with self._tx(write=True) as conn:
             thread_seq, current = self._thread_row(conn, thread_id)
-            (next_seq,) = conn.execute(
-                "SELECT next_seq FROM threads WHERE seq = ?", (thread_seq,)
-            ).fetchone()
-            stored = [
-                StoredMessage(
-                    id=new_id("msg"),
-                    created_at=created_at,
-                    metadata=message.metadata,
-                    thread_id=thread_id,
-                    role=message.role,
-                    payload=message.payload,
-                )
-                for message in messages
-            ]
-            conn.executemany(
-                "INSERT INTO messages (thread_seq, seq, id, created_at, role, payload, "
-                "metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        thread_seq,
-                        next_seq + i,
-                        m.id,
-                        created_at,
-                        m.role,
-                        m.payload,
-                        dumps(m.metadata),
-                    )
-                    for i, m in enumerate(stored)
-                ],
-            )
-            conn.execute(
-                "UPDATE threads SET next_seq = ? WHERE seq = ?",
-                (next_seq + len(stored), thread_seq),
-            )
+            stored = self._append(conn, thread_seq, thread_id, messages)
             if thread_patch is not None:
                 self._patch_thread(conn, thread_seq, current, thread_patch, self.limits)
         return stored
@@ -845,18 +878,9 @@ class SQLiteStore(BaseStore):
 
     def acquire_lease(self, thread_id: str, owner: str, ttl: float) -> bool:
         """Take the thread's run lease for ``ttl`` seconds if free, expired or ours."""
-        now = time.time()
         with self._tx(write=True) as conn:
             self._thread_row(conn, thread_id)
-            cursor = conn.execute(
-                "INSERT INTO run_leases (thread_id, owner, expires_at) "
-                "VALUES (?, ?, ?) "
-                "ON CONFLICT (thread_id) DO UPDATE SET owner = excluded.owner, "
-                "expires_at = excluded.expires_at "
-                "WHERE run_leases.expires_at < ? OR run_leases.owner = excluded.owner",
-                (thread_id, owner, now + ttl, now),
-            )
-            return cursor.rowcount == 1
+            return self._take_lease(conn, thread_id, owner, ttl)
 
     async def aacquire_lease(self, thread_id: str, owner: str, ttl: float) -> bool:
         """Async twin of `acquire_lease`."""
@@ -865,11 +889,110 @@ class SQLiteStore(BaseStore):
     def release_lease(self, thread_id: str, owner: str) -> None:
         """Give the lease back if ``owner`` still holds it."""
         with self._tx(write=True) as conn:
-            conn.execute(
-                "DELETE FROM run_leases WHERE thread_id = ? AND owner = ?",
-                (thread_id, owner),
-            )
+            self._release(conn, thread_id, owner)
 
     async def arelease_lease(self, thread_id: str, owner: str) -> None:
         """Async twin of `release_lease`."""
         await self._run(self.release_lease, thread_id, owner)
+
+    # --- runs ------------------------------------------------------------------------
+
+    def begin_run(
+        self,
+        thread_id: str,
+        *,
+        owner: str,
+        ttl: float,
+        messages: Sequence[NewMessage] = (),
+        context_limit: int | None = None,
+    ) -> RunStart | None:
+        """Start a run in one transaction: lease, thread, assistant, input, context."""
+        for message in messages:
+            check_limits(message.metadata, self.limits)
+        with self._tx(write=True) as conn:
+            row = conn.execute(
+                "SELECT seq, id, created_at, metadata FROM threads WHERE id = ?",
+                (thread_id,),
+            ).fetchone()
+            if row is None:
+                raise ThreadNotFoundError(thread_id)
+            if not self._take_lease(conn, thread_id, owner, ttl):
+                return None
+            thread_seq = row[0]
+            thread = _thread(row[1:])
+            assistant = None
+            assistant_id = thread.metadata.get(THREAD_ASSISTANT_KEY)
+            if assistant_id is not None:
+                found = conn.execute(
+                    f"SELECT {_ASSISTANT_COLUMNS} FROM assistants WHERE id = ?",  # noqa: S608
+                    (assistant_id,),
+                ).fetchone()
+                assistant = None if found is None else _assistant(found)
+            appended = (
+                self._append(conn, thread_seq, thread_id, messages) if messages else []
+            )
+            rows = conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages m "  # noqa: S608
+                "WHERE m.thread_seq = ? ORDER BY m.seq DESC LIMIT ?",
+                (thread_seq, -1 if context_limit is None else context_limit),
+            ).fetchall()
+        rows.reverse()
+        return RunStart.model_construct(
+            thread=thread,
+            assistant=assistant,
+            appended=appended,
+            context=[_message(r, thread_id) for r in rows],
+        )
+
+    async def abegin_run(
+        self,
+        thread_id: str,
+        *,
+        owner: str,
+        ttl: float,
+        messages: Sequence[NewMessage] = (),
+        context_limit: int | None = None,
+    ) -> RunStart | None:
+        """Async twin of `begin_run`."""
+        return await self._run(
+            self.begin_run,
+            thread_id,
+            owner=owner,
+            ttl=ttl,
+            messages=messages,
+            context_limit=context_limit,
+        )
+
+    def finish_run(
+        self,
+        thread_id: str,
+        *,
+        owner: str,
+        reply: NewMessage,
+        thread_patch: MetadataPatch,
+    ) -> StoredMessage:
+        """End a run in one transaction: reply, thread patch, lease released."""
+        check_limits(reply.metadata, self.limits)
+        with self._tx(write=True) as conn:
+            thread_seq, current = self._thread_row(conn, thread_id)
+            (stored,) = self._append(conn, thread_seq, thread_id, [reply])
+            self._patch_thread(conn, thread_seq, current, thread_patch, self.limits)
+            self._release(conn, thread_id, owner)
+        return stored
+
+    async def afinish_run(
+        self,
+        thread_id: str,
+        *,
+        owner: str,
+        reply: NewMessage,
+        thread_patch: MetadataPatch,
+    ) -> StoredMessage:
+        """Async twin of `finish_run`."""
+        return await self._run(
+            self.finish_run,
+            thread_id,
+            owner=owner,
+            reply=reply,
+            thread_patch=thread_patch,
+        )
