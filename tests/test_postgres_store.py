@@ -40,7 +40,8 @@ pytestmark = pytest.mark.postgres
 
 psycopg = pytest.importorskip("psycopg")
 psycopg_pool = pytest.importorskip("psycopg_pool")
-PostgresStore = pytest.importorskip("langchain_retro.stores.postgres").PostgresStore
+postgres_module = pytest.importorskip("langchain_retro.stores.postgres")
+PostgresStore = postgres_module.PostgresStore
 
 
 @pytest.fixture
@@ -435,6 +436,99 @@ async def test_concurrent_async_appends_lose_nothing(
     stored = await store.alist_messages(thread.id)
     for first, second in zip(stored[::2], stored[1::2], strict=True):
         assert first.payload.replace('"m', '"n') == second.payload
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+@pytest.mark.parametrize("pipelines", [True, False], ids=["pipeline", "libpq<14"])
+def test_begin_run_reads_what_it_waited_for(
+    make: Callable[..., PostgresStore],
+    url: str,
+    api: str,
+    pipelines: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run starts after the previous one ends, and reads what that one wrote.
+
+    Another transaction holds the lease (ending the previous run: moving hwm, adding
+    a message, releasing) when begin_run starts; begin_run waits for it, and its
+    reads must see that transaction's writes, not a snapshot from before the wait.
+    Without pipelines (libpq before 14) the same statements run in a transaction.
+    """
+    monkeypatch.setattr(postgres_module, "_PIPELINES", pipelines)
+    store = make()
+    thread = store.create_thread({"hwm": "old"})
+    store.add_messages(thread.id, [user("first")])
+    assert store.acquire_lease(thread.id, "previous", 30.0)
+    threads = f'"{store.schema}"."retro_threads"'
+    messages = f'"{store.schema}"."retro_messages"'
+    leases = f'"{store.schema}"."retro_run_leases"'
+    with psycopg.connect(url) as conn, ThreadPoolExecutor(1) as pool:
+        ((seq,),) = conn.execute(
+            f"UPDATE {threads} SET next_seq = next_seq + 1, "
+            """metadata = '{"hwm": "new"}' WHERE id = %s RETURNING seq""",
+            (thread.id,),
+        ).fetchall()
+        conn.execute(
+            f"INSERT INTO {messages} "
+            "(thread_seq, seq, id, created_at, role, payload, metadata) "
+            "VALUES (%s, 2, 'msg_by_the_previous_run', 0, 'assistant', 'x', '{}')",
+            (seq,),
+        )
+        conn.execute(f"DELETE FROM {leases} WHERE owner = 'previous'")
+        begin = {"owner": "next", "ttl": 30.0, "messages": [user("mine")]}
+        if api == "sync":
+            started = pool.submit(store.begin_run, thread.id, **begin)
+        else:
+            started = pool.submit(asyncio.run, store.abegin_run(thread.id, **begin))
+        time.sleep(0.3)
+        assert not started.done()  # waiting for the lease
+        conn.commit()
+        start = started.result(timeout=10)
+    assert start is not None
+    assert start.thread.metadata == {"hwm": "new"}
+    assert [m.id for m in start.context][1:] == [
+        "msg_by_the_previous_run",
+        start.appended[0].id,
+    ]
+
+
+async def test_runs_over_pools_that_do_not_autocommit(
+    make: Callable[..., PostgresStore],
+) -> None:
+    schema = make().schema
+    pool = psycopg_pool.ConnectionPool(postgres_url(), open=True, min_size=1)
+    async_pool = psycopg_pool.AsyncConnectionPool(postgres_url(), open=False)
+    await async_pool.open()
+    try:
+        store = PostgresStore(pool=pool, async_pool=async_pool, schema=schema)
+        thread = store.create_thread({})
+        reply = NewMessage(role="assistant", payload="{}")
+        for turn in range(2):
+            if turn == 0:
+                start = store.begin_run(
+                    thread.id, owner="me", ttl=30.0, messages=[user("q")]
+                )
+            else:
+                start = await store.abegin_run(
+                    thread.id, owner="me", ttl=30.0, messages=[user("q")]
+                )
+            assert start is not None
+            assert len(start.context) == 2 * turn + 1
+            assert not store.acquire_lease(thread.id, "other", 30.0)
+            patch = MetadataPatch(set={"hwm": start.appended[0].id})
+            if turn == 0:
+                store.finish_run(thread.id, owner="me", reply=reply, thread_patch=patch)
+            else:
+                await store.afinish_run(
+                    thread.id, owner="me", reply=reply, thread_patch=patch
+                )
+        assert len(await store.alist_messages(thread.id)) == 4
+        assert store.get_thread(thread.id).metadata == {"hwm": start.appended[0].id}
+        assert store.acquire_lease(thread.id, "other", 30.0)
+        store.close()
+    finally:
+        pool.close()
+        await async_pool.close()
 
 
 # --- pools -------------------------------------------------------------------------

@@ -26,7 +26,11 @@ leaves a gap (which readers tolerate). Timestamps (``created_at``, lease expiry)
 from the database clock, so hosts with skewed clocks agree.
 
 Connections run in autocommit: single-statement calls (most of them, appends included)
-are one round trip; calls that read before they write run in a transaction.
+are one round trip; calls that read before they write run in a transaction. A run
+takes two round trips: `PostgresStore.begin_run` pipelines its statements (lease,
+append, thread with its assistant, newest messages) in one implicit transaction, each
+reading after the previous one's locks and writes; `PostgresStore.finish_run` is one
+statement (reply, thread patch applied in SQL, lease released).
 
 PgBouncer in transaction mode works: the store keeps no session state across
 transactions. It never runs ``SET``, holds only transaction-level advisory locks,
@@ -49,7 +53,13 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple, TypeVar, cast
 
 from langchain_retro._ids import new_id
-from langchain_retro._metadata import CLASS_KEY, MetadataPatch, check_limits, dumps
+from langchain_retro._metadata import (
+    CLASS_KEY,
+    UNLIMITED,
+    MetadataPatch,
+    check_limits,
+    dumps,
+)
 from langchain_retro.errors import (
     AssistantInUseError,
     AssistantNotFoundError,
@@ -67,6 +77,7 @@ from langchain_retro.stores.base import (
     BaseStore,
     NewMessage,
     Order,
+    RunStart,
     StoredAssistant,
     StoredMessage,
     StoredThread,
@@ -97,6 +108,8 @@ _MAX_SEQ = 2**63 - 1
 _PER_POOL_OPTIONS = frozenset(
     {"open", "connection_class", "configure", "reset", "check", "reconnect_failed"}
 )
+_PIPELINES = psycopg.Pipeline.is_supported()
+"""Whether libpq can pipeline statements (14+); else a batch is a transaction."""
 
 _FRAGMENTS = {
     # Unix seconds by the database clock, as every created_at.
@@ -111,6 +124,11 @@ _FRAGMENTS = {
     "assistant_assignments": sql.SQL(", ").join(
         sql.SQL("{} = %s").format(sql.Identifier(name)) for name in ASSISTANT_FIELDS
     ),
+    "joined_assistant_columns": sql.SQL(", ").join(
+        sql.Identifier("a", name)
+        for name in ("id", "created_at", "metadata", *ASSISTANT_FIELDS)
+    ),
+    "assistant_key": sql.Literal(THREAD_ASSISTANT_KEY),
 }
 """Constant SQL fragments the templates refer to by name."""
 
@@ -180,8 +198,14 @@ class _LoopPool(NamedTuple):
 
 
 _Rows = list[tuple[Any, ...]]
-_Op = Generator[_Q, _Rows, T]
-"""An operation: yields statements, receives their rows, returns its result."""
+_Step = _Q | tuple[_Q, ...]
+"""A statement, or a batch of statements sent in one round trip."""
+_Op = Generator[_Step, Any, T]
+"""An operation: yields statements, receives their rows, returns its result.
+
+A batch is pipelined in one implicit transaction (each statement sees the writes of
+those before it) and answered with a list of rows, one per statement.
+"""
 
 
 class _Names:
@@ -381,41 +405,130 @@ def _q_thread_cursors(names: _Names, after: str | None, before: str | None) -> _
     )
 
 
+# Inserts the messages after ``t``, the thread row an UPDATE moved ``next_seq`` on.
+_INSERT_AFTER_T = (
+    "added AS ("
+    "INSERT INTO {messages} "
+    "(thread_seq, seq, id, created_at, role, payload, metadata) "
+    "SELECT t.seq, t.first_seq + new.ord - 1, new.id, t.created_at, "
+    "new.role, new.payload, new.metadata::jsonb "
+    "FROM t, unnest(%(ids)s::text[], %(roles)s::text[], %(payloads)s::text[], "
+    "%(metadatas)s::text[]) WITH ORDINALITY "
+    "AS new (id, role, payload, metadata, ord))"
+)
+
+# Whether %(owner)s holds the thread's lease (ours if we just took it).
+_LEASED = (
+    "EXISTS (SELECT FROM {run_leases} "
+    "WHERE thread_id = %(thread_id)s AND owner = %(owner)s)"
+)
+
+
+def _new_rows(ids: list[str], messages: Sequence[NewMessage]) -> dict[str, Any]:
+    return {
+        "n": len(messages),
+        "ids": ids,
+        "roles": [m.role for m in messages],
+        "payloads": [m.payload for m in messages],
+        "metadatas": [dumps(m.metadata) for m in messages],
+    }
+
+
 def _q_messages_append(
     names: _Names,
     thread_id: str,
     ids: list[str],
     messages: Sequence[NewMessage],
     thread_metadata: dict[str, str] | None,
+    *,
+    leased_by: str | None = None,
 ) -> _Q:
     # The UPDATE takes the thread's row lock, so appenders to one thread take turns
     # and each gets a contiguous block of the sequence; the INSERT is in the same
-    # statement, hence the same transaction, even in autocommit.
+    # statement, hence the same transaction, even in autocommit. With leased_by,
+    # nothing is appended unless that owner holds the lease.
     return _Q(
         names.sql(
             "WITH t AS ("
             "UPDATE {threads} SET next_seq = next_seq + %(n)s, "
             "metadata = COALESCE(%(metadata)s::jsonb, metadata) "
-            "WHERE id = %(thread_id)s "
+            "WHERE id = %(thread_id)s AND (%(owner)s::text IS NULL OR {leased}) "
             "RETURNING seq, next_seq - %(n)s AS first_seq, {now} AS created_at"
-            "), added AS ("
-            "INSERT INTO {messages} "
-            "(thread_seq, seq, id, created_at, role, payload, metadata) "
-            "SELECT t.seq, t.first_seq + new.ord - 1, new.id, t.created_at, "
-            "new.role, new.payload, new.metadata::jsonb "
-            "FROM t, unnest(%(ids)s::text[], %(roles)s::text[], %(payloads)s::text[], "
-            "%(metadatas)s::text[]) WITH ORDINALITY "
-            "AS new (id, role, payload, metadata, ord)"
-            ") SELECT created_at FROM t"
+            "), {insert} SELECT created_at FROM t",
+            leased=names.sql(_LEASED),
+            insert=names.sql(_INSERT_AFTER_T),
         ),
         {
-            "n": len(messages),
+            **_new_rows(ids, messages),
             "metadata": None if thread_metadata is None else Jsonb(thread_metadata),
             "thread_id": thread_id,
-            "ids": ids,
-            "roles": [m.role for m in messages],
-            "payloads": [m.payload for m in messages],
-            "metadatas": [dumps(m.metadata) for m in messages],
+            "owner": leased_by,
+        },
+    )
+
+
+def _q_run_thread(names: _Names, thread_id: str, owner: str) -> _Q:
+    # The thread and the assistant it names, if the owner holds the lease.
+    return _Q(
+        names.sql(
+            "SELECT t.created_at, t.metadata, {joined_assistant_columns} "
+            "FROM {threads} t "
+            "LEFT JOIN {assistants} a ON a.id = t.metadata ->> {assistant_key} "
+            "WHERE t.id = %(thread_id)s AND {leased}",
+            leased=names.sql(_LEASED),
+        ),
+        {"thread_id": thread_id, "owner": owner},
+    )
+
+
+def _q_run_context(names: _Names, thread_id: str, owner: str, limit: int | None) -> _Q:
+    # The newest messages, newest first, if the owner holds the lease.
+    return _Q(
+        names.sql(
+            "SELECT {message_columns} FROM {messages} m "
+            "WHERE m.thread_seq = (SELECT seq FROM {threads} WHERE id = %(thread_id)s) "
+            "AND {leased} ORDER BY m.seq DESC LIMIT %(limit)s",
+            leased=names.sql(_LEASED),
+        ),
+        {"thread_id": thread_id, "owner": owner, "limit": limit},
+    )
+
+
+def _q_run_finish(
+    names: _Names,
+    thread_id: str,
+    owner: str,
+    reply: tuple[str, NewMessage],
+    patch: MetadataPatch,
+) -> _Q:
+    # MetadataPatch.apply in SQL, on the row the UPDATE locked: drop the removed keys
+    # and the keys of cleared fields (``name`` and its pieces ``name#1``...), then
+    # merge the entries set. Only for stores without limits: nothing checks them here.
+    message_id, message = reply
+    return _Q(
+        names.sql(
+            "WITH t AS ("
+            "UPDATE {threads} th SET next_seq = next_seq + %(n)s, metadata = ("
+            "SELECT COALESCE(jsonb_object_agg(e.key, e.value), jsonb_build_object()) "
+            "FROM jsonb_each(th.metadata) e "
+            "WHERE e.key <> ALL(%(remove)s::text[]) "
+            "AND COALESCE(substring(e.key FROM '^(.+)#[1-9][0-9]*$'), e.key) "
+            "<> ALL(%(clear)s::text[])"
+            ") || %(set)s::jsonb "
+            "WHERE id = %(thread_id)s "
+            "RETURNING seq, next_seq - %(n)s AS first_seq, {now} AS created_at"
+            "), {insert}, released AS (DELETE FROM {run_leases} "
+            "WHERE thread_id = %(thread_id)s AND owner = %(owner)s) "
+            "SELECT created_at FROM t",
+            insert=names.sql(_INSERT_AFTER_T),
+        ),
+        {
+            **_new_rows([message_id], [message]),
+            "thread_id": thread_id,
+            "owner": owner,
+            "remove": sorted(patch.remove),
+            "clear": sorted(patch.clear_fields),
+            "set": Jsonb(patch.set),
         },
     )
 
@@ -934,11 +1047,10 @@ class PostgresStore(BaseStore):
             return cast(T, stop.value)
         pool = self._sync_pool()
         with _errors(self), pool.connection() as conn:
-            cursor = conn.cursor(row_factory=tuple_row)
             if not transaction:
-                return _drive(cursor, query, op)
+                return _drive(conn, query, op)
             with conn.transaction():
-                return _drive(cursor, query, op)
+                return _drive(conn, query, op)
 
     async def _arun(self, op: _Op[T], *, transaction: bool = False) -> T:
         """Async twin of `_run`."""
@@ -950,11 +1062,10 @@ class PostgresStore(BaseStore):
         pool = await self._apool()
         with _errors(self):
             async with pool.connection() as conn:
-                cursor = conn.cursor(row_factory=tuple_row)
                 if not transaction:
-                    return await _adrive(cursor, query, op)
+                    return await _adrive(conn, query, op)
                 async with conn.transaction():
-                    return await _adrive(cursor, query, op)
+                    return await _adrive(conn, query, op)
 
     # --- schema ----------------------------------------------------------------------
 
@@ -1545,34 +1656,223 @@ class PostgresStore(BaseStore):
         """Async twin of `release_lease`."""
         await self._arun(self._release_lease(thread_id, owner))
 
+    # --- runs ------------------------------------------------------------------------
+
+    def _begin_run(
+        self,
+        thread_id: str,
+        owner: str,
+        ttl: float,
+        messages: Sequence[NewMessage],
+        context_limit: int | None,
+    ) -> _Op[RunStart | None]:
+        for message in messages:
+            check_limits(message.metadata, self.limits)
+        names = self._names
+        ids = [new_id("msg") for _ in messages]
+        # One batch, so one round trip and one transaction. Each statement after the
+        # lease reads a snapshot taken after the lease (and after the append's wait
+        # for the thread's row lock), so it sees what the previous run committed.
+        batch = [_q_lease_acquire(names, thread_id, owner, ttl)]
+        if messages:
+            batch.append(
+                _q_messages_append(
+                    names, thread_id, ids, messages, None, leased_by=owner
+                )
+            )
+        batch += [
+            _q_run_thread(names, thread_id, owner),
+            _q_run_context(names, thread_id, owner, context_limit),
+        ]
+        results = yield tuple(batch)
+        ((thread_found, taken),) = results[0]
+        if not thread_found:
+            raise ThreadNotFoundError(thread_id)
+        if not taken:
+            return None
+        if not results[-2] or (messages and not results[1]):
+            raise ThreadNotFoundError(thread_id)  # deleted while we took the lease
+        created_at, metadata, *assistant = results[-2][0]
+        appended = []
+        if messages:
+            ((appended_at,),) = results[1]
+            appended = [
+                StoredMessage(
+                    id=message_id,
+                    created_at=appended_at,
+                    metadata=message.metadata,
+                    thread_id=thread_id,
+                    role=message.role,
+                    payload=message.payload,
+                )
+                for message_id, message in zip(ids, messages, strict=True)
+            ]
+        return RunStart.model_construct(
+            thread=StoredThread(id=thread_id, created_at=created_at, metadata=metadata),
+            assistant=None if assistant[0] is None else _assistant(assistant),
+            appended=appended,
+            context=[_message(row, thread_id) for row in reversed(results[-1])],
+        )
+
+    def begin_run(
+        self,
+        thread_id: str,
+        *,
+        owner: str,
+        ttl: float,
+        messages: Sequence[NewMessage] = (),
+        context_limit: int | None = None,
+    ) -> RunStart | None:
+        """Start a run in one round trip: lease, thread, assistant, input, context.
+
+        The statements are pipelined in one transaction (with libpq older than 14,
+        which cannot pipeline, they take a round trip each).
+        """
+        return self._run(
+            self._begin_run(thread_id, owner, ttl, messages, context_limit)
+        )
+
+    async def abegin_run(
+        self,
+        thread_id: str,
+        *,
+        owner: str,
+        ttl: float,
+        messages: Sequence[NewMessage] = (),
+        context_limit: int | None = None,
+    ) -> RunStart | None:
+        """Async twin of `begin_run`."""
+        return await self._arun(
+            self._begin_run(thread_id, owner, ttl, messages, context_limit)
+        )
+
+    def _finish_run(
+        self,
+        thread_id: str,
+        owner: str,
+        reply: NewMessage,
+        thread_patch: MetadataPatch,
+    ) -> _Op[StoredMessage]:
+        check_limits(reply.metadata, self.limits)
+        names = self._names
+        message_id = new_id("msg")
+        if self.limits == UNLIMITED:
+            rows = yield _q_run_finish(
+                names, thread_id, owner, (message_id, reply), thread_patch
+            )
+        else:
+            # The patched metadata is checked against the limits before it is written.
+            rows = yield _q_thread_get(names, thread_id, lock=True)
+            if not rows:
+                raise ThreadNotFoundError(thread_id)
+            metadata = thread_patch.apply(rows[0][2], self.limits)
+            rows = yield _q_messages_append(
+                names, thread_id, [message_id], [reply], metadata
+            )
+            yield _q_lease_release(names, thread_id, owner)
+        if not rows:
+            raise ThreadNotFoundError(thread_id)
+        return StoredMessage(
+            id=message_id,
+            created_at=rows[0][0],
+            metadata=reply.metadata,
+            thread_id=thread_id,
+            role=reply.role,
+            payload=reply.payload,
+        )
+
+    def finish_run(
+        self,
+        thread_id: str,
+        *,
+        owner: str,
+        reply: NewMessage,
+        thread_patch: MetadataPatch,
+    ) -> StoredMessage:
+        """End a run in one statement: reply, thread patch, lease released.
+
+        A store given metadata `limits` reads the thread first, in a transaction, to
+        check the patched metadata before writing it.
+        """
+        return self._run(
+            self._finish_run(thread_id, owner, reply, thread_patch),
+            transaction=self.limits != UNLIMITED,
+        )
+
+    async def afinish_run(
+        self,
+        thread_id: str,
+        *,
+        owner: str,
+        reply: NewMessage,
+        thread_patch: MetadataPatch,
+    ) -> StoredMessage:
+        """Async twin of `finish_run`."""
+        return await self._arun(
+            self._finish_run(thread_id, owner, reply, thread_patch),
+            transaction=self.limits != UNLIMITED,
+        )
+
 
 # --- I/O: the only code that differs between sync and async ------------------------
 
 
-def _drive(cursor: psycopg.Cursor[tuple[Any, ...]], query: _Q, op: _Op[T]) -> T:
+def _drive(conn: psycopg.Connection[Any], step: _Step, op: _Op[T]) -> T:
+    cursor = conn.cursor(row_factory=tuple_row)
     try:
         while True:
+            if isinstance(step, _Q):
+                cursor.execute(step.query, step.params)
+                result: Any = _rows(cursor)
+            else:
+                result = _batch(conn, step)
+            step = op.send(result)
+    except StopIteration as stop:
+        return cast(T, stop.value)
+    finally:
+        op.close()
+
+
+def _rows(cursor: psycopg.Cursor[tuple[Any, ...]]) -> _Rows:
+    return cursor.fetchall() if cursor.description is not None else []
+
+
+def _batch(conn: psycopg.Connection[Any], batch: tuple[_Q, ...]) -> list[_Rows]:
+    cursors = [conn.cursor(row_factory=tuple_row) for _ in batch]
+    with conn.pipeline() if _PIPELINES else conn.transaction():
+        for cursor, query in zip(cursors, batch, strict=True):
             cursor.execute(query.query, query.params)
-            rows = cursor.fetchall() if cursor.description is not None else []
-            query = op.send(rows)
-    except StopIteration as stop:
-        return cast(T, stop.value)
-    finally:
-        op.close()
+    return [_rows(cursor) for cursor in cursors]
 
 
-async def _adrive(
-    cursor: psycopg.AsyncCursor[tuple[Any, ...]], query: _Q, op: _Op[T]
-) -> T:
+async def _adrive(conn: psycopg.AsyncConnection[Any], step: _Step, op: _Op[T]) -> T:
+    cursor = conn.cursor(row_factory=tuple_row)
     try:
         while True:
-            await cursor.execute(query.query, query.params)
-            rows = await cursor.fetchall() if cursor.description is not None else []
-            query = op.send(rows)
+            if isinstance(step, _Q):
+                await cursor.execute(step.query, step.params)
+                result: Any = await _arows(cursor)
+            else:
+                result = await _abatch(conn, step)
+            step = op.send(result)
     except StopIteration as stop:
         return cast(T, stop.value)
     finally:
         op.close()
+
+
+async def _arows(cursor: psycopg.AsyncCursor[tuple[Any, ...]]) -> _Rows:
+    return await cursor.fetchall() if cursor.description is not None else []
+
+
+async def _abatch(
+    conn: psycopg.AsyncConnection[Any], batch: tuple[_Q, ...]
+) -> list[_Rows]:
+    cursors = [conn.cursor(row_factory=tuple_row) for _ in batch]
+    async with conn.pipeline() if _PIPELINES else conn.transaction():
+        for cursor, query in zip(cursors, batch, strict=True):
+            await cursor.execute(query.query, query.params)
+    return [await _arows(cursor) for cursor in cursors]
 
 
 @contextmanager
