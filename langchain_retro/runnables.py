@@ -7,17 +7,18 @@ enforced by a lease kept in the store, so it holds across processes.
 
 A run, step by step:
 
-1. take the thread's run lease (waiting up to ``wait_timeout``);
-2. append the input messages, as one batch;
-3. read the thread's messages (the newest ``window`` of them, if set);
-4. plan: the pending messages are those after ``hwm`` that are not the assistant's;
+1. take the thread's run lease (waiting up to ``wait_timeout``), read the thread and
+   its assistant, append the input messages as one batch, and read the thread's
+   messages (the newest ``window`` of them, if set): one store call, `begin_run`;
+2. plan: the pending messages are those after ``hwm`` that are not the assistant's;
    the last of them is the snapshot; the context ends at it;
-5. call the model with the assistant's settings as per-call parameters;
-6. store the reply and set ``hwm`` to the snapshot, in one store call;
-7. give the lease back.
+3. call the model with the assistant's settings as per-call parameters;
+4. store the reply, set ``hwm`` to the snapshot and give the lease back: one store
+   call, `finish_run`.
 
-Steps 2 to 4 are written once as a sequence of store calls that a sync and an async
-driver execute (`_prepare`); steps 4 and 6 are pure functions.
+Step 2 is written once as the (rare) further store calls it may need, which a sync
+and an async driver execute (`_prepare`); the planning itself and the reply's write
+are pure functions.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ from typing_extensions import override
 from langchain_retro import _messages
 from langchain_retro._metadata import MetadataPatch
 from langchain_retro.errors import (
+    AssistantNotFoundError,
     ModelCallError,
     NothingToRunError,
     RecordClassError,
@@ -82,7 +84,7 @@ from langchain_retro.errors import (
     ThreadBusyError,
 )
 from langchain_retro.records import BaseAssistant, ChatCompletionThread
-from langchain_retro.stores.base import BaseStore, NewMessage, StoredMessage
+from langchain_retro.stores.base import BaseStore, NewMessage, RunStart, StoredMessage
 
 __all__ = ["CHAT_COMPLETION_PARAMETERS", "THREAD_ID_KEY", "RunnerInput", "ThreadRunner"]
 
@@ -481,6 +483,11 @@ def _read_step(thread_id: str, limit: int | None) -> _Steps[list[StoredMessage]]
     return newest[::-1]
 
 
+def _delete_step(thread_id: str, messages: Sequence[StoredMessage]) -> _Steps[None]:
+    for message in messages:
+        yield _StoreCall("delete_message", (thread_id, message.id))
+
+
 def _as_run_thread(stored: Any, thread_id: str) -> ChatCompletionThread:
     try:
         return ChatCompletionThread._from(stored)
@@ -576,6 +583,33 @@ def _lease_lost(thread_id: str) -> None:
 
 
 _RENEWALS = _Renewals()
+
+
+@dataclass(eq=False)
+class _Run:
+    """A run holding its thread's lease, from `begin_run` to `finish_run`."""
+
+    thread_id: str
+    owner: str
+    """The lease's owner: this run's unique id."""
+    start: RunStart
+    """What `begin_run` read and wrote."""
+    held: _Held | None = None
+    """A sync run's lease renewals."""
+    renewals: tuple[asyncio.Event, asyncio.Task[None]] | None = None
+    """An async run's lease renewals: the event that stops them, and their task."""
+    finished: bool = False
+    """Whether `finish_run` stored the reply and gave the lease back."""
+
+    def stop_renewals(self) -> None:
+        if self.held is not None:
+            _RENEWALS.drop(self.held)
+
+    async def astop_renewals(self) -> None:
+        if self.renewals is not None:
+            stop, task = self.renewals
+            stop.set()
+            await task  # a renewal in flight lands before the lease is given back
 
 
 # --- the runner ----------------------------------------------------------------------
@@ -743,15 +777,15 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
     ) -> AIMessage:
         thread_id = thread_id_of(config)
         new = new_messages(input)
-        with self._leased(thread_id):
-            plan = self._drive(self._prepare(thread_id, new))
+        with self._leased(thread_id, new) as run:
+            plan = self._drive(self._prepare(run))
             try:
                 reply = self._model.invoke(
                     plan.messages, config, **{**plan.kwargs, **kwargs}
                 )
             except Exception as exc:
                 raise _model_call_error(thread_id, exc) from exc
-            return self._finish(thread_id, plan.snapshot, reply)
+            return self._finish(run, plan.snapshot, reply)
 
     async def _arun(
         self,
@@ -762,15 +796,15 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
     ) -> AIMessage:
         thread_id = thread_id_of(config)
         new = new_messages(input)
-        async with self._aleased(thread_id):
-            plan = await self._adrive(self._prepare(thread_id, new))
+        async with self._aleased(thread_id, new) as run:
+            plan = await self._adrive(self._prepare(run))
             try:
                 reply = await self._model.ainvoke(
                     plan.messages, config, **{**plan.kwargs, **kwargs}
                 )
             except Exception as exc:
                 raise _model_call_error(thread_id, exc) from exc
-            return await self._afinish(thread_id, plan.snapshot, reply)
+            return await self._afinish(run, plan.snapshot, reply)
 
     # --- stream ----------------------------------------------------------------------
 
@@ -840,8 +874,8 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
     ) -> Generator[AIMessageChunk, None, None]:
         thread_id = thread_id_of(config)
         new = new_messages(input)
-        with self._leased(thread_id):
-            plan = self._drive(self._prepare(thread_id, new))
+        with self._leased(thread_id, new) as run:
+            plan = self._drive(self._prepare(run))
             chunks: list[AIMessageChunk] = []
             model_stream = self._model.stream(
                 plan.messages, config, **{**plan.kwargs, **kwargs}
@@ -858,7 +892,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
                     yield chunks[-1]
             if not chunks:
                 raise _model_call_error(thread_id, ValueError("empty stream"))
-            reply = self._finish(thread_id, plan.snapshot, _merged(chunks))
+            reply = self._finish(run, plan.snapshot, _merged(chunks))
         yield _id_chunk(reply)
 
     async def _astream_run(
@@ -866,8 +900,8 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
     ) -> AsyncGenerator[AIMessageChunk, None]:
         thread_id = thread_id_of(config)
         new = new_messages(input)
-        async with self._aleased(thread_id):
-            plan = await self._adrive(self._prepare(thread_id, new))
+        async with self._aleased(thread_id, new) as run:
+            plan = await self._adrive(self._prepare(run))
             chunks: list[AIMessageChunk] = []
             model_stream = self._model.astream(
                 plan.messages, config, **{**plan.kwargs, **kwargs}
@@ -886,35 +920,41 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
                     yield chunks[-1]
             if not chunks:
                 raise _model_call_error(thread_id, ValueError("empty stream"))
-            reply = await self._afinish(thread_id, plan.snapshot, _merged(chunks))
+            reply = await self._afinish(run, plan.snapshot, _merged(chunks))
         yield _id_chunk(reply)
 
     # --- the store side of a run -----------------------------------------------------
 
-    def _prepare(self, thread_id: str, new: Sequence[NewMessage]) -> _Steps[_Plan]:
-        """Read the thread and assistant, append the input, read and plan the context.
+    def _prepare(self, run: _Run) -> _Steps[_Plan]:
+        """Check what `begin_run` read, drop a retried input, plan the context.
 
-        Written once as the store calls it makes; `_drive` and `_adrive` run it.
+        Written once as the further store calls it may make (rarely any); `_drive`
+        and `_adrive` run it.
         """
-        stored_thread = yield _StoreCall("get_thread", (thread_id,))
-        thread = _as_run_thread(stored_thread, thread_id)
-        stored_assistant = yield _StoreCall("get_assistant", (thread.assistant_id,))
-        assistant = self.assistant_class._from(stored_assistant)
-        appended: list[StoredMessage] = []
-        if new:
-            appended = yield _StoreCall("add_messages", (thread_id, new))
+        thread_id = run.thread_id
+        start = run.start
+        try:
+            thread = _as_run_thread(start.thread, thread_id)
+            if start.assistant is None:
+                raise AssistantNotFoundError(thread.assistant_id)  # noqa: TRY301
+            assistant = self.assistant_class._from(start.assistant)
+        except Exception:
+            # A run that cannot start stores nothing: take its input back out.
+            yield from _delete_step(thread_id, start.appended)
+            raise
+        appended = start.appended
+        rows = start.context
         limit = self.window
         while True:
-            rows = yield from _read_step(thread_id, limit)
             complete = limit is None or len(rows) < limit
             if appended:
                 retried = _retried(rows, appended, thread.hwm, complete)
                 if retried is None:
                     limit = 2 * cast("int", limit)
+                    rows = yield from _read_step(thread_id, limit)
                     continue
                 if retried:  # rare: deleting beats reading the tail on every run
-                    for message in appended:
-                        yield _StoreCall("delete_message", (thread_id, message.id))
+                    yield from _delete_step(thread_id, appended)
                     dropped = {message.id for message in appended}
                     rows = [row for row in rows if row.id not in dropped]
                 appended = []
@@ -931,6 +971,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
             if plan is not None:
                 return plan
             limit = 2 * cast("int", limit)
+            rows = yield from _read_step(thread_id, limit)
 
     def _drive(self, steps: _Steps[T]) -> T:
         result: Any = None
@@ -951,52 +992,76 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
             method = getattr(self.store, "a" + call.method)
             result = await method(*call.args, **call.kwargs)
 
-    def _finish(self, thread_id: str, snapshot: str, reply: LCBaseMessage) -> AIMessage:
+    def _finish(self, run: _Run, snapshot: str, reply: LCBaseMessage) -> AIMessage:
         new, patch = _reply_write(reply, snapshot)
-        (stored,) = self.store.add_messages(thread_id, [new], thread_patch=patch)
+        run.stop_renewals()  # so that none lands after finish_run's release
+        stored = self.store.finish_run(
+            run.thread_id, owner=run.owner, reply=new, thread_patch=patch
+        )
+        run.finished = True
         return _stored_reply(stored)
 
     async def _afinish(
-        self, thread_id: str, snapshot: str, reply: LCBaseMessage
+        self, run: _Run, snapshot: str, reply: LCBaseMessage
     ) -> AIMessage:
         new, patch = _reply_write(reply, snapshot)
-        (stored,) = await self.store.aadd_messages(thread_id, [new], thread_patch=patch)
+        await run.astop_renewals()
+        stored = await self.store.afinish_run(
+            run.thread_id, owner=run.owner, reply=new, thread_patch=patch
+        )
+        run.finished = True
         return _stored_reply(stored)
 
     # --- the run lease ---------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _leased(self, thread_id: str) -> Iterator[None]:
+    def _leased(self, thread_id: str, new: Sequence[NewMessage]) -> Iterator[_Run]:
+        """Begin a run (waiting for a busy thread), then hold its lease until done."""
         owner = uuid.uuid4().hex
         deadline = time.monotonic() + self.wait_timeout
         delay = _POLL_FIRST
-        checked = False
-        while not self.store.acquire_lease(thread_id, owner, self.lease_ttl):
-            if not checked:  # an unknown thread raises now rather than at the timeout
-                self.store.get_thread(thread_id)
-                checked = True
+        while True:
+            start = self.store.begin_run(
+                thread_id,
+                owner=owner,
+                ttl=self.lease_ttl,
+                messages=new,
+                context_limit=self.window,
+            )
+            if start is not None:
+                break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise _busy_error(thread_id, self.wait_timeout)
             time.sleep(_jittered(delay, remaining))
             delay = _next_poll(delay)
         held = _RENEWALS.hold(self.store, thread_id, owner, self.lease_ttl)
+        run = _Run(thread_id, owner, start, held=held)
         try:
-            yield
+            yield run
         finally:
-            _RENEWALS.drop(held)
-            self.store.release_lease(thread_id, owner)
+            run.stop_renewals()
+            if not run.finished:  # finish_run gave the lease back with the reply
+                self.store.release_lease(thread_id, owner)
 
     @contextlib.asynccontextmanager
-    async def _aleased(self, thread_id: str) -> AsyncIterator[None]:
+    async def _aleased(
+        self, thread_id: str, new: Sequence[NewMessage]
+    ) -> AsyncIterator[_Run]:
+        """Async twin of `_leased`."""
         owner = uuid.uuid4().hex
         deadline = time.monotonic() + self.wait_timeout
         delay = _POLL_FIRST
-        checked = False
-        while not await self.store.aacquire_lease(thread_id, owner, self.lease_ttl):
-            if not checked:
-                await self.store.aget_thread(thread_id)
-                checked = True
+        while True:
+            start = await self.store.abegin_run(
+                thread_id,
+                owner=owner,
+                ttl=self.lease_ttl,
+                messages=new,
+                context_limit=self.window,
+            )
+            if start is not None:
+                break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise _busy_error(thread_id, self.wait_timeout)
@@ -1004,12 +1069,13 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
             delay = _next_poll(delay)
         stop = asyncio.Event()
         renewals = asyncio.create_task(self._arenew(thread_id, owner, stop))
+        run = _Run(thread_id, owner, start, renewals=(stop, renewals))
         try:
-            yield
+            yield run
         finally:
-            stop.set()
-            await renewals  # a renewal in flight lands before the release
-            await self.store.arelease_lease(thread_id, owner)
+            await run.astop_renewals()
+            if not run.finished:
+                await self.store.arelease_lease(thread_id, owner)
 
     async def _arenew(self, thread_id: str, owner: str, stop: asyncio.Event) -> None:
         while True:

@@ -37,20 +37,22 @@ from langchain_retro import (
     NothingToRunError,
     RecordClassError,
     RetroValueError,
+    SQLiteStore,
+    ThreadBusyError,
     ThreadMessage,
     ThreadNotFoundError,
     ThreadRunner,
 )
 from langchain_retro.runnables import CHAT_COMPLETION_PARAMETERS
+from langchain_retro.stores.base import BaseStore
 from langchain_retro.testing import FakeChatServer, RecordedRequest, ScriptedReply
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
 
     from _helpers import Caller as Call
     from langchain_openai import ChatOpenAI
-
-    from langchain_retro.stores.base import BaseStore
 
 pytest_plugins = ["_helpers"]
 
@@ -821,3 +823,81 @@ async def test_astream_events_show_the_model_streaming_inside_the_run(
     assert events[-1] == ("on_chain_end", "ThreadRunner")
     assert ("on_chat_model_stream", "ChatOpenAI") in events
     assert kinds(stored(store, thread))[-1] == ("ai", "echo: hi there")
+
+
+# --- the store side of a run ---------------------------------------------------------
+
+
+async def test_a_run_that_cannot_start_stores_nothing(
+    store: BaseStore, server: FakeChatServer, llm: ChatOpenAI, call: Call
+) -> None:
+    assistant = Assistant.create(store, model="m")
+    orphan = new_thread(store, assistant)
+    assistant.delete(store, threads="keep")
+    untuned = new_thread(store)
+    runner = ThreadRunner(store=store, llm=llm, wait_timeout=0)
+    with pytest.raises(AssistantNotFoundError):
+        await call(runner, "invoke", "hi", cfg(orphan))
+    tuned = runner.model_copy(update={"assistant_class": TunedAssistant})
+    with pytest.raises(RecordClassError):
+        await call(tuned, "invoke", "hi", cfg(untuned))
+    for thread in (orphan, untuned):
+        assert stored(store, thread) == []
+        assert store.acquire_lease(thread.id, "next run", 30.0)  # given back
+    assert server.requests == []
+
+
+async def test_a_turn_is_two_store_transactions(
+    tmp_path: Path, server: FakeChatServer, llm: ChatOpenAI, call: Call
+) -> None:
+    with SQLiteStore(tmp_path / "turns.db") as store:
+        thread = new_thread(store)
+        runner = ThreadRunner(store=store, llm=llm, window=50)
+        await call(runner, "invoke", "first", cfg(thread))
+        statements: list[str] = []
+        assert store._conn is not None
+        store._conn.set_trace_callback(statements.append)
+        try:
+            await call(runner, "invoke", "second", cfg(thread))
+        finally:
+            store._conn.set_trace_callback(None)
+    # begin_run (lease, thread, assistant, input, context), then finish_run.
+    assert [s for s in statements if s.startswith("BEGIN")] == ["BEGIN IMMEDIATE"] * 2
+
+
+class DefaultRunsStore(SQLiteStore):
+    """A store with `BaseStore`'s begin_run and finish_run, as a new backend has."""
+
+    begin_run = BaseStore.begin_run
+    abegin_run = BaseStore.abegin_run
+    finish_run = BaseStore.finish_run
+    afinish_run = BaseStore.afinish_run
+
+
+@pytest.mark.parametrize("window", [None, 1])
+async def test_runs_on_a_store_with_the_default_run_methods(
+    tmp_path: Path,
+    server: FakeChatServer,
+    llm: ChatOpenAI,
+    call: Call,
+    window: int | None,
+) -> None:
+    with DefaultRunsStore(tmp_path / "default.db") as store:
+        thread = new_thread(store)
+        runner = ThreadRunner(store=store, llm=llm, window=window, wait_timeout=0)
+        await call(runner, "invoke", "one", cfg(thread))
+        server.fail_next(500)
+        with pytest.raises(ModelCallError):
+            await call(runner, "invoke", "two", cfg(thread))
+        await call(runner, "invoke", "two", cfg(thread))  # a retry: stored once
+        assert kinds(stored(store, thread)) == [
+            ("human", "one"),
+            ("ai", "echo: one"),
+            ("human", "two"),
+            ("ai", "echo: two"),
+        ]
+        assert hwm(store, thread) == stored(store, thread)[2].id
+        assert store.acquire_lease(thread.id, "another run", 30.0)
+        with pytest.raises(ThreadBusyError):
+            await call(runner, "invoke", "three", cfg(thread))
+        assert len(stored(store, thread)) == 4
