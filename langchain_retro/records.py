@@ -96,9 +96,17 @@ class Page(BaseModel, Generic[R]):
     """The id of the last record on the page: the cursor for the next page."""
 
     @classmethod
-    def of(cls, items: list[R], limit: int) -> Page[R]:
-        """Build a page from ``limit + 1`` fetched items."""
-        data = items[:limit]
+    def of(cls, items: list[R], limit: int, *, toward_start: bool = False) -> Page[R]:
+        """Build a page from ``limit + 1`` fetched items.
+
+        Args:
+            items: Up to ``limit + 1`` items in listing order; the extra one only says
+                that more follow.
+            limit: The page size.
+            toward_start: Whether the page was read backwards from a ``before``
+                cursor, so the extra item, if any, is the first one.
+        """
+        data = items[-limit:] if toward_start and len(items) > limit else items[:limit]
         return cls(
             data=data,
             has_more=len(items) > limit,
@@ -273,6 +281,11 @@ class _Record(BaseModel):
                     )
                 out[codec.name] = text
         return out
+
+
+def _backwards(after: str | None, before: str | None) -> bool:
+    """Whether a listing reads back from a ``before`` cursor (the previous page)."""
+    return before is not None and after is None
 
 
 def _base_name(cls: type[_Record]) -> str:
@@ -552,7 +565,10 @@ class BaseThread(_Record):
             order=order,
             limit=limit,
         )
-        return Page.of([cls._from(t) for t in store.list_threads(query)], limit)
+        rows = store.list_threads(query)
+        return Page.of(
+            [cls._from(t) for t in rows], limit, toward_start=_backwards(after, before)
+        )
 
     @classmethod
     async def alist(
@@ -578,7 +594,9 @@ class BaseThread(_Record):
             limit=limit,
         )
         rows = await store.alist_threads(query)
-        return Page.of([cls._from(t) for t in rows], limit)
+        return Page.of(
+            [cls._from(t) for t in rows], limit, toward_start=_backwards(after, before)
+        )
 
 
 class ChatCompletionThread(BaseThread):
@@ -696,8 +714,10 @@ class BaseMessage(_Record):
         await store.adelete_message(self.thread_id, self.id)
 
     @classmethod
-    def _page(cls, rows: Sequence[StoredMessage], limit: int) -> Page[Self]:
-        return Page.of([cls._from(r) for r in rows], limit)
+    def _page(
+        cls, rows: Sequence[StoredMessage], limit: int, *, toward_start: bool
+    ) -> Page[Self]:
+        return Page.of([cls._from(r) for r in rows], limit, toward_start=toward_start)
 
     @classmethod
     def list(
@@ -719,7 +739,10 @@ class BaseMessage(_Record):
             order=order,
             limit=_fetch_limit(limit),
         )
-        return cls._page(rows, limit)
+        # Message cursors are in thread order: only an ascending page read back
+        # from a ``before`` cursor ends at the cursor.
+        backwards = _backwards(after, before) and order == "asc"
+        return cls._page(rows, limit, toward_start=backwards)
 
     @classmethod
     async def alist(
@@ -741,7 +764,10 @@ class BaseMessage(_Record):
             order=order,
             limit=_fetch_limit(limit),
         )
-        return cls._page(rows, limit)
+        # Message cursors are in thread order: only an ascending page read back
+        # from a ``before`` cursor ends at the cursor.
+        backwards = _backwards(after, before) and order == "asc"
+        return cls._page(rows, limit, toward_start=backwards)
 
 
 class ThreadMessage(BaseMessage):

@@ -690,3 +690,38 @@ async def test_filtering_on_a_value_that_spans_keys_is_refused(
     assert info.value.field == "text"
     assert info.value.limit == 512
     assert info.value.size == 600
+
+
+async def test_a_page_before_a_cursor_is_the_previous_page(
+    store: BaseStore, call: Call
+) -> None:
+    thread = await call(BaseThread, "create", store)
+    ids = [
+        (
+            await call(
+                ThreadMessage,
+                "create",
+                store,
+                thread_id=thread.id,
+                message=HumanMessage(f"m{i}"),
+            )
+        ).id
+        for i in range(10)
+    ]
+    page = await call(ThreadMessage, "list", store, thread.id, before=ids[8], limit=2)
+    assert [m.id for m in page.data] == ids[6:8]
+    assert page.has_more
+    first = await call(ThreadMessage, "list", store, thread.id, before=ids[2], limit=2)
+    assert [m.id for m in first.data] == ids[0:2]
+    assert not first.has_more
+    newest_first = await call(
+        ThreadMessage, "list", store, thread.id, before=ids[8], limit=2, order="desc"
+    )
+    assert [m.id for m in newest_first.data] == [ids[7], ids[6]]
+    assert newest_first.has_more
+
+    threads = [(await call(BaseThread, "create", store)).id for _ in range(5)]
+    # Newest first: the threads "before" the oldest of these are the newer ones.
+    back = await call(BaseThread, "list", store, before=threads[0], limit=2)
+    assert [t.id for t in back.data] == [threads[2], threads[1]]
+    assert back.has_more
