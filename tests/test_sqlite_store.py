@@ -350,5 +350,7 @@ async def test_async_reads_do_not_block_the_event_loop(store: SQLiteStore) -> No
     during = [t for t in ticks if started <= t <= finished]
     marks = [started, *during, finished]
     gaps = [b - a for a, b in itertools.pairwise(marks)]
-    assert len(during) >= 3, (len(during), elapsed)
-    assert max(gaps) < elapsed / 3, (max(gaps), elapsed)
+    # A blocking read would leave one gap as long as the read itself. The worker
+    # thread shares the GIL, so under load ticks come late: allow for that.
+    assert len(during) >= 2, (len(during), elapsed)
+    assert max(gaps) < elapsed * 0.6, (max(gaps), elapsed)
