@@ -10,13 +10,17 @@ holds other threads of the same size:
 
 Each cell is the median of ``--repeat`` runs after a warm-up, with the speed-up against
 the anchor, langchain-community's ``SQLChatMessageHistory`` on a SQLite file.
-``InMemoryChatMessageHistory`` shows the floor: a Python list.
+``InMemoryChatMessageHistory`` shows the floor: a Python list. With ``--postgres URL``,
+langchain-retro's `PostgresStore` runs on that server, next to its own anchor there:
+langchain-postgres' ``PostgresChatMessageHistory`` (one table in a schema of its own,
+with the same number of other sessions), and a second table compares the two.
 
 Run::
 
     python bench/history.py                      # sizes 10,1000,10000
     python bench/history.py --sizes 10,1000 --repeat 9 --others 5
     python bench/history.py --profile            # where retro's time goes
+    python bench/history.py --postgres postgresql://user@host/db
 
 Adding a backend is adding a ``(name, factory)`` pair to `backends`.
 """
@@ -55,6 +59,7 @@ from langchain_retro import (  # noqa: E402
 from langchain_retro.stores.base import BaseStore  # noqa: E402
 
 ANCHOR = "community sqlite"
+POSTGRES_ANCHOR = "langchain-postgres"
 WINDOW = 50
 GROW_BATCH = 1_000
 BUDGET = 0.25
@@ -237,6 +242,51 @@ class CommunitySQLSubject(Subject):
         self.engine.dispose()
 
 
+class LangchainPostgresSubject(Subject):
+    """langchain-postgres' ``PostgresChatMessageHistory``: one table, one connection.
+
+    Set up as its README does: a psycopg connection and ``create_tables``. Its table
+    name is not schema-qualified, so the connection's ``search_path`` points at a
+    schema of the bench's own, dropped on close.
+    """
+
+    def __init__(self, url: str) -> None:
+        import psycopg  # noqa: PLC0415
+        from langchain_postgres import PostgresChatMessageHistory  # noqa: PLC0415
+        from psycopg import sql  # noqa: PLC0415
+
+        self.url = url
+        self.schema = f"bench_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self.schema))
+            )
+        self.conn = psycopg.connect(url, options=f"-c search_path={self.schema}")
+        self.table = "chat_history"
+        PostgresChatMessageHistory.create_tables(self.conn, self.table)
+        self.factory = PostgresChatMessageHistory
+        self.histories: dict[str, Any] = {}
+
+    def new_session(self) -> str:
+        session = str(uuid.uuid4())
+        self.histories[session] = self.factory(
+            self.table, session, sync_connection=self.conn
+        )
+        return session
+
+    def history(self, session: str) -> Any:
+        return self.histories[session]
+
+    def close(self) -> None:
+        import psycopg  # noqa: PLC0415
+        from psycopg import sql  # noqa: PLC0415
+
+        self.conn.close()
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            drop = sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE")
+            conn.execute(drop.format(sql.Identifier(self.schema)))
+
+
 Factory = Callable[[Path], Subject]
 
 
@@ -250,6 +300,7 @@ def backends(args: argparse.Namespace) -> list[tuple[str, Factory]]:
     if args.postgres:
         url = args.postgres
         out.insert(1, ("retro postgres", lambda wd: RetroSubject.postgres(url, wd)))
+        out.append((POSTGRES_ANCHOR, lambda wd: LangchainPostgresSubject(url)))
     return out
 
 
@@ -370,19 +421,47 @@ def print_table(
     print()
 
 
-def print_targets(results: dict[int, dict[str, dict[str, float]]]) -> None:
-    retro = {size: by_backend["retro sqlite"] for size, by_backend in results.items()}
+def print_pair(
+    results: dict[int, dict[str, dict[str, float]]], subject: str, anchor: str
+) -> None:
+    """``subject`` against ``anchor`` on the same server, cell by cell."""
+    print(f"{subject} against {anchor} (same server; Nx = times faster):\n")
+    header = f"{'messages':>9}  {'operation':<10}{subject:>16}{anchor:>22}{'ratio':>10}"
+    print(header)
+    print("-" * len(header))
+    for size, by_backend in results.items():
+        for operation in OPERATIONS:
+            ours, theirs = by_backend[subject][operation], by_backend[anchor][operation]
+            print(
+                f"{size:>9,}  {operation:<10}{duration(ours):>16}{duration(theirs):>22}"
+                f"{theirs / ours:>9.1f}x"
+            )
+    print()
+
+
+def print_targets(
+    results: dict[int, dict[str, dict[str, float]]],
+    subject: str,
+    anchor: str,
+    newest_under_ms: float | None,
+) -> None:
+    retro = {size: by_backend[subject] for size, by_backend in results.items()}
     newest = f"newest {WINDOW}"
     verdicts: list[tuple[str, bool, str]] = []
     if 10_000 in results:
-        ratio = results[10_000][ANCHOR]["full read"] / retro[10_000]["full read"]
+        ratio = results[10_000][anchor]["full read"] / retro[10_000]["full read"]
         verdicts.append(
-            (f"full read at 10,000 >= 4x {ANCHOR}", ratio >= 4, f"{ratio:.1f}x")
+            (f"full read at 10,000 >= 4x {anchor}", ratio >= 4, f"{ratio:.1f}x")
         )
-    worst = max(r[newest] for r in retro.values())
-    verdicts.append(
-        (f"{newest} < 1 ms at every size", worst < 1, f"max {duration(worst).strip()}")
-    )
+    if newest_under_ms is not None:
+        worst = max(r[newest] for r in retro.values())
+        verdicts.append(
+            (
+                f"{newest} < {newest_under_ms:g} ms at every size",
+                worst < newest_under_ms,
+                f"max {duration(worst).strip()}",
+            )
+        )
     # Flat: a thread that holds a full window reads it in the same time at any length.
     full_windows = [r[newest] for size, r in retro.items() if size >= WINDOW]
     if len(full_windows) > 1:
@@ -399,7 +478,7 @@ def print_targets(results: dict[int, dict[str, dict[str, float]]]) -> None:
     verdicts.append(
         ("append 2 flat over sizes (max/min <= 2)", spread <= 2, f"{spread:.2f}")
     )
-    print("Targets (retro sqlite):")
+    print(f"Targets ({subject}):")
     for label, ok, detail in verdicts:
         print(f"  [{'ok' if ok else 'MISS'}] {label}: {detail}")
 
@@ -416,7 +495,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--others", type=int, default=20, help="other threads in each database"
     )
     parser.add_argument(
-        "--postgres", metavar="URL", help="also run langchain-retro on PostgreSQL"
+        "--postgres",
+        metavar="URL",
+        help="also run langchain-retro and langchain-postgres on PostgreSQL",
     )
     parser.add_argument(
         "--profile", action="store_true", help="profile retro's full read at the end"
@@ -452,7 +533,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         file=sys.stderr,
                     )
             print_table(names, results, args.others)
-            print_targets(results)
+            print_targets(results, "retro sqlite", ANCHOR, newest_under_ms=1)
+            if args.postgres:
+                print()
+                print_pair(results, "retro postgres", POSTGRES_ANCHOR)
+                print_targets(
+                    results, "retro postgres", POSTGRES_ANCHOR, newest_under_ms=None
+                )
             if args.profile:
                 print(f"\ncProfile of 5 full reads at {sizes[-1]:,} (retro sqlite):")
                 print(profile_full_read(populations["retro sqlite"]))
