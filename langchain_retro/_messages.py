@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import pydantic_core
 from langchain_core.messages import (
@@ -34,7 +36,14 @@ from pydantic import ValidationError
 
 from langchain_retro.errors import MessageConversionError
 
-__all__ = ["ROLES", "from_payload", "role_of", "to_payload", "to_payloads"]
+__all__ = [
+    "ROLES",
+    "MessageCache",
+    "from_payload",
+    "role_of",
+    "to_payload",
+    "to_payloads",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -204,3 +213,54 @@ def from_payload(payload: str, message_id: str) -> BaseMessage:
         raise MessageConversionError(
             f"Stored message {message_id!r} is not a valid {cls.__name__}: {exc}"
         ) from exc
+
+
+class _Row(Protocol):
+    """What a cache needs of a stored message row."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def payload(self) -> str: ...
+
+
+class MessageCache:
+    """Messages rebuilt from stored rows, by id; the least recently used go first.
+
+    A stored message's content never changes (only its metadata can), and ids are
+    never reused, so a message rebuilt once stands for its row for good: reading a
+    long thread again still reads every row, but rebuilds only the new ones.
+    Thread-safe.
+    """
+
+    def __init__(self, size: int) -> None:
+        """Keep up to ``size`` messages; 0 turns the cache off."""
+        self.size = size
+        self._items: OrderedDict[str, BaseMessage] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def rebuild(self, rows: Sequence[_Row], *, copy: bool = False) -> list[BaseMessage]:
+        """Rebuild rows into messages, in order, from the cache where it can.
+
+        Args:
+            rows: Stored rows (anything with ``id`` and ``payload``).
+            copy: Whether to hand out copies, so that a caller changing a message
+                cannot change what later reads return.
+        """
+        if self.size == 0:
+            return [from_payload(row.payload, row.id) for row in rows]
+        out: list[BaseMessage] = []
+        with self._lock:
+            items = self._items
+            for row in rows:
+                message = items.get(row.id)
+                if message is None:
+                    message = from_payload(row.payload, row.id)
+                    items[row.id] = message
+                else:
+                    items.move_to_end(row.id)
+                out.append(message)
+            while len(items) > self.size:
+                items.popitem(last=False)
+        return [m.model_copy() for m in out] if copy else out

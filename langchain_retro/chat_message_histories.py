@@ -21,9 +21,19 @@ _OFFLOAD_ROWS = 100
 """Rebuilding more messages than this runs in a worker thread, off the event loop."""
 
 
+_CACHE = _messages.MessageCache(50_000)
+"""Messages rebuilt by any history of this process, shared: a chain reads its whole
+history every turn, and only the messages added since need rebuilding.
+
+Readers get shallow copies: a field reassigned on a returned message stays with that
+reader. A nested dict or list changed in place would be seen by later reads in this
+process (never by the store), as with ``InMemoryChatMessageHistory``, which hands out
+its own objects."""
+
+
 def _rebuild(rows: Sequence[StoredMessage], newest_first: bool) -> list[BaseMessage]:
-    ordered = reversed(rows) if newest_first else rows
-    return [_messages.from_payload(row.payload, row.id) for row in ordered]
+    ordered = list(reversed(rows)) if newest_first else rows
+    return _CACHE.rebuild(ordered, copy=True)
 
 
 async def _arebuild(
@@ -69,6 +79,10 @@ class AssistantThreadChatMessageHistory(BaseChatMessageHistory):
             await history.aget_messages()
 
     An unknown thread id raises `ThreadNotFoundError` (a ``LookupError``) on first use.
+
+    Messages rebuilt from the store are cached per process by id (stored messages
+    never change), so reading a long history again rebuilds only what was added.
+    Reads return shallow copies: treat nested dicts and lists as read-only.
     """
 
     def __init__(

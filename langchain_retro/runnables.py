@@ -30,7 +30,6 @@ import random
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -307,8 +306,8 @@ def plan_run(
         window: How many messages the context holds at most; ``None`` for all.
         max_tokens_context: An optional token budget for system message + context.
         token_counter: Counts the tokens of a list of messages.
-        rebuild: Turns stored rows into messages; `_MessageCache.rebuild` or, by
-            default, a fresh rebuild of each.
+        rebuild: Turns stored rows into messages (a `MessageCache`'s ``rebuild``);
+            by default each row is rebuilt afresh.
 
     Returns:
         The plan, or ``None`` if older messages must be read first.
@@ -335,7 +334,7 @@ def plan_run(
         if not complete:
             return None
         first = 0
-    conversation = _without_orphans((rebuild or _rebuild)(rows[first : last + 1]))
+    conversation = _without_orphans((rebuild or _rebuild_all)(rows[first : last + 1]))
     system: list[LCBaseMessage] = (
         [SystemMessage(assistant.instructions)] if assistant.instructions else []
     )
@@ -350,41 +349,8 @@ def plan_run(
     )
 
 
-def _rebuild(rows: Sequence[StoredMessage]) -> list[LCBaseMessage]:
+def _rebuild_all(rows: Sequence[StoredMessage]) -> list[LCBaseMessage]:
     return [_messages.from_payload(row.payload, row.id) for row in rows]
-
-
-class _MessageCache:
-    """Messages rebuilt from stored rows, by id; the least recently used go first.
-
-    A stored message's content never changes (only its metadata can), so a message
-    rebuilt once stands for its row for good: a turn on a long thread still reads
-    every row it sends, but rebuilds only the new ones. Nothing mutates the messages
-    handed to the model, so runs share them.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[str, LCBaseMessage] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def rebuild(self, rows: Sequence[StoredMessage]) -> list[LCBaseMessage]:
-        if self.size == 0:
-            return _rebuild(rows)
-        out: list[LCBaseMessage] = []
-        with self._lock:
-            items = self._items
-            for row in rows:
-                message = items.get(row.id)
-                if message is None:
-                    message = _messages.from_payload(row.payload, row.id)
-                    items[row.id] = message
-                else:
-                    items.move_to_end(row.id)
-                out.append(message)
-            while len(items) > self.size:
-                items.popitem(last=False)
-        return out
 
 
 def _reply_write(
@@ -731,14 +697,14 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
     """Messages kept rebuilt in memory, so a turn rebuilds only new ones; 0 for none."""
 
     _model: Runnable[LanguageModelInput, LCBaseMessage] = PrivateAttr()
-    _cache: _MessageCache = PrivateAttr()
+    _cache: _messages.MessageCache = PrivateAttr()
 
     @override
     def model_post_init(self, context: Any, /) -> None:
         super().model_post_init(context)
         llm = _chat_completions_model(self.llm)
         self._model = llm.bind_tools(list(self.tools)) if self.tools else llm
-        self._cache = _MessageCache(self.message_cache_size)
+        self._cache = _messages.MessageCache(self.message_cache_size)
 
     @property
     @override

@@ -253,3 +253,64 @@ async def test_runnable_with_message_history(store: BaseStore, how: str) -> None
         "And again",
     ]
     assert store.count_messages(thread.id) == 4
+
+
+# --- rebuilt messages are cached, handed out as copies ------------------------------
+
+
+async def test_changing_a_read_message_changes_neither_store_nor_later_reads(
+    store: BaseStore, call: Call
+) -> None:
+    history = await new_history(call, store)
+    await call(history, "add_messages", [HumanMessage("q1"), AIMessage("a1")])
+    first = await call.messages(history)
+    first[0].content = "tampered"  # reassigned fields stay with this reader
+    first[1].response_metadata = {"y": 2}
+    again = await call.messages(history)
+    assert contents(again) == ["q1", "a1"]
+    assert again[1].response_metadata == {}
+    assert again[0] is not first[0]
+    stored = await call(store, "list_messages", history.thread_id)
+    assert [r.payload for r in stored] == [
+        '{"type":"human","content":"q1"}',
+        '{"type":"ai","content":"a1"}',
+    ]
+
+
+async def test_a_deleted_message_is_not_served_from_the_cache(
+    store: BaseStore, call: Call
+) -> None:
+    history = await new_history(call, store)
+    await call(history, "add_messages", [HumanMessage("q1"), AIMessage("a1")])
+    read = await call.messages(history)
+    assert read[0].id is not None
+    await call(store, "delete_message", history.thread_id, read[0].id)
+    assert contents(await call.messages(history)) == ["a1"]
+    await call(history, "clear")
+    assert await call.messages(history) == []
+
+
+def test_message_cache_evicts_the_least_recently_used() -> None:
+    from langchain_retro._messages import MessageCache, to_payload  # noqa: PLC0415
+    from langchain_retro.stores.base import StoredMessage  # noqa: PLC0415
+
+    rows = [
+        StoredMessage(
+            id=f"msg_{i}",
+            created_at=0,
+            thread_id="thread_x",
+            role="user",
+            payload=to_payload(HumanMessage(f"m{i}")),
+        )
+        for i in range(3)
+    ]
+    cache = MessageCache(2)
+    first = cache.rebuild(rows[:2])
+    assert cache.rebuild(rows[:1])[0] is first[0]  # served, and now most recent
+    cache.rebuild(rows[2:])  # evicts msg_1, the least recently used
+    assert cache.rebuild(rows[:1])[0] is first[0]
+    assert cache.rebuild(rows[1:2])[0] is not first[1]
+    copies = cache.rebuild(rows[:1], copy=True)
+    assert copies[0] == first[0]
+    assert copies[0] is not first[0]
+    assert MessageCache(0).rebuild(rows[:1])[0] is not first[0]
