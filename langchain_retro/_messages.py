@@ -14,7 +14,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import pydantic_core
 from langchain_core.messages import (
@@ -215,16 +215,6 @@ def from_payload(payload: str, message_id: str) -> BaseMessage:
         ) from exc
 
 
-class _Row(Protocol):
-    """What a cache needs of a stored message row."""
-
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def payload(self) -> str: ...
-
-
 class MessageCache:
     """Messages rebuilt from stored rows, by id; the least recently used go first.
 
@@ -240,26 +230,28 @@ class MessageCache:
         self._items: OrderedDict[str, BaseMessage] = OrderedDict()
         self._lock = threading.Lock()
 
-    def rebuild(self, rows: Sequence[_Row], *, copy: bool = False) -> list[BaseMessage]:
-        """Rebuild rows into messages, in order, from the cache where it can.
+    def rebuild(
+        self, rows: Sequence[tuple[str, str]], *, copy: bool = False
+    ) -> list[BaseMessage]:
+        """Rebuild ``(id, payload)`` rows into messages, in order, cached where it can.
 
         Args:
-            rows: Stored rows (anything with ``id`` and ``payload``).
-            copy: Whether to hand out copies, so that a caller changing a message
-                cannot change what later reads return.
+            rows: Stored messages' ids and payloads.
+            copy: Whether to hand out shallow copies, so that a caller reassigning a
+                message's field cannot change what later reads return.
         """
         if self.size == 0:
-            return [from_payload(row.payload, row.id) for row in rows]
+            return [from_payload(payload, message_id) for message_id, payload in rows]
         out: list[BaseMessage] = []
         with self._lock:
             items = self._items
-            for row in rows:
-                message = items.get(row.id)
+            for message_id, payload in rows:
+                message = items.get(message_id)
                 if message is None:
-                    message = from_payload(row.payload, row.id)
-                    items[row.id] = message
+                    message = from_payload(payload, message_id)
+                    items[message_id] = message
                 else:
-                    items.move_to_end(row.id)
+                    items.move_to_end(message_id)
                 out.append(message)
             while len(items) > self.size:
                 items.popitem(last=False)

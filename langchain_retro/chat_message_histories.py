@@ -10,7 +10,7 @@ from langchain_core.messages import BaseMessage
 
 from langchain_retro import _messages
 from langchain_retro._metadata import MetadataPatch
-from langchain_retro.stores.base import BaseStore, NewMessage, StoredMessage
+from langchain_retro.stores.base import BaseStore, NewMessage
 
 __all__ = ["AssistantThreadChatMessageHistory"]
 
@@ -31,13 +31,13 @@ process (never by the store), as with ``InMemoryChatMessageHistory``, which hand
 its own objects."""
 
 
-def _rebuild(rows: Sequence[StoredMessage], newest_first: bool) -> list[BaseMessage]:
+def _rebuild(rows: Sequence[tuple[str, str]], newest_first: bool) -> list[BaseMessage]:
     ordered = list(reversed(rows)) if newest_first else rows
     return _CACHE.rebuild(ordered, copy=True)
 
 
 async def _arebuild(
-    rows: Sequence[StoredMessage], newest_first: bool
+    rows: Sequence[tuple[str, str]], newest_first: bool
 ) -> list[BaseMessage]:
     # Validating thousands of messages takes tens of milliseconds: not on the loop.
     if len(rows) > _OFFLOAD_ROWS:
@@ -111,17 +111,19 @@ class AssistantThreadChatMessageHistory(BaseChatMessageHistory):
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
         """The thread's messages, oldest first (the newest ``window`` if set)."""
         if self.window is None:
-            return _rebuild(self.store.list_messages(self.thread_id), False)
-        rows = self.store.list_messages(self.thread_id, order="desc", limit=self.window)
+            return _rebuild(self.store.list_message_payloads(self.thread_id), False)
+        rows = self.store.list_message_payloads(
+            self.thread_id, order="desc", limit=self.window
+        )
         return _rebuild(rows, True)
 
     async def aget_messages(self) -> list[BaseMessage]:
         """Async twin of `messages`."""
         if self.window is None:
             return await _arebuild(
-                await self.store.alist_messages(self.thread_id), False
+                await self.store.alist_message_payloads(self.thread_id), False
             )
-        rows = await self.store.alist_messages(
+        rows = await self.store.alist_message_payloads(
             self.thread_id, order="desc", limit=self.window
         )
         return await _arebuild(rows, True)

@@ -932,7 +932,9 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
                 window=self.window,
                 max_tokens_context=self.max_tokens_context,
                 token_counter=self.token_counter,
-                rebuild=self._cache.rebuild,
+                rebuild=lambda rows: self._cache.rebuild(
+                    [(row.id, row.payload) for row in rows]
+                ),
             )
             if plan is not None:
                 return plan

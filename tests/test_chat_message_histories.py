@@ -292,18 +292,8 @@ async def test_a_deleted_message_is_not_served_from_the_cache(
 
 def test_message_cache_evicts_the_least_recently_used() -> None:
     from langchain_retro._messages import MessageCache, to_payload  # noqa: PLC0415
-    from langchain_retro.stores.base import StoredMessage  # noqa: PLC0415
 
-    rows = [
-        StoredMessage(
-            id=f"msg_{i}",
-            created_at=0,
-            thread_id="thread_x",
-            role="user",
-            payload=to_payload(HumanMessage(f"m{i}")),
-        )
-        for i in range(3)
-    ]
+    rows = [(f"msg_{i}", to_payload(HumanMessage(f"m{i}"))) for i in range(3)]
     cache = MessageCache(2)
     first = cache.rebuild(rows[:2])
     assert cache.rebuild(rows[:1])[0] is first[0]  # served, and now most recent

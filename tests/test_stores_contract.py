@@ -930,3 +930,23 @@ def test_stored_objects_are_frozen(store: BaseStore) -> None:
     assert isinstance(thread, StoredThread)
     with pytest.raises(ValueError, match="frozen"):
         thread.id = "x"  # type: ignore[misc]
+
+
+async def test_message_payloads_are_the_listed_rows(
+    store: BaseStore, call: Call
+) -> None:
+    thread = await call(store, "create_thread", {})
+    await call(
+        store,
+        "add_messages",
+        thread.id,
+        [new(f"q{i}") for i in range(5)],
+    )
+    for order, limit in (("asc", None), ("desc", None), ("desc", 2), ("asc", 3)):
+        rows = await call(store, "list_messages", thread.id, order=order, limit=limit)
+        pairs = await call(
+            store, "list_message_payloads", thread.id, order=order, limit=limit
+        )
+        assert pairs == [(row.id, row.payload) for row in rows]
+    with pytest.raises(ThreadNotFoundError):
+        await call(store, "list_message_payloads", "thread_00000000000000000000000000")

@@ -406,6 +406,25 @@ class BaseStore(ABC):
     ) -> list[StoredMessage]:
         """Async twin of `list_messages`."""
 
+    def list_message_payloads(
+        self, thread_id: str, *, order: Order = "asc", limit: int | None = None
+    ) -> list[tuple[str, str]]:
+        """``(id, payload)`` of a thread's messages: a chat history's read.
+
+        The same rows as `list_messages`, without their row objects; stores may
+        override it to skip building them. ``limit`` keeps the first rows in
+        ``order``.
+        """
+        rows = self.list_messages(thread_id, order=order, limit=limit)
+        return [(row.id, row.payload) for row in rows]
+
+    async def alist_message_payloads(
+        self, thread_id: str, *, order: Order = "asc", limit: int | None = None
+    ) -> list[tuple[str, str]]:
+        """Async twin of `list_message_payloads`."""
+        rows = await self.alist_messages(thread_id, order=order, limit=limit)
+        return [(row.id, row.payload) for row in rows]
+
     @abstractmethod
     def update_message(
         self, thread_id: str, message_id: str, patch: MetadataPatch

@@ -748,6 +748,32 @@ class SQLiteStore(BaseStore):
         limit: int | None = None,
     ) -> list[StoredMessage]:
         """List a thread's messages in thread order."""
+        rows = self._message_rows(thread_id, after, before, order, limit)
+        return [_message(row, thread_id) for row in rows]
+
+    def list_message_payloads(
+        self, thread_id: str, *, order: Order = "asc", limit: int | None = None
+    ) -> list[tuple[str, str]]:
+        """(id, payload) of a thread's messages, without building row objects."""
+        rows = self._message_rows(thread_id, None, None, order, limit)
+        return [(row[0], row[4]) for row in rows]
+
+    async def alist_message_payloads(
+        self, thread_id: str, *, order: Order = "asc", limit: int | None = None
+    ) -> list[tuple[str, str]]:
+        """Async twin of `list_message_payloads`."""
+        return await self._run(
+            self.list_message_payloads, thread_id, order=order, limit=limit
+        )
+
+    def _message_rows(
+        self,
+        thread_id: str,
+        after: str | None,
+        before: str | None,
+        order: Order,
+        limit: int | None,
+    ) -> list[Any]:
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, not {limit}")
         sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.thread_seq = ?"  # noqa: S608
@@ -771,7 +797,7 @@ class SQLiteStore(BaseStore):
             rows = conn.execute(sql, params).fetchall()
         if backwards:
             rows.reverse()
-        return [_message(row, thread_id) for row in rows]
+        return rows
 
     async def alist_messages(
         self,
