@@ -737,9 +737,9 @@ def _assistant(row: Sequence[Any]) -> StoredAssistant:
 
 def _message(row: Sequence[Any], thread_id: str) -> StoredMessage:
     """A `StoredMessage` from a row of ``message_columns``."""
-    # Rows come from our own schema: skip validation on the hot read path. Empty
-    # metadata comes back as NULL, sparing a JSON decode per message.
-    return StoredMessage.model_construct(
+    # Empty metadata comes back as NULL, sparing a JSON decode per message. The
+    # validating constructor is faster than model_construct in pydantic 2 here.
+    return StoredMessage(
         id=row[0],
         created_at=row[1],
         metadata=row[2] or {},

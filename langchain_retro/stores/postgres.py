@@ -916,6 +916,23 @@ class PostgresStore(BaseStore):
         order: Order,
         limit: int | None,
     ) -> _Op[list[StoredMessage]]:
+        rows = yield from self._message_rows(thread_id, after, before, order, limit)
+        return [_message(row, thread_id) for row in rows]
+
+    def _list_message_payloads(
+        self, thread_id: str, order: Order, limit: int | None
+    ) -> _Op[list[tuple[str, str]]]:
+        rows = yield from self._message_rows(thread_id, None, None, order, limit)
+        return [(row[0], row[4]) for row in rows]
+
+    def _message_rows(
+        self,
+        thread_id: str,
+        after: str | None,
+        before: str | None,
+        order: Order,
+        limit: int | None,
+    ) -> _Op[_Rows]:
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, not {limit}")
         rows = yield _q_message_cursors(self._names, thread_id, after, before)
@@ -936,9 +953,10 @@ class PostgresStore(BaseStore):
             desc=order == "desc" or backwards,
             limit=limit,
         )
+        found: _Rows = rows
         if backwards:
-            rows.reverse()
-        return [_message(row, thread_id) for row in rows]
+            found.reverse()
+        return found
 
     def list_messages(
         self,
@@ -951,6 +969,18 @@ class PostgresStore(BaseStore):
     ) -> list[StoredMessage]:
         """List a thread's messages in thread order."""
         return self._run(self._list_messages(thread_id, after, before, order, limit))
+
+    def list_message_payloads(
+        self, thread_id: str, *, order: Order = "asc", limit: int | None = None
+    ) -> list[tuple[str, str]]:
+        """(id, payload) of a thread's messages, without building row objects."""
+        return self._run(self._list_message_payloads(thread_id, order, limit))
+
+    async def alist_message_payloads(
+        self, thread_id: str, *, order: Order = "asc", limit: int | None = None
+    ) -> list[tuple[str, str]]:
+        """Async twin of `list_message_payloads`."""
+        return await self._arun(self._list_message_payloads(thread_id, order, limit))
 
     async def alist_messages(
         self,
