@@ -3,7 +3,10 @@
 Times, for one thread of 10, 1,000 and 10,000 stored messages in a database that also
 holds other threads of the same size:
 
-* ``full read``: every message of the thread (``history.messages``);
+* ``full read``: every message of the thread (``history.messages``), read again: in a
+  process that read it before, langchain-retro reuses the messages it rebuilt then;
+* ``cold read``: the same with that cache off, as a process's first read (the same as
+  ``full read`` for the other histories);
 * ``newest 50``: the newest 50 messages (``window=50`` here; slicing the full read for
   histories that cannot ask their store for fewer);
 * ``append 2``: ``add_messages([human, ai])``.
@@ -28,6 +31,7 @@ Adding a backend is adding a ``(name, factory)`` pair to `backends`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import gc
 import io
@@ -39,7 +43,7 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +59,7 @@ from langchain_retro import (  # noqa: E402
     AssistantThreadChatMessageHistory,
     BaseThread,
     SQLiteStore,
+    chat_message_histories,
 )
 from langchain_retro.stores.base import BaseStore  # noqa: E402
 
@@ -144,6 +149,10 @@ class Subject:
     def append(self, session: str, messages: Sequence[BaseMessage]) -> None:
         self.history(session).add_messages(messages)
 
+    def cold(self) -> contextlib.AbstractContextManager[object]:
+        """A block in which reads rebuild every message, as a new process's would."""
+        return contextlib.nullcontext()
+
     def close(self) -> None:
         """Release the database."""
 
@@ -195,6 +204,16 @@ class RetroSubject(Subject):
     def read_newest(self, session: str, count: int) -> list[BaseMessage]:
         assert count == WINDOW
         return self.windows[session].messages
+
+    @contextlib.contextmanager
+    def cold(self) -> Iterator[object]:
+        # The histories' per-process cache of rebuilt messages, turned off.
+        cache = chat_message_histories._CACHE
+        size, cache.size = cache.size, 0
+        try:
+            yield None
+        finally:
+            cache.size = size
 
     def close(self) -> None:
         self.store.close()
@@ -344,7 +363,7 @@ class Population:
                 self.sizes[index] += len(batch)
 
 
-OPERATIONS = ("full read", f"newest {WINDOW}", "append 2")
+OPERATIONS = ("full read", "cold read", f"newest {WINDOW}", "append 2")
 
 
 def measure(
@@ -360,8 +379,14 @@ def measure(
 
     newest = subject.read_newest(session, WINDOW)
     assert len(newest) == min(WINDOW, population.sizes[0]), "wrong window"
+
+    def cold_read() -> object:
+        with subject.cold():
+            return subject.read_all(session)
+
     return {
         "full read": median_ms(lambda: subject.read_all(session), repeat),
+        "cold read": median_ms(cold_read, repeat),
         f"newest {WINDOW}": median_ms(
             lambda: subject.read_newest(session, WINDOW), repeat
         ),
