@@ -48,11 +48,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import BaseMessage
 
 # The community and core histories are deprecated upstream; they are the anchors here.
 warnings.simplefilter("ignore", DeprecationWarning)
 
+from _conversations import conversation  # noqa: E402
 from langchain_core.chat_history import InMemoryChatMessageHistory  # noqa: E402
 
 from langchain_retro import (  # noqa: E402
@@ -69,60 +70,6 @@ WINDOW = 50
 GROW_BATCH = 1_000
 BUDGET = 0.25
 MAX_RUNS = 100
-
-# --- realistic messages --------------------------------------------------------------
-
-WORDS = (  # noqa: SIM905 - a paragraph reads better than 130 list items
-    "the a to of and in is it you that for on with as this was be at by not are "
-    "from or have an they which one can there all will would their what so if "
-    "about more when up out time some could them into other than then now only "
-    "its over also after use two how our work first well way even new want "
-    "because any these give day most us order invoice refund account password "
-    "reset shipping delivery tracking number address update payment card charge "
-    "subscription plan upgrade cancel support ticket error message screen login "
-    "browser app version install please thanks help issue problem question "
-    "answer step check again later today tomorrow week month customer service "
-    "team email phone receipt return policy"
-).split()
-
-
-def sentence(rng: random.Random) -> str:
-    words = rng.choices(WORDS, k=rng.randint(20, 60))
-    return " ".join(words).capitalize() + "."
-
-
-def conversation(rng: random.Random, pairs: int) -> list[BaseMessage]:
-    """``pairs`` human/AI turns; AI turns carry usage and response metadata."""
-    out: list[BaseMessage] = []
-    for _ in range(pairs):
-        out.append(HumanMessage(sentence(rng)))
-        prompt, completion = rng.randint(200, 4000), rng.randint(20, 120)
-        out.append(
-            AIMessage(
-                sentence(rng),
-                id=f"run-{uuid.UUID(int=rng.getrandbits(128))}",
-                usage_metadata={
-                    "input_tokens": prompt,
-                    "output_tokens": completion,
-                    "total_tokens": prompt + completion,
-                    "input_token_details": {"cache_read": 0},
-                    "output_token_details": {"reasoning": 0},
-                },
-                response_metadata={
-                    "token_usage": {
-                        "completion_tokens": completion,
-                        "prompt_tokens": prompt,
-                        "total_tokens": prompt + completion,
-                    },
-                    "model_name": "gpt-4o-mini-2024-07-18",
-                    "system_fingerprint": "fp_0ba0d124f1",
-                    "finish_reason": "stop",
-                    "logprobs": None,
-                },
-            )
-        )
-    return out
-
 
 # --- the histories under test --------------------------------------------------------
 
@@ -358,7 +305,7 @@ class Population:
         for index, session in enumerate(self.sessions):
             while self.sizes[index] < size:
                 count = min(GROW_BATCH, size - self.sizes[index])
-                batch = conversation(rng, (count + 1) // 2)[:count]
+                batch = conversation(rng, count)
                 self.subject.grow(session, batch)
                 self.sizes[index] += len(batch)
 
@@ -370,7 +317,7 @@ def measure(
     population: Population, repeat: int, rng: random.Random
 ) -> dict[str, float]:
     subject, session = population.subject, population.sessions[0]
-    turns = conversation(rng, max(repeat, MAX_RUNS) + 1)
+    turns = conversation(rng, 2 * (max(repeat, MAX_RUNS) + 1))
     pairs = iter(zip(turns[::2], turns[1::2], strict=True))
 
     def append() -> None:

@@ -59,7 +59,6 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import (
-    AIMessage,
     BaseMessage,
     HumanMessage,
     SystemMessage,
@@ -72,6 +71,7 @@ from langchain_openai import ChatOpenAI
 # The core and community histories are deprecated upstream; they are the anchors here.
 warnings.simplefilter("ignore", DeprecationWarning)
 
+from _conversations import conversation  # noqa: E402
 from langchain_community.chat_message_histories import (  # noqa: E402
     SQLChatMessageHistory,
 )
@@ -97,52 +97,6 @@ LIMIT: dict[str, Any] = {"max_concurrency": BATCH_CONCURRENCY}
 FAST = 0.05
 """Turns quicker than this (seconds) are sampled `FAST_REPEAT` times at least."""
 FAST_REPEAT = 25
-
-# --- realistic messages --------------------------------------------------------------
-
-WORDS = (  # noqa: SIM905 - a paragraph reads better than 130 list items
-    "the a to of and in is it you that for on with as this was be at by not are "
-    "from or have an they which one can there all will would their what so if "
-    "about more when up out time some could them into other than then now only "
-    "its over also after use two how our work first well way even new want "
-    "because any these give day most us order invoice refund account password "
-    "reset shipping delivery tracking number address update payment card charge "
-    "subscription plan upgrade cancel support ticket error message screen login "
-    "browser app version install please thanks help issue problem question "
-    "answer step check again later today tomorrow week month customer service "
-    "team email phone receipt return policy"
-).split()
-
-
-def sentence(rng: random.Random) -> str:
-    return " ".join(rng.choices(WORDS, k=rng.randint(20, 60))).capitalize() + "."
-
-
-def conversation(rng: random.Random, count: int) -> list[BaseMessage]:
-    """``count`` alternating human and AI messages, the AI ones with usage metadata."""
-    out: list[BaseMessage] = []
-    for i in range(count):
-        if i % 2 == 0:
-            out.append(HumanMessage(sentence(rng)))
-            continue
-        prompt, completion = rng.randint(200, 4000), rng.randint(20, 120)
-        out.append(
-            AIMessage(
-                sentence(rng),
-                id=f"run-{uuid.UUID(int=rng.getrandbits(128))}",
-                usage_metadata={
-                    "input_tokens": prompt,
-                    "output_tokens": completion,
-                    "total_tokens": prompt + completion,
-                },
-                response_metadata={
-                    "model_name": "gpt-4o-mini-2024-07-18",
-                    "finish_reason": "stop",
-                },
-            )
-        )
-    return out
-
 
 # --- subjects ------------------------------------------------------------------------
 

@@ -55,7 +55,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from _conversations import conversation
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from langchain_retro import (
     Assistant,
@@ -82,23 +83,6 @@ TITLES = {
     "sqlite": "ThreadRunner on SQLite (one file)",
     MODEL_ALONE: "ChatOpenAI.abatch alone on the same messages, kept in lists",
 }
-WORDS = (  # noqa: SIM905 - a paragraph reads better than a list
-    "the a to of and in is it you that for on with as this was be at by not are "
-    "order invoice refund account password reset shipping delivery tracking number "
-    "address update payment card charge subscription plan upgrade cancel support "
-    "ticket error message screen login browser app version install please thanks"
-).split()
-
-
-def conversation(rng: random.Random, count: int) -> list[BaseMessage]:
-    """``count`` alternating human and AI messages of 20 to 60 words."""
-    out: list[BaseMessage] = []
-    for i in range(count):
-        text = " ".join(rng.choices(WORDS, k=rng.randint(20, 60))).capitalize() + "."
-        out.append(HumanMessage(text) if i % 2 == 0 else AIMessage(text))
-    return out
-
-
 # --- the databases -------------------------------------------------------------------
 
 
