@@ -122,6 +122,17 @@ class NewMessage(BaseModel):
     metadata: dict[str, str] = Field(default_factory=dict)
     """The message's metadata, already checked against the store's limits."""
 
+    def stored(self, message_id: str, thread_id: str, created_at: int) -> StoredMessage:
+        """The message as the store now holds it, under the id it was given."""
+        return StoredMessage(
+            id=message_id,
+            created_at=created_at,
+            metadata=self.metadata,
+            thread_id=thread_id,
+            role=self.role,
+            payload=self.payload,
+        )
+
 
 class RunStart(BaseModel):
     """What `BaseStore.begin_run` read and wrote under the run lease it took."""

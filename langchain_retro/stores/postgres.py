@@ -855,14 +855,7 @@ class PostgresStore(BaseStore):
             raise ThreadNotFoundError(thread_id)
         created_at = rows[0][0]
         return [
-            StoredMessage(
-                id=message_id,
-                created_at=created_at,
-                metadata=message.metadata,
-                thread_id=thread_id,
-                role=message.role,
-                payload=message.payload,
-            )
+            message.stored(message_id, thread_id, created_at)
             for message_id, message in zip(ids, messages, strict=True)
         ]
 
@@ -1165,14 +1158,7 @@ class PostgresStore(BaseStore):
         if messages:
             ((appended_at,),) = results[1]
             appended = [
-                StoredMessage(
-                    id=message_id,
-                    created_at=appended_at,
-                    metadata=message.metadata,
-                    thread_id=thread_id,
-                    role=message.role,
-                    payload=message.payload,
-                )
+                message.stored(message_id, thread_id, appended_at)
                 for message_id, message in zip(ids, messages, strict=True)
             ]
         return RunStart.model_construct(
@@ -1240,14 +1226,7 @@ class PostgresStore(BaseStore):
             yield _q_lease_release(names, thread_id, owner)
         if not rows:
             raise ThreadNotFoundError(thread_id)
-        return StoredMessage(
-            id=message_id,
-            created_at=rows[0][0],
-            metadata=reply.metadata,
-            thread_id=thread_id,
-            role=reply.role,
-            payload=reply.payload,
-        )
+        return reply.stored(message_id, thread_id, rows[0][0])
 
     def finish_run(
         self,

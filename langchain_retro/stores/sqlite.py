@@ -314,15 +314,7 @@ class SQLiteStore(BaseStore):
             "SELECT next_seq FROM threads WHERE seq = ?", (thread_seq,)
         ).fetchone()
         stored = [
-            StoredMessage(
-                id=new_id("msg"),
-                created_at=created_at,
-                metadata=message.metadata,
-                thread_id=thread_id,
-                role=message.role,
-                payload=message.payload,
-            )
-            for message in messages
+            message.stored(new_id("msg"), thread_id, created_at) for message in messages
         ]
         conn.executemany(
             "INSERT INTO messages (thread_seq, seq, id, created_at, role, payload, "
