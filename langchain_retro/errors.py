@@ -12,11 +12,13 @@ built-in exception it means, so callers can catch either::
     │   ├── MetadataError                 typed metadata cannot be encoded or decoded
     │   │   └── MetadataLimitError        over a store's key, key-length or value limits
     │   ├── MessageConversionError        a message type outside the allowlist
+    │   ├── MessageIdConflictError        a caller's message id already in the thread
     │   └── RecordClassError              a record of one class read as another
     ├── AssistantInUseError(RetroError, RuntimeError)
     ├── StoreClosedError(RetroError, RuntimeError)
     ├── StoreError(RetroError, RuntimeError)   the backend failed; the cause is chained
-    │   └── SchemaVersionError                 the database is newer than this package
+    │   ├── SchemaVersionError                 the database is newer than this package
+    │   └── CorruptDataError                   a stored row no longer rebuilds
     ├── MissingDependencyError(RetroError, ImportError)
     └── RunError(RetroError, RuntimeError)
         ├── ThreadBusyError(RunError, TimeoutError)
@@ -32,7 +34,9 @@ from __future__ import annotations
 __all__ = [
     "AssistantInUseError",
     "AssistantNotFoundError",
+    "CorruptDataError",
     "MessageConversionError",
+    "MessageIdConflictError",
     "MessageNotFoundError",
     "MetadataError",
     "MetadataLimitError",
@@ -115,6 +119,23 @@ class MessageConversionError(RetroValueError):
     """A message cannot be stored or rebuilt: its type is outside the allowlist."""
 
 
+class MessageIdConflictError(RetroValueError):
+    """A caller-supplied message id is already in the thread; nothing was written.
+
+    Also raised for an id given twice in one batch.
+    """
+
+    def __init__(self, thread_id: str, message_id: str) -> None:
+        self.thread_id = thread_id
+        self.message_id = message_id
+        super().__init__(
+            f"Thread {thread_id!r} already has a message with id {message_id!r} (or "
+            "the batch gives it twice); nothing was written. Message ids are unique "
+            "within a thread: give the message another id, or none to get a "
+            "msg_... id."
+        )
+
+
 class RecordClassError(RetroValueError):
     """A stored record belongs to a class that is not the one asked for."""
 
@@ -142,6 +163,21 @@ class StoreError(RetroError, RuntimeError):
 
 class SchemaVersionError(StoreError):
     """The database was written by a newer langchain-retro than this one."""
+
+
+class CorruptDataError(StoreError):
+    """A stored row no longer rebuilds (edited by hand or by another tool).
+
+    Names the object (and its thread, for a message); other objects stay readable.
+    Nothing outside the allowlist of types is ever revived to read it.
+    """
+
+    def __init__(
+        self, message: str, *, object_id: str, thread_id: str | None = None
+    ) -> None:
+        self.object_id = object_id
+        self.thread_id = thread_id
+        super().__init__(message)
 
 
 class MissingDependencyError(RetroError, ImportError):

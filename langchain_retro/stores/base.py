@@ -32,10 +32,15 @@ from typing import Any, Literal, NamedTuple, Self, TypeAlias, TypeVar, cast
 from pydantic import BaseModel, ConfigDict, Field
 
 from langchain_retro._metadata import UNLIMITED, MetadataLimits, MetadataPatch
-from langchain_retro.errors import AssistantNotFoundError
+from langchain_retro.errors import (
+    AssistantNotFoundError,
+    MessageIdConflictError,
+    RetroValueError,
+)
 
 __all__ = [
     "ASSISTANT_FIELDS",
+    "MAX_MESSAGE_ID_LENGTH",
     "AssistantThreads",
     "BaseStore",
     "NewMessage",
@@ -45,6 +50,8 @@ __all__ = [
     "StoredMessage",
     "StoredThread",
     "ThreadQuery",
+    "check_message_id",
+    "check_new_ids",
 ]
 
 Order = Literal["asc", "desc"]
@@ -108,6 +115,13 @@ class StoredMessage(_Stored):
     """The Assistants-style role: ``user``, ``assistant``, ``system``, ``tool``..."""
     payload: str
     """The LangChain message as JSON text (see ``langchain_retro._messages``)."""
+    run_id: str | None = None
+    """The run that wrote the message (a run's reply); ``None`` for other writes."""
+    assistant_id: str | None = None
+    """The assistant whose run wrote the message; ``None`` for other writes."""
+    reply_to: str | None = None
+    """For a reply: the id of the last message it answered. A run's context places
+    the reply right after that message, whatever was appended in between."""
 
 
 class NewMessage(BaseModel):
@@ -121,17 +135,82 @@ class NewMessage(BaseModel):
     """The LangChain message as JSON text."""
     metadata: dict[str, str] = Field(default_factory=dict)
     """The message's metadata, already checked against the store's limits."""
+    id: str | None = None
+    """The caller's id for the message (checked by `check_message_id`), unique
+    within its thread; ``None`` lets the store assign a ``msg_...`` id."""
+    created_at: int | None = None
+    """Creation time in Unix seconds, for copies that keep it; ``None`` for now."""
+    run_id: str | None = None
+    """The run writing the message, if a run writes it."""
+    assistant_id: str | None = None
+    """The assistant of that run."""
+    reply_to: str | None = None
+    """For a reply: the id of the last message it answers."""
 
     def stored(self, message_id: str, thread_id: str, created_at: int) -> StoredMessage:
         """The message as the store now holds it, under the id it was given."""
         return StoredMessage(
             id=message_id,
-            created_at=created_at,
+            created_at=created_at if self.created_at is None else self.created_at,
             metadata=self.metadata,
             thread_id=thread_id,
             role=self.role,
             payload=self.payload,
+            run_id=self.run_id,
+            assistant_id=self.assistant_id,
+            reply_to=self.reply_to,
         )
+
+
+MAX_MESSAGE_ID_LENGTH = 256
+"""The longest message id a caller may give, in characters."""
+
+
+def check_message_id(message_id: object, thread_id: str) -> str:
+    """Check a caller-supplied message id before anything is written.
+
+    Args:
+        message_id: The id the caller gave the message.
+        thread_id: The thread it goes to, named in the error.
+
+    Returns:
+        The id, unchanged.
+
+    Raises:
+        RetroValueError: If it is not a non-empty string of at most
+            `MAX_MESSAGE_ID_LENGTH` characters without NUL or surrounding whitespace.
+    """
+    if (
+        not isinstance(message_id, str)
+        or not message_id
+        or len(message_id) > MAX_MESSAGE_ID_LENGTH
+        or "\x00" in message_id
+        or message_id != message_id.strip()
+    ):
+        raise RetroValueError(
+            f"Message id {message_id!r} for thread {thread_id!r} is not usable: a "
+            f"message id is a non-empty string of at most {MAX_MESSAGE_ID_LENGTH} "
+            "characters, without NUL or leading/trailing whitespace. Pass another "
+            "id, or none to get a msg_... id."
+        )
+    return message_id
+
+
+def check_new_ids(thread_id: str, messages: Sequence[NewMessage]) -> None:
+    """Check the caller ids of a batch: each usable, none twice in the batch.
+
+    Raises:
+        RetroValueError: For an unusable id.
+        MessageIdConflictError: For an id given twice in the batch.
+    """
+    seen: set[str] = set()
+    for message in messages:
+        if message.id is None:
+            continue
+        check_message_id(message.id, thread_id)
+        if message.id in seen:
+            raise MessageIdConflictError(thread_id, message.id)
+        seen.add(message.id)
 
 
 class RunStart(BaseModel):
@@ -352,14 +431,26 @@ class BaseStore(ABC):
         messages: Sequence[NewMessage],
         *,
         thread_patch: MetadataPatch | None = None,
+        hwm_key: str | None = None,
     ) -> list[StoredMessage]:
         """Append messages to a thread, all or none, in the given order.
+
+        A message with an ``id`` keeps it; the others get a new ``msg_...`` id. An id
+        already in the thread, or given twice in the batch, raises
+        `MessageIdConflictError` and nothing is written. Every check runs before any
+        write.
 
         Args:
             thread_id: The thread to append to.
             messages: The messages, in order.
             thread_patch: A metadata patch applied to the thread in the same
                 transaction (a run moves its ``hwm`` this way with its reply).
+            hwm_key: If set and the batch holds an ``assistant`` message, the thread's
+                metadata entry of this name is set, in the same transaction, to the id
+                of the newest non-assistant message before the batch's last assistant
+                message (looking back into the thread when the batch starts with
+                replies), so what a reply answers counts as answered. Nothing changes
+                when no such message exists. ``thread_patch`` is applied first.
 
         Returns:
             The stored messages, with their ids.
@@ -372,6 +463,7 @@ class BaseStore(ABC):
         messages: Sequence[NewMessage],
         *,
         thread_patch: MetadataPatch | None = None,
+        hwm_key: str | None = None,
     ) -> list[StoredMessage]:
         """Async twin of `add_messages`."""
 
@@ -470,11 +562,62 @@ class BaseStore(ABC):
 
     @abstractmethod
     def count_messages(self, thread_id: str, *, after: str | None = None) -> int:
-        """Count a thread's messages, or those after the message ``after``."""
+        """Count a thread's messages, or those after the message ``after``.
+
+        Without ``after`` it costs the same whatever the thread's length.
+        """
 
     @abstractmethod
     async def acount_messages(self, thread_id: str, *, after: str | None = None) -> int:
         """Async twin of `count_messages`."""
+
+    # --- bulk writes -----------------------------------------------------------------
+
+    def create_threads(
+        self, metadatas: Sequence[Mapping[str, str]]
+    ) -> list[StoredThread]:
+        """Create many threads in one transaction, all or none, in the given order.
+
+        Every metadata map is checked before anything is written. This default makes
+        one `create_thread` call per thread (not atomic); stores override it.
+        """
+        return [self.create_thread(metadata) for metadata in metadatas]
+
+    async def acreate_threads(
+        self, metadatas: Sequence[Mapping[str, str]]
+    ) -> list[StoredThread]:
+        """Async twin of `create_threads`."""
+        return [await self.acreate_thread(metadata) for metadata in metadatas]
+
+    def bulk_add_messages(
+        self, batches: Sequence[tuple[str, Sequence[NewMessage]]]
+    ) -> int:
+        """Append messages to many threads in one transaction, all or none.
+
+        The path for imports and migrations: stores write it with as few statements
+        as they can (multi-row inserts, PostgreSQL ``COPY``) and build no row objects.
+        Each ``(thread_id, messages)`` pair appends as `add_messages` would (ids kept
+        or assigned, order kept); a thread may appear more than once.
+
+        This default makes one `add_messages` call per pair (not atomic); stores
+        override it.
+
+        Returns:
+            How many messages were written.
+        """
+        return sum(
+            len(self.add_messages(thread_id, messages))
+            for thread_id, messages in batches
+        )
+
+    async def abulk_add_messages(
+        self, batches: Sequence[tuple[str, Sequence[NewMessage]]]
+    ) -> int:
+        """Async twin of `bulk_add_messages`."""
+        total = 0
+        for thread_id, messages in batches:
+            total += len(await self.aadd_messages(thread_id, messages))
+        return total
 
     # --- run leases ------------------------------------------------------------------
 
