@@ -43,6 +43,7 @@ __all__ = [
     "MAX_MESSAGE_ID_LENGTH",
     "AssistantThreads",
     "BaseStore",
+    "Lease",
     "NewMessage",
     "Order",
     "RunStart",
@@ -228,6 +229,19 @@ class RunStart(BaseModel):
     context: list[StoredMessage] = Field(default_factory=list)
     """The thread's newest ``context_limit`` messages (all if ``None``), oldest
     first, the appended ones included."""
+
+
+class Lease(BaseModel):
+    """A thread's run lease, as `BaseStore.get_lease` reports it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    thread_id: str
+    """The thread the lease is on."""
+    owner: str
+    """Who holds it: a run's id."""
+    expires_at: float
+    """When it lapses unless renewed, in Unix seconds (the store's clock)."""
 
 
 class ThreadQuery(BaseModel):
@@ -639,6 +653,18 @@ class BaseStore(ABC):
     @abstractmethod
     async def arelease_lease(self, thread_id: str, owner: str) -> None:
         """Async twin of `release_lease`."""
+
+    def get_lease(self, thread_id: str) -> Lease | None:
+        """The thread's run lease if one is held and not expired, else ``None``.
+
+        For telling a waiting user who holds a thread and until when; a run never
+        relies on it (it takes the lease with `acquire_lease`).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not report leases")
+
+    async def aget_lease(self, thread_id: str) -> Lease | None:
+        """Async twin of `get_lease`."""
+        raise NotImplementedError(f"{type(self).__name__} does not report leases")
 
     # --- runs ------------------------------------------------------------------------
 
