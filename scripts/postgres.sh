@@ -18,6 +18,10 @@
 #   RETRO_PG_USER    unprivileged user that owns the server when run as root
 #                    (default postgres; created if missing).
 #   RETRO_PG_BINDIR  directory holding initdb, pg_ctl and postgres.
+#   RETRO_PG_DURABLE 1 for a second, durable server with PostgreSQL's default
+#                    fsync settings (data in .pgdata-durable/, default port
+#                    54339), for benchmarks: the test server turns fsync off,
+#                    which flatters every write.
 #
 # The data lives in .pgdata/ and the Unix socket in .pgrun/ at the repository
 # root. When run as root and the repository is not reachable by the server's
@@ -29,7 +33,11 @@
 set -euo pipefail
 shopt -s inherit_errexit
 
-readonly DEFAULT_PORT=54329
+if [[ ${RETRO_PG_DURABLE:-0} == 1 ]]; then
+    readonly DEFAULT_PORT=54339 SUFFIX=-durable
+else
+    readonly DEFAULT_PORT=54329 SUFFIX=
+fi
 readonly DB_NAME=retro_test
 readonly DB_SUPERUSER=postgres
 readonly PG_USER_DEFAULT=postgres
@@ -152,17 +160,17 @@ make_dir() {
 
 # Sets DATA_DIR and RUN_DIR.
 locate_dirs() {
-    local run_in_repo=$REPO_ROOT/.pgrun base tmp hash
+    local run_in_repo=$REPO_ROOT/.pgrun$SUFFIX base tmp hash
     # 107 bytes is the Unix socket path limit; leave room for the file name.
     if [[ ${#run_in_repo} -le 80 ]] && { ! is_root || as_pg test -x "$REPO_ROOT" 2>/dev/null; }; then
-        DATA_DIR=$REPO_ROOT/.pgdata
+        DATA_DIR=$REPO_ROOT/.pgdata$SUFFIX
         RUN_DIR=$run_in_repo
         return 0
     fi
     hash=$(printf '%s' "$REPO_ROOT" | cksum | cut -d' ' -f1)
     for tmp in "${TMPDIR:-/tmp}" /tmp; do
         tmp=${tmp%/}
-        base=$tmp/langchain-retro-pg-$(id -u)-$hash
+        base=$tmp/langchain-retro-pg-$(id -u)-$hash$SUFFIX
         if [[ -d $tmp ]] && { ! is_root || as_pg test -x "$tmp" 2>/dev/null; } &&
             [[ ${#base} -le 80 ]]; then
             DATA_DIR=$base/data
@@ -214,12 +222,16 @@ port = $port
 listen_addresses = '127.0.0.1'
 unix_socket_directories = $(sql_quote "$RUN_DIR")
 max_connections = 200
+EOF
+    if [[ -z $SUFFIX ]]; then
+        cat >>"$file" <<EOF
 # Test data is disposable, so durability is traded for speed. Never copy these
 # three lines to a server whose data matters.
 fsync = off
 synchronous_commit = off
 full_page_writes = off
 EOF
+    fi
     chmod 0600 "$file"
     give_to_pg "$file"
 }
