@@ -448,9 +448,10 @@ class SQLiteStore(BaseStore):
                 if patch
                 else current.metadata
             )
-            updated = current.model_copy(update={**fields, "metadata": metadata})
             try:
-                StoredAssistant.model_validate(updated.model_dump())
+                updated = StoredAssistant.model_validate(
+                    {**current.model_dump(), **fields, "metadata": metadata}
+                )
             except ValidationError as exc:
                 raise RetroValueError(
                     f"Invalid fields for assistant {assistant_id!r}: {exc}. Nothing "
@@ -1150,12 +1151,11 @@ class SQLiteStore(BaseStore):
                 "WHERE m.thread_seq = ? ORDER BY m.seq DESC LIMIT ?",
                 (thread_seq, -1 if context_limit is None else context_limit),
             ).fetchall()
-        rows.reverse()
+            # Rebuilt inside the transaction: a row that no longer rebuilds rolls
+            # the lease and the input back.
+            context = [sql_.message(r, thread_id) for r in reversed(rows)]
         return RunStart.model_construct(
-            thread=thread,
-            assistant=assistant,
-            appended=appended,
-            context=[sql_.message(r, thread_id) for r in rows],
+            thread=thread, assistant=assistant, appended=appended, context=context
         )
 
     async def abegin_run(
