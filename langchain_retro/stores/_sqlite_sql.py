@@ -123,7 +123,17 @@ def thread(row: Sequence[Any]) -> StoredThread:
 def message(row: Sequence[Any], thread_id: str) -> StoredMessage:
     """Rebuild a message from ``MESSAGE_COLUMNS``."""
     try:
-        # Plain validation is faster than model_construct in pydantic 2 here.
+        # Plain validation is faster than model_construct in pydantic 2 here, and
+        # most messages are not replies: leave their links to the defaults.
+        if row[5] is None and row[6] is None and row[7] is None:
+            return StoredMessage(
+                id=row[0],
+                created_at=row[1],
+                metadata=json.loads(row[2]) if row[2] != "{}" else {},
+                thread_id=thread_id,
+                role=row[3],
+                payload=row[4],
+            )
         return StoredMessage(
             id=row[0],
             created_at=row[1],

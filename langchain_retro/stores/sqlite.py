@@ -905,8 +905,9 @@ class SQLiteStore(BaseStore):
         self, thread_id: str, *, order: Order = "asc", limit: int | None = None
     ) -> list[tuple[str, str]]:
         """(id, payload) of a thread's messages, without building row objects."""
-        rows = self._message_rows(thread_id, None, None, order, limit)
-        return [(row[0], row[4]) for row in rows]
+        return self._message_rows(
+            thread_id, None, None, order, limit, columns="m.id, m.payload"
+        )
 
     async def alist_message_payloads(
         self, thread_id: str, *, order: Order = "asc", limit: int | None = None
@@ -923,10 +924,12 @@ class SQLiteStore(BaseStore):
         before: str | None,
         order: Order,
         limit: int | None,
+        *,
+        columns: str = _MESSAGE_COLUMNS,
     ) -> list[Any]:
         if limit is not None and limit < 0:
             raise RetroValueError(f"limit must be >= 0, not {limit}")
-        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.thread_seq = ?"  # noqa: S608
+        sql = f"SELECT {columns} FROM messages m WHERE m.thread_seq = ?"  # noqa: S608
         with self._tx(write=False) as conn:
             thread_seq, _, _ = self._thread_row(conn, thread_id)
             params: list[Any] = [thread_seq]
