@@ -309,6 +309,10 @@ def test_a_hand_edited_assistant_is_named(store: SQLiteStore, path: Path) -> Non
         assert caught.value.object_id == bad.id
     assert store.get_assistant(good.id) == good
     assert store.list_assistants(limit=1) == [good]
+    edit(path, "UPDATE assistants SET metadata = '{not json' WHERE id = ?", bad.id)
+    with pytest.raises(CorruptDataError) as caught:
+        store.list_assistants(metadata={"a": "1"})  # json_each meets the bad row
+    assert caught.value.object_id == bad.id
 
 
 # --- item 13: opening writes nothing -------------------------------------------------

@@ -251,7 +251,10 @@ def open_database(path: str, *, synchronous: str, busy_timeout: float) -> Opened
     """Open (and create or migrate) a database file, read-only if it must be.
 
     A file that cannot be written (or whose folder cannot hold WAL mode's side files)
-    is opened read-only: reads work, writes raise `StoreError` saying why.
+    is opened read-only: reads work, writes raise `StoreError` saying why. If SQLite
+    cannot read it that way either (a WAL file in a read-only folder without its
+    ``-shm`` file), it is opened ``immutable``: SQLite then assumes no other process
+    changes the file, which holds while nobody can write its folder.
 
     Raises:
         SchemaVersionError: If the file was written by a newer version.

@@ -34,6 +34,7 @@ from langchain_retro._metadata import MetadataLimits, MetadataPatch, check_limit
 from langchain_retro.errors import (
     AssistantInUseError,
     AssistantNotFoundError,
+    CorruptDataError,
     MessageIdConflictError,
     MessageNotFoundError,
     RetroError,
@@ -127,6 +128,11 @@ class SQLiteStore(BaseStore):
 
     Several processes may open the same file: writes are serialised by SQLite,
     message order comes from a per-thread sequence, and run leases live in the file.
+
+    A file this process cannot write (or whose folder it cannot write, which WAL
+    mode needs for its side files) opens read-only: `read_only` says why, reads
+    work, and every write raises `StoreError` with nothing written. Files of an
+    older schema are migrated on open; opening a current file writes nothing.
     """
 
     def __init__(
@@ -552,7 +558,22 @@ class SQLiteStore(BaseStore):
             if where:
                 sql += " WHERE " + " AND ".join(where)
             sql += f" ORDER BY seq {'DESC' if order == 'desc' else 'ASC'} LIMIT ?"
-            return [sql_.assistant(r) for r in conn.execute(sql, (*params, limit))]
+            try:
+                rows = conn.execute(sql, (*params, limit)).fetchall()
+            except sqlite3.OperationalError as exc:
+                # json_each met a metadata column that is not JSON: name its row.
+                bad = conn.execute(
+                    "SELECT id FROM assistants WHERE NOT json_valid(metadata) LIMIT 1"
+                ).fetchone()
+                if bad is None:
+                    raise
+                raise CorruptDataError(
+                    f"Assistant {bad[0]!r} no longer rebuilds: its metadata column "
+                    "is not JSON. Restore it to a JSON object of strings (e.g. "
+                    "'{}'), or delete the assistant.",
+                    object_id=bad[0],
+                ) from exc
+            return [sql_.assistant(r) for r in rows]
 
     async def alist_assistants(
         self,
@@ -1095,9 +1116,11 @@ class SQLiteStore(BaseStore):
         await self._run(self.release_lease, thread_id, owner)
 
     def get_lease(self, thread_id: str) -> Lease | None:
-        """The thread's run lease if one is held and not expired, else ``None``."""
+        """The thread's run lease if one is held and not expired, else ``None``.
+
+        An unknown thread holds no lease: ``None``, as on PostgreSQL.
+        """
         with self._tx(write=False) as conn:
-            self._thread_row(conn, thread_id)
             row = conn.execute(
                 "SELECT owner, expires_at FROM run_leases "
                 "WHERE thread_id = ? AND expires_at >= ?",
