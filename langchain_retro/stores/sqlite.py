@@ -598,8 +598,20 @@ class SQLiteStore(BaseStore):
 
     def create_thread(self, metadata: Mapping[str, str]) -> StoredThread:
         """Create a thread with the given metadata."""
-        (created,) = self.create_threads([metadata])
-        return created
+        _check_metadata(metadata, "a new thread", self.limits)
+        stored = StoredThread(
+            id=new_id("thread"), created_at=_now(), metadata=dict(metadata)
+        )
+        with self._tx(write=True) as conn:
+            cursor = conn.execute(
+                "INSERT INTO threads (id, created_at, metadata) VALUES (?, ?, ?)",
+                (stored.id, stored.created_at, dumps(stored.metadata)),
+            )
+            conn.executemany(
+                "INSERT INTO thread_metadata (key, value, thread_seq) VALUES (?, ?, ?)",
+                [(k, v, cursor.lastrowid) for k, v in stored.metadata.items()],
+            )
+        return stored
 
     async def acreate_thread(self, metadata: Mapping[str, str]) -> StoredThread:
         """Async twin of `create_thread`."""
