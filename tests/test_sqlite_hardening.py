@@ -506,3 +506,19 @@ def test_a_new_file_in_an_unwritable_folder_is_named(tmp_path: Path) -> None:
     assert "not writable" in got["open"], got
     assert "Choose a writable folder" in got["open"]
     assert not (folder / "retro.db").exists()
+
+
+def test_other_hand_edited_columns_are_named_too(
+    store: SQLiteStore, path: Path
+) -> None:
+    thread = store.create_thread({})
+    (message,) = store.add_messages(thread.id, [new("a")])
+    edit(path, "UPDATE messages SET created_at = 'noon' WHERE id = ?", message.id)
+    with pytest.raises(CorruptDataError) as caught:
+        store.list_messages(thread.id)
+    assert (caught.value.object_id, caught.value.thread_id) == (message.id, thread.id)
+    edit(path, "UPDATE threads SET created_at = 'yesterday' WHERE id = ?", thread.id)
+    with pytest.raises(CorruptDataError) as caught:
+        store.get_thread(thread.id)
+    assert caught.value.object_id == thread.id
+    assert isinstance(caught.value.__cause__, ValueError)
