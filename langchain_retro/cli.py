@@ -220,6 +220,29 @@ def _positive(text: str) -> int:
     return value
 
 
+def _db_path(text: str) -> str:
+    # An empty --db (often an unset shell variable: --db "$DB") would make SQLite
+    # open a private temporary database and lose everything written to it.
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"needs a file path, not {text!r}; leave --db out to use "
+            f"${PATH_ENV}, else ./{DEFAULT_PATH}"
+        )
+    return text
+
+
+def _database(flag: str | None) -> str:
+    """The database: ``--db``, else a non-empty ``$LANGCHAIN_RETRO_DB``, else default.
+
+    An empty ``LANGCHAIN_RETRO_DB`` counts as unset (as ``LANGCHAIN_RETRO_DB= cmd``
+    means in a shell); `SQLiteStore` itself would open a throwaway database.
+    """
+    if flag is not None:
+        return flag
+    from_env = os.environ.get(PATH_ENV, "")
+    return from_env if from_env.strip() else DEFAULT_PATH
+
+
 def _metadata(pairs: list[tuple[str, str]] | None) -> dict[str, str]:
     return dict(pairs or [])
 
@@ -653,8 +676,12 @@ def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     parser.add_argument(
         "--db",
         metavar="PATH",
+        type=_db_path,
         default=default(None),
-        help=f"SQLite database file (default: ${PATH_ENV}, else {DEFAULT_PATH})",
+        help=(
+            f"SQLite database file (default: ${PATH_ENV} if set and not empty, "
+            f"else {DEFAULT_PATH})"
+        ),
     )
     parser.add_argument(
         "--json",
@@ -798,7 +825,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace, BaseStore], int] = args.handler
     try:
-        with SQLiteStore(args.db) as store:
+        with SQLiteStore(_database(args.db)) as store:
             return handler(args, store)
     except KeyboardInterrupt:
         print(file=sys.stderr)

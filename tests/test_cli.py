@@ -298,6 +298,32 @@ def test_db_option_env_and_default(
     assert [a["name"] for a in json.loads(out)["data"]] == ["default"]
 
 
+@pytest.mark.parametrize("value", ["", "  "])
+def test_empty_db_option_is_refused_not_a_throwaway_database(
+    cli: Cli, clean_env: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    # sqlite3.connect("") opens a private temporary database: everything written
+    # there would be gone when the command exits.
+    for args in (("--db", value, "assistants", "list"), ("demo", "--db", value)):
+        with pytest.raises(SystemExit) as exit_info:
+            main(list(args))
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert "--db: needs a file path" in err
+        assert "LANGCHAIN_RETRO_DB" in err
+    assert list(clean_env.iterdir()) == []
+
+
+def test_empty_db_variable_counts_as_unset(
+    cli: Cli, clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LANGCHAIN_RETRO_DB", "")
+    kept = make_assistant(cli)
+    assert (clean_env / "langchain-retro.db").exists()
+    # The next command sees what the first one wrote.
+    assert [a["id"] for a in cli.json("assistants", "list")["data"]] == [kept]
+
+
 def test_python_dash_m_runs_the_cli(clean_env: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "langchain_retro", "--json", "threads", "list"],
