@@ -448,7 +448,7 @@ def test_chat_resumes_a_thread_and_stops_at_quit(
     (thread_id,) = set(re.findall(r"thread_\w+", out))
     (assistant_id,) = set(re.findall(r"asst_\w+", out))
     assistant = cli.json("assistants", "show", assistant_id)
-    assert assistant["model"] == "fake-model"
+    assert assistant["model"] == "gpt-4o-mini"  # a real model, even offline
     assert assistant["instructions"] == "Be brief."
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("second\n/quit\nnever sent\n"))
@@ -532,17 +532,27 @@ def test_chat_ctrl_c_exits_130(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> Non
 @pytest.mark.parametrize(
     "args",
     [
-        ("chat", "--thread", "thread_x", "--model", "m"),
-        ("chat", "--assistant", "asst_x", "--instructions", "Be brief."),
+        ("chat", "--thread", "{thread}", "--model", "m"),
+        ("chat", "--thread", "{thread}", "--temperature", "0"),
+        ("chat", "--thread", "{thread}", "--instructions", ""),
+        ("chat", "--assistant", "{assistant}", "--instructions", "Be brief."),
+        ("chat", "--assistant", "{assistant}", "--temperature", "0"),
     ],
 )
 def test_chat_refuses_options_that_do_not_apply(
     cli: Cli, args: tuple[str, ...]
 ) -> None:
-    code, out, err = cli(*args, "--offline")
+    # 0 and "" are values too: they used to pass the check and be ignored.
+    assistant = make_assistant(cli)
+    thread = cli.json("threads", "create", "--assistant", assistant)["id"]
+    filled = [a.format(thread=thread, assistant=assistant) for a in args]
+    code, out, err = cli(*filled, "--offline")
     assert code == 2
     assert out == ""
     assert err.startswith("langchain-retro chat: error: ")
+    assert err.count("\n") == 1
+    assert "update" in err  # names the command that applies the option
+    assert cli.json("threads", "show", thread)["messages"] == []
 
 
 def test_chat_on_an_unknown_thread_is_one_line(cli: Cli) -> None:
