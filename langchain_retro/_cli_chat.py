@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import sys
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import BaseMessage as LCBaseMessage
@@ -23,7 +26,7 @@ from langchain_retro._cli_common import (
     text_of,
 )
 from langchain_retro._cli_records import thread_status
-from langchain_retro.errors import RunError
+from langchain_retro.errors import RunError, ThreadBusyError
 from langchain_retro.records import (
     Assistant,
     BaseAssistant,
@@ -37,7 +40,7 @@ if TYPE_CHECKING:
     from langchain_openai import ChatOpenAI
 
     from langchain_retro.runnables import ThreadRunner
-    from langchain_retro.stores.base import BaseStore
+    from langchain_retro.stores.base import BaseStore, Lease
 
 OFFLINE_LABEL = "assistant [offline echo]> "
 """Starts every line of a reply from the offline model, so none passes for real."""
@@ -52,6 +55,8 @@ DEMO_QUESTIONS = (
     "How do runs work without it?",
 )
 DEMO_PENDING = "Is this message answered yet?"
+DEFAULT_WAIT = 30.0
+"""Seconds ``chat`` waits for a thread another run holds (``--wait``)."""
 
 
 def _no_key_message(offline_command: str) -> str:
@@ -93,11 +98,13 @@ def _has_key() -> bool:
     return bool(os.environ.get("OPENAI_API_KEY"))
 
 
-def _runner(store: BaseStore, llm: ChatOpenAI) -> ThreadRunner:
+def _runner(
+    store: BaseStore, llm: ChatOpenAI, *, wait: float = DEFAULT_WAIT
+) -> ThreadRunner:
     # Imported here: the data-plane commands need neither the runner nor the SDK.
     from langchain_retro.runnables import ThreadRunner  # noqa: PLC0415
 
-    return ThreadRunner(store=store, llm=llm)
+    return ThreadRunner(store=store, llm=llm, wait_timeout=wait)
 
 
 class _ReplyPrinter:
@@ -125,20 +132,97 @@ class _ReplyPrinter:
         sys.stdout.flush()
 
 
-def _stream_reply(
-    runner: ThreadRunner, text: str | None, thread_id: str, label: str
-) -> str:
-    """Run the thread, printing the reply as it streams; returns the reply text."""
+def _started(runner: ThreadRunner, text: str | None, thread_id: str) -> Iterator[Any]:
+    """A run's stream, begun: the lease is taken (or `ThreadBusyError` raised)."""
+    stream = iter(runner.stream(text, config=_config(thread_id)))
+    first = next(stream, None)
+    return itertools.chain([] if first is None else [first], stream)
+
+
+def _print_stream(chunks: Iterator[Any], label: str) -> str:
+    """Print a reply as it streams; returns its text."""
     printer = _ReplyPrinter(label)
     parts: list[str] = []
     try:
-        for chunk in runner.stream(text, config=_config(thread_id)):
+        for chunk in chunks:
             piece = chunk.text if isinstance(chunk, LCBaseMessage) else str(chunk)
             parts.append(piece)
             printer.write(piece)
     finally:
         printer.end()
     return "".join(parts)
+
+
+def _stream_reply(
+    runner: ThreadRunner, text: str | None, thread_id: str, label: str
+) -> str:
+    """Run the thread, printing the reply as it streams; returns the reply text."""
+    return _print_stream(_started(runner, text, thread_id), label)
+
+
+def wait_notice(thread_id: str, lease: Lease | None, wait: float, now: float) -> str:
+    """What ``chat`` says before it waits for a thread another run holds.
+
+    Args:
+        thread_id: The busy thread.
+        lease: Its lease as the store reports it; ``None`` if the store cannot say
+            (or the lease was just given back).
+        wait: Seconds the chat will wait (``--wait``).
+        now: The current Unix time.
+    """
+    waiting = f"waiting up to {wait:g} s for it (--wait SECONDS to change)"
+    if lease is None:
+        return f"thread {thread_id} is busy with another run; {waiting}..."
+    left = max(0.0, lease.expires_at - now)
+    until = datetime.fromtimestamp(lease.expires_at, UTC).strftime("%H:%M:%S")
+    held = (
+        f"thread {thread_id} is busy: run {lease.owner} holds its lease until "
+        f"{until} UTC ({left:.0f} s from now; a run that crashed holds it until then)"
+    )
+    if left > wait:
+        return (
+            f"{held}; {waiting}, which ends first: expect it still busy "
+            f"(--wait {left + 1:.0f} outlasts the lease)..."
+        )
+    return f"{held}; {waiting}..."
+
+
+def _lease(store: BaseStore, thread_id: str) -> Lease | None:
+    try:
+        return store.get_lease(thread_id)
+    except NotImplementedError:
+        return None
+
+
+def busy_line(thread_id: str, wait: float) -> str:
+    """The error line when a thread is still busy after the wait."""
+    return (
+        f"{PROG}: error: thread {thread_id} is still busy after waiting {wait:g} s; "
+        "nothing was sent or stored. Retry later, or pass --wait SECONDS to wait "
+        "longer."
+    )
+
+
+def _chat_turn(
+    args: argparse.Namespace,
+    store: BaseStore,
+    runners: tuple[ThreadRunner, ThreadRunner],
+    thread_id: str,
+    text: str,
+) -> None:
+    """One line of the chat: run now, or say who holds the thread and wait."""
+    at_once, waiting = runners
+    label = OFFLINE_LABEL if args.offline else ONLINE_LABEL
+    try:
+        chunks = _started(at_once, text, thread_id)
+    except ThreadBusyError:
+        # Stored nothing: say why the chat pauses, then wait as told.
+        notice = wait_notice(
+            thread_id, _lease(store, thread_id), args.wait, time.time()
+        )
+        print(notice, flush=True)
+        chunks = _started(waiting, text, thread_id)
+    _print_stream(chunks, label)
 
 
 def _config(thread_id: str) -> RunnableConfig:
@@ -176,6 +260,8 @@ def _chat_options(args: argparse.Namespace) -> list[str]:
     ):
         if value is not None:
             words += [option, value]
+    if args.wait != DEFAULT_WAIT:
+        words += ["--wait", f"{args.wait:g}"]
     return words + _assistant_options(args)
 
 
@@ -287,15 +373,16 @@ def chat(args: argparse.Namespace, store: BaseStore) -> int:
     failed = False
     with _chat_model(args.offline) as llm:
         thread = _chat_thread(args, store)
-        runner = _runner(store, llm)
+        runners = (_runner(store, llm, wait=0), _runner(store, llm, wait=args.wait))
         if args.offline:
             print(OFFLINE_NOTICE)
         resume = ["chat", "--thread", thread.id]
         if args.offline:
             resume.append("--offline")
+        if args.wait != DEFAULT_WAIT:
+            resume += ["--wait", f"{args.wait:g}"]
         print(f"resume later with: {command_line(args, *resume)}")
         print("type a message; /quit or end of input leaves")
-        label = OFFLINE_LABEL if args.offline else ONLINE_LABEL
         for line in _read_lines():
             text = line.strip()
             if text in ("/quit", "/exit"):
@@ -303,7 +390,10 @@ def chat(args: argparse.Namespace, store: BaseStore) -> int:
             if not text:
                 continue
             try:
-                _stream_reply(runner, text, thread.id, label)
+                _chat_turn(args, store, runners, thread.id, text)
+            except ThreadBusyError:
+                print(busy_line(thread.id, args.wait), file=sys.stderr)
+                failed = True
             except RunError as exc:
                 print(f"{PROG}: error: {exc}", file=sys.stderr)
                 failed = True

@@ -49,6 +49,7 @@ from langchain_retro._cli_common import (
     key_value,
     model_name,
     positive,
+    seconds,
 )
 from langchain_retro._cli_records import ASSISTANT_UNSETTABLE, THREAD_UNSETTABLE
 from langchain_retro.errors import AssistantInUseError, RetroError
@@ -137,6 +138,51 @@ def _listing_options(parser: argparse.ArgumentParser) -> None:
     _metadata_option(parser, "only those with this metadata entry")
     parser.add_argument("--limit", type=positive, default=DEFAULT_LIMIT)
     parser.add_argument("--after", metavar="ID", help="the last id of the page before")
+
+
+def _run_commands(
+    commands: Any, command: Callable[..., argparse.ArgumentParser]
+) -> None:
+    """The ``chat`` and ``demo`` commands, which run threads."""
+    chat = command(
+        commands,
+        "chat",
+        _cli_chat.chat,
+        "chat on a thread; lines from stdin, replies streamed",
+    )
+    chat.add_argument("--thread", metavar="ID", help="resume this thread")
+    chat.add_argument("--assistant", metavar="ID", help="new thread of this assistant")
+    chat.add_argument(
+        "--model",
+        type=model_name,
+        help=(
+            "model of the new assistant (default "
+            f"{ONLINE_MODEL}), or the new thread's override"
+        ),
+    )
+    chat.add_argument("--instructions", help="instructions of the new assistant")
+    chat.add_argument("--temperature", type=float, help="of the new assistant, 0 to 2")
+    chat.add_argument(
+        "--wait",
+        type=seconds,
+        default=_cli_chat.DEFAULT_WAIT,
+        metavar="SECONDS",
+        help=(
+            "how long a line waits for the thread while another run holds it "
+            f"(default {_cli_chat.DEFAULT_WAIT:g}); the wait is announced"
+        ),
+    )
+    demo = command(
+        commands,
+        "demo",
+        _cli_chat.demo,
+        "run the whole flow once, offline unless a key is set",
+    )
+    demo.add_argument(
+        "--model",
+        type=model_name,
+        help=f"the assistant's model (default {ONLINE_MODEL})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,35 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     delete = command(threads, "delete", _cli_records.threads_delete, "delete a thread")
     delete.add_argument("thread_id", metavar="ID")
 
-    chat = command(
-        commands,
-        "chat",
-        _cli_chat.chat,
-        "chat on a thread; lines from stdin, replies streamed",
-    )
-    chat.add_argument("--thread", metavar="ID", help="resume this thread")
-    chat.add_argument("--assistant", metavar="ID", help="new thread of this assistant")
-    chat.add_argument(
-        "--model",
-        type=model_name,
-        help=(
-            "model of the new assistant (default "
-            f"{ONLINE_MODEL}), or the new thread's override"
-        ),
-    )
-    chat.add_argument("--instructions", help="instructions of the new assistant")
-    chat.add_argument("--temperature", type=float, help="of the new assistant, 0 to 2")
-    demo = command(
-        commands,
-        "demo",
-        _cli_chat.demo,
-        "run the whole flow once, offline unless a key is set",
-    )
-    demo.add_argument(
-        "--model",
-        type=model_name,
-        help=f"the assistant's model (default {ONLINE_MODEL})",
-    )
+    _run_commands(commands, command)
     return parser
 
 
