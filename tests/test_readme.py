@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import runpy
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,53 @@ def test_readme_block_runs(
     runpy.run_path(str(script), run_name="__main__")
 
 
+REPO_URL = "https://github.com/langchain-retro/langchain-retro"
+"""The repository, as pyproject.toml's project URLs name it."""
+_CODE = re.compile(r"^```.*?^```|`[^`\n]*`", re.M | re.S)
+_INLINE_LINK = re.compile(r"\]\(([^)\s]+)\)")
+_REFERENCE = re.compile(r"\]\[([^\]]+)\]")
+_DEFINITION = re.compile(r"^\[([^\]]+)\]:\s*(\S+)", re.M)
+
+
+def _prose() -> str:
+    return _CODE.sub("", README.read_text(encoding="utf-8"))
+
+
+def _link_targets() -> list[str]:
+    prose = _prose()
+    return _INLINE_LINK.findall(prose) + [t for _, t in _DEFINITION.findall(prose)]
+
+
+def test_readme_links_are_absolute() -> None:
+    # The README is the package index's project page too, where a relative link
+    # points nowhere.
+    targets = _link_targets()
+    assert targets
+    relative = [t for t in targets if not t.startswith(("https://", "#"))]
+    assert relative == []
+    prose = _prose()
+    defined = {name for name, _ in _DEFINITION.findall(prose)}
+    assert set(_REFERENCE.findall(prose)) <= defined
+
+
+def test_readme_links_into_the_repository_name_existing_files() -> None:
+    with (README.parent / "pyproject.toml").open("rb") as f:
+        urls = tomllib.load(f)["project"]["urls"]
+    assert urls["Source"] == REPO_URL
+    prefix = f"{REPO_URL}/blob/main/"
+    for target in _link_targets():
+        if target.startswith(REPO_URL):
+            assert target.startswith(prefix), target
+            assert (README.parent / target.removeprefix(prefix)).is_file(), target
+
+
 def _linked_examples() -> set[str]:
-    text = README.read_text(encoding="utf-8")
-    return set(re.findall(r"\]\((examples/[\w/]+\.py)\)", text))
+    prefix = f"{REPO_URL}/blob/main/"
+    return {
+        t.removeprefix(prefix)
+        for t in _link_targets()
+        if t.startswith(f"{prefix}examples/")
+    }
 
 
 def test_readme_links_every_example_and_only_existing_ones() -> None:
