@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import runpy
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,63 @@ def test_readme_links_every_example_and_only_existing_ones() -> None:
     root = README.parent
     on_disk = {str(p.relative_to(root)) for p in (root / "examples").glob("[!_]*.py")}
     assert _linked_examples() == on_disk
+
+
+# --- the two commands -----------------------------------------------------------------
+
+ROOT = README.parent
+FIRST_COMMANDS = [
+    "python3 -m venv .venv && .venv/bin/pip install -e . "
+    "&& .venv/bin/langchain-retro demo",
+    "bash scripts/test.sh",
+]
+"""The README's first commands, exactly; each must work in a new shell."""
+_BASH = re.compile(r"^```bash\n(.*?)^```", re.M | re.S)
+ACTIVATE = ". .venv/bin/activate"
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    text = README.read_text(encoding="utf-8")
+    first_screen = text.split("\n## ", 1)[0]
+    first_block = _BASH.search(first_screen)
+    assert first_block, "the README's first screen has no bash block"
+    assert first_block.group(1).splitlines() == FIRST_COMMANDS
+    assert first_screen.index("```bash") < first_screen.index("```python")
+
+
+def test_the_first_command_names_what_exists() -> None:
+    # .venv/bin/langchain-retro is the console script pyproject.toml declares,
+    # and demo is one of its commands.
+    from langchain_retro.cli import build_parser  # noqa: PLC0415
+
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    assert scripts == {"langchain-retro": "langchain_retro.cli:main"}
+    assert build_parser().parse_args(["demo"]).command == "demo"
+    # The second: a bash script that parses.
+    done = subprocess.run(  # noqa: S603 - our own script
+        ["bash", "-n", str(ROOT / "scripts" / "test.sh")],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    ci = ROOT / ".ci" / "run"
+    if ci.exists():  # not in the sdist
+        assert "scripts/test.sh" in ci.read_text(encoding="utf-8")
+
+
+def test_readme_never_assumes_an_activated_virtualenv_unannounced() -> None:
+    # In a new shell `python` and `langchain-retro` are not .venv's: a bare one is
+    # fine only after the README has said to activate .venv.
+    text = README.read_text(encoding="utf-8")
+    bare = re.compile(r"^(?:\S+=\S+ )*(python|pip|langchain-retro) ", re.M)
+    first_bare = min(
+        (match.start(1) + block.start(1))
+        for block in _BASH.finditer(text)
+        for match in bare.finditer(block.group(1))
+    )
+    assert ACTIVATE in text[:first_bare]
+    first_screen = text.split("\n## ", 1)[0]
+    assert re.findall(r"`(python|langchain-retro) ", first_screen) == []
+    assert "`.venv/bin/python examples/" in first_screen
