@@ -9,9 +9,11 @@ locally without it, and fail under CI.
 
 from __future__ import annotations
 
+import os
 import re
 import runpy
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -170,3 +172,74 @@ def test_readme_never_assumes_an_activated_virtualenv_unannounced() -> None:
     first_screen = text.split("\n## ", 1)[0]
     assert re.findall(r"`(python|langchain-retro) ", first_screen) == []
     assert "`.venv/bin/python examples/" in first_screen
+
+
+def _fake_venv(tmp_path: Path) -> Path:
+    """A virtualenv folder whose python is this one, marked as installed.
+
+    test.sh then neither creates a virtualenv nor installs anything.
+    """
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    python = venv / "bin" / "python"
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n', encoding="utf-8")
+    python.chmod(0o755)
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        cksum = subprocess.run(
+            ["cksum"],  # noqa: S607 - as test.sh computes it
+            stdin=f,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    (venv / ".langchain-retro-installed").write_text(cksum, encoding="utf-8")
+    return venv
+
+
+def _test_sh(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """scripts/test.sh on one quick test file, with no PostgreSQL to be had."""
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"CI", "RETRO_TEST_POSTGRES_URL", "RETRO_CHECKS", "PYTEST_ADDOPTS"}
+    }
+    # Names a folder without the server's programs, so postgres.sh cannot start one.
+    base["RETRO_PG_BINDIR"] = str(tmp_path / "no-postgres")
+    base["RETRO_VENV"] = str(_fake_venv(tmp_path))
+    return subprocess.run(  # noqa: S603 - our own script
+        [  # noqa: S607
+            "bash",
+            str(ROOT / "scripts" / "test.sh"),
+            "-p",
+            "no:randomly",
+            "tests/test_public_api.py",
+        ],
+        capture_output=True,
+        text=True,
+        env={**base, **env},
+        timeout=300,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_test_sh_without_postgres_runs_the_rest_and_says_so_in_one_line(
+    tmp_path: Path,
+) -> None:
+    done = _test_sh(tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert re.search(r"\b\d+ passed", done.stdout)  # tests did run
+    said = [line for line in done.stdout.splitlines() if "SKIPPED: " in line]
+    assert len(said) == 1
+    assert said[0].startswith("PostgreSQL tests SKIPPED: ")
+    assert "RETRO_TEST_POSTGRES_URL=" in said[0]
+    assert "apt-get install postgresql" in said[0]
+    assert "All steps passed." in done.stdout
+
+
+def test_test_sh_under_ci_fails_when_postgres_is_missing(tmp_path: Path) -> None:
+    done = _test_sh(tmp_path, CI="true")
+    assert done.returncode != 0
+    assert re.search(r"\b\d+ passed", done.stdout)  # the rest still ran
+    assert "FAILED: PostgreSQL did not start" in done.stdout
+    assert "SKIPPED: " not in done.stdout
