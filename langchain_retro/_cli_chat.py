@@ -59,7 +59,7 @@ DEFAULT_WAIT = 30.0
 """Seconds ``chat`` waits for a thread another run holds (``--wait``)."""
 
 
-def _no_key_message(offline_command: str) -> str:
+def _no_key_message(chat_command: str, offline_command: str) -> str:
     return f"""\
 {PROG}: OPENAI_API_KEY is not set, so there is no model to chat with.
 
@@ -70,7 +70,7 @@ To use a local OpenAI-compatible server instead, point the SDK at it:
     Ollama:     export OPENAI_BASE_URL=http://localhost:11434/v1 OPENAI_API_KEY=ollama
     vLLM:       export OPENAI_BASE_URL=http://localhost:8000/v1 OPENAI_API_KEY=local
     llama.cpp:  export OPENAI_BASE_URL=http://localhost:8080/v1 OPENAI_API_KEY=local
-  and pass the server's model name: {PROG} chat --model llama3.2
+  and pass the server's model name: {chat_command} --model llama3.2
 
 Or try it without any model: {offline_command}
   (replies are echoes from a local test model, labelled [offline echo]).
@@ -368,7 +368,7 @@ def chat(args: argparse.Namespace, store: BaseStore) -> int:
     _check_chat_options(args, store)
     if not args.offline and not _has_key():
         offline = command_line(args, "chat", *_chat_options(args), "--offline")
-        sys.stderr.write(_no_key_message(offline))
+        sys.stderr.write(_no_key_message(command_line(args, "chat"), offline))
         return EXIT_USAGE
     failed = False
     with _chat_model(args.offline) as llm:

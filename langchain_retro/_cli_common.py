@@ -11,6 +11,8 @@ import argparse
 import json
 import os
 import shlex
+import shutil
+import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -63,14 +65,34 @@ def database(flag: str | None) -> str:
     return from_env if from_env.strip() else DEFAULT_PATH
 
 
-def command_line(args: argparse.Namespace, *words: str) -> str:
-    """A command to paste: ``langchain-retro``, this run's database, then ``words``.
+def invoked_as(argv0: str) -> list[str]:
+    """How to run this command again from the same directory and shell.
 
-    The database is named unless it is the default, so the command works in a new
-    shell where ``$LANGCHAIN_RETRO_DB`` may not be set.
+    ``langchain-retro`` if that name on ``PATH`` is the script that runs; else the
+    script's path as it was called (``.venv/bin/langchain-retro`` in a shell where
+    the virtualenv is not activated); for ``python -m``, this interpreter.
     """
+    if argv0.endswith(".py"):  # python -m langchain_retro
+        return [sys.executable, "-m", "langchain_retro"]
+    found = shutil.which(PROG)
+    try:
+        if found and os.path.samefile(found, argv0):
+            return [PROG]
+    except OSError:
+        pass
+    return [argv0] if os.path.basename(argv0) == PROG else [PROG]
+
+
+def command_line(args: argparse.Namespace, *words: str) -> str:
+    """A command to paste: the program, this run's database, then ``words``.
+
+    The program is called as this run was (see `invoked_as`); the database is
+    named unless it is the default, so the command works in a new shell where
+    ``$LANGCHAIN_RETRO_DB`` may not be set.
+    """
+    program: list[str] = getattr(args, "program", None) or [PROG]
     db = database(args.db)
-    prefix = [PROG] if db == DEFAULT_PATH else [PROG, "--db", db]
+    prefix = [*program] if db == DEFAULT_PATH else [*program, "--db", db]
     return shlex.join([*prefix, *words])
 
 

@@ -46,6 +46,7 @@ from langchain_retro._cli_common import (
     UsageError,
     database,
     db_path,
+    invoked_as,
     key_value,
     model_name,
     positive,
@@ -323,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: The arguments after the program name; ``sys.argv[1:]`` if ``None``.
     """
     args = build_parser().parse_args(argv)
+    # Hints repeat the command as it was called; given argv, as the plain name.
+    args.program = invoked_as(sys.argv[0]) if argv is None else [PROG]
     handler: Callable[[argparse.Namespace, BaseStore], int] = args.handler
     try:
         _check_global_options(args)

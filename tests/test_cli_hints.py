@@ -4,8 +4,10 @@ dropped; assistants and threads can be changed from the command line."""
 from __future__ import annotations
 
 import io
+import os
 import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -31,10 +33,15 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
 
 def hint(out: str, label: str) -> list[str]:
     """The arguments of the command printed after ``label``, program name dropped."""
-    match = re.search(rf"{re.escape(label)}\s*(langchain-retro [^\n)]*)", out)
+    match = re.search(rf"{re.escape(label)}\s*([^\n]*)", out)
     assert match, f"no {label!r} hint in:\n{out}"
-    words = shlex.split(match.group(1))
-    assert words[0] == "langchain-retro"
+    text = match.group(1)
+    if label.startswith("("):
+        text = text.removesuffix(")")
+    words = shlex.split(text)
+    if words[1:3] == ["-m", "langchain_retro"]:
+        return words[3:]
+    assert Path(words[0]).name == "langchain-retro", words
     return words[1:]
 
 
@@ -324,3 +331,47 @@ def test_threads_update_to_a_missing_assistant_writes_nothing(cli: Cli) -> None:
     assert "asst_nope" in err
     shown = cli.json("threads", "show", thread)
     assert (shown["assistant_id"], shown["chat_completion_model"]) == (assistant, None)
+
+
+# --- the program in hints -------------------------------------------------------------
+
+
+def _run(command: list[str], path: str, cwd: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in {"OPENAI_API_KEY"}}
+    env["PATH"] = path
+    # This checkout's package, whichever checkout the script was installed from.
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run(  # noqa: S603 - our own console script
+        [*command, "demo", "--offline"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_hints_call_the_program_as_it_was_called(clean_env: Path) -> None:
+    # In a new shell the virtualenv is not activated: `langchain-retro` is only a
+    # command to paste where that name finds this very script.
+    script = Path(sys.executable).parent / "langchain-retro"
+    if not script.exists():
+        pytest.skip("the console script is not installed beside this interpreter")
+    bare = "/usr/bin:/bin"
+    out = _run([str(script)], bare, clean_env)
+    keep = hint(out, "Keep chatting:")
+    assert keep[-4:] == ["chat", "--thread", keep[-2], "--offline"]
+    match = re.search(r"Look around:\s*(.*)", out)
+    assert match
+    assert shlex.split(match.group(1))[0] == str(script)
+
+    on_path = _run(["langchain-retro"], f"{script.parent}:{bare}", clean_env)
+    assert re.search(r"Look around: langchain-retro threads show", on_path)
+
+    as_module = _run([sys.executable, "-m", "langchain_retro"], bare, clean_env)
+    match = re.search(r"Look around:\s*(.*)", as_module)
+    assert match
+    assert shlex.split(match.group(1))[:3] == [sys.executable, "-m", "langchain_retro"]
