@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -20,6 +21,12 @@ from langchain_retro.cli import build_parser, main
 from langchain_retro.testing import FakeChatServer
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env() -> dict[str, str]:
+    """The environment for a subprocess: this checkout's package comes first, even
+    when the console script was installed from another checkout."""
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 @pytest.fixture(autouse=True)
@@ -331,6 +338,7 @@ def test_python_dash_m_runs_the_cli(clean_env: Path) -> None:
         text=True,
         timeout=60,
         check=False,
+        env=_env(),
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["data"] == []
@@ -348,6 +356,7 @@ def test_a_reader_that_leaves_early_gets_no_traceback(clean_env: Path) -> None:
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env=_env(),
     )
     assert reader.stdout is not None
     assert reader.stderr is not None
@@ -420,6 +429,7 @@ def test_chat_offline_with_piped_stdin_in_a_subprocess(clean_env: Path) -> None:
         text=True,
         timeout=60,
         check=False,
+        env=_env(),
     )
     assert done.returncode == 0, done.stderr
     out = done.stdout
