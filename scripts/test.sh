@@ -141,9 +141,14 @@ skipped_line() {
 }
 
 run_pytest() {
-    local rc=0
-    section "python -m pytest${*:+ $*}"
-    "$PY" -m pytest "$@" || rc=$?
+    local rc=0 quiet=()
+    if [[ -n $PG_SKIPPED ]]; then
+        # pytest's -ra would list every skipped PostgreSQL case, a line per test
+        # site; the summary says it once. Later -r options still win.
+        quiet=(-r fEX)
+    fi
+    section "python -m pytest${quiet[*]:+ ${quiet[*]}}${*:+ $*}"
+    "$PY" -m pytest "${quiet[@]}" "$@" || rc=$?
     case $rc in
     0) ;;
     5)
