@@ -4,7 +4,12 @@ A block is skipped only if its first line is ``# not run``. Each block runs in i
 empty working directory, so the default store (``./langchain-retro.db``) starts empty.
 Blocks using `PostgresStore` read ``DATABASE_URL``, set here to the test server's URL
 (``RETRO_TEST_POSTGRES_URL``); like the other PostgreSQL tests they are skipped
-locally without it, and fail under CI.
+locally without it, and fail under CI. A schema such a block names
+(``schema="assistants"``) gets a fresh name for the run, dropped after, since the
+server may be shared.
+
+The README's first commands are pinned here too, and ``scripts/test.sh`` is run
+without PostgreSQL to check it still tests the rest and says so in one line.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ import runpy
 import subprocess
 import sys
 import tomllib
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import postgres_url
+from conftest import _drop_schema, postgres_url
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.M | re.S)
@@ -49,13 +55,27 @@ def test_readme_block_runs(
     monkeypatch.chdir(tmp_path)
     for name in ("LANGCHAIN_RETRO_DB", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
+    schemas: list[str] = []
     if "PostgresStore" in code:
-        monkeypatch.setenv("DATABASE_URL", postgres_url())
+        url = postgres_url()
+        monkeypatch.setenv("DATABASE_URL", url)
+
+        # The server is shared: a schema the block names gets a name of its own
+        # for this run, so neither other runs nor older tables get in its way.
+        def fresh(match: re.Match[str]) -> str:
+            schemas.append(f"readme_{match.group(1)}_{uuid.uuid4().hex[:8]}")
+            return f'schema="{schemas[-1]}"'
+
+        code = re.sub(r'schema="(\w+)"', fresh, code)
     # A real module (runpy installs it as __main__ while it runs), so pydantic can
     # resolve the block's own classes in annotations.
     script = tmp_path / "readme_block.py"
     script.write_text(code, encoding="utf-8")
-    runpy.run_path(str(script), run_name="__main__")
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        for schema in schemas:
+            _drop_schema(url, schema)
 
 
 REPO_URL = "https://github.com/langchain-retro/langchain-retro"
