@@ -1,12 +1,15 @@
 """What every example shares: where the data goes and which model answers.
 
 Not an example itself: the scripts beside it import it (Python puts a script's own
-folder first on ``sys.path``, so ``python examples/NAME.py`` finds it from anywhere).
+folder first on ``sys.path``, so ``.venv/bin/python examples/NAME.py`` finds it from
+anywhere).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,3 +43,16 @@ def chat_model() -> Iterator[tuple[ChatOpenAI, FakeChatServer | None]]:
     print("model: offline echo model (OPENAI_API_KEY is not set); replies are echoes")
     with FakeChatServer() as server:
         yield server.chat_model(model=MODEL), server
+
+
+def cli_command(*words: str) -> str:
+    """A ``langchain-retro`` command line that works as printed, in any shell.
+
+    The console script beside this interpreter (``.venv/bin/langchain-retro``), so
+    it needs no activated virtualenv; ``python -m langchain_retro`` if there is none.
+    """
+    script = Path(sys.executable).parent / "langchain-retro"
+    program = (
+        [str(script)] if script.exists() else [sys.executable, "-m", "langchain_retro"]
+    )
+    return shlex.join([*program, *words])

@@ -5,7 +5,7 @@ Runs as is. With OPENAI_API_KEY set it talks to that endpoint through ChatOpenAI
 model, default gpt-4o-mini). Without a key it starts the package's offline echo model
 and says so. Data goes to LANGCHAIN_RETRO_DB if set, else to a fresh temporary file.
 
-    python examples/hello_world.py
+    .venv/bin/python examples/hello_world.py    # or python, with .venv activated
 """
 
 from __future__ import annotations

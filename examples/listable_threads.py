@@ -4,14 +4,14 @@ Runs as is on the embedded default store (SQLite): set LANGCHAIN_RETRO_DB to kee
 data in a file of your choice; otherwise a fresh temporary file is used, so every run
 starts clean. No API key is needed: nothing here calls a model.
 
-    python examples/listable_threads.py
+    .venv/bin/python examples/listable_threads.py    # or python, with .venv activated
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from _setup import database_path
+from _setup import cli_command, database_path
 from pydantic import Field
 
 from langchain_retro import Assistant, ChatCompletionThread, SQLiteStore
@@ -100,7 +100,7 @@ def main() -> None:
         print(f"deleted assistant {support.id} with its {deleted} threads")
         left = [t.customer for t in SupportThread.list(store).data]
         print(f"threads left in the store: {left}")
-    print(f"\nlook inside: langchain-retro --db {path} threads list")
+    print(f"\nlook inside: {cli_command('--db', path, 'threads', 'list')}")
 
 
 if __name__ == "__main__":

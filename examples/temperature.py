@@ -10,7 +10,7 @@ model, default gpt-4o-mini). Without a key it starts the package's offline echo 
 says so, and shows what each request carried. Data goes to LANGCHAIN_RETRO_DB if set,
 else to a fresh temporary file.
 
-    python examples/temperature.py
+    .venv/bin/python examples/temperature.py    # or python, with .venv activated
 """
 
 from __future__ import annotations

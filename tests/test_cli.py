@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -20,6 +21,12 @@ from langchain_retro.cli import build_parser, main
 from langchain_retro.testing import FakeChatServer
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env() -> dict[str, str]:
+    """The environment for a subprocess: this checkout's package comes first, even
+    when the console script was installed from another checkout."""
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 @pytest.fixture(autouse=True)
@@ -298,6 +305,32 @@ def test_db_option_env_and_default(
     assert [a["name"] for a in json.loads(out)["data"]] == ["default"]
 
 
+@pytest.mark.parametrize("value", ["", "  "])
+def test_empty_db_option_is_refused_not_a_throwaway_database(
+    cli: Cli, clean_env: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    # sqlite3.connect("") opens a private temporary database: everything written
+    # there would be gone when the command exits.
+    for args in (("--db", value, "assistants", "list"), ("demo", "--db", value)):
+        with pytest.raises(SystemExit) as exit_info:
+            main(list(args))
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert "--db: needs a file path" in err
+        assert "LANGCHAIN_RETRO_DB" in err
+    assert list(clean_env.iterdir()) == []
+
+
+def test_empty_db_variable_counts_as_unset(
+    cli: Cli, clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LANGCHAIN_RETRO_DB", "")
+    kept = make_assistant(cli)
+    assert (clean_env / "langchain-retro.db").exists()
+    # The next command sees what the first one wrote.
+    assert [a["id"] for a in cli.json("assistants", "list")["data"]] == [kept]
+
+
 def test_python_dash_m_runs_the_cli(clean_env: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "langchain_retro", "--json", "threads", "list"],
@@ -305,6 +338,7 @@ def test_python_dash_m_runs_the_cli(clean_env: Path) -> None:
         text=True,
         timeout=60,
         check=False,
+        env=_env(),
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["data"] == []
@@ -322,6 +356,7 @@ def test_a_reader_that_leaves_early_gets_no_traceback(clean_env: Path) -> None:
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env=_env(),
     )
     assert reader.stdout is not None
     assert reader.stderr is not None
@@ -394,6 +429,7 @@ def test_chat_offline_with_piped_stdin_in_a_subprocess(clean_env: Path) -> None:
         text=True,
         timeout=60,
         check=False,
+        env=_env(),
     )
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -422,7 +458,7 @@ def test_chat_resumes_a_thread_and_stops_at_quit(
     (thread_id,) = set(re.findall(r"thread_\w+", out))
     (assistant_id,) = set(re.findall(r"asst_\w+", out))
     assistant = cli.json("assistants", "show", assistant_id)
-    assert assistant["model"] == "fake-model"
+    assert assistant["model"] == "gpt-4o-mini"  # a real model, even offline
     assert assistant["instructions"] == "Be brief."
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("second\n/quit\nnever sent\n"))
@@ -506,17 +542,27 @@ def test_chat_ctrl_c_exits_130(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> Non
 @pytest.mark.parametrize(
     "args",
     [
-        ("chat", "--thread", "thread_x", "--model", "m"),
-        ("chat", "--assistant", "asst_x", "--instructions", "Be brief."),
+        ("chat", "--thread", "{thread}", "--model", "m"),
+        ("chat", "--thread", "{thread}", "--temperature", "0"),
+        ("chat", "--thread", "{thread}", "--instructions", ""),
+        ("chat", "--assistant", "{assistant}", "--instructions", "Be brief."),
+        ("chat", "--assistant", "{assistant}", "--temperature", "0"),
     ],
 )
 def test_chat_refuses_options_that_do_not_apply(
     cli: Cli, args: tuple[str, ...]
 ) -> None:
-    code, out, err = cli(*args, "--offline")
+    # 0 and "" are values too: they used to pass the check and be ignored.
+    assistant = make_assistant(cli)
+    thread = cli.json("threads", "create", "--assistant", assistant)["id"]
+    filled = [a.format(thread=thread, assistant=assistant) for a in args]
+    code, out, err = cli(*filled, "--offline")
     assert code == 2
     assert out == ""
     assert err.startswith("langchain-retro chat: error: ")
+    assert err.count("\n") == 1
+    assert "update" in err  # names the command that applies the option
+    assert cli.json("threads", "show", thread)["messages"] == []
 
 
 def test_chat_on_an_unknown_thread_is_one_line(cli: Cli) -> None:

@@ -7,6 +7,7 @@ offline echo model and say so; warnings are errors there too.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,24 @@ def test_example_uses_langchain_retro_db(
         assert done.returncode == 0, done.stderr
         assert f"database: {database}" in done.stdout
     assert database.stat().st_size > 0
+
+
+def test_the_command_an_example_prints_works_as_printed(
+    offline_env: dict[str, str], tmp_path: Path
+) -> None:
+    # No activated virtualenv: PATH has no langchain-retro beside this interpreter.
+    env = {**offline_env, "PATH": "/usr/bin:/bin"}
+    env["PYTHONPATH"] = str(EXAMPLES.parent)  # this checkout's package
+    database = tmp_path / "kept threads.db"  # a space: the command must quote it
+    env["LANGCHAIN_RETRO_DB"] = str(database)
+    done = run(EXAMPLES / "listable_threads.py", env)
+    assert done.returncode == 0, done.stderr
+    (line,) = [x for x in done.stdout.splitlines() if x.startswith("look inside: ")]
+    command = shlex.split(line.removeprefix("look inside: "))
+    assert command[-4:] == ["--db", str(database), "threads", "list"]
+    listed = subprocess.run(  # noqa: S603 - the command our example printed
+        command, capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith("ID ")  # the threads the example left
+    assert "thread_" in listed.stdout
