@@ -17,6 +17,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langchain_retro import (
     AssistantThreadChatMessageHistory,
     BaseThread,
+    RetroValueError,
     SchemaVersionError,
     SQLiteStore,
     StoreError,
@@ -356,3 +357,19 @@ async def test_async_reads_do_not_block_the_event_loop(store: SQLiteStore) -> No
     # thread shares the GIL, so under load ticks come late: allow for that.
     assert len(during) >= 2, (len(during), elapsed)
     assert max(gaps) < elapsed * 0.6, (max(gaps), elapsed)
+
+
+@pytest.mark.parametrize("empty", ["", "   "])
+def test_an_empty_path_is_refused_not_a_throwaway_database(empty: str) -> None:
+    with pytest.raises(RetroValueError, match="empty"):
+        SQLiteStore(empty)
+
+
+def test_an_empty_path_variable_counts_as_unset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LANGCHAIN_RETRO_DB", "")
+    with SQLiteStore() as store:
+        assert store.path == "langchain-retro.db"
+    assert (tmp_path / "langchain-retro.db").exists()

@@ -165,9 +165,15 @@ class SQLiteStore(BaseStore):
             raise RetroValueError(
                 f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}"
             )
-        self.path = str(
-            path if path is not None else os.environ.get(PATH_ENV, DEFAULT_PATH)
-        )
+        if path is None:
+            path = os.environ.get(PATH_ENV, "").strip() or DEFAULT_PATH
+        if not str(path).strip():
+            raise RetroValueError(
+                "SQLiteStore needs a file path, not an empty one (SQLite would open "
+                "a throwaway database): pass a path, or ':memory:' for a private "
+                "in-memory database."
+            )
+        self.path = str(path)
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         opened = open_database(
