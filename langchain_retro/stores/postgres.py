@@ -49,18 +49,29 @@ pools you build). PgBouncer 1.21+ with ``max_prepared_statements`` > 0 needs not
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple, TypeVar, cast
 
 from langchain_retro._ids import new_id
-from langchain_retro._metadata import UNLIMITED, MetadataPatch, check_limits
+from langchain_retro._metadata import (
+    CLASS_KEY,
+    UNLIMITED,
+    MetadataLimits,
+    MetadataPatch,
+    check_limits,
+    dumps,
+)
 from langchain_retro.errors import (
     AssistantInUseError,
     AssistantNotFoundError,
+    MessageIdConflictError,
     MessageNotFoundError,
+    MetadataError,
     MissingDependencyError,
+    RetroValueError,
     SchemaVersionError,
     StoreClosedError,
     StoreError,
@@ -86,9 +97,15 @@ from langchain_retro.stores._postgres_sql import (
     _q_assistant_insert,
     _q_assistant_threads,
     _q_assistant_update,
+    _q_bulk_advance,
+    _q_bulk_clash,
+    _q_bulk_insert,
+    _q_create_layout,
     _q_create_migrations_table,
     _q_create_schema,
+    _q_last_asked,
     _q_lease_acquire,
+    _q_lease_get,
     _q_lease_release,
     _q_listing,
     _q_lock,
@@ -101,8 +118,10 @@ from langchain_retro.stores._postgres_sql import (
     _q_messages_clear,
     _q_messages_count,
     _q_messages_list,
+    _q_messages_partitioned,
     _q_migrate,
     _q_record_migration,
+    _q_record_version,
     _q_run_context,
     _q_run_finish,
     _q_run_thread,
@@ -114,14 +133,19 @@ from langchain_retro.stores._postgres_sql import (
     _q_thread_get,
     _q_thread_insert,
     _q_thread_set_metadata,
+    _q_thread_walk,
+    _q_threads_insert,
+    _q_threads_lock,
     _Rows,
     _seq_bound,
     _Step,
+    _thread,
 )
 from langchain_retro.stores.base import (
     ASSISTANT_FIELDS,
     AssistantThreads,
     BaseStore,
+    Lease,
     NewMessage,
     Order,
     RunStart,
@@ -129,6 +153,7 @@ from langchain_retro.stores.base import (
     StoredMessage,
     StoredThread,
     ThreadQuery,
+    check_new_ids,
 )
 
 try:
@@ -160,8 +185,92 @@ class _LoopPool(NamedTuple):
     task: asyncio.Task[None]
 
 
-def _pool_options(owned: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in owned.items() if key != "conninfo"}
+MAX_MESSAGE_PARTITIONS = 1024
+"""The most hash partitions `PostgresStore` creates for ``messages``."""
+
+_CLASHING_ID = re.compile(r"=\(\d+, (.*)\)", re.DOTALL)
+
+
+def _check_partitions(message_partitions: object) -> int:
+    """Check the ``message_partitions`` option; 0 means not partitioned."""
+    if message_partitions is None:
+        return 0
+    if (
+        isinstance(message_partitions, bool)
+        or not isinstance(message_partitions, int)
+        or not 1 <= message_partitions <= MAX_MESSAGE_PARTITIONS
+    ):
+        raise RetroValueError(
+            f"message_partitions must be a whole number from 1 to "
+            f"{MAX_MESSAGE_PARTITIONS}, or None for an unpartitioned table; got "
+            f"{message_partitions!r}."
+        )
+    return message_partitions
+
+
+def _checked_metadata(
+    metadata: object, limits: MetadataLimits, owner: str
+) -> dict[str, str]:
+    """Metadata as a new dict, checked to map strings to strings within the limits.
+
+    Raises:
+        MetadataError: If it is not a mapping of strings to strings.
+        MetadataLimitError: If it is over a limit.
+    """
+    if not isinstance(metadata, Mapping):
+        raise MetadataError(
+            f"{owner} metadata must be a mapping of strings to strings, not "
+            f"{type(metadata).__name__}."
+        )
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise MetadataError(
+                f"{owner} metadata must map strings to strings; the entry "
+                f"{key!r}: {value!r} holds a {type(key).__name__} key and a "
+                f"{type(value).__name__} value. Store the value as a string, or "
+                "declare it as a typed field of a record class.",
+                field=key if isinstance(key, str) else None,
+            )
+    checked = dict(metadata)
+    check_limits(checked, limits)
+    return checked
+
+
+def _message_ids(messages: Sequence[NewMessage]) -> list[str]:
+    """The ids the messages are stored under: the caller's, or a new ``msg_...``."""
+    return [new_id("msg") if m.id is None else m.id for m in messages]
+
+
+def _answered(messages: Sequence[NewMessage], ids: Sequence[str]) -> str | None:
+    """The id a batch's last reply answers within the batch, if any (see hwm_key)."""
+    last = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=0)
+    for i in range(last - 1, -1, -1):
+        if messages[i].role != "assistant":
+            return ids[i]
+    return None
+
+
+def _has_reply(messages: Sequence[NewMessage]) -> bool:
+    return any(m.role == "assistant" for m in messages)
+
+
+def _conflict(
+    exc: psycopg.errors.UniqueViolation,
+    names: _Names,
+    thread_id: str,
+    messages: Sequence[NewMessage],
+) -> MessageIdConflictError:
+    """A clash on ``(thread_seq, id)`` that a concurrent append won, as our error.
+
+    Raises:
+        psycopg.errors.UniqueViolation: ``exc`` again, if another key was violated.
+    """
+    if exc.diag.constraint_name != names.prefix + "messages_thread_id_key":
+        raise exc
+    found = _CLASHING_ID.search(exc.diag.message_detail or "")
+    caller_ids = [m.id for m in messages if m.id is not None]
+    message_id = found.group(1) if found else (caller_ids or ["?"])[0]
+    return MessageIdConflictError(thread_id, message_id)
 
 
 class PostgresStore(BaseStore):
@@ -222,22 +331,28 @@ class PostgresStore(BaseStore):
         *,
         schema: str | None = None,
         table_prefix: str = "retro_",
+        message_partitions: int | None = None,
     ) -> None:
         """Use existing connection pools; the store neither opens nor closes them.
 
         Args:
             pool: An open sync pool, for the sync methods; ``None`` if only the async
                 methods are used. Connections with ``autocommit=True`` save a
-                round trip per call.
+                round trip per call; ``check=ConnectionPool.check_connection`` makes
+                a server restart cost no failed call.
             async_pool: An open async pool, for the ``a``-prefixed methods; ``None``
                 if only the sync methods are used.
             schema: The PostgreSQL schema holding the tables, created by `setup` if
                 missing. Defaults to ``public``.
             table_prefix: Prepended to every table name: lowercase letters, digits and
                 underscores, up to 30 characters.
+            message_partitions: Create ``messages`` hash-partitioned by thread into
+                this many partitions when `setup` creates a new schema (see
+                ``docs/postgres-partitioning.md``); ``None`` for one table.
 
         Raises:
             ValueError: If both pools are ``None``, or the schema or prefix is invalid.
+            RetroValueError: If ``message_partitions`` is not 1 to 1024 or ``None``.
         """
         if pool is None and async_pool is None:
             raise ValueError(
@@ -245,7 +360,12 @@ class PostgresStore(BaseStore):
                 "PostgresStore.from_connection_string(url)."
             )
         self._init(
-            pool, async_pool, schema=schema, table_prefix=table_prefix, owned=None
+            pool,
+            async_pool,
+            schema=schema,
+            table_prefix=table_prefix,
+            message_partitions=message_partitions,
+            owned=None,
         )
 
     def _init(
@@ -255,13 +375,17 @@ class PostgresStore(BaseStore):
         *,
         schema: str | None,
         table_prefix: str,
+        message_partitions: int | None,
         owned: dict[str, Any] | None,
     ) -> None:
         _check_prefix(table_prefix)
         self.schema = _DEFAULT_SCHEMA if schema is None else schema
         _check_schema(self.schema)
         self.table_prefix = table_prefix
-        self._names = _Names(self.schema, table_prefix)
+        self.message_partitions = _check_partitions(message_partitions) or None
+        self._names = _Names(
+            self.schema, table_prefix, partitions=self.message_partitions or 0
+        )
         self._pool = pool
         self._async_pool = async_pool
         # Pools made by from_connection_string: how to open the async pool of each
@@ -283,9 +407,16 @@ class PostgresStore(BaseStore):
         min_size: int = 1,
         max_size: int = 10,
         prepare_threshold: int | None = 5,
-        **pool_kwargs: Any,
+        message_partitions: int | None = None,
+        pool_kwargs: Mapping[str, Any] | None = None,
+        async_pool_kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> PostgresStore:
         """Make a store with its own pools, opened on first use and closed with it.
+
+        Both pools check each connection as they hand it out
+        (``ConnectionPool.check_connection``), so connections a server restart or a
+        terminated backend broke are replaced instead of failing the call.
 
         Args:
             url: A libpq connection string or URL (``postgresql://user@host/db``).
@@ -298,47 +429,68 @@ class PostgresStore(BaseStore):
             prepare_threshold: Executions of a query after which psycopg prepares it
                 on the server (psycopg's default, 5); ``None`` never prepares, as
                 PgBouncer before 1.21 in transaction mode requires.
-            **pool_kwargs: Further options of both ``psycopg_pool.ConnectionPool``
-                and ``AsyncConnectionPool`` (``timeout``, ``max_idle``, ``name``,
-                ``kwargs`` for the connections...). Callbacks differ between sync and
-                async pools: to use them, build the pools and pass them to
-                `PostgresStore`.
+            message_partitions: Create ``messages`` hash-partitioned by thread into
+                this many partitions when `setup` creates a new schema (see
+                ``docs/postgres-partitioning.md``); ``None`` for one table.
+            pool_kwargs: Options of the sync ``psycopg_pool.ConnectionPool`` only,
+                over the shared ones: callbacks (``configure``, ``reset``,
+                ``check``; ``check=None`` turns the check off), ``kwargs``...
+            async_pool_kwargs: The same for the ``AsyncConnectionPool``s (their
+                callbacks are coroutine functions).
+            **options: Further options of both pools (``timeout``, ``max_idle``,
+                ``name``, ``kwargs`` for the connections...).
 
         Raises:
             StoreError: If the connection string cannot be parsed. A server that
                 cannot be reached raises `StoreError` on first use.
             ValueError: If the schema or prefix is invalid.
-            TypeError: If ``pool_kwargs`` holds an option that differs between sync
-                and async pools.
+            RetroValueError: If ``message_partitions`` is not 1 to 1024 or ``None``.
+            TypeError: If ``options`` holds an option that differs between sync and
+                async pools (pass it in ``pool_kwargs`` and ``async_pool_kwargs``).
         """
-        per_pool = _PER_POOL_OPTIONS & set(pool_kwargs)
+        per_pool = _PER_POOL_OPTIONS & set(options)
         if per_pool:
             raise TypeError(
                 f"{sorted(per_pool)} cannot be shared by the sync and async pools: "
-                "build the pools yourself and pass them to PostgresStore(pool=..., "
+                "pass them in pool_kwargs= and async_pool_kwargs=, or build the "
+                "pools yourself and pass them to PostgresStore(pool=..., "
                 "async_pool=...)."
             )
         try:
             conninfo_to_dict(url)
         except psycopg.Error as exc:
             raise StoreError(f"Invalid PostgreSQL connection string: {exc}") from exc
-        options: dict[str, Any] = {
-            **pool_kwargs,
-            "min_size": min_size,
-            "max_size": max_size,
-            "kwargs": {
-                **pool_kwargs.get("kwargs", {}),
-                "autocommit": True,
-                "prepare_threshold": prepare_threshold,
-            },
+        kwargs = {
+            **options.get("kwargs", {}),
+            "autocommit": True,
+            "prepare_threshold": prepare_threshold,
+        }
+        shared: dict[str, Any] = {**options, "min_size": min_size, "max_size": max_size}
+
+        def per(pool_class: Any, own: Mapping[str, Any] | None) -> dict[str, Any]:
+            own = dict(own or {})
+            own_kwargs = own.pop("kwargs", {})
+            return {
+                "check": pool_class.check_connection,
+                **shared,
+                **own,
+                "kwargs": {**kwargs, **own_kwargs},
+            }
+
+        owned: dict[str, Any] = {
+            "conninfo": url,
+            "kwargs": kwargs,
+            "sync": per(ConnectionPool, pool_kwargs),
+            "async": per(AsyncConnectionPool, async_pool_kwargs),
         }
         store = cls.__new__(cls)
         store._init(
-            ConnectionPool(url, open=False, **options),
+            ConnectionPool(url, open=False, **owned["sync"]),
             None,
             schema=schema,
             table_prefix=table_prefix,
-            owned={"conninfo": url, **options},
+            message_partitions=message_partitions,
+            owned=owned,
         )
         return store
 
@@ -379,7 +531,7 @@ class PostgresStore(BaseStore):
                     except BaseException:
                         pool.close()
                         self._pool = ConnectionPool(
-                            owned["conninfo"], open=False, **_pool_options(owned)
+                            owned["conninfo"], open=False, **owned["sync"]
                         )
                         raise
                     self._pool_opened = True
@@ -424,7 +576,7 @@ class PostgresStore(BaseStore):
         """
         owned = cast(dict[str, Any], self._owned)
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            owned["conninfo"], open=False, **_pool_options(owned)
+            owned["conninfo"], open=False, **owned["async"]
         )
         try:
             await pool.open()
@@ -536,6 +688,21 @@ class PostgresStore(BaseStore):
                 f"version {version}, newer than the {SCHEMA_VERSION} this version "
                 "knows. Upgrade langchain-retro."
             )
+        if version == 0:
+            # A new schema gets the current layout at once, partitioned if asked.
+            yield _q_create_layout(names)
+            yield _q_record_version(names)
+            return SCHEMA_VERSION
+        if self.message_partitions:
+            ((partitioned,),) = yield _q_messages_partitioned(names)
+            if not partitioned:
+                raise SchemaVersionError(
+                    f"Table {self.table_prefix}messages in schema {self.schema!r} "
+                    f"exists and is not partitioned, so message_partitions="
+                    f"{self.message_partitions} cannot apply: setup() partitions only "
+                    "a new schema. Drop the option, or move the data into a "
+                    "partitioned schema as docs/postgres-partitioning.md shows."
+                )
         for number in range(version, SCHEMA_VERSION):
             yield _q_migrate(names, number)
             yield _q_record_migration(names, number)
@@ -562,9 +729,9 @@ class PostgresStore(BaseStore):
     def _create_assistant(
         self, fields: Mapping[str, Any], metadata: Mapping[str, str]
     ) -> _Op[StoredAssistant]:
-        check_limits(metadata, self.limits)
+        checked = _checked_metadata(metadata, self.limits, "Assistant")
         draft = StoredAssistant(
-            id=new_id("asst"), created_at=0, metadata=dict(metadata), **fields
+            id=new_id("asst"), created_at=0, metadata=checked, **fields
         )
         ((created_at,),) = yield _q_assistant_insert(self._names, draft)
         return draft.model_copy(update={"created_at": created_at})
@@ -728,14 +895,10 @@ class PostgresStore(BaseStore):
     # --- threads ---------------------------------------------------------------------
 
     def _create_thread(self, metadata: Mapping[str, str]) -> _Op[StoredThread]:
-        check_limits(metadata, self.limits)
+        checked = _checked_metadata(metadata, self.limits, "Thread")
         thread_id = new_id("thread")
-        ((created_at,),) = yield _q_thread_insert(
-            self._names, thread_id, dict(metadata)
-        )
-        return StoredThread(
-            id=thread_id, created_at=created_at, metadata=dict(metadata)
-        )
+        ((created_at,),) = yield _q_thread_insert(self._names, thread_id, checked)
+        return StoredThread(id=thread_id, created_at=created_at, metadata=checked)
 
     def create_thread(self, metadata: Mapping[str, str]) -> StoredThread:
         """Create a thread with the given metadata."""
@@ -745,12 +908,42 @@ class PostgresStore(BaseStore):
         """Async twin of `create_thread`."""
         return await self._arun(self._create_thread(metadata))
 
+    def _create_threads(
+        self, metadatas: Sequence[Mapping[str, str]]
+    ) -> _Op[list[StoredThread]]:
+        checked = [_checked_metadata(m, self.limits, "Thread") for m in metadatas]
+        if not checked:
+            return []
+        ids = [new_id("thread") for _ in checked]
+        ((created_at, _),) = yield _q_threads_insert(
+            self._names, ids, [dumps(metadata) for metadata in checked]
+        )
+        return [
+            StoredThread(id=thread_id, created_at=created_at, metadata=metadata)
+            for thread_id, metadata in zip(ids, checked, strict=True)
+        ]
+
+    def create_threads(
+        self, metadatas: Sequence[Mapping[str, str]]
+    ) -> list[StoredThread]:
+        """Create many threads in one statement, all or none, in the given order.
+
+        Every metadata map is checked before anything is written.
+        """
+        return self._run(self._create_threads(metadatas))
+
+    async def acreate_threads(
+        self, metadatas: Sequence[Mapping[str, str]]
+    ) -> list[StoredThread]:
+        """Async twin of `create_threads`."""
+        return await self._arun(self._create_threads(metadatas))
+
     def _get_thread(self, thread_id: str) -> _Op[StoredThread]:
         rows = yield _q_thread_get(self._names, thread_id)
         if not rows:
             raise ThreadNotFoundError(thread_id)
         _, created_at, metadata = rows[0]
-        return StoredThread(id=thread_id, created_at=created_at, metadata=metadata)
+        return _thread(thread_id, created_at, metadata)
 
     def get_thread(self, thread_id: str) -> StoredThread:
         """Read a thread; raises `ThreadNotFoundError`."""
@@ -765,7 +958,9 @@ class PostgresStore(BaseStore):
         if not rows:
             raise ThreadNotFoundError(thread_id)
         thread_seq, created_at, current = rows[0]
-        metadata = patch.apply(current, self.limits)
+        metadata = patch.apply(
+            _thread(thread_id, created_at, current).metadata, self.limits
+        )
         yield _q_thread_set_metadata(self._names, thread_seq, metadata)
         return StoredThread(id=thread_id, created_at=created_at, metadata=metadata)
 
@@ -793,8 +988,10 @@ class PostgresStore(BaseStore):
 
     def _list_threads(self, query: ThreadQuery) -> _Op[list[StoredThread]]:
         desc = query.order == "desc"
-        params: list[Any] = []
-        where = _filters(query.metadata, query.classes, params)
+        filters = [(key, [value]) for key, value in query.metadata.items()]
+        if query.classes is not None:
+            filters.append((CLASS_KEY, list(query.classes)))
+        bounds: list[tuple[int, bool]] = []  # (seq, whether to list newer threads)
         if query.after is not None or query.before is not None:
             ((after_seq, before_seq),) = yield _q_thread_cursors(
                 self._names, query.after, query.before
@@ -807,20 +1004,37 @@ class PostgresStore(BaseStore):
                     continue
                 if seq is None:
                     raise ThreadNotFoundError(cursor_id)
-                where.append(_seq_bound(newer))
-                params.append(seq)
+                bounds.append((seq, newer))
         # A page before a cursor is the one nearest it: read towards it, then turn.
         backwards = query.before is not None
-        rows = yield _q_listing(
-            self._names,
-            "threads",
-            _THREAD_COLUMNS,
-            where,
-            params,
-            desc=desc != backwards,
-            limit=query.limit,
-        )
-        threads = [StoredThread(id=r[0], created_at=r[1], metadata=r[2]) for r in rows]
+        if filters:
+            lo, hi = _NO_SEQ, _MAX_SEQ
+            for seq, newer in bounds:
+                lo, hi = (max(lo, seq + 1), hi) if newer else (lo, min(hi, seq - 1))
+            rows = yield _q_thread_walk(
+                self._names,
+                filters,
+                lo,
+                hi,
+                desc=desc != backwards,
+                limit=query.limit,
+            )
+        else:
+            params: list[Any] = []
+            where: list[Any] = []
+            for seq, newer in bounds:
+                where.append(_seq_bound(newer))
+                params.append(seq)
+            rows = yield _q_listing(
+                self._names,
+                "threads",
+                _THREAD_COLUMNS,
+                where,
+                params,
+                desc=desc != backwards,
+                limit=query.limit,
+            )
+        threads = [_thread(r[0], r[1], r[2]) for r in rows]
         return threads[::-1] if backwards else threads
 
     def list_threads(self, query: ThreadQuery) -> list[StoredThread]:
@@ -833,27 +1047,58 @@ class PostgresStore(BaseStore):
 
     # --- messages --------------------------------------------------------------------
 
+    def _append(
+        self,
+        thread_id: str,
+        ids: list[str],
+        messages: Sequence[NewMessage],
+        thread_metadata: dict[str, str] | None,
+    ) -> _Op[int]:
+        """Append (one statement); the ``created_at`` the messages were given."""
+        try:
+            rows = yield _q_messages_append(
+                self._names, thread_id, ids, messages, thread_metadata
+            )
+        except psycopg.errors.UniqueViolation as exc:
+            raise _conflict(exc, self._names, thread_id, messages) from exc
+        created_at, clash = rows[0]
+        if clash is not None:
+            raise MessageIdConflictError(thread_id, clash)
+        if created_at is None:
+            raise ThreadNotFoundError(thread_id)
+        return int(created_at)
+
     def _add_messages(
         self,
         thread_id: str,
         messages: Sequence[NewMessage],
         thread_patch: MetadataPatch | None,
+        hwm_key: str | None,
     ) -> _Op[list[StoredMessage]]:
+        check_new_ids(thread_id, messages)
         for message in messages:
             check_limits(message.metadata, self.limits)
+        ids = _message_ids(messages)
+        replies = hwm_key is not None and _has_reply(messages)
         thread_metadata = None
-        if thread_patch is not None:
+        if thread_patch is not None or replies:
             rows = yield _q_thread_get(self._names, thread_id, lock=True)
             if not rows:
                 raise ThreadNotFoundError(thread_id)
-            thread_metadata = thread_patch.apply(rows[0][2], self.limits)
-        ids = [new_id("msg") for _ in messages]
-        rows = yield _q_messages_append(
-            self._names, thread_id, ids, messages, thread_metadata
-        )
-        if not rows:
-            raise ThreadNotFoundError(thread_id)
-        created_at = rows[0][0]
+            thread_seq, created_at, current = rows[0]
+            metadata = _thread(thread_id, created_at, current).metadata
+            if thread_patch is not None:
+                metadata = thread_patch.apply(metadata, self.limits)
+                thread_metadata = metadata
+            if replies and hwm_key is not None:
+                answered = _answered(messages, ids)
+                if answered is None:
+                    found = yield _q_last_asked(self._names, thread_seq)
+                    answered = found[0][0] if found else None
+                if answered is not None:
+                    mark = MetadataPatch(set={hwm_key: answered})
+                    thread_metadata = mark.apply(metadata, self.limits)
+        created_at = yield from self._append(thread_id, ids, messages, thread_metadata)
         return [
             message.stored(message_id, thread_id, created_at)
             for message_id, message in zip(ids, messages, strict=True)
@@ -865,11 +1110,19 @@ class PostgresStore(BaseStore):
         messages: Sequence[NewMessage],
         *,
         thread_patch: MetadataPatch | None = None,
+        hwm_key: str | None = None,
     ) -> list[StoredMessage]:
-        """Append messages to a thread, all or none, in the given order."""
+        """Append messages to a thread, all or none, in the given order.
+
+        One statement; a transaction that reads the thread first when a
+        ``thread_patch`` or ``hwm_key`` changes its metadata. A caller id already in
+        the thread raises `MessageIdConflictError` and writes nothing, the sequence
+        included.
+        """
         return self._run(
-            self._add_messages(thread_id, messages, thread_patch),
-            transaction=thread_patch is not None,
+            self._add_messages(thread_id, messages, thread_patch, hwm_key),
+            transaction=thread_patch is not None
+            or (hwm_key is not None and _has_reply(messages)),
         )
 
     async def aadd_messages(
@@ -878,12 +1131,93 @@ class PostgresStore(BaseStore):
         messages: Sequence[NewMessage],
         *,
         thread_patch: MetadataPatch | None = None,
+        hwm_key: str | None = None,
     ) -> list[StoredMessage]:
         """Async twin of `add_messages`."""
         return await self._arun(
-            self._add_messages(thread_id, messages, thread_patch),
-            transaction=thread_patch is not None,
+            self._add_messages(thread_id, messages, thread_patch, hwm_key),
+            transaction=thread_patch is not None
+            or (hwm_key is not None and _has_reply(messages)),
         )
+
+    def _bulk_add_messages(
+        self, batches: Sequence[tuple[str, Sequence[NewMessage]]]
+    ) -> _Op[int]:
+        by_thread: dict[str, list[NewMessage]] = {}
+        for thread_id, messages in batches:
+            by_thread.setdefault(thread_id, []).extend(messages)
+            for message in messages:
+                check_limits(message.metadata, self.limits)
+        for thread_id, messages in by_thread.items():
+            check_new_ids(thread_id, messages)
+        if not by_thread:
+            return 0
+        names = self._names
+        locked = yield _q_threads_lock(names, list(by_thread))
+        next_seqs = {thread_id: next_seq for thread_id, _, next_seq in locked}
+        seqs = {thread_id: seq for thread_id, seq, _ in locked}
+        for thread_id in by_thread:
+            if thread_id not in seqs:
+                raise ThreadNotFoundError(thread_id)
+        columns: dict[str, list[Any]] = {
+            name: []
+            for name in (
+                "thread_seqs", "seqs", "ids", "created", "roles", "payloads",
+                "metadatas", "run_ids", "assistant_ids", "reply_tos",
+            )
+        }  # fmt: skip
+        clash_seqs: list[int] = []
+        clash_ids: list[str] = []
+        for thread_id, messages in batches:
+            thread_seq = seqs[thread_id]
+            for message in messages:
+                message_id = new_id("msg") if message.id is None else message.id
+                if message.id is not None:
+                    clash_seqs.append(thread_seq)
+                    clash_ids.append(message_id)
+                columns["thread_seqs"].append(thread_seq)
+                columns["seqs"].append(next_seqs[thread_id])
+                next_seqs[thread_id] += 1
+                columns["ids"].append(message_id)
+                columns["created"].append(message.created_at)
+                columns["roles"].append(message.role)
+                columns["payloads"].append(message.payload)
+                columns["metadatas"].append(dumps(message.metadata))
+                columns["run_ids"].append(message.run_id)
+                columns["assistant_ids"].append(message.assistant_id)
+                columns["reply_tos"].append(message.reply_to)
+        if clash_ids:
+            clash = yield _q_bulk_clash(names, clash_seqs, clash_ids)
+            if clash:
+                by_seq = {seq: thread_id for thread_id, seq in seqs.items()}
+                raise MessageIdConflictError(by_seq[clash[0][0]], clash[0][1])
+        try:
+            yield _q_bulk_insert(names, columns)
+        except psycopg.errors.UniqueViolation as exc:
+            first = next(iter(by_thread))
+            raise _conflict(exc, names, first, by_thread[first]) from exc
+        counts = {thread_id: len(messages) for thread_id, messages in by_thread.items()}
+        yield _q_bulk_advance(
+            names, [seqs[t] for t in counts], [counts[t] for t in counts]
+        )
+        return len(columns["ids"])
+
+    def bulk_add_messages(
+        self, batches: Sequence[tuple[str, Sequence[NewMessage]]]
+    ) -> int:
+        """Append messages to many threads in one transaction, all or none.
+
+        Four statements whatever the size: lock the threads (in one order, so bulk
+        writers cannot deadlock), look for caller ids already taken, insert every
+        message from column arrays, move each thread's sequence and count.
+        """
+        return self._run(self._bulk_add_messages(batches), transaction=True)
+
+    async def abulk_add_messages(
+        self, batches: Sequence[tuple[str, Sequence[NewMessage]]]
+    ) -> int:
+        """Async twin of `bulk_add_messages`."""
+        return await self._arun(self._bulk_add_messages(batches), transaction=True)
 
     def _get_message(self, thread_id: str, message_id: str) -> _Op[StoredMessage]:
         rows = yield _q_message_get(self._names, thread_id, message_id)
@@ -999,7 +1333,7 @@ class PostgresStore(BaseStore):
             raise MessageNotFoundError(message_id, hint=f"(in thread {thread_id!r})")
         current = _message(rows[0], thread_id)
         metadata = patch.apply(current.metadata, self.limits)
-        yield _q_message_set_metadata(self._names, rows[0][5], message_id, metadata)
+        yield _q_message_set_metadata(self._names, rows[0][8], message_id, metadata)
         return current.model_copy(update={"metadata": metadata})
 
     def update_message(
@@ -1019,43 +1353,42 @@ class PostgresStore(BaseStore):
         )
 
     def _delete_message(self, thread_id: str, message_id: str) -> _Op[None]:
-        ((thread_found, deleted),) = yield _q_message_delete(
-            self._names, thread_id, message_id
-        )
-        if not thread_found:
+        # The thread is locked first, as appends and clears lock it: no deadlock.
+        rows = yield _q_thread_get(self._names, thread_id, lock=True)
+        if not rows:
             raise ThreadNotFoundError(thread_id)
+        ((deleted,),) = yield _q_message_delete(self._names, rows[0][0], message_id)
         if not deleted:
             raise MessageNotFoundError(message_id, hint=f"(in thread {thread_id!r})")
 
     def delete_message(self, thread_id: str, message_id: str) -> None:
         """Delete one message of a thread."""
-        self._run(self._delete_message(thread_id, message_id))
+        self._run(self._delete_message(thread_id, message_id), transaction=True)
 
     async def adelete_message(self, thread_id: str, message_id: str) -> None:
         """Async twin of `delete_message`."""
-        await self._arun(self._delete_message(thread_id, message_id))
+        await self._arun(self._delete_message(thread_id, message_id), transaction=True)
 
     def _clear_messages(
         self, thread_id: str, thread_patch: MetadataPatch | None
     ) -> _Op[int]:
-        thread_metadata = None
-        if thread_patch is not None:
-            rows = yield _q_thread_get(self._names, thread_id, lock=True)
-            if not rows:
-                raise ThreadNotFoundError(thread_id)
-            thread_metadata = thread_patch.apply(rows[0][2], self.limits)
-        rows = yield _q_messages_clear(self._names, thread_id, thread_metadata)
+        rows = yield _q_thread_get(self._names, thread_id, lock=True)
         if not rows:
             raise ThreadNotFoundError(thread_id)
-        return int(rows[0][0])
+        thread_seq, created_at, current = rows[0]
+        thread_metadata = None
+        if thread_patch is not None:
+            current = _thread(thread_id, created_at, current).metadata
+            thread_metadata = thread_patch.apply(current, self.limits)
+        ((count,),) = yield _q_messages_clear(self._names, thread_seq, thread_metadata)
+        return int(count)
 
     def clear_messages(
         self, thread_id: str, *, thread_patch: MetadataPatch | None = None
     ) -> int:
         """Delete all of a thread's messages (the thread stays); returns how many."""
         return self._run(
-            self._clear_messages(thread_id, thread_patch),
-            transaction=thread_patch is not None,
+            self._clear_messages(thread_id, thread_patch), transaction=True
         )
 
     async def aclear_messages(
@@ -1063,8 +1396,7 @@ class PostgresStore(BaseStore):
     ) -> int:
         """Async twin of `clear_messages`."""
         return await self._arun(
-            self._clear_messages(thread_id, thread_patch),
-            transaction=thread_patch is not None,
+            self._clear_messages(thread_id, thread_patch), transaction=True
         )
 
     def _count_messages(self, thread_id: str, after: str | None) -> _Op[int]:
@@ -1117,6 +1449,24 @@ class PostgresStore(BaseStore):
         """Async twin of `release_lease`."""
         await self._arun(self._release_lease(thread_id, owner))
 
+    def _get_lease(self, thread_id: str) -> _Op[Lease | None]:
+        rows = yield _q_lease_get(self._names, thread_id)
+        if not rows:
+            return None
+        owner, expires_at = rows[0]
+        return Lease(thread_id=thread_id, owner=owner, expires_at=expires_at)
+
+    def get_lease(self, thread_id: str) -> Lease | None:
+        """The thread's run lease if one is held and not expired, else ``None``.
+
+        Expiry is by the database clock, as `acquire_lease` measures it.
+        """
+        return self._run(self._get_lease(thread_id))
+
+    async def aget_lease(self, thread_id: str) -> Lease | None:
+        """Async twin of `get_lease`."""
+        return await self._arun(self._get_lease(thread_id))
+
     # --- runs ------------------------------------------------------------------------
 
     def _begin_run(
@@ -1127,10 +1477,11 @@ class PostgresStore(BaseStore):
         messages: Sequence[NewMessage],
         context_limit: int | None,
     ) -> _Op[RunStart | None]:
+        check_new_ids(thread_id, messages)
         for message in messages:
             check_limits(message.metadata, self.limits)
         names = self._names
-        ids = [new_id("msg") for _ in messages]
+        ids = _message_ids(messages)
         # One batch, so one round trip and one transaction. Each statement after the
         # lease reads a snapshot taken after the lease (and after the append's wait
         # for the thread's row lock), so it sees what the previous run committed.
@@ -1145,24 +1496,28 @@ class PostgresStore(BaseStore):
             _q_run_thread(names, thread_id, owner),
             _q_run_context(names, thread_id, owner, context_limit),
         ]
-        results = yield tuple(batch)
+        try:
+            results = yield tuple(batch)
+        except psycopg.errors.UniqueViolation as exc:  # the batch, lease too, undone
+            raise _conflict(exc, names, thread_id, messages) from exc
         ((thread_found, taken),) = results[0]
         if not thread_found:
             raise ThreadNotFoundError(thread_id)
         if not taken:
             return None
-        if not results[-2] or (messages and not results[1]):
+        appended_at, clash = results[1][0] if messages else (0, None)
+        if clash is not None:
+            yield _q_lease_release(names, thread_id, owner)
+            raise MessageIdConflictError(thread_id, clash)
+        if not results[-2] or appended_at is None:
             raise ThreadNotFoundError(thread_id)  # deleted while we took the lease
         created_at, metadata, *assistant = results[-2][0]
-        appended = []
-        if messages:
-            ((appended_at,),) = results[1]
-            appended = [
-                message.stored(message_id, thread_id, appended_at)
-                for message_id, message in zip(ids, messages, strict=True)
-            ]
+        appended = [
+            message.stored(message_id, thread_id, appended_at)
+            for message_id, message in zip(ids, messages, strict=True)
+        ]
         return RunStart.model_construct(
-            thread=StoredThread(id=thread_id, created_at=created_at, metadata=metadata),
+            thread=_thread(thread_id, created_at, metadata),
             assistant=None if assistant[0] is None else _assistant(assistant),
             appended=appended,
             context=[_message(row, thread_id) for row in reversed(results[-1])],
@@ -1207,26 +1562,38 @@ class PostgresStore(BaseStore):
         reply: NewMessage,
         thread_patch: MetadataPatch,
     ) -> _Op[StoredMessage]:
+        check_new_ids(thread_id, [reply])
         check_limits(reply.metadata, self.limits)
         names = self._names
-        message_id = new_id("msg")
-        if self.limits == UNLIMITED:
-            rows = yield _q_run_finish(
-                names, thread_id, owner, (message_id, reply), thread_patch
-            )
-        else:
-            # The patched metadata is checked against the limits before it is written.
-            rows = yield _q_thread_get(names, thread_id, lock=True)
-            if not rows:
-                raise ThreadNotFoundError(thread_id)
-            metadata = thread_patch.apply(rows[0][2], self.limits)
-            rows = yield _q_messages_append(
-                names, thread_id, [message_id], [reply], metadata
-            )
-            yield _q_lease_release(names, thread_id, owner)
-        if not rows:
+        (message_id,) = _message_ids([reply])
+        try:
+            if self.limits == UNLIMITED:
+                rows = yield _q_run_finish(
+                    names, thread_id, owner, (message_id, reply), thread_patch
+                )
+            else:
+                # The patched metadata is checked against the limits before it is
+                # written.
+                rows = yield _q_thread_get(names, thread_id, lock=True)
+                if not rows:
+                    raise ThreadNotFoundError(thread_id)
+                _, created_at, current = rows[0]
+                metadata = thread_patch.apply(
+                    _thread(thread_id, created_at, current).metadata, self.limits
+                )
+                rows = yield _q_messages_append(
+                    names, thread_id, [message_id], [reply], metadata
+                )
+                if rows[0][0] is not None:
+                    yield _q_lease_release(names, thread_id, owner)
+        except psycopg.errors.UniqueViolation as exc:
+            raise _conflict(exc, names, thread_id, [reply]) from exc
+        appended_at, clash = rows[0]
+        if clash is not None:
+            raise MessageIdConflictError(thread_id, clash)
+        if appended_at is None:
             raise ThreadNotFoundError(thread_id)
-        return reply.stored(message_id, thread_id, rows[0][0])
+        return reply.stored(message_id, thread_id, appended_at)
 
     def finish_run(
         self,
@@ -1265,14 +1632,20 @@ class PostgresStore(BaseStore):
 
 
 def _drive(conn: psycopg.Connection[Any], step: _Step, op: _Op[T]) -> T:
+    # A statement's error is thrown into the operation, which may turn it into one
+    # of ours (or, in autocommit, go on); uncaught, it leaves through here.
     cursor = conn.cursor(row_factory=tuple_row)
     try:
         while True:
-            if isinstance(step, _Q):
-                cursor.execute(step.query, step.params)
-                result: Any = _rows(cursor)
-            else:
-                result = _batch(conn, step)
+            try:
+                if isinstance(step, _Q):
+                    cursor.execute(step.query, step.params)
+                    result: Any = _rows(cursor)
+                else:
+                    result = _batch(conn, step)
+            except psycopg.Error as exc:
+                step = op.throw(exc)
+                continue
             step = op.send(result)
     except StopIteration as stop:
         return cast(T, stop.value)
@@ -1296,11 +1669,15 @@ async def _adrive(conn: psycopg.AsyncConnection[Any], step: _Step, op: _Op[T]) -
     cursor = conn.cursor(row_factory=tuple_row)
     try:
         while True:
-            if isinstance(step, _Q):
-                await cursor.execute(step.query, step.params)
-                result: Any = await _arows(cursor)
-            else:
-                result = await _abatch(conn, step)
+            try:
+                if isinstance(step, _Q):
+                    await cursor.execute(step.query, step.params)
+                    result: Any = await _arows(cursor)
+                else:
+                    result = await _abatch(conn, step)
+            except psycopg.Error as exc:
+                step = op.throw(exc)
+                continue
             step = op.send(result)
     except StopIteration as stop:
         return cast(T, stop.value)
