@@ -2,28 +2,37 @@
 
 Install with ``pip install "langchain-retro[postgres]"`` (psycopg 3 and psycopg-pool).
 
-Layout (schema version 1). Every table name is ``{table_prefix}{name}``, qualified by
+Layout (schema version 2). Every table name is ``{table_prefix}{name}``, qualified by
 the store's schema, so several apps can share one database:
 
-* ``schema_migrations``: one row per applied migration; `PostgresStore.setup` applies
-  the missing ones under a transaction-level advisory lock, so processes starting at
-  once take turns;
+* ``schema_migrations``: one row per applied migration; `PostgresStore.setup` creates
+  a new schema's tables at the current version, or applies the missing migrations,
+  under a transaction-level advisory lock, so processes starting at once take turns;
 * ``assistants``: one row per assistant, ``metadata`` as ``jsonb``;
-* ``threads``: one row per thread; ``metadata`` is ``jsonb`` with a GIN index
-  (``jsonb_path_ops``) serving the listing's equality filters (``metadata @> ...``)
-  and a btree index on ``(metadata ->> 'retro_class', seq)`` serving the class filter;
-  ``next_seq`` hands out the per-thread message sequence;
+* ``threads``: one row per thread, ``metadata`` as ``jsonb``; ``next_seq`` hands out
+  the per-thread message sequence and ``message_count`` keeps the count, so counting
+  a thread's messages reads one row;
+* ``thread_metadata``: one row per thread metadata entry, primary key
+  ``(key, value, thread_seq)``, kept by triggers in the transaction that writes
+  ``threads.metadata`` (whatever writes it). Filtered listings walk this key: each
+  step of a leapfrog join over the filters is one index descent per filter value, so a
+  page costs O(log N + page) for common, rare and absent values alike, with plans that
+  statistics and generic plans cannot turn into scans;
 * ``messages``: primary key ``(thread_seq, seq)``, so a thread's messages, its newest N
-  and those after a cursor are one index range scan; ``payload`` is ``text``, read
-  back as stored with no JSON decoding on either side;
+  and those after a cursor are one index range scan; message ids are unique per
+  thread (``UNIQUE (thread_seq, id)``), so every unique key holds the thread and the
+  table can be hash-partitioned by thread (``message_partitions``); ``payload`` is
+  ``text``, read back as stored with no JSON decoding on either side; ``run_id``,
+  ``assistant_id`` and ``reply_to`` link a reply to its run and what it answered;
 * ``run_leases``: the one-active-run-per-thread lease, expiring by the database clock.
 
 Appending takes the thread's row lock to allocate the sequence
 (``UPDATE threads SET next_seq = next_seq + n ... RETURNING``) and inserts in the same
 statement, so concurrent appenders to one thread are serialised and each gets a
 contiguous block: the sequence is strictly increasing, and only deleting a message
-leaves a gap (which readers tolerate). Timestamps (``created_at``, lease expiry) come
-from the database clock, so hosts with skewed clocks agree.
+leaves a gap (which readers tolerate). An append whose caller id the thread already
+holds writes nothing, and takes no sequence numbers. Timestamps (``created_at``,
+lease expiry) come from the database clock, so hosts with skewed clocks agree.
 
 Connections run in autocommit: single-statement calls (most of them, appends included)
 are one round trip; calls that read before they write run in a transaction. A run
@@ -44,6 +53,10 @@ statements (used after ``prepare_threshold`` = 5 executions of a query), which P
 before 1.21 cannot route: pass ``prepare_threshold=None`` to
 `PostgresStore.from_connection_string` (or ``kwargs={"prepare_threshold": None}`` to
 pools you build). PgBouncer 1.21+ with ``max_prepared_statements`` > 0 needs nothing.
+
+The pools `PostgresStore.from_connection_string` makes check each connection as they
+hand it out, so a server restart costs no failed call; pools you build get the same
+with ``check=ConnectionPool.check_connection``.
 """
 
 from __future__ import annotations
@@ -54,6 +67,8 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple, TypeVar, cast
+
+from pydantic import ValidationError
 
 from langchain_retro._ids import new_id
 from langchain_retro._metadata import (
@@ -67,6 +82,7 @@ from langchain_retro._metadata import (
 from langchain_retro.errors import (
     AssistantInUseError,
     AssistantNotFoundError,
+    CorruptDataError,
     MessageIdConflictError,
     MessageNotFoundError,
     MetadataError,
@@ -730,9 +746,12 @@ class PostgresStore(BaseStore):
         self, fields: Mapping[str, Any], metadata: Mapping[str, str]
     ) -> _Op[StoredAssistant]:
         checked = _checked_metadata(metadata, self.limits, "Assistant")
-        draft = StoredAssistant(
-            id=new_id("asst"), created_at=0, metadata=checked, **fields
-        )
+        try:
+            draft = StoredAssistant(
+                id=new_id("asst"), created_at=0, metadata=checked, **fields
+            )
+        except ValidationError as exc:
+            raise RetroValueError(f"Invalid assistant fields: {exc}") from exc
         ((created_at,),) = yield _q_assistant_insert(self._names, draft)
         return draft.model_copy(update={"created_at": created_at})
 
@@ -770,7 +789,10 @@ class PostgresStore(BaseStore):
     ) -> _Op[StoredAssistant]:
         unknown = set(fields) - set(ASSISTANT_FIELDS)
         if unknown:
-            raise ValueError(f"Not native assistant fields: {sorted(unknown)}")
+            raise RetroValueError(
+                f"Not native assistant fields: {sorted(unknown)}; native fields are "
+                f"{list(ASSISTANT_FIELDS)}. Put other values in metadata."
+            )
         rows = yield _q_assistant_get(self._names, assistant_id, lock=True)
         if not rows:
             raise AssistantNotFoundError(assistant_id)
@@ -778,8 +800,14 @@ class PostgresStore(BaseStore):
         metadata = (
             patch.apply(current.metadata, self.limits) if patch else current.metadata
         )
-        updated = current.model_copy(update={**fields, "metadata": metadata})
-        StoredAssistant.model_validate(updated.model_dump())
+        try:
+            updated = StoredAssistant.model_validate(
+                {**current.model_dump(), **fields, "metadata": metadata}
+            )
+        except ValidationError as exc:
+            raise RetroValueError(
+                f"Invalid fields for assistant {assistant_id!r}: {exc}"
+            ) from exc
         yield _q_assistant_update(self._names, updated)
         return updated
 
@@ -809,7 +837,7 @@ class PostgresStore(BaseStore):
         self, assistant_id: str, threads: AssistantThreads
     ) -> _Op[int]:
         if threads not in ("refuse", "keep", "delete"):
-            raise ValueError(
+            raise RetroValueError(
                 f"threads must be 'refuse', 'keep' or 'delete', not {threads!r}"
             )
         if not (yield _q_assistant_get(self._names, assistant_id, lock=True)):
@@ -1261,7 +1289,7 @@ class PostgresStore(BaseStore):
         limit: int | None,
     ) -> _Op[_Rows]:
         if limit is not None and limit < 0:
-            raise ValueError(f"limit must be >= 0, not {limit}")
+            raise RetroValueError(f"limit must be >= 0 or None, not {limit}")
         rows = yield _q_message_cursors(self._names, thread_id, after, before)
         if not rows:
             raise ThreadNotFoundError(thread_id)
@@ -1516,12 +1544,17 @@ class PostgresStore(BaseStore):
             message.stored(message_id, thread_id, appended_at)
             for message_id, message in zip(ids, messages, strict=True)
         ]
-        return RunStart.model_construct(
-            thread=_thread(thread_id, created_at, metadata),
-            assistant=None if assistant[0] is None else _assistant(assistant),
-            appended=appended,
-            context=[_message(row, thread_id) for row in reversed(results[-1])],
-        )
+        try:
+            return RunStart.model_construct(
+                thread=_thread(thread_id, created_at, metadata),
+                assistant=None if assistant[0] is None else _assistant(assistant),
+                appended=appended,
+                context=[_message(row, thread_id) for row in reversed(results[-1])],
+            )
+        except CorruptDataError:
+            # A run that cannot read its thread holds no lease (its input stays).
+            yield _q_lease_release(names, thread_id, owner)
+            raise
 
     def begin_run(
         self,
