@@ -103,6 +103,8 @@ async def test_bad_assistant_input_writes_nothing(
         await call(store, "update_assistant", assistant.id, {"temperature": "hot"})
     with pytest.raises(RetroValueError, match="native"):
         await call(store, "update_assistant", assistant.id, {"colour": "red"})
+    with pytest.raises(RetroValueError, match="native"):
+        await call(store, "create_assistant", {"model": "m", "colour": "red"}, {})
     assert await call(store, "list_assistants") == [assistant]
 
 
@@ -361,6 +363,11 @@ def test_racing_appends_of_one_id_let_one_win(make: Callable[..., Any]) -> None:
 def test_errors_for_bad_input_are_ours(make: Callable[..., Any]) -> None:
     store = make()
     thread = store.create_thread({})
+    reply = NewMessage(role="assistant", payload="{}")
+    for bad in ("", 7):
+        with pytest.raises(RetroValueError, match="hwm_key"):
+            store.add_messages(thread.id, [user("q"), reply], hwm_key=bad)
+    assert store.count_messages(thread.id) == 0
     with pytest.raises(RetroError):
         store.list_messages(thread.id, limit=-1)
     with pytest.raises(RetroError):

@@ -252,6 +252,26 @@ def _checked_metadata(
     return checked
 
 
+def _check_fields(fields: Mapping[str, Any]) -> None:
+    """Refuse assistant fields that are not native ones (they would be dropped)."""
+    unknown = set(fields) - set(ASSISTANT_FIELDS)
+    if unknown:
+        raise RetroValueError(
+            f"Not native assistant fields: {sorted(unknown)}; native fields are "
+            f"{list(ASSISTANT_FIELDS)}. Put other values in metadata; nothing was "
+            "written."
+        )
+
+
+def _check_hwm_key(hwm_key: object, limits: MetadataLimits) -> None:
+    """Check ``add_messages``'s ``hwm_key``: a non-empty key within the limits."""
+    if not isinstance(hwm_key, str) or not hwm_key:
+        raise RetroValueError(
+            f"hwm_key must be a non-empty metadata key, not {hwm_key!r}."
+        )
+    check_limits({hwm_key: ""}, limits)
+
+
 def _message_ids(messages: Sequence[NewMessage]) -> list[str]:
     """The ids the messages are stored under: the caller's, or a new ``msg_...``."""
     return [new_id("msg") if m.id is None else m.id for m in messages]
@@ -746,6 +766,7 @@ class PostgresStore(BaseStore):
         self, fields: Mapping[str, Any], metadata: Mapping[str, str]
     ) -> _Op[StoredAssistant]:
         checked = _checked_metadata(metadata, self.limits, "Assistant")
+        _check_fields(fields)
         try:
             draft = StoredAssistant(
                 id=new_id("asst"), created_at=0, metadata=checked, **fields
@@ -787,12 +808,7 @@ class PostgresStore(BaseStore):
         fields: Mapping[str, Any],
         patch: MetadataPatch | None,
     ) -> _Op[StoredAssistant]:
-        unknown = set(fields) - set(ASSISTANT_FIELDS)
-        if unknown:
-            raise RetroValueError(
-                f"Not native assistant fields: {sorted(unknown)}; native fields are "
-                f"{list(ASSISTANT_FIELDS)}. Put other values in metadata."
-            )
+        _check_fields(fields)
         rows = yield _q_assistant_get(self._names, assistant_id, lock=True)
         if not rows:
             raise AssistantNotFoundError(assistant_id)
@@ -1106,6 +1122,8 @@ class PostgresStore(BaseStore):
         check_new_ids(thread_id, messages)
         for message in messages:
             check_limits(message.metadata, self.limits)
+        if hwm_key is not None:
+            _check_hwm_key(hwm_key, self.limits)
         ids = _message_ids(messages)
         replies = hwm_key is not None and _has_reply(messages)
         thread_metadata = None
