@@ -372,3 +372,57 @@ def test_errors_for_bad_input_are_ours(make: Callable[..., Any]) -> None:
         store.list_messages(thread.id, limit=-1)
     with pytest.raises(RetroError):
         store.delete_assistant("asst_x", threads="maybe")  # type: ignore[arg-type]
+
+
+async def test_a_run_keeps_caller_ids_and_a_clash_writes_nothing(
+    make: Callable[..., Any], call: Call
+) -> None:
+    store = make()
+    thread = await call(store, "create_thread", {})
+    start = await call(
+        store,
+        "begin_run",
+        thread.id,
+        owner="run_a",
+        ttl=30.0,
+        messages=[user("q", id="client-q")],
+    )
+    assert [m.id for m in start.appended] == ["client-q"]
+    assert [m.id for m in start.context] == ["client-q"]
+    # A reply whose id the thread holds: nothing written, and the run keeps its lease.
+    clash = NewMessage(role="assistant", payload="{}", id="client-q")
+    with pytest.raises(MessageIdConflictError):
+        await call(
+            store,
+            "finish_run",
+            thread.id,
+            owner="run_a",
+            reply=clash,
+            thread_patch=MetadataPatch(set={"hwm": "client-q"}),
+        )
+    assert (await call(store, "get_lease", thread.id)).owner == "run_a"
+    assert (await call(store, "get_thread", thread.id)).metadata == {}
+    reply = NewMessage(role="assistant", payload="{}", id="client-a", run_id="run_a")
+    stored = await call(
+        store,
+        "finish_run",
+        thread.id,
+        owner="run_a",
+        reply=reply,
+        thread_patch=MetadataPatch(set={"hwm": "client-q"}),
+    )
+    assert (stored.id, stored.run_id) == ("client-a", "run_a")
+    assert await call(store, "get_lease", thread.id) is None
+    # A run whose input clashes takes no lease and writes nothing.
+    with pytest.raises(MessageIdConflictError) as caught:
+        await call(
+            store,
+            "begin_run",
+            thread.id,
+            owner="run_b",
+            ttl=30.0,
+            messages=[user("again", id="client-q")],
+        )
+    assert caught.value.message_id == "client-q"
+    assert await call(store, "get_lease", thread.id) is None
+    assert await call(store, "count_messages", thread.id) == 2

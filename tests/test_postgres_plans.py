@@ -4,8 +4,9 @@ Every filtered page is driven from ``thread_metadata``'s ``(key, value, thread_s
 key: for a common, a rare and an absent value, two fields, a class and free
 metadata, and in both plan cache modes (``force_custom_plan`` plans with the values
 known; ``force_generic_plan`` is what a prepared statement switches to after five
-runs). No plan may scan a table or walk the threads' primary key backwards, which is
-what made rare and absent values cost a pass over every thread.
+runs), with statistics and before any are gathered. No plan may scan a table or
+walk the threads' primary key backwards, which is what made rare and absent values
+cost a pass over every thread.
 """
 
 from __future__ import annotations
@@ -62,16 +63,20 @@ def expected(query: ThreadQuery) -> list[int]:
     return found[: query.limit]
 
 
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A store of a few thousand threads, analysed, and each thread's number."""
+@pytest.fixture(scope="module", params=["analysed", "no statistics"])
+def loaded(request: pytest.FixtureRequest, tmp_path_factory: Any) -> Any:
+    """A store of a few thousand threads, and each thread's number.
+
+    Once analysed, once as loaded (before autovacuum gathers statistics).
+    """
     with stores_of("postgres", tmp_path_factory.mktemp("plans")) as make:
         store = make()
         made = store.create_threads([metadata(n) for n in range(1, THREADS + 1)])
         number = {thread.id: n for n, thread in enumerate(made, start=1)}
-        with store._sync_pool().connection() as conn:
-            conn.execute(f'ANALYZE "{store.schema}"."retro_threads"')
-            conn.execute(f'ANALYZE "{store.schema}"."retro_thread_metadata"')
+        if request.param == "analysed":
+            with store._sync_pool().connection() as conn:
+                conn.execute(f'ANALYZE "{store.schema}"."retro_threads"')
+                conn.execute(f'ANALYZE "{store.schema}"."retro_thread_metadata"')
         yield store, number
 
 
