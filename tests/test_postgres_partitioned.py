@@ -10,7 +10,9 @@ partitions, a thread's reads touching one of them, and the option's checks.
 from __future__ import annotations
 
 import re
+import runpy
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -18,12 +20,11 @@ from conftest import postgres_url
 from test_stores_contract import *  # noqa: F403 - the contract, run again here
 from test_stores_contract_messages import *  # noqa: F403
 
-from langchain_retro import RetroValueError, SchemaVersionError
+from langchain_retro import MessageIdConflictError, RetroValueError, SchemaVersionError
 from langchain_retro.stores.base import NewMessage
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from pathlib import Path
 
     from langchain_retro.stores.base import BaseStore
 
@@ -160,5 +161,52 @@ def test_partitions_are_not_added_to_an_existing_schema() -> None:
             partitioned.setup()
         with PostgresStore.from_connection_string(url, schema=schema) as plain:
             assert plain.get_thread(thread.id) == thread
+    finally:
+        run(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "postgres-partitioning.md"
+
+
+def test_the_documented_python_runs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (code,) = re.findall(r"^```python\n(.*?)^```", DOC.read_text(), re.M | re.S)
+    schema = re.search(r'schema="(\w+)"', code)
+    assert schema is not None
+    unique = f"test_{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("DATABASE_URL", postgres_url())
+    script = tmp_path / "doc_block.py"
+    script.write_text(code.replace(schema.group(0), f'schema="{unique}"'))
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+        assert run(
+            "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent "
+            "JOIN pg_namespace n ON n.oid = p.relnamespace "
+            "WHERE n.nspname = %s AND p.relname = 'retro_messages'",
+            unique,
+        ) == [(16,)]
+    finally:
+        run(f'DROP SCHEMA IF EXISTS "{unique}" CASCADE')
+
+
+def test_the_documented_range_partitions_work() -> None:
+    (ddl,) = re.findall(r"^```sql\n(.*?)^```", DOC.read_text(), re.M | re.S)
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    url = postgres_url()
+    try:
+        with PostgresStore.from_connection_string(url, schema=schema) as store:
+            store.setup()
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(ddl.replace("app.", f'"{schema}".'))
+            thread = store.create_thread({})
+            store.add_messages(thread.id, [user("a", id="one"), user("b")])
+            with pytest.raises(MessageIdConflictError):
+                store.add_messages(thread.id, [user("c", id="one")])
+            assert store.list_messages(thread.id)[0].id == "one"
+            assert store.count_messages(thread.id) == 2
+            table = f'"{schema}".retro_messages'
+            where = run(f"SELECT DISTINCT tableoid::regclass::text FROM {table}")
+            assert where == [(f"{schema}.retro_messages_r0",)]
     finally:
         run(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
