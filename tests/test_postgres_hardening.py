@@ -426,3 +426,29 @@ async def test_a_run_keeps_caller_ids_and_a_clash_writes_nothing(
     assert caught.value.message_id == "client-q"
     assert await call(store, "get_lease", thread.id) is None
     assert await call(store, "count_messages", thread.id) == 2
+
+
+async def test_bulk_refuses_an_id_given_twice_across_pairs(
+    make: Callable[..., Any], call: Call
+) -> None:
+    store = make()
+    one, two = await call(store, "create_threads", [{}, {}])
+    with pytest.raises(MessageIdConflictError) as caught:
+        await call(
+            store,
+            "bulk_add_messages",
+            [
+                (one.id, [user("a", id="twice")]),
+                (two.id, [user("b", id="twice")]),  # another thread: fine
+                (one.id, [user("c", id="twice")]),
+            ],
+        )
+    assert (caught.value.thread_id, caught.value.message_id) == (one.id, "twice")
+    for thread in (one, two):
+        assert await call(store, "count_messages", thread.id) == 0
+    written = await call(
+        store,
+        "bulk_add_messages",
+        [(one.id, [user("a", id="twice")]), (two.id, [user("b", id="twice")])],
+    )
+    assert written == 2

@@ -54,6 +54,7 @@ __all__ = [
     "_NO_SEQ",
     "_Q",
     "_THREAD_COLUMNS",
+    "_Copy",
     "_Names",
     "_Op",
     "_Rows",
@@ -61,6 +62,7 @@ __all__ = [
     "_assistant",
     "_check_prefix",
     "_check_schema",
+    "_copy_messages",
     "_filters",
     "_message",
     "_new_rows",
@@ -71,7 +73,6 @@ __all__ = [
     "_q_assistant_update",
     "_q_bulk_advance",
     "_q_bulk_clash",
-    "_q_bulk_insert",
     "_q_create_layout",
     "_q_create_migrations_table",
     "_q_create_schema",
@@ -275,9 +276,16 @@ class _Q(NamedTuple):
     params: Sequence[Any] | Mapping[str, Any] | None = None
 
 
+class _Copy(NamedTuple):
+    """A ``COPY ... FROM STDIN`` and the rows it sends (answered with no rows)."""
+
+    statement: sql.Composed
+    rows: Sequence[Sequence[Any]]
+
+
 _Rows = list[tuple[Any, ...]]
-_Step = _Q | tuple[_Q, ...]
-"""A statement, or a batch of statements sent in one round trip."""
+_Step = _Q | _Copy | tuple[_Q, ...]
+"""A statement, a copy, or a batch of statements sent in one round trip."""
 _Op = Generator[_Step, Any, T]
 """An operation: yields statements, receives their rows, returns its result.
 
@@ -830,12 +838,12 @@ def _q_last_asked(names: _Names, thread_seq: int) -> _Q:
 
 
 def _q_threads_lock(names: _Names, thread_ids: list[str]) -> _Q:
-    """Lock threads in ``seq`` order; their ids, ``seq`` and ``next_seq``."""
+    """Lock threads in ``seq`` order: their id, ``seq``, ``next_seq``, and now."""
     # One order for every bulk writer, so two of them cannot deadlock.
     return _Q(
         names.sql(
-            "SELECT id, seq, next_seq FROM {threads} WHERE id = ANY(%s::text[]) "
-            "ORDER BY seq FOR NO KEY UPDATE"
+            "SELECT id, seq, next_seq, {now} FROM {threads} "
+            "WHERE id = ANY(%s::text[]) ORDER BY seq FOR NO KEY UPDATE"
         ),
         (thread_ids,),
     )
@@ -853,23 +861,29 @@ def _q_bulk_clash(names: _Names, thread_seqs: list[int], ids: list[str]) -> _Q:
     )
 
 
-def _q_bulk_insert(names: _Names, columns: Mapping[str, list[Any]]) -> _Q:
-    """Insert messages given column by column, each with its thread and ``seq``."""
-    return _Q(
+_MESSAGE_COPY_COLUMNS = (
+    "thread_seq",
+    "seq",
+    "id",
+    "created_at",
+    "role",
+    "payload",
+    "metadata",
+    "run_id",
+    "assistant_id",
+    "reply_to",
+)
+"""The columns of a row `_copy_messages` sends, in order."""
+
+
+def _copy_messages(names: _Names, rows: Sequence[Sequence[Any]]) -> _Copy:
+    """Copy message rows (`_MESSAGE_COPY_COLUMNS`, metadata as JSON text) in."""
+    return _Copy(
         names.sql(
-            "INSERT INTO {messages} (thread_seq, seq, id, created_at, role, payload, "
-            "metadata, run_id, assistant_id, reply_to) "
-            "SELECT new.thread_seq, new.seq, new.id, COALESCE(new.created_at, {now}), "
-            "new.role, new.payload, new.metadata::jsonb, new.run_id, "
-            "new.assistant_id, new.reply_to "
-            "FROM unnest(%(thread_seqs)s::bigint[], %(seqs)s::bigint[], "
-            "%(ids)s::text[], %(created)s::bigint[], %(roles)s::text[], "
-            "%(payloads)s::text[], %(metadatas)s::text[], %(run_ids)s::text[], "
-            "%(assistant_ids)s::text[], %(reply_tos)s::text[]) "
-            "AS new (thread_seq, seq, id, created_at, role, payload, metadata, "
-            "run_id, assistant_id, reply_to)"
+            "COPY {messages} ({columns}) FROM STDIN",
+            columns=sql.SQL(", ").join(map(sql.Identifier, _MESSAGE_COPY_COLUMNS)),
         ),
-        columns,
+        rows,
     )
 
 

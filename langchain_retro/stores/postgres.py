@@ -104,6 +104,8 @@ from langchain_retro.stores._postgres_sql import (
     _assistant,
     _check_prefix,
     _check_schema,
+    _Copy,
+    _copy_messages,
     _filters,
     _message,
     _Names,
@@ -115,7 +117,6 @@ from langchain_retro.stores._postgres_sql import (
     _q_assistant_update,
     _q_bulk_advance,
     _q_bulk_clash,
-    _q_bulk_insert,
     _q_create_layout,
     _q_create_migrations_table,
     _q_create_schema,
@@ -284,6 +285,54 @@ def _answered(messages: Sequence[NewMessage], ids: Sequence[str]) -> str | None:
         if messages[i].role != "assistant":
             return ids[i]
     return None
+
+
+def _bulk_rows(
+    batches: Sequence[tuple[str, Sequence[NewMessage]]],
+    seqs: Mapping[str, int],
+    next_seqs: dict[str, int],
+    now: int,
+) -> tuple[list[tuple[Any, ...]], list[int], list[str]]:
+    """The rows a bulk append copies in, and the caller ids to look for first.
+
+    Args:
+        batches: The ``(thread_id, messages)`` pairs, in order.
+        seqs: Each thread's ``seq``.
+        next_seqs: Each thread's next message ``seq``; moved past the rows.
+        now: The database clock, for messages without a ``created_at``.
+
+    Returns:
+        The rows (`_MESSAGE_COPY_COLUMNS`), and the ``(thread_seq, id)`` of every
+        caller id as two lists.
+    """
+    rows: list[tuple[Any, ...]] = []
+    clash_seqs: list[int] = []
+    clash_ids: list[str] = []
+    for thread_id, messages in batches:
+        thread_seq = seqs[thread_id]
+        for message in messages:
+            message_id = message.id
+            if message_id is None:
+                message_id = new_id("msg")
+            else:
+                clash_seqs.append(thread_seq)
+                clash_ids.append(message_id)
+            rows.append(
+                (
+                    thread_seq,
+                    next_seqs[thread_id],
+                    message_id,
+                    now if message.created_at is None else message.created_at,
+                    message.role,
+                    message.payload,
+                    dumps(message.metadata),
+                    message.run_id,
+                    message.assistant_id,
+                    message.reply_to,
+                )
+            )
+            next_seqs[thread_id] += 1
+    return rows, clash_seqs, clash_ids
 
 
 def _has_reply(messages: Sequence[NewMessage]) -> bool:
@@ -1200,45 +1249,19 @@ class PostgresStore(BaseStore):
             return 0
         names = self._names
         locked = yield _q_threads_lock(names, list(by_thread))
-        next_seqs = {thread_id: next_seq for thread_id, _, next_seq in locked}
-        seqs = {thread_id: seq for thread_id, seq, _ in locked}
+        seqs = {thread_id: seq for thread_id, seq, _, _ in locked}
+        next_seqs = {thread_id: next_seq for thread_id, _, next_seq, _ in locked}
         for thread_id in by_thread:
             if thread_id not in seqs:
                 raise ThreadNotFoundError(thread_id)
-        columns: dict[str, list[Any]] = {
-            name: []
-            for name in (
-                "thread_seqs", "seqs", "ids", "created", "roles", "payloads",
-                "metadatas", "run_ids", "assistant_ids", "reply_tos",
-            )
-        }  # fmt: skip
-        clash_seqs: list[int] = []
-        clash_ids: list[str] = []
-        for thread_id, messages in batches:
-            thread_seq = seqs[thread_id]
-            for message in messages:
-                message_id = new_id("msg") if message.id is None else message.id
-                if message.id is not None:
-                    clash_seqs.append(thread_seq)
-                    clash_ids.append(message_id)
-                columns["thread_seqs"].append(thread_seq)
-                columns["seqs"].append(next_seqs[thread_id])
-                next_seqs[thread_id] += 1
-                columns["ids"].append(message_id)
-                columns["created"].append(message.created_at)
-                columns["roles"].append(message.role)
-                columns["payloads"].append(message.payload)
-                columns["metadatas"].append(dumps(message.metadata))
-                columns["run_ids"].append(message.run_id)
-                columns["assistant_ids"].append(message.assistant_id)
-                columns["reply_tos"].append(message.reply_to)
+        rows, clash_seqs, clash_ids = _bulk_rows(batches, seqs, next_seqs, locked[0][3])
         if clash_ids:
             clash = yield _q_bulk_clash(names, clash_seqs, clash_ids)
             if clash:
                 by_seq = {seq: thread_id for thread_id, seq in seqs.items()}
                 raise MessageIdConflictError(by_seq[clash[0][0]], clash[0][1])
         try:
-            yield _q_bulk_insert(names, columns)
+            yield _copy_messages(names, rows)
         except psycopg.errors.UniqueViolation as exc:
             first = next(iter(by_thread))
             raise _conflict(exc, names, first, by_thread[first]) from exc
@@ -1246,7 +1269,7 @@ class PostgresStore(BaseStore):
         yield _q_bulk_advance(
             names, [seqs[t] for t in counts], [counts[t] for t in counts]
         )
-        return len(columns["ids"])
+        return len(rows)
 
     def bulk_add_messages(
         self, batches: Sequence[tuple[str, Sequence[NewMessage]]]
@@ -1254,8 +1277,8 @@ class PostgresStore(BaseStore):
         """Append messages to many threads in one transaction, all or none.
 
         Four statements whatever the size: lock the threads (in one order, so bulk
-        writers cannot deadlock), look for caller ids already taken, insert every
-        message from column arrays, move each thread's sequence and count.
+        writers cannot deadlock), look for caller ids already taken, ``COPY`` the
+        messages in, move each thread's sequence and count.
         """
         return self._run(self._bulk_add_messages(batches), transaction=True)
 
@@ -1692,6 +1715,11 @@ def _drive(conn: psycopg.Connection[Any], step: _Step, op: _Op[T]) -> T:
                 if isinstance(step, _Q):
                     cursor.execute(step.query, step.params)
                     result: Any = _rows(cursor)
+                elif isinstance(step, _Copy):
+                    with cursor.copy(step.statement) as copy:
+                        for row in step.rows:
+                            copy.write_row(row)
+                    result = []
                 else:
                     result = _batch(conn, step)
             except psycopg.Error as exc:
@@ -1724,6 +1752,11 @@ async def _adrive(conn: psycopg.AsyncConnection[Any], step: _Step, op: _Op[T]) -
                 if isinstance(step, _Q):
                     await cursor.execute(step.query, step.params)
                     result: Any = await _arows(cursor)
+                elif isinstance(step, _Copy):
+                    async with cursor.copy(step.statement) as copy:
+                        for row in step.rows:
+                            await copy.write_row(row)
+                    result = []
                 else:
                     result = await _abatch(conn, step)
             except psycopg.Error as exc:
