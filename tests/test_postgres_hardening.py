@@ -43,6 +43,7 @@ pytest_plugins = ["_helpers"]
 pytestmark = pytest.mark.postgres
 
 psycopg = pytest.importorskip("psycopg")
+psycopg_pool = pytest.importorskip("psycopg_pool")
 postgres_module = pytest.importorskip("langchain_retro.stores.postgres")
 PostgresStore = postgres_module.PostgresStore
 
@@ -452,3 +453,15 @@ async def test_bulk_refuses_an_id_given_twice_across_pairs(
         [(one.id, [user("a", id="twice")]), (two.id, [user("b", id="twice")])],
     )
     assert written == 2
+
+
+def test_the_checkout_check_pings_only_ended_connections() -> None:
+    spoke = postgres_module._server_spoke
+    app = f"retro_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_url(), autocommit=True, application_name=app) as conn:
+        conn.execute("SELECT 1").fetchall()
+        assert not spoke(conn)  # idle and alive: no round trip needed
+        terminate(app, 1)
+        assert spoke(conn)  # ended by the server: the pool pings it, and drops it
+        with pytest.raises(psycopg.OperationalError):
+            psycopg_pool.ConnectionPool.check_connection(conn)

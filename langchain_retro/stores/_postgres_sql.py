@@ -307,7 +307,6 @@ def _object_of(value: str) -> str:
 def _sync_bodies(schema: str, prefix: str) -> dict[str, sql.Composable]:
     """The bodies of the trigger functions keeping ``thread_metadata`` in step."""
     side = _quoted(schema, prefix + "thread_metadata")
-    entries = "SELECT key, value FROM jsonb_each_text({})"
     old, new = _object_of("OLD.metadata"), _object_of("NEW.metadata")
     # Only quoted identifiers go into these bodies; they are passed as one literal.
     on_insert = (
@@ -316,13 +315,19 @@ def _sync_bodies(schema: str, prefix: str) -> dict[str, sql.Composable]:
         f"jsonb_each_text({_object_of('a.metadata')}) e WHERE e.value IS NOT NULL; "
         "RETURN NULL; END"
     )
+    # Only the entries that changed: a run moving hwm rewrites one row, not all.
     on_update = (
-        f"BEGIN DELETE FROM {side} m USING ({entries.format(old)} EXCEPT "  # noqa: S608
-        f"{entries.format(new)}) gone WHERE m.key = gone.key "
-        "AND m.value = gone.value AND m.thread_seq = OLD.seq; "
-        f"INSERT INTO {side} (key, value, thread_seq) SELECT key, value, NEW.seq "
-        f"FROM ({entries.format(new)} EXCEPT {entries.format(old)}) added "
-        "WHERE value IS NOT NULL; RETURN NULL; END"
+        "DECLARE old_metadata jsonb; new_metadata jsonb; k text; v text; "  # noqa: S608
+        f"BEGIN old_metadata := {old}; new_metadata := {new}; "
+        "FOR k, v IN SELECT key, value FROM jsonb_each_text(old_metadata) LOOP "
+        "IF v IS NOT NULL AND (new_metadata ->> k) IS DISTINCT FROM v THEN "
+        f"DELETE FROM {side} "
+        "WHERE key = k AND value = v AND thread_seq = OLD.seq; "
+        "END IF; END LOOP; "
+        "FOR k, v IN SELECT key, value FROM jsonb_each_text(new_metadata) LOOP "
+        "IF v IS NOT NULL AND (old_metadata ->> k) IS DISTINCT FROM v THEN "
+        f"INSERT INTO {side} (key, value, thread_seq) VALUES (k, v, NEW.seq); "
+        "END IF; END LOOP; RETURN NULL; END"
     )
     return {
         "on_thread_insert_body": sql.Literal(on_insert),
@@ -769,19 +774,37 @@ _LEASED = (
 )
 
 
+# Without caller ids there is nothing to look for: a CTE the planner folds away.
+_NO_CLASH = "clash AS (SELECT NULL::text AS id WHERE false)"
+
+
+def _clash(messages: Sequence[NewMessage]) -> str:
+    """The ``clash`` CTE for these messages: `_CLASH` only if one has a caller id."""
+    return _CLASH if any(m.id is not None for m in messages) else _NO_CLASH
+
+
+def _column(values: list[Any]) -> list[Any] | None:
+    """An optional column's values, or ``None`` (NULL) if all are ``None``.
+
+    ``unnest`` pads a NULL array with NULLs, so plain messages send no array for the
+    columns they leave empty.
+    """
+    return values if any(v is not None for v in values) else None
+
+
 def _new_rows(ids: list[str], messages: Sequence[NewMessage]) -> dict[str, Any]:
     """The parameters `_INSERT_AFTER_T` reads: the new messages, column by column."""
     return {
         "n": len(messages),
         "ids": ids,
         "caller_ids": [m.id for m in messages if m.id is not None],
-        "created": [m.created_at for m in messages],
+        "created": _column([m.created_at for m in messages]),
         "roles": [m.role for m in messages],
         "payloads": [m.payload for m in messages],
         "metadatas": [dumps(m.metadata) for m in messages],
-        "run_ids": [m.run_id for m in messages],
-        "assistant_ids": [m.assistant_id for m in messages],
-        "reply_tos": [m.reply_to for m in messages],
+        "run_ids": _column([m.run_id for m in messages]),
+        "assistant_ids": _column([m.assistant_id for m in messages]),
+        "reply_tos": _column([m.reply_to for m in messages]),
     }
 
 
@@ -813,7 +836,7 @@ def _q_messages_append(
             "AND (%(owner)s::text IS NULL OR {leased}) "
             "RETURNING seq, next_seq - %(n)s AS first_seq, {now} AS created_at"
             "), {insert} SELECT (SELECT created_at FROM t), (SELECT id FROM clash)",
-            clash=names.sql(_CLASH),
+            clash=names.sql(_clash(messages)),
             leased=names.sql(_LEASED),
             insert=names.sql(_INSERT_AFTER_T),
         ),
@@ -961,7 +984,7 @@ def _q_run_finish(
             "WHERE thread_id = %(thread_id)s AND owner = %(owner)s "
             "AND EXISTS (SELECT FROM t)) "
             "SELECT (SELECT created_at FROM t), (SELECT id FROM clash)",
-            clash=names.sql(_CLASH),
+            clash=names.sql(_clash([message])),
             insert=names.sql(_INSERT_AFTER_T),
         ),
         {

@@ -55,14 +55,16 @@ before 1.21 cannot route: pass ``prepare_threshold=None`` to
 pools you build). PgBouncer 1.21+ with ``max_prepared_statements`` > 0 needs nothing.
 
 The pools `PostgresStore.from_connection_string` makes check each connection as they
-hand it out, so a server restart costs no failed call; pools you build get the same
-with ``check=ConnectionPool.check_connection``.
+hand it out (without a round trip, unless the server ended it), so a server restart
+costs no failed call; pools you build get the same with
+``check=ConnectionPool.check_connection`` (one round trip per checkout).
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import select
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -200,6 +202,38 @@ class _LoopPool(NamedTuple):
 
     ready: asyncio.Future[AsyncConnectionPool[Any]]
     task: asyncio.Task[None]
+
+
+def _server_spoke(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether an idle connection's socket has something to read, or is gone.
+
+    An idle connection is sent nothing unless the server ends it (a restart, an
+    administrator's ``pg_terminate_backend``, an idle timeout), so a live one is told
+    from a dead one without a round trip.
+    """
+    if conn.closed:
+        return True
+    try:
+        fileno = conn.fileno()
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(fileno, select.POLLIN | select.POLLERR | select.POLLHUP)
+            return bool(poller.poll(0))
+        return bool(select.select([fileno], [], [], 0)[0])
+    except (OSError, ValueError, psycopg.Error):
+        return True
+
+
+def _check_connection(conn: psycopg.Connection[Any]) -> None:
+    """The sync pool's checkout check: a round trip only if the server spoke."""
+    if _server_spoke(conn):
+        ConnectionPool.check_connection(conn)
+
+
+async def _acheck_connection(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The async pool's checkout check: a round trip only if the server spoke."""
+    if _server_spoke(conn):
+        await AsyncConnectionPool.check_connection(conn)
 
 
 MAX_MESSAGE_PARTITIONS = 1024
@@ -499,9 +533,11 @@ class PostgresStore(BaseStore):
     ) -> PostgresStore:
         """Make a store with its own pools, opened on first use and closed with it.
 
-        Both pools check each connection as they hand it out
-        (``ConnectionPool.check_connection``), so connections a server restart or a
-        terminated backend broke are replaced instead of failing the call.
+        Both pools check each connection as they hand it out, so connections a
+        server restart or a terminated backend ended are replaced instead of failing
+        the call. The check costs no round trip: only a connection whose server has
+        sent something while it was idle (as ending it does) is pinged
+        (``ConnectionPool.check_connection``) before use.
 
         Args:
             url: A libpq connection string or URL (``postgresql://user@host/db``).
@@ -552,11 +588,11 @@ class PostgresStore(BaseStore):
         }
         shared: dict[str, Any] = {**options, "min_size": min_size, "max_size": max_size}
 
-        def per(pool_class: Any, own: Mapping[str, Any] | None) -> dict[str, Any]:
+        def per(check: Any, own: Mapping[str, Any] | None) -> dict[str, Any]:
             own = dict(own or {})
             own_kwargs = own.pop("kwargs", {})
             return {
-                "check": pool_class.check_connection,
+                "check": check,
                 **shared,
                 **own,
                 "kwargs": {**kwargs, **own_kwargs},
@@ -565,8 +601,8 @@ class PostgresStore(BaseStore):
         owned: dict[str, Any] = {
             "conninfo": url,
             "kwargs": kwargs,
-            "sync": per(ConnectionPool, pool_kwargs),
-            "async": per(AsyncConnectionPool, async_pool_kwargs),
+            "sync": per(_check_connection, pool_kwargs),
+            "async": per(_acheck_connection, async_pool_kwargs),
         }
         store = cls.__new__(cls)
         store._init(
