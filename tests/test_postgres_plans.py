@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from conftest import postgres_url, stores_of
 
-from langchain_retro.stores.base import ThreadQuery
+from langchain_retro.stores.base import NewMessage, ThreadQuery
 
 pytestmark = pytest.mark.postgres
 
@@ -125,3 +125,48 @@ def test_filtered_pages_walk_the_metadata_key(
                 assert "Seq Scan" not in plans[-1]
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize("mode", ["force_custom_plan", "force_generic_plan"])
+def test_message_lookups_by_thread_and_id_use_the_unique_key(
+    loaded: Any, mode: str
+) -> None:
+    store, _ = loaded
+    threads = store.create_threads([{} for _ in range(100)])
+    batches = [(t.id, [user(i) for i in range(200)]) for t in threads]
+    assert store.bulk_add_messages(batches) == 20_000
+    thread = threads[42]
+    wanted = store.list_messages(thread.id)[150]
+    plans: list[str] = []
+
+    def explain_everything(conn: Any) -> None:
+        conn.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+        conn.execute("LOAD 'auto_explain'")
+        conn.execute("SET auto_explain.log_min_duration = 0")
+        conn.execute("SET client_min_messages = log")
+        conn.execute(f"SET plan_cache_mode = {mode}")
+
+    pool = psycopg_pool.ConnectionPool(
+        postgres_url(),
+        kwargs={"autocommit": True},
+        configure=explain_everything,
+        min_size=1,
+        max_size=1,
+        open=True,
+    )
+    try:
+        with PostgresStore(pool, schema=store.schema) as explained:
+            assert explained.get_message(thread.id, wanted.id) == wanted
+            assert "retro_messages_thread_id_key" in plans[-1]
+            assert "Seq Scan on retro_messages" not in plans[-1]
+            after = explained.list_messages(thread.id, after=wanted.id, limit=5)
+            assert len(after) == 5
+            cursors = [p for p in plans if "retro_messages_thread_id_key" in p]
+            assert len(cursors) >= 2  # the cursor was found by the unique key too
+            assert not any("Seq Scan on retro_messages" in p for p in plans)
+    finally:
+        pool.close()
+
+
+def user(i: int) -> NewMessage:
+    return NewMessage(role="user", payload=f'{{"n": {i}}}')
