@@ -456,7 +456,7 @@ async def test_bulk_refuses_an_id_given_twice_across_pairs(
 
 
 def test_the_checkout_check_pings_only_ended_connections() -> None:
-    spoke = postgres_module._server_spoke
+    spoke = pytest.importorskip("langchain_retro.stores._postgres_io")._server_spoke
     app = f"retro_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(postgres_url(), autocommit=True, application_name=app) as conn:
         conn.execute("SELECT 1").fetchall()

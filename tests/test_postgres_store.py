@@ -41,6 +41,7 @@ pytestmark = pytest.mark.postgres
 psycopg = pytest.importorskip("psycopg")
 psycopg_pool = pytest.importorskip("psycopg_pool")
 postgres_module = pytest.importorskip("langchain_retro.stores.postgres")
+io_module = pytest.importorskip("langchain_retro.stores._postgres_io")
 PostgresStore = postgres_module.PostgresStore
 
 
@@ -463,7 +464,7 @@ def test_begin_run_reads_what_it_waited_for(
     reads must see that transaction's writes, not a snapshot from before the wait.
     Without pipelines (libpq before 14) the same statements run in a transaction.
     """
-    monkeypatch.setattr(postgres_module, "_PIPELINES", pipelines)
+    monkeypatch.setattr(io_module, "_PIPELINES", pipelines)
     store = make()
     thread = store.create_thread({"hwm": "old"})
     store.add_messages(thread.id, [user("first")])

@@ -42,8 +42,11 @@ reading after the previous one's locks and writes; `PostgresStore.finish_run` is
 statement (reply, thread patch applied in SQL, lease released).
 
 The statements are built by the pure functions of
-`langchain_retro.stores._postgres_sql`; this module holds the store, the pools and the
-drivers that send those statements, sync and async.
+`langchain_retro.stores._postgres_sql`, input is checked before any of them by
+`langchain_retro.stores._postgres_checks`, and `langchain_retro.stores._postgres_io`
+holds the drivers that send them, sync and async, and the pools' checks; this module
+holds the store: its operations, written once as generators of statements, and the
+pools it owns.
 
 PgBouncer in transaction mode works: the store keeps no session state across
 transactions. It never runs ``SET``, holds only transaction-level advisory locks,
@@ -63,12 +66,10 @@ costs no failed call; pools you build get the same with
 from __future__ import annotations
 
 import asyncio
-import re
-import select
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from pydantic import ValidationError
 
@@ -76,7 +77,6 @@ from langchain_retro._ids import new_id
 from langchain_retro._metadata import (
     CLASS_KEY,
     UNLIMITED,
-    MetadataLimits,
     MetadataPatch,
     check_limits,
     dumps,
@@ -87,7 +87,6 @@ from langchain_retro.errors import (
     CorruptDataError,
     MessageIdConflictError,
     MessageNotFoundError,
-    MetadataError,
     MissingDependencyError,
     RetroValueError,
     SchemaVersionError,
@@ -95,18 +94,35 @@ from langchain_retro.errors import (
     StoreError,
     ThreadNotFoundError,
 )
+from langchain_retro.stores._postgres_checks import (
+    _answered,
+    _bulk_rows,
+    _check_fields,
+    _check_hwm_key,
+    _check_partitions,
+    _checked_metadata,
+    _conflict,
+    _has_reply,
+    _message_ids,
+)
+from langchain_retro.stores._postgres_io import (
+    _acheck_connection,
+    _adrive,
+    _check_connection,
+    _drive,
+    _LoopPool,
+    _stop,
+)
 from langchain_retro.stores._postgres_sql import (
     _DEFAULT_SCHEMA,
     _FRAGMENTS,
     _MAX_SEQ,
     _NO_SEQ,
-    _Q,
     _THREAD_COLUMNS,
     SCHEMA_VERSION,
     _assistant,
     _check_prefix,
     _check_schema,
-    _Copy,
     _copy_messages,
     _filters,
     _message,
@@ -157,11 +173,9 @@ from langchain_retro.stores._postgres_sql import (
     _q_threads_lock,
     _Rows,
     _seq_bound,
-    _Step,
     _thread,
 )
 from langchain_retro.stores.base import (
-    ASSISTANT_FIELDS,
     AssistantThreads,
     BaseStore,
     Lease,
@@ -178,7 +192,6 @@ from langchain_retro.stores.base import (
 try:
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
-    from psycopg.rows import tuple_row
     from psycopg_pool import AsyncConnectionPool, ConnectionPool
 except ImportError as exc:
     raise MissingDependencyError(
@@ -193,203 +206,6 @@ T = TypeVar("T")
 _PER_POOL_OPTIONS = frozenset(
     {"open", "connection_class", "configure", "reset", "check", "reconnect_failed"}
 )
-_PIPELINES = psycopg.Pipeline.is_supported()
-"""Whether libpq can pipeline statements (14+); else a batch is a transaction."""
-
-
-class _LoopPool(NamedTuple):
-    """One event loop's pool: ready once open; the task closes it when cancelled."""
-
-    ready: asyncio.Future[AsyncConnectionPool[Any]]
-    task: asyncio.Task[None]
-
-
-def _server_spoke(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
-    """Whether an idle connection's socket has something to read, or is gone.
-
-    An idle connection is sent nothing unless the server ends it (a restart, an
-    administrator's ``pg_terminate_backend``, an idle timeout), so a live one is told
-    from a dead one without a round trip.
-    """
-    if conn.closed:
-        return True
-    try:
-        fileno = conn.fileno()
-        if hasattr(select, "poll"):
-            poller = select.poll()
-            poller.register(fileno, select.POLLIN | select.POLLERR | select.POLLHUP)
-            return bool(poller.poll(0))
-        return bool(select.select([fileno], [], [], 0)[0])
-    except (OSError, ValueError, psycopg.Error):
-        return True
-
-
-def _check_connection(conn: psycopg.Connection[Any]) -> None:
-    """The sync pool's checkout check: a round trip only if the server spoke."""
-    if _server_spoke(conn):
-        ConnectionPool.check_connection(conn)
-
-
-async def _acheck_connection(conn: psycopg.AsyncConnection[Any]) -> None:
-    """The async pool's checkout check: a round trip only if the server spoke."""
-    if _server_spoke(conn):
-        await AsyncConnectionPool.check_connection(conn)
-
-
-MAX_MESSAGE_PARTITIONS = 1024
-"""The most hash partitions `PostgresStore` creates for ``messages``."""
-
-_CLASHING_ID = re.compile(r"=\(\d+, (.*)\)", re.DOTALL)
-
-
-def _check_partitions(message_partitions: object) -> int:
-    """Check the ``message_partitions`` option; 0 means not partitioned."""
-    if message_partitions is None:
-        return 0
-    if (
-        isinstance(message_partitions, bool)
-        or not isinstance(message_partitions, int)
-        or not 1 <= message_partitions <= MAX_MESSAGE_PARTITIONS
-    ):
-        raise RetroValueError(
-            f"message_partitions must be a whole number from 1 to "
-            f"{MAX_MESSAGE_PARTITIONS}, or None for an unpartitioned table; got "
-            f"{message_partitions!r}."
-        )
-    return message_partitions
-
-
-def _checked_metadata(
-    metadata: object, limits: MetadataLimits, owner: str
-) -> dict[str, str]:
-    """Metadata as a new dict, checked to map strings to strings within the limits.
-
-    Raises:
-        MetadataError: If it is not a mapping of strings to strings.
-        MetadataLimitError: If it is over a limit.
-    """
-    if not isinstance(metadata, Mapping):
-        raise MetadataError(
-            f"{owner} metadata must be a mapping of strings to strings, not "
-            f"{type(metadata).__name__}."
-        )
-    for key, value in metadata.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise MetadataError(
-                f"{owner} metadata must map strings to strings; the entry "
-                f"{key!r}: {value!r} holds a {type(key).__name__} key and a "
-                f"{type(value).__name__} value. Store the value as a string, or "
-                "declare it as a typed field of a record class.",
-                field=key if isinstance(key, str) else None,
-            )
-    checked = dict(metadata)
-    check_limits(checked, limits)
-    return checked
-
-
-def _check_fields(fields: Mapping[str, Any]) -> None:
-    """Refuse assistant fields that are not native ones (they would be dropped)."""
-    unknown = set(fields) - set(ASSISTANT_FIELDS)
-    if unknown:
-        raise RetroValueError(
-            f"Not native assistant fields: {sorted(unknown)}; native fields are "
-            f"{list(ASSISTANT_FIELDS)}. Put other values in metadata; nothing was "
-            "written."
-        )
-
-
-def _check_hwm_key(hwm_key: object, limits: MetadataLimits) -> None:
-    """Check ``add_messages``'s ``hwm_key``: a non-empty key within the limits."""
-    if not isinstance(hwm_key, str) or not hwm_key:
-        raise RetroValueError(
-            f"hwm_key must be a non-empty metadata key, not {hwm_key!r}."
-        )
-    check_limits({hwm_key: ""}, limits)
-
-
-def _message_ids(messages: Sequence[NewMessage]) -> list[str]:
-    """The ids the messages are stored under: the caller's, or a new ``msg_...``."""
-    return [new_id("msg") if m.id is None else m.id for m in messages]
-
-
-def _answered(messages: Sequence[NewMessage], ids: Sequence[str]) -> str | None:
-    """The id a batch's last reply answers within the batch, if any (see hwm_key)."""
-    last = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=0)
-    for i in range(last - 1, -1, -1):
-        if messages[i].role != "assistant":
-            return ids[i]
-    return None
-
-
-def _bulk_rows(
-    batches: Sequence[tuple[str, Sequence[NewMessage]]],
-    seqs: Mapping[str, int],
-    next_seqs: dict[str, int],
-    now: int,
-) -> tuple[list[tuple[Any, ...]], list[int], list[str]]:
-    """The rows a bulk append copies in, and the caller ids to look for first.
-
-    Args:
-        batches: The ``(thread_id, messages)`` pairs, in order.
-        seqs: Each thread's ``seq``.
-        next_seqs: Each thread's next message ``seq``; moved past the rows.
-        now: The database clock, for messages without a ``created_at``.
-
-    Returns:
-        The rows (`_MESSAGE_COPY_COLUMNS`), and the ``(thread_seq, id)`` of every
-        caller id as two lists.
-    """
-    rows: list[tuple[Any, ...]] = []
-    clash_seqs: list[int] = []
-    clash_ids: list[str] = []
-    for thread_id, messages in batches:
-        thread_seq = seqs[thread_id]
-        for message in messages:
-            message_id = message.id
-            if message_id is None:
-                message_id = new_id("msg")
-            else:
-                clash_seqs.append(thread_seq)
-                clash_ids.append(message_id)
-            rows.append(
-                (
-                    thread_seq,
-                    next_seqs[thread_id],
-                    message_id,
-                    now if message.created_at is None else message.created_at,
-                    message.role,
-                    message.payload,
-                    dumps(message.metadata),
-                    message.run_id,
-                    message.assistant_id,
-                    message.reply_to,
-                )
-            )
-            next_seqs[thread_id] += 1
-    return rows, clash_seqs, clash_ids
-
-
-def _has_reply(messages: Sequence[NewMessage]) -> bool:
-    return any(m.role == "assistant" for m in messages)
-
-
-def _conflict(
-    exc: psycopg.errors.UniqueViolation,
-    names: _Names,
-    thread_id: str,
-    messages: Sequence[NewMessage],
-) -> MessageIdConflictError:
-    """A clash on ``(thread_seq, id)`` that a concurrent append won, as our error.
-
-    Raises:
-        psycopg.errors.UniqueViolation: ``exc`` again, if another key was violated.
-    """
-    if exc.diag.constraint_name != names.prefix + "messages_thread_id_key":
-        raise exc
-    found = _CLASHING_ID.search(exc.diag.message_detail or "")
-    caller_ids = [m.id for m in messages if m.id is not None]
-    message_id = found.group(1) if found else (caller_ids or ["?"])[0]
-    return MessageIdConflictError(thread_id, message_id)
 
 
 class PostgresStore(BaseStore):
@@ -1738,87 +1554,6 @@ class PostgresStore(BaseStore):
         )
 
 
-# --- I/O: the only code that differs between sync and async ------------------------
-
-
-def _drive(conn: psycopg.Connection[Any], step: _Step, op: _Op[T]) -> T:
-    # A statement's error is thrown into the operation, which may turn it into one
-    # of ours (or, in autocommit, go on); uncaught, it leaves through here.
-    cursor = conn.cursor(row_factory=tuple_row)
-    try:
-        while True:
-            try:
-                if isinstance(step, _Q):
-                    cursor.execute(step.query, step.params)
-                    result: Any = _rows(cursor)
-                elif isinstance(step, _Copy):
-                    with cursor.copy(step.statement) as copy:
-                        for row in step.rows:
-                            copy.write_row(row)
-                    result = []
-                else:
-                    result = _batch(conn, step)
-            except psycopg.Error as exc:
-                step = op.throw(exc)
-                continue
-            step = op.send(result)
-    except StopIteration as stop:
-        return cast(T, stop.value)
-    finally:
-        op.close()
-
-
-def _rows(cursor: psycopg.Cursor[tuple[Any, ...]]) -> _Rows:
-    return cursor.fetchall() if cursor.description is not None else []
-
-
-def _batch(conn: psycopg.Connection[Any], batch: tuple[_Q, ...]) -> list[_Rows]:
-    cursors = [conn.cursor(row_factory=tuple_row) for _ in batch]
-    with conn.pipeline() if _PIPELINES else conn.transaction():
-        for cursor, query in zip(cursors, batch, strict=True):
-            cursor.execute(query.query, query.params)
-    return [_rows(cursor) for cursor in cursors]
-
-
-async def _adrive(conn: psycopg.AsyncConnection[Any], step: _Step, op: _Op[T]) -> T:
-    cursor = conn.cursor(row_factory=tuple_row)
-    try:
-        while True:
-            try:
-                if isinstance(step, _Q):
-                    await cursor.execute(step.query, step.params)
-                    result: Any = await _arows(cursor)
-                elif isinstance(step, _Copy):
-                    async with cursor.copy(step.statement) as copy:
-                        for row in step.rows:
-                            await copy.write_row(row)
-                    result = []
-                else:
-                    result = await _abatch(conn, step)
-            except psycopg.Error as exc:
-                step = op.throw(exc)
-                continue
-            step = op.send(result)
-    except StopIteration as stop:
-        return cast(T, stop.value)
-    finally:
-        op.close()
-
-
-async def _arows(cursor: psycopg.AsyncCursor[tuple[Any, ...]]) -> _Rows:
-    return await cursor.fetchall() if cursor.description is not None else []
-
-
-async def _abatch(
-    conn: psycopg.AsyncConnection[Any], batch: tuple[_Q, ...]
-) -> list[_Rows]:
-    cursors = [conn.cursor(row_factory=tuple_row) for _ in batch]
-    async with conn.pipeline() if _PIPELINES else conn.transaction():
-        for cursor, query in zip(cursors, batch, strict=True):
-            await cursor.execute(query.query, query.params)
-    return [await _arows(cursor) for cursor in cursors]
-
-
 @contextmanager
 def _errors(store: PostgresStore) -> Iterator[None]:
     """Turn psycopg's errors into `StoreError`, chained; ours pass through."""
@@ -1831,27 +1566,3 @@ def _errors(store: PostgresStore) -> Iterator[None]:
         ) from exc
     except psycopg.Error as exc:
         raise StoreError(f"PostgreSQL error in {store!r}: {exc}") from exc
-
-
-_stopping: set[asyncio.Task[None]] = set()
-"""Pool tasks cancelled from sync code, kept referenced until they finish."""
-
-
-def _stop(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
-    """Cancel an event loop's pool task (which closes the pool) from outside it.
-
-    A closed loop's pool cannot be awaited any more; its connections are freed with it.
-    """
-    if loop.is_closed() or task.done():
-        return
-    if not loop.is_running():
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # no loop runs in this thread: drive that one to the end
-            task.cancel()
-            loop.run_until_complete(asyncio.wait([task]))
-            return
-    # The loop runs (here or in another thread), or may run again: let it finish.
-    _stopping.add(task)
-    task.add_done_callback(_stopping.discard)
-    loop.call_soon_threadsafe(task.cancel)
