@@ -649,10 +649,18 @@ class PostgresStore(BaseStore):
         """Create the schema and tables, or migrate them; a no-op when up to date.
 
         Safe to call from several processes at once: migrations run one at a time
-        under a transaction-level advisory lock.
+        under a transaction-level advisory lock. A new schema gets the current layout
+        at once, with ``messages`` partitioned if the store was given
+        ``message_partitions``.
+
+        The migration from schema version 1 builds the ``(thread_seq, id)`` key and
+        the metadata index, holding the tables locked while it runs (minutes for
+        millions of rows): run it when the app is quiet, after stopping processes of
+        the older version, whose appends would not keep the message counts.
 
         Raises:
-            SchemaVersionError: If the tables were written by a newer version.
+            SchemaVersionError: If the tables were written by a newer version, or
+                ``message_partitions`` was given for an unpartitioned table.
             StoreError: If PostgreSQL fails (the cause is chained).
         """
         self._run(self._setup(), transaction=True)
