@@ -112,6 +112,7 @@ def test_filtered_pages_walk_the_metadata_key(
             if mode == "force_generic_plan":
                 assert "$1" in plan  # the statement was planned without its values
             assert "retro_thread_metadata_pkey" in plan
+            assert "retro_thread_metadata_by_thread" not in plan
             assert "Seq Scan" not in plan
             assert "Bitmap" not in plan
             assert "Index Scan Backward using retro_threads_pkey" not in plan

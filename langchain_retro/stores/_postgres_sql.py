@@ -193,7 +193,10 @@ _THREAD_METADATA: tuple[str, ...] = (
         thread_seq bigint NOT NULL REFERENCES {threads} (seq) ON DELETE CASCADE,
         PRIMARY KEY (key, value, thread_seq)
     )""",
-    "CREATE INDEX {thread_metadata_by_thread} ON {thread_metadata} (thread_seq)",
+    # For deleting a thread's entries. A hash index, so that no plan can walk it in
+    # thread order: the primary key stays the one ordered path for every filter.
+    "CREATE INDEX {thread_metadata_by_thread} ON {thread_metadata} "
+    "USING hash (thread_seq)",
     # Triggers keep it in the transaction that writes threads.metadata, whichever
     # statement (or hand) writes it.
     "CREATE FUNCTION {on_thread_insert}() RETURNS trigger LANGUAGE plpgsql "
@@ -641,6 +644,16 @@ _PROBE = (
     "AND f.thread_seq >= %(lo)s AND f.thread_seq <= %(hi)s "
     "ORDER BY f.thread_seq {direction} LIMIT 1) f)"
 )
+"""A filter's nearest thread at or beyond the bound, for one of several values."""
+
+_PROBE_ONE = (
+    "(SELECT f.thread_seq FROM {thread_metadata} f "
+    "WHERE f.key = %(key{i})s AND f.value = %(values{i})s "
+    "AND f.thread_seq {towards} w.bound "
+    "AND f.thread_seq >= %(lo)s AND f.thread_seq <= %(hi)s "
+    "ORDER BY f.thread_seq {direction} LIMIT 1)"
+)
+"""The same for a filter of one value (a metadata filter): one index descent."""
 
 
 def _q_thread_walk(
@@ -674,10 +687,10 @@ def _q_thread_walk(
     probes: list[sql.Composable] = []
     for i, (key, values) in enumerate(filters):
         params[f"key{i}"] = key
-        params[f"values{i}"] = list(values)
+        params[f"values{i}"] = values[0] if len(values) == 1 else list(values)
         probes.append(
             names.sql(
-                _PROBE.replace("{i}", str(i)),
+                (_PROBE_ONE if len(values) == 1 else _PROBE).replace("{i}", str(i)),
                 aggregate=sql.SQL("max" if desc else "min"),
                 towards=sql.SQL("<=" if desc else ">="),
                 direction=sql.SQL("DESC" if desc else "ASC"),
