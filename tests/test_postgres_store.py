@@ -1,6 +1,6 @@
 """PostgreSQL specifics of `PostgresStore`, beyond the contract every store passes.
 
-Migrations and their lock, schemas and table prefixes sharing one database, the GIN
+Migrations and their lock, schemas and table prefixes sharing one database, the metadata
 index behind the listing filters, the missing extra, bad connection strings, leases
 timed by the database clock, concurrent appends, pools the caller owns, one async pool
 per event loop, and the PgBouncer setting.
@@ -41,6 +41,7 @@ pytestmark = pytest.mark.postgres
 psycopg = pytest.importorskip("psycopg")
 psycopg_pool = pytest.importorskip("psycopg_pool")
 postgres_module = pytest.importorskip("langchain_retro.stores.postgres")
+io_module = pytest.importorskip("langchain_retro.stores._postgres_io")
 PostgresStore = postgres_module.PostgresStore
 
 
@@ -93,7 +94,7 @@ def test_setup_records_the_schema_version(make: Callable[..., PostgresStore]) ->
     store = make()
     table = f'"{store.schema}"."retro_schema_migrations"'
     rows = sql_rows(postgres_url(), f"SELECT version, applied_at FROM {table}")
-    assert [version for version, _ in rows] == [1]
+    assert [version for version, _ in rows] == [postgres_module.SCHEMA_VERSION]
     assert rows[0][1] is not None
 
 
@@ -133,7 +134,9 @@ def test_concurrent_setups_all_succeed(url: str, schemas: Callable[..., str]) ->
         with ThreadPoolExecutor(len(stores)) as pool:
             list(pool.map(setup, stores))
         table = f'"{schema}"."retro_schema_migrations"'
-        assert sql_rows(url, f"SELECT version FROM {table}") == [(1,)]
+        assert sql_rows(url, f"SELECT version FROM {table}") == [
+            (postgres_module.SCHEMA_VERSION,)
+        ]
         thread = stores[0].create_thread({})
         assert stores[-1].get_thread(thread.id) == thread
     finally:
@@ -156,7 +159,9 @@ def test_setup_from_concurrent_processes(url: str, schemas: Callable[..., str]) 
     ]
     assert [proc.wait(timeout=60) for proc in procs] == [0, 0, 0]
     table = f'"{schema}"."retro_schema_migrations"'
-    assert sql_rows(url, f"SELECT version FROM {table}") == [(1,)]
+    assert sql_rows(url, f"SELECT version FROM {table}") == [
+        (postgres_module.SCHEMA_VERSION,)
+    ]
 
 
 async def test_newer_schema_version_is_refused(
@@ -239,9 +244,12 @@ def test_default_schema_is_public(url: str) -> None:
 # --- indexes -----------------------------------------------------------------------
 
 
-def test_listing_filters_use_the_indexes(make: Callable[..., PostgresStore]) -> None:
+def test_listing_filters_use_the_metadata_index(
+    make: Callable[..., PostgresStore],
+) -> None:
     store = make()
     threads = f'"{store.schema}"."retro_threads"'
+    # Written behind the store's back: the triggers keep thread_metadata in step.
     sql_rows(
         postgres_url(),
         f"INSERT INTO {threads} (id, created_at, metadata) "
@@ -270,10 +278,12 @@ def test_listing_filters_use_the_indexes(make: Callable[..., PostgresStore]) -> 
         with PostgresStore(pool, schema=store.schema) as explained:
             found = explained.list_threads(ThreadQuery(metadata={"customer": "c42"}))
             assert [t.id for t in found] == ["thread_42"]
-            assert "retro_threads_metadata_index" in plans[-1]
+            assert "retro_thread_metadata_pkey" in plans[-1]
+            assert "Seq Scan" not in plans[-1]
             rare = explained.list_threads(ThreadQuery(classes=("Rare",), limit=3))
             assert [t.id for t in rare] == ["thread_5000", "thread_4000", "thread_3000"]
-            assert "retro_threads_class_index" in plans[-1]
+            assert "retro_thread_metadata_pkey" in plans[-1]
+            assert "Seq Scan" not in plans[-1]
     finally:
         pool.close()
 
@@ -454,7 +464,7 @@ def test_begin_run_reads_what_it_waited_for(
     reads must see that transaction's writes, not a snapshot from before the wait.
     Without pipelines (libpq before 14) the same statements run in a transaction.
     """
-    monkeypatch.setattr(postgres_module, "_PIPELINES", pipelines)
+    monkeypatch.setattr(io_module, "_PIPELINES", pipelines)
     store = make()
     thread = store.create_thread({"hwm": "old"})
     store.add_messages(thread.id, [user("first")])

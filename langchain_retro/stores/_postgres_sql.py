@@ -24,14 +24,17 @@ import re
 from collections.abc import Generator, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
+from pydantic import ValidationError
+
 from langchain_retro._metadata import CLASS_KEY, MetadataPatch, dumps
-from langchain_retro.errors import MissingDependencyError
+from langchain_retro.errors import CorruptDataError, MissingDependencyError
 from langchain_retro.stores.base import (
     ASSISTANT_FIELDS,
     THREAD_ASSISTANT_KEY,
     NewMessage,
     StoredAssistant,
     StoredMessage,
+    StoredThread,
 )
 
 try:
@@ -51,6 +54,7 @@ __all__ = [
     "_NO_SEQ",
     "_Q",
     "_THREAD_COLUMNS",
+    "_Copy",
     "_Names",
     "_Op",
     "_Rows",
@@ -58,16 +62,23 @@ __all__ = [
     "_assistant",
     "_check_prefix",
     "_check_schema",
+    "_copy_messages",
     "_filters",
     "_message",
+    "_new_rows",
     "_q_assistant_delete",
     "_q_assistant_get",
     "_q_assistant_insert",
     "_q_assistant_threads",
     "_q_assistant_update",
+    "_q_bulk_advance",
+    "_q_bulk_clash",
+    "_q_create_layout",
     "_q_create_migrations_table",
     "_q_create_schema",
+    "_q_last_asked",
     "_q_lease_acquire",
+    "_q_lease_get",
     "_q_lease_release",
     "_q_listing",
     "_q_lock",
@@ -80,8 +91,10 @@ __all__ = [
     "_q_messages_clear",
     "_q_messages_count",
     "_q_messages_list",
+    "_q_messages_partitioned",
     "_q_migrate",
     "_q_record_migration",
+    "_q_record_version",
     "_q_run_context",
     "_q_run_finish",
     "_q_run_thread",
@@ -93,7 +106,11 @@ __all__ = [
     "_q_thread_get",
     "_q_thread_insert",
     "_q_thread_set_metadata",
+    "_q_thread_walk",
+    "_q_threads_insert",
+    "_q_threads_lock",
     "_seq_bound",
+    "_thread",
 ]
 
 T = TypeVar("T")
@@ -112,7 +129,8 @@ _FRAGMENTS = {
     ),
     # Empty metadata comes back as NULL, sparing a JSON decode per message.
     "message_columns": sql.SQL(
-        "m.id, m.created_at, NULLIF(m.metadata, '{}'::jsonb), m.role, m.payload"
+        "m.id, m.created_at, NULLIF(m.metadata, '{}'::jsonb), m.role, m.payload, "
+        "m.run_id, m.assistant_id, m.reply_to"
     ),
     "assistant_assignments": sql.SQL(", ").join(
         sql.SQL("{} = %s").format(sql.Identifier(name)) for name in ASSISTANT_FIELDS
@@ -125,49 +143,127 @@ _FRAGMENTS = {
 }
 """Constant SQL fragments the templates refer to by name."""
 
+_V1: tuple[str, ...] = (
+    """CREATE TABLE {assistants} (
+        seq bigserial PRIMARY KEY,
+        id text NOT NULL UNIQUE,
+        created_at bigint NOT NULL,
+        name text,
+        description text,
+        instructions text,
+        model text NOT NULL,
+        temperature double precision,
+        top_p double precision,
+        metadata jsonb NOT NULL
+    )""",
+    """CREATE TABLE {threads} (
+        seq bigserial PRIMARY KEY,
+        id text NOT NULL UNIQUE,
+        created_at bigint NOT NULL,
+        metadata jsonb NOT NULL,
+        next_seq bigint NOT NULL DEFAULT 1
+    )""",
+    "CREATE INDEX {threads_metadata_index} ON {threads} "
+    "USING gin (metadata jsonb_path_ops)",
+    "CREATE INDEX {threads_class_index} ON {threads} "
+    "((metadata ->> 'retro_class'), seq)",
+    """CREATE TABLE {messages} (
+        thread_seq bigint NOT NULL REFERENCES {threads} (seq) ON DELETE CASCADE,
+        seq bigint NOT NULL,
+        id text NOT NULL UNIQUE,
+        created_at bigint NOT NULL,
+        role text NOT NULL,
+        payload text NOT NULL,
+        metadata jsonb NOT NULL,
+        PRIMARY KEY (thread_seq, seq)
+    )""",
+    """CREATE TABLE {run_leases} (
+        thread_id text PRIMARY KEY REFERENCES {threads} (id) ON DELETE CASCADE,
+        owner text NOT NULL,
+        expires_at timestamptz NOT NULL
+    )""",
+)
+"""Version 1: the first layout."""
+
+_THREAD_METADATA: tuple[str, ...] = (
+    # One row per metadata entry: every filtered listing is driven from this key.
+    """CREATE TABLE {thread_metadata} (
+        key text NOT NULL,
+        value text NOT NULL,
+        thread_seq bigint NOT NULL REFERENCES {threads} (seq) ON DELETE CASCADE,
+        PRIMARY KEY (key, value, thread_seq)
+    )""",
+    # For deleting a thread's entries. A hash index, so that no plan can walk it in
+    # thread order: the primary key stays the one ordered path for every filter.
+    "CREATE INDEX {thread_metadata_by_thread} ON {thread_metadata} "
+    "USING hash (thread_seq)",
+    # Triggers keep it in the transaction that writes threads.metadata, whichever
+    # statement (or hand) writes it.
+    "CREATE FUNCTION {on_thread_insert}() RETURNS trigger LANGUAGE plpgsql "
+    "AS {on_thread_insert_body}",
+    "CREATE FUNCTION {on_thread_update}() RETURNS trigger LANGUAGE plpgsql "
+    "AS {on_thread_update_body}",
+    "CREATE TRIGGER {threads_metadata_insert} AFTER INSERT ON {threads} "
+    "REFERENCING NEW TABLE AS added FOR EACH STATEMENT "
+    "EXECUTE FUNCTION {on_thread_insert}()",
+    "CREATE TRIGGER {threads_metadata_update} AFTER UPDATE OF metadata ON {threads} "
+    "FOR EACH ROW WHEN (OLD.metadata IS DISTINCT FROM NEW.metadata) "
+    "EXECUTE FUNCTION {on_thread_update}()",
+)
+
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    _V1,
     (
-        """CREATE TABLE {assistants} (
-            seq bigserial PRIMARY KEY,
-            id text NOT NULL UNIQUE,
-            created_at bigint NOT NULL,
-            name text,
-            description text,
-            instructions text,
-            model text NOT NULL,
-            temperature double precision,
-            top_p double precision,
-            metadata jsonb NOT NULL
-        )""",
-        """CREATE TABLE {threads} (
-            seq bigserial PRIMARY KEY,
-            id text NOT NULL UNIQUE,
-            created_at bigint NOT NULL,
-            metadata jsonb NOT NULL,
-            next_seq bigint NOT NULL DEFAULT 1
-        )""",
-        "CREATE INDEX {threads_metadata_index} ON {threads} "
-        "USING gin (metadata jsonb_path_ops)",
-        "CREATE INDEX {threads_class_index} ON {threads} "
-        "((metadata ->> 'retro_class'), seq)",
-        """CREATE TABLE {messages} (
-            thread_seq bigint NOT NULL REFERENCES {threads} (seq) ON DELETE CASCADE,
-            seq bigint NOT NULL,
-            id text NOT NULL UNIQUE,
-            created_at bigint NOT NULL,
-            role text NOT NULL,
-            payload text NOT NULL,
-            metadata jsonb NOT NULL,
-            PRIMARY KEY (thread_seq, seq)
-        )""",
-        """CREATE TABLE {run_leases} (
-            thread_id text PRIMARY KEY REFERENCES {threads} (id) ON DELETE CASCADE,
-            owner text NOT NULL,
-            expires_at timestamptz NOT NULL
-        )""",
+        # Every unique key of messages holds the thread, as a table partitioned by
+        # thread requires; reply links; a maintained count; the metadata side table.
+        "ALTER TABLE {messages} DROP CONSTRAINT {messages_id_key}, "
+        "ADD COLUMN run_id text, ADD COLUMN assistant_id text, "
+        "ADD COLUMN reply_to text, "
+        "ADD CONSTRAINT {messages_thread_id_key} UNIQUE (thread_seq, id)",
+        "ALTER TABLE {threads} ADD COLUMN message_count bigint NOT NULL DEFAULT 0",
+        "UPDATE {threads} t SET message_count = c.n FROM (SELECT thread_seq, "
+        "count(*) AS n FROM {messages} GROUP BY thread_seq) c "
+        "WHERE t.seq = c.thread_seq",
+        *_THREAD_METADATA[:2],
+        "INSERT INTO {thread_metadata} (key, value, thread_seq) "
+        "SELECT e.key, e.value, t.seq FROM {threads} t, "
+        "jsonb_each_text({object_of_t}) e WHERE e.value IS NOT NULL",
+        "DROP INDEX {threads_metadata_index_qualified}",
+        "DROP INDEX {threads_class_index_qualified}",
+        *_THREAD_METADATA[2:],
     ),
 )
 """Forward migrations; entry N brings the schema from version N to N + 1."""
+
+_LAYOUT: tuple[str, ...] = (
+    _V1[0],
+    """CREATE TABLE {threads} (
+        seq bigserial PRIMARY KEY,
+        id text NOT NULL UNIQUE,
+        created_at bigint NOT NULL,
+        metadata jsonb NOT NULL,
+        next_seq bigint NOT NULL DEFAULT 1,
+        message_count bigint NOT NULL DEFAULT 0
+    )""",
+    """CREATE TABLE {messages} (
+        thread_seq bigint NOT NULL REFERENCES {threads} (seq) ON DELETE CASCADE,
+        seq bigint NOT NULL,
+        id text NOT NULL,
+        created_at bigint NOT NULL,
+        role text NOT NULL,
+        payload text NOT NULL,
+        metadata jsonb NOT NULL,
+        run_id text,
+        assistant_id text,
+        reply_to text,
+        PRIMARY KEY (thread_seq, seq),
+        CONSTRAINT {messages_thread_id_key} UNIQUE (thread_seq, id)
+    ){partitioning}""",
+    _V1[-1],
+    *_THREAD_METADATA,
+)
+"""The current layout, created at once in a new schema (the same as the migrations
+give, except that ``messages`` may be partitioned)."""
 
 SCHEMA_VERSION = len(_MIGRATIONS)
 """The schema version this package creates and reads."""
@@ -183,9 +279,16 @@ class _Q(NamedTuple):
     params: Sequence[Any] | Mapping[str, Any] | None = None
 
 
+class _Copy(NamedTuple):
+    """A ``COPY ... FROM STDIN`` and the rows it sends (answered with no rows)."""
+
+    statement: sql.Composed
+    rows: Sequence[Sequence[Any]]
+
+
 _Rows = list[tuple[Any, ...]]
-_Step = _Q | tuple[_Q, ...]
-"""A statement, or a batch of statements sent in one round trip."""
+_Step = _Q | _Copy | tuple[_Q, ...]
+"""A statement, a copy, or a batch of statements sent in one round trip."""
 _Op = Generator[_Step, Any, T]
 """An operation: yields statements, receives their rows, returns its result.
 
@@ -194,26 +297,87 @@ those before it) and answered with a list of rows, one per statement.
 """
 
 
+def _quoted(*parts: str) -> str:
+    """A (qualified) identifier quoted as PostgreSQL quotes it, for function bodies."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in parts)
+
+
+def _object_of(value: str) -> str:
+    """SQL for ``value`` if it is a jsonb object, else ``{}`` (hand-edited rows)."""
+    return f"CASE WHEN jsonb_typeof({value}) = 'object' THEN {value} ELSE '{{}}' END"
+
+
+def _sync_bodies(schema: str, prefix: str) -> dict[str, sql.Composable]:
+    """The bodies of the trigger functions keeping ``thread_metadata`` in step."""
+    side = _quoted(schema, prefix + "thread_metadata")
+    old, new = _object_of("OLD.metadata"), _object_of("NEW.metadata")
+    # Only quoted identifiers go into these bodies; they are passed as one literal.
+    on_insert = (
+        f"BEGIN INSERT INTO {side} (key, value, thread_seq) "  # noqa: S608
+        f"SELECT e.key, e.value, a.seq FROM added a, "
+        f"jsonb_each_text({_object_of('a.metadata')}) e WHERE e.value IS NOT NULL; "
+        "RETURN NULL; END"
+    )
+    # Only the entries that changed: a run moving hwm rewrites one row, not all.
+    on_update = (
+        "DECLARE old_metadata jsonb; new_metadata jsonb; k text; v text; "  # noqa: S608
+        f"BEGIN old_metadata := {old}; new_metadata := {new}; "
+        "FOR k, v IN SELECT key, value FROM jsonb_each_text(old_metadata) LOOP "
+        "IF v IS NOT NULL AND (new_metadata ->> k) IS DISTINCT FROM v THEN "
+        f"DELETE FROM {side} "
+        "WHERE key = k AND value = v AND thread_seq = OLD.seq; "
+        "END IF; END LOOP; "
+        "FOR k, v IN SELECT key, value FROM jsonb_each_text(new_metadata) LOOP "
+        "IF v IS NOT NULL AND (old_metadata ->> k) IS DISTINCT FROM v THEN "
+        f"INSERT INTO {side} (key, value, thread_seq) VALUES (k, v, NEW.seq); "
+        "END IF; END LOOP; RETURN NULL; END"
+    )
+    return {
+        "on_thread_insert_body": sql.Literal(on_insert),
+        "on_thread_update_body": sql.Literal(on_update),
+    }
+
+
 class _Names:
     """The quoted, schema-qualified names of one store's tables and indexes."""
 
-    def __init__(self, schema: str, prefix: str) -> None:
+    def __init__(self, schema: str, prefix: str, *, partitions: int = 0) -> None:
         self.schema = schema
         self.prefix = prefix
+        self.partitions = partitions
         self.by_name: dict[str, sql.Composable] = {
             name: sql.Identifier(schema, prefix + name)
             for name in (
                 "assistants",
                 "threads",
+                "thread_metadata",
                 "messages",
                 "run_leases",
                 "schema_migrations",
+                "on_thread_insert",
+                "on_thread_update",
             )
         }
-        # Index names take the table's schema; they are unqualified in CREATE INDEX.
+        # Index, constraint and trigger names take their table's schema: they are
+        # unqualified where they are created.
+        for name in (
+            "threads_metadata_index",
+            "threads_class_index",
+            "thread_metadata_by_thread",
+            "messages_id_key",
+            "messages_thread_id_key",
+            "threads_metadata_insert",
+            "threads_metadata_update",
+        ):
+            self.by_name[name] = sql.Identifier(prefix + name)
         for index in ("threads_metadata_index", "threads_class_index"):
-            self.by_name[index] = sql.Identifier(prefix + index)
+            self.by_name[index + "_qualified"] = sql.Identifier(schema, prefix + index)
         self.by_name["schema"] = sql.Identifier(schema)
+        self.by_name["object_of_t"] = sql.SQL(_object_of("t.metadata"))
+        self.by_name["partitioning"] = sql.SQL(
+            " PARTITION BY HASH (thread_seq)" if partitions else ""
+        )
+        self.by_name.update(_sync_bodies(schema, prefix))
         self.by_name.update(_FRAGMENTS)
 
     def sql(self, template: str, **fragments: sql.Composable) -> sql.Composed:
@@ -273,6 +437,45 @@ def _q_migrate(names: _Names, number: int) -> _Q:
     return _Q(sql.SQL(";\n").join(statements))
 
 
+def _q_create_layout(names: _Names) -> _Q:
+    """Create the current layout in a new schema, ``messages`` partitioned if asked."""
+    statements = [names.sql(s) for s in _LAYOUT]
+    for remainder in range(names.partitions):
+        statements.append(
+            names.sql(
+                "CREATE TABLE {partition} PARTITION OF {messages} "
+                "FOR VALUES WITH (MODULUS {modulus}, REMAINDER {remainder})",
+                partition=sql.Identifier(
+                    names.schema, f"{names.prefix}messages_p{remainder}"
+                ),
+                modulus=sql.Literal(names.partitions),
+                remainder=sql.Literal(remainder),
+            )
+        )
+    return _Q(sql.SQL(";\n").join(statements))
+
+
+def _q_record_version(names: _Names) -> _Q:
+    """Record that a new schema was created at the current version."""
+    return _Q(
+        names.sql("INSERT INTO {schema_migrations} (version) VALUES (%s)"),
+        (SCHEMA_VERSION,),
+    )
+
+
+def _q_messages_partitioned(names: _Names) -> _Q:
+    """Whether the ``messages`` table is partitioned."""
+    return _Q(
+        names.sql(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_partitioned_table p "
+            "JOIN pg_catalog.pg_class c ON c.oid = p.partrelid "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s)"
+        ),
+        (names.schema, names.prefix + "messages"),
+    )
+
+
 def _q_record_migration(names: _Names, number: int) -> _Q:
     """Record that the schema is at version ``number + 1``."""
     return _Q(
@@ -325,8 +528,11 @@ def _q_assistant_update(names: _Names, updated: StoredAssistant) -> _Q:
 def _q_assistant_threads(names: _Names, assistant_id: str) -> _Q:
     """The ``seq`` of every thread naming the assistant."""
     return _Q(
-        names.sql("SELECT seq FROM {threads} WHERE metadata @> %s"),
-        (Jsonb({THREAD_ASSISTANT_KEY: assistant_id}),),
+        names.sql(
+            "SELECT thread_seq FROM {thread_metadata} "
+            "WHERE key = {assistant_key} AND value = %s"
+        ),
+        (assistant_id,),
     )
 
 
@@ -401,6 +607,116 @@ def _q_thread_insert(names: _Names, thread_id: str, metadata: dict[str, str]) ->
     )
 
 
+def _q_threads_insert(names: _Names, thread_ids: list[str], metadatas: list[str]) -> _Q:
+    """Insert threads in one statement; returns the ``created_at`` they share."""
+    return _Q(
+        names.sql(
+            "WITH added AS (INSERT INTO {threads} (id, created_at, metadata) "
+            "SELECT new.id, {now}, new.metadata::jsonb "
+            "FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY "
+            "AS new (id, metadata, ord) ORDER BY new.ord RETURNING 1) "
+            "SELECT {now}, (SELECT count(*) FROM added)"
+        ),
+        (thread_ids, metadatas),
+    )
+
+
+_WALK = """WITH RECURSIVE walk (bound, hit, found) AS (
+SELECT %(start)s::bigint, NULL::bigint, 0
+UNION ALL
+SELECT CASE WHEN s.near = s.far THEN s.near {step} 1 ELSE s.far END,
+CASE WHEN s.near = s.far THEN s.near END,
+w.found + CASE WHEN s.near = s.far THEN 1 ELSE 0 END
+FROM walk w CROSS JOIN LATERAL (
+SELECT {nearest}({probes}) AS near, {farthest}({probes}) AS far
+FROM (SELECT {probe_columns} OFFSET 0) p WHERE {all_found}
+) s
+WHERE w.found < %(limit)s)
+SELECT t.id, t.created_at, t.metadata FROM walk w
+CROSS JOIN LATERAL (SELECT th.id, th.created_at, th.metadata FROM {threads} th
+WHERE th.seq = w.hit LIMIT 1) t
+ORDER BY w.hit {direction}"""
+
+_PROBE = (
+    "(SELECT {aggregate}(f.thread_seq) FROM unnest(%(values{i})s::text[]) AS v (value) "
+    "CROSS JOIN LATERAL (SELECT f.thread_seq FROM {thread_metadata} f "
+    "WHERE f.key = %(key{i})s AND f.value = v.value AND f.thread_seq {towards} w.bound "
+    "AND f.thread_seq >= %(lo)s AND f.thread_seq <= %(hi)s "
+    "ORDER BY f.thread_seq {direction} LIMIT 1) f)"
+)
+"""A filter's nearest thread at or beyond the bound, for one of several values."""
+
+_PROBE_ONE = (
+    "(SELECT f.thread_seq FROM {thread_metadata} f "
+    "WHERE f.key = %(key{i})s AND f.value = %(values{i})s "
+    "AND f.thread_seq {towards} w.bound "
+    "AND f.thread_seq >= %(lo)s AND f.thread_seq <= %(hi)s "
+    "ORDER BY f.thread_seq {direction} LIMIT 1)"
+)
+"""The same for a filter of one value (a metadata filter): one index descent."""
+
+
+def _q_thread_walk(
+    names: _Names,
+    filters: Sequence[tuple[str, Sequence[str]]],
+    lo: int,
+    hi: int,
+    *,
+    desc: bool,
+    limit: int,
+) -> _Q:
+    """A filtered page of threads, driven from ``thread_metadata``'s primary key.
+
+    Each filter is a key and the values it may take (one for a metadata filter, the
+    class names for a class filter). The walk is a leapfrog join over the filters:
+    each step probes every filter for its nearest thread at or beyond the bound (one
+    descent of the ``(key, value, thread_seq)`` index per value), takes the thread if
+    all agree and otherwise jumps to the farthest of them. A page costs
+    O((page + skips) log N) whatever the values' frequencies, and every probe is an
+    index descent with ``LIMIT 1``, so no statistics or generic plan turn it into a
+    scan. ``lo`` and ``hi`` bound the thread ``seq`` (inclusive).
+    """
+    if not filters:
+        raise ValueError("a walk needs at least one filter")
+    params: dict[str, Any] = {
+        "start": hi if desc else lo,
+        "lo": lo,
+        "hi": hi,
+        "limit": limit,
+    }
+    probes: list[sql.Composable] = []
+    for i, (key, values) in enumerate(filters):
+        params[f"key{i}"] = key
+        params[f"values{i}"] = values[0] if len(values) == 1 else list(values)
+        probes.append(
+            names.sql(
+                (_PROBE_ONE if len(values) == 1 else _PROBE).replace("{i}", str(i)),
+                aggregate=sql.SQL("max" if desc else "min"),
+                towards=sql.SQL("<=" if desc else ">="),
+                direction=sql.SQL("DESC" if desc else "ASC"),
+            )
+        )
+    columns = [sql.Identifier(f"p{i}") for i in range(len(filters))]
+    return _Q(
+        names.sql(
+            _WALK,
+            step=sql.SQL("-" if desc else "+"),
+            nearest=sql.SQL("greatest" if desc else "least"),
+            farthest=sql.SQL("least" if desc else "greatest"),
+            probes=sql.SQL(", ").join(columns),
+            probe_columns=sql.SQL(", ").join(
+                sql.SQL("{} AS {}").format(probe, column)
+                for probe, column in zip(probes, columns, strict=True)
+            ),
+            all_found=sql.SQL(" AND ").join(
+                sql.SQL("{} IS NOT NULL").format(column) for column in columns
+            ),
+            direction=sql.SQL("DESC" if desc else "ASC"),
+        ),
+        params,
+    )
+
+
 def _q_thread_get(names: _Names, thread_id: str, *, lock: bool = False) -> _Q:
     """A thread's ``seq``, ``created_at`` and metadata, locked if ``lock``."""
     return _Q(
@@ -444,13 +760,24 @@ def _q_thread_cursors(names: _Names, after: str | None, before: str | None) -> _
 # Inserts the messages after ``t``, the thread row an UPDATE moved ``next_seq`` on.
 _INSERT_AFTER_T = (
     "added AS ("
-    "INSERT INTO {messages} "
-    "(thread_seq, seq, id, created_at, role, payload, metadata) "
-    "SELECT t.seq, t.first_seq + new.ord - 1, new.id, t.created_at, "
-    "new.role, new.payload, new.metadata::jsonb "
-    "FROM t, unnest(%(ids)s::text[], %(roles)s::text[], %(payloads)s::text[], "
-    "%(metadatas)s::text[]) WITH ORDINALITY "
-    "AS new (id, role, payload, metadata, ord))"
+    "INSERT INTO {messages} (thread_seq, seq, id, created_at, role, payload, "
+    "metadata, run_id, assistant_id, reply_to) "
+    "SELECT t.seq, t.first_seq + new.ord - 1, new.id, "
+    "COALESCE(new.created_at, t.created_at), new.role, new.payload, "
+    "new.metadata::jsonb, new.run_id, new.assistant_id, new.reply_to "
+    "FROM t, unnest(%(ids)s::text[], %(created)s::bigint[], %(roles)s::text[], "
+    "%(payloads)s::text[], %(metadatas)s::text[], %(run_ids)s::text[], "
+    "%(assistant_ids)s::text[], %(reply_tos)s::text[]) WITH ORDINALITY "
+    "AS new (id, created_at, role, payload, metadata, run_id, assistant_id, "
+    "reply_to, ord))"
+)
+
+# The first of the caller's ids already in the thread: if any, nothing is written.
+# The unique key (thread_seq, id) still refuses one that a concurrent append adds.
+_CLASH = (
+    "clash AS (SELECT m.id FROM {messages} m "
+    "WHERE m.thread_seq = (SELECT seq FROM {threads} WHERE id = %(thread_id)s) "
+    "AND m.id = ANY(%(caller_ids)s::text[]) LIMIT 1)"
 )
 
 # Whether %(owner)s holds the thread's lease (ours if we just took it).
@@ -460,14 +787,37 @@ _LEASED = (
 )
 
 
+# Without caller ids there is nothing to look for: a CTE the planner folds away.
+_NO_CLASH = "clash AS (SELECT NULL::text AS id WHERE false)"
+
+
+def _clash(messages: Sequence[NewMessage]) -> str:
+    """The ``clash`` CTE for these messages: `_CLASH` only if one has a caller id."""
+    return _CLASH if any(m.id is not None for m in messages) else _NO_CLASH
+
+
+def _column(values: list[Any]) -> list[Any] | None:
+    """An optional column's values, or ``None`` (NULL) if all are ``None``.
+
+    ``unnest`` pads a NULL array with NULLs, so plain messages send no array for the
+    columns they leave empty.
+    """
+    return values if any(v is not None for v in values) else None
+
+
 def _new_rows(ids: list[str], messages: Sequence[NewMessage]) -> dict[str, Any]:
     """The parameters `_INSERT_AFTER_T` reads: the new messages, column by column."""
     return {
         "n": len(messages),
         "ids": ids,
+        "caller_ids": [m.id for m in messages if m.id is not None],
+        "created": _column([m.created_at for m in messages]),
         "roles": [m.role for m in messages],
         "payloads": [m.payload for m in messages],
         "metadatas": [dumps(m.metadata) for m in messages],
+        "run_ids": _column([m.run_id for m in messages]),
+        "assistant_ids": _column([m.assistant_id for m in messages]),
+        "reply_tos": _column([m.reply_to for m in messages]),
     }
 
 
@@ -480,19 +830,26 @@ def _q_messages_append(
     *,
     leased_by: str | None = None,
 ) -> _Q:
-    """Append messages to a thread, replacing its metadata if given."""
+    """Append messages to a thread, replacing its metadata if given.
+
+    One row: the ``created_at`` given to the messages (NULL if nothing was written),
+    and the first caller id already in the thread (then nothing was written).
+    """
     # The UPDATE takes the thread's row lock, so appenders to one thread take turns
     # and each gets a contiguous block of the sequence; the INSERT is in the same
     # statement, hence the same transaction, even in autocommit. With leased_by,
     # nothing is appended unless that owner holds the lease.
     return _Q(
         names.sql(
-            "WITH t AS ("
+            "WITH {clash}, t AS ("
             "UPDATE {threads} SET next_seq = next_seq + %(n)s, "
+            "message_count = message_count + %(n)s, "
             "metadata = COALESCE(%(metadata)s::jsonb, metadata) "
-            "WHERE id = %(thread_id)s AND (%(owner)s::text IS NULL OR {leased}) "
+            "WHERE id = %(thread_id)s AND NOT EXISTS (SELECT FROM clash) "
+            "AND (%(owner)s::text IS NULL OR {leased}) "
             "RETURNING seq, next_seq - %(n)s AS first_seq, {now} AS created_at"
-            "), {insert} SELECT created_at FROM t",
+            "), {insert} SELECT (SELECT created_at FROM t), (SELECT id FROM clash)",
+            clash=names.sql(_clash(messages)),
             leased=names.sql(_LEASED),
             insert=names.sql(_INSERT_AFTER_T),
         ),
@@ -502,6 +859,79 @@ def _q_messages_append(
             "thread_id": thread_id,
             "owner": leased_by,
         },
+    )
+
+
+def _q_last_asked(names: _Names, thread_seq: int) -> _Q:
+    """The id of a thread's newest message that is not an assistant's."""
+    return _Q(
+        names.sql(
+            "SELECT id FROM {messages} WHERE thread_seq = %s AND role <> 'assistant' "
+            "ORDER BY seq DESC LIMIT 1"
+        ),
+        (thread_seq,),
+    )
+
+
+def _q_threads_lock(names: _Names, thread_ids: list[str]) -> _Q:
+    """Lock threads in ``seq`` order: their id, ``seq``, ``next_seq``, and now."""
+    # One order for every bulk writer, so two of them cannot deadlock.
+    return _Q(
+        names.sql(
+            "SELECT id, seq, next_seq, {now} FROM {threads} "
+            "WHERE id = ANY(%s::text[]) ORDER BY seq FOR NO KEY UPDATE"
+        ),
+        (thread_ids,),
+    )
+
+
+def _q_bulk_clash(names: _Names, thread_seqs: list[int], ids: list[str]) -> _Q:
+    """The first ``(thread_seq, id)`` given that a message already has."""
+    return _Q(
+        names.sql(
+            "SELECT c.thread_seq, c.id FROM unnest(%s::bigint[], %s::text[]) "
+            "AS c (thread_seq, id) WHERE EXISTS (SELECT FROM {messages} m "
+            "WHERE m.thread_seq = c.thread_seq AND m.id = c.id) LIMIT 1"
+        ),
+        (thread_seqs, ids),
+    )
+
+
+_MESSAGE_COPY_COLUMNS = (
+    "thread_seq",
+    "seq",
+    "id",
+    "created_at",
+    "role",
+    "payload",
+    "metadata",
+    "run_id",
+    "assistant_id",
+    "reply_to",
+)
+"""The columns of a row `_copy_messages` sends, in order."""
+
+
+def _copy_messages(names: _Names, rows: Sequence[Sequence[Any]]) -> _Copy:
+    """Copy message rows (`_MESSAGE_COPY_COLUMNS`, metadata as JSON text) in."""
+    return _Copy(
+        names.sql(
+            "COPY {messages} ({columns}) FROM STDIN",
+            columns=sql.SQL(", ").join(map(sql.Identifier, _MESSAGE_COPY_COLUMNS)),
+        ),
+        rows,
+    )
+
+
+def _q_bulk_advance(names: _Names, thread_seqs: list[int], counts: list[int]) -> _Q:
+    """Move each thread's ``next_seq`` and ``message_count`` by its count."""
+    return _Q(
+        names.sql(
+            "UPDATE {threads} t SET next_seq = t.next_seq + c.n, "
+            "message_count = t.message_count + c.n "
+            "FROM unnest(%s::bigint[], %s::bigint[]) AS c (seq, n) WHERE t.seq = c.seq"
+        ),
+        (thread_seqs, counts),
     )
 
 
@@ -541,26 +971,33 @@ def _q_run_finish(
     reply: tuple[str, NewMessage],
     patch: MetadataPatch,
 ) -> _Q:
-    """Append the reply, patch the thread and release the lease, in one statement."""
+    """Append the reply, patch the thread and release the lease, in one statement.
+
+    One row, as `_q_messages_append` returns; the lease goes only if the reply was
+    written.
+    """
     # MetadataPatch.apply in SQL, on the row the UPDATE locked: drop the removed keys
     # and the keys of cleared fields (``name`` and its pieces ``name#1``...), then
     # merge the entries set. Only for stores without limits: nothing checks them here.
     message_id, message = reply
     return _Q(
         names.sql(
-            "WITH t AS ("
-            "UPDATE {threads} th SET next_seq = next_seq + %(n)s, metadata = ("
+            "WITH {clash}, t AS ("
+            "UPDATE {threads} th SET next_seq = next_seq + %(n)s, "
+            "message_count = message_count + %(n)s, metadata = ("
             "SELECT COALESCE(jsonb_object_agg(e.key, e.value), jsonb_build_object()) "
             "FROM jsonb_each(th.metadata) e "
             "WHERE e.key <> ALL(%(remove)s::text[]) "
             "AND COALESCE(substring(e.key FROM '^(.+)#[1-9][0-9]*$'), e.key) "
             "<> ALL(%(clear)s::text[])"
             ") || %(set)s::jsonb "
-            "WHERE id = %(thread_id)s "
+            "WHERE id = %(thread_id)s AND NOT EXISTS (SELECT FROM clash) "
             "RETURNING seq, next_seq - %(n)s AS first_seq, {now} AS created_at"
             "), {insert}, released AS (DELETE FROM {run_leases} "
-            "WHERE thread_id = %(thread_id)s AND owner = %(owner)s) "
-            "SELECT created_at FROM t",
+            "WHERE thread_id = %(thread_id)s AND owner = %(owner)s "
+            "AND EXISTS (SELECT FROM t)) "
+            "SELECT (SELECT created_at FROM t), (SELECT id FROM clash)",
+            clash=names.sql(_clash([message])),
             insert=names.sql(_INSERT_AFTER_T),
         ),
         {
@@ -626,10 +1063,10 @@ def _q_messages_list(
 
 
 def _q_message_get_for_update(names: _Names, thread_id: str, message_id: str) -> _Q:
-    """A message's row and its thread's ``seq``, locked for update."""
+    """A message's columns and its thread's ``seq``, locked for update."""
     return _Q(
         names.sql(
-            "SELECT m.id, m.created_at, m.metadata, m.role, m.payload, m.thread_seq "
+            "SELECT {message_columns}, m.thread_seq "
             "FROM {messages} m JOIN {threads} t ON t.seq = m.thread_seq "
             "WHERE t.id = %s AND m.id = %s FOR UPDATE OF m"
         ),
@@ -649,39 +1086,50 @@ def _q_message_set_metadata(
     )
 
 
-def _q_message_delete(names: _Names, thread_id: str, message_id: str) -> _Q:
-    """Delete a message: whether the thread exists, whether it went."""
+def _q_message_delete(names: _Names, thread_seq: int, message_id: str) -> _Q:
+    """Delete a message of a locked thread, counting it; whether it went."""
     return _Q(
         names.sql(
-            "WITH t AS (SELECT seq FROM {threads} WHERE id = %s), "
-            "gone AS (DELETE FROM {messages} m USING t "
-            "WHERE m.thread_seq = t.seq AND m.id = %s RETURNING 1) "
-            "SELECT EXISTS (SELECT FROM t), EXISTS (SELECT FROM gone)"
+            "WITH gone AS (DELETE FROM {messages} "
+            "WHERE thread_seq = %(thread_seq)s AND id = %(id)s RETURNING 1), "
+            "counted AS (UPDATE {threads} SET message_count = message_count - 1 "
+            "WHERE seq = %(thread_seq)s AND EXISTS (SELECT FROM gone)) "
+            "SELECT EXISTS (SELECT FROM gone)"
         ),
-        (thread_id, message_id),
+        {"thread_seq": thread_seq, "id": message_id},
     )
 
 
 def _q_messages_clear(
-    names: _Names, thread_id: str, thread_metadata: dict[str, str] | None
+    names: _Names, thread_seq: int, thread_metadata: dict[str, str] | None
 ) -> _Q:
-    """Delete a thread's messages, replacing its metadata if given."""
-    # The UPDATE locks the thread, so a clear and an append do not interleave.
+    """Delete the messages of a locked thread, replacing its metadata if given."""
+    # The thread was locked by an earlier statement of the transaction, so this one's
+    # snapshot holds every message appended before: the count comes back to zero.
     return _Q(
         names.sql(
-            "WITH t AS (UPDATE {threads} "
-            "SET metadata = COALESCE(%s::jsonb, metadata) WHERE id = %s "
-            "RETURNING seq), "
-            "gone AS (DELETE FROM {messages} m USING t "
-            "WHERE m.thread_seq = t.seq RETURNING 1) "
-            "SELECT (SELECT count(*) FROM gone) FROM t"
+            "WITH gone AS (DELETE FROM {messages} WHERE thread_seq = %(thread_seq)s "
+            "RETURNING 1), "
+            "t AS (UPDATE {threads} SET message_count = 0, "
+            "metadata = COALESCE(%(metadata)s::jsonb, metadata) "
+            "WHERE seq = %(thread_seq)s) "
+            "SELECT count(*) FROM gone"
         ),
-        (None if thread_metadata is None else Jsonb(thread_metadata), thread_id),
+        {
+            "thread_seq": thread_seq,
+            "metadata": None if thread_metadata is None else Jsonb(thread_metadata),
+        },
     )
 
 
 def _q_messages_count(names: _Names, thread_id: str, after: str | None) -> _Q:
     """The cursor's ``seq`` and how many messages of the thread follow it."""
+    if after is None:
+        # The maintained count: one row read, whatever the thread's length.
+        return _Q(
+            names.sql("SELECT NULL, message_count FROM {threads} WHERE id = %s"),
+            (thread_id,),
+        )
     return _Q(
         names.sql(
             "SELECT a.seq, (SELECT count(*) FROM {messages} m "
@@ -722,31 +1170,75 @@ def _q_lease_release(names: _Names, thread_id: str, owner: str) -> _Q:
     )
 
 
+def _q_lease_get(names: _Names, thread_id: str) -> _Q:
+    """A thread's lease if held and not expired: owner, expiry in Unix seconds."""
+    return _Q(
+        names.sql(
+            "SELECT owner, extract(epoch FROM expires_at)::float8 FROM {run_leases} "
+            "WHERE thread_id = %s AND expires_at >= clock_timestamp()"
+        ),
+        (thread_id,),
+    )
+
+
 # --- rows to records ---------------------------------------------------------------
+
+
+def _corrupt(kind: str, object_id: str, thread_id: str | None, exc: Exception) -> str:
+    """The message of a `CorruptDataError` for a row that no longer rebuilds."""
+    where = "" if thread_id is None or kind == "Thread" else f" in thread {thread_id!r}"
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return (
+        f"{kind} {object_id!r}{where} is stored in a form this package cannot read "
+        f"({reason}); it was changed outside langchain-retro. Restore the row from a "
+        "backup or delete it; other rows stay readable."
+    )
 
 
 def _assistant(row: Sequence[Any]) -> StoredAssistant:
     """A `StoredAssistant` from a row of ``assistant_columns``."""
-    return StoredAssistant(
-        id=row[0],
-        created_at=row[1],
-        metadata=row[2],
-        **{name: row[i] for i, name in enumerate(ASSISTANT_FIELDS, start=3)},
-    )
+    try:
+        return StoredAssistant(
+            id=row[0],
+            created_at=row[1],
+            metadata=row[2],
+            **{name: row[i] for i, name in enumerate(ASSISTANT_FIELDS, start=3)},
+        )
+    except ValidationError as exc:
+        message = _corrupt("Assistant", row[0], None, exc)
+        raise CorruptDataError(message, object_id=row[0]) from exc
+
+
+def _thread(thread_id: str, created_at: Any, metadata: Any) -> StoredThread:
+    """A `StoredThread` from its columns."""
+    try:
+        return StoredThread(id=thread_id, created_at=created_at, metadata=metadata)
+    except ValidationError as exc:
+        message = _corrupt("Thread", thread_id, thread_id, exc)
+        raise CorruptDataError(
+            message, object_id=thread_id, thread_id=thread_id
+        ) from exc
 
 
 def _message(row: Sequence[Any], thread_id: str) -> StoredMessage:
     """A `StoredMessage` from a row of ``message_columns``."""
     # Empty metadata comes back as NULL, sparing a JSON decode per message. The
     # validating constructor is faster than model_construct in pydantic 2 here.
-    return StoredMessage(
-        id=row[0],
-        created_at=row[1],
-        metadata=row[2] or {},
-        thread_id=thread_id,
-        role=row[3],
-        payload=row[4],
-    )
+    try:
+        return StoredMessage(
+            id=row[0],
+            created_at=row[1],
+            metadata=row[2] or {},
+            thread_id=thread_id,
+            role=row[3],
+            payload=row[4],
+            run_id=row[5],
+            assistant_id=row[6],
+            reply_to=row[7],
+        )
+    except ValidationError as exc:
+        message = _corrupt("Message", row[0], thread_id, exc)
+        raise CorruptDataError(message, object_id=row[0], thread_id=thread_id) from exc
 
 
 def _check_prefix(table_prefix: str) -> None:

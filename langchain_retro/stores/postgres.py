@@ -2,28 +2,37 @@
 
 Install with ``pip install "langchain-retro[postgres]"`` (psycopg 3 and psycopg-pool).
 
-Layout (schema version 1). Every table name is ``{table_prefix}{name}``, qualified by
+Layout (schema version 2). Every table name is ``{table_prefix}{name}``, qualified by
 the store's schema, so several apps can share one database:
 
-* ``schema_migrations``: one row per applied migration; `PostgresStore.setup` applies
-  the missing ones under a transaction-level advisory lock, so processes starting at
-  once take turns;
+* ``schema_migrations``: one row per applied migration; `PostgresStore.setup` creates
+  a new schema's tables at the current version, or applies the missing migrations,
+  under a transaction-level advisory lock, so processes starting at once take turns;
 * ``assistants``: one row per assistant, ``metadata`` as ``jsonb``;
-* ``threads``: one row per thread; ``metadata`` is ``jsonb`` with a GIN index
-  (``jsonb_path_ops``) serving the listing's equality filters (``metadata @> ...``)
-  and a btree index on ``(metadata ->> 'retro_class', seq)`` serving the class filter;
-  ``next_seq`` hands out the per-thread message sequence;
+* ``threads``: one row per thread, ``metadata`` as ``jsonb``; ``next_seq`` hands out
+  the per-thread message sequence and ``message_count`` keeps the count, so counting
+  a thread's messages reads one row;
+* ``thread_metadata``: one row per thread metadata entry, primary key
+  ``(key, value, thread_seq)``, kept by triggers in the transaction that writes
+  ``threads.metadata`` (whatever writes it). Filtered listings walk this key: each
+  step of a leapfrog join over the filters is one index descent per filter value, so a
+  page costs O(log N + page) for common, rare and absent values alike, with plans that
+  statistics and generic plans cannot turn into scans;
 * ``messages``: primary key ``(thread_seq, seq)``, so a thread's messages, its newest N
-  and those after a cursor are one index range scan; ``payload`` is ``text``, read
-  back as stored with no JSON decoding on either side;
+  and those after a cursor are one index range scan; message ids are unique per
+  thread (``UNIQUE (thread_seq, id)``), so every unique key holds the thread and the
+  table can be hash-partitioned by thread (``message_partitions``); ``payload`` is
+  ``text``, read back as stored with no JSON decoding on either side; ``run_id``,
+  ``assistant_id`` and ``reply_to`` link a reply to its run and what it answered;
 * ``run_leases``: the one-active-run-per-thread lease, expiring by the database clock.
 
 Appending takes the thread's row lock to allocate the sequence
 (``UPDATE threads SET next_seq = next_seq + n ... RETURNING``) and inserts in the same
 statement, so concurrent appenders to one thread are serialised and each gets a
 contiguous block: the sequence is strictly increasing, and only deleting a message
-leaves a gap (which readers tolerate). Timestamps (``created_at``, lease expiry) come
-from the database clock, so hosts with skewed clocks agree.
+leaves a gap (which readers tolerate). An append whose caller id the thread already
+holds writes nothing, and takes no sequence numbers. Timestamps (``created_at``,
+lease expiry) come from the database clock, so hosts with skewed clocks agree.
 
 Connections run in autocommit: single-statement calls (most of them, appends included)
 are one round trip; calls that read before they write run in a transaction. A run
@@ -33,8 +42,11 @@ reading after the previous one's locks and writes; `PostgresStore.finish_run` is
 statement (reply, thread patch applied in SQL, lease released).
 
 The statements are built by the pure functions of
-`langchain_retro.stores._postgres_sql`; this module holds the store, the pools and the
-drivers that send those statements, sync and async.
+`langchain_retro.stores._postgres_sql`, input is checked before any of them by
+`langchain_retro.stores._postgres_checks`, and `langchain_retro.stores._postgres_io`
+holds the drivers that send them, sync and async, and the pools' checks; this module
+holds the store: its operations, written once as generators of statements, and the
+pools it owns.
 
 PgBouncer in transaction mode works: the store keeps no session state across
 transactions. It never runs ``SET``, holds only transaction-level advisory locks,
@@ -44,6 +56,11 @@ statements (used after ``prepare_threshold`` = 5 executions of a query), which P
 before 1.21 cannot route: pass ``prepare_threshold=None`` to
 `PostgresStore.from_connection_string` (or ``kwargs={"prepare_threshold": None}`` to
 pools you build). PgBouncer 1.21+ with ``max_prepared_statements`` > 0 needs nothing.
+
+The pools `PostgresStore.from_connection_string` makes check each connection as they
+hand it out (without a round trip, unless the server ended it), so a server restart
+costs no failed call; pools you build get the same with
+``check=ConnectionPool.check_connection`` (one round trip per checkout).
 """
 
 from __future__ import annotations
@@ -52,31 +69,61 @@ import asyncio
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, TypeVar, cast
+
+from pydantic import ValidationError
 
 from langchain_retro._ids import new_id
-from langchain_retro._metadata import UNLIMITED, MetadataPatch, check_limits
+from langchain_retro._metadata import (
+    CLASS_KEY,
+    UNLIMITED,
+    MetadataPatch,
+    check_limits,
+    dumps,
+)
 from langchain_retro.errors import (
     AssistantInUseError,
     AssistantNotFoundError,
+    CorruptDataError,
+    MessageIdConflictError,
     MessageNotFoundError,
     MissingDependencyError,
+    RetroValueError,
     SchemaVersionError,
     StoreClosedError,
     StoreError,
     ThreadNotFoundError,
+)
+from langchain_retro.stores._postgres_checks import (
+    _answered,
+    _bulk_rows,
+    _check_fields,
+    _check_hwm_key,
+    _check_partitions,
+    _checked_metadata,
+    _conflict,
+    _has_reply,
+    _message_ids,
+)
+from langchain_retro.stores._postgres_io import (
+    _acheck_connection,
+    _adrive,
+    _check_connection,
+    _drive,
+    _LoopPool,
+    _stop,
 )
 from langchain_retro.stores._postgres_sql import (
     _DEFAULT_SCHEMA,
     _FRAGMENTS,
     _MAX_SEQ,
     _NO_SEQ,
-    _Q,
     _THREAD_COLUMNS,
     SCHEMA_VERSION,
     _assistant,
     _check_prefix,
     _check_schema,
+    _copy_messages,
     _filters,
     _message,
     _Names,
@@ -86,9 +133,14 @@ from langchain_retro.stores._postgres_sql import (
     _q_assistant_insert,
     _q_assistant_threads,
     _q_assistant_update,
+    _q_bulk_advance,
+    _q_bulk_clash,
+    _q_create_layout,
     _q_create_migrations_table,
     _q_create_schema,
+    _q_last_asked,
     _q_lease_acquire,
+    _q_lease_get,
     _q_lease_release,
     _q_listing,
     _q_lock,
@@ -101,8 +153,10 @@ from langchain_retro.stores._postgres_sql import (
     _q_messages_clear,
     _q_messages_count,
     _q_messages_list,
+    _q_messages_partitioned,
     _q_migrate,
     _q_record_migration,
+    _q_record_version,
     _q_run_context,
     _q_run_finish,
     _q_run_thread,
@@ -114,14 +168,17 @@ from langchain_retro.stores._postgres_sql import (
     _q_thread_get,
     _q_thread_insert,
     _q_thread_set_metadata,
+    _q_thread_walk,
+    _q_threads_insert,
+    _q_threads_lock,
     _Rows,
     _seq_bound,
-    _Step,
+    _thread,
 )
 from langchain_retro.stores.base import (
-    ASSISTANT_FIELDS,
     AssistantThreads,
     BaseStore,
+    Lease,
     NewMessage,
     Order,
     RunStart,
@@ -129,12 +186,12 @@ from langchain_retro.stores.base import (
     StoredMessage,
     StoredThread,
     ThreadQuery,
+    check_new_ids,
 )
 
 try:
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
-    from psycopg.rows import tuple_row
     from psycopg_pool import AsyncConnectionPool, ConnectionPool
 except ImportError as exc:
     raise MissingDependencyError(
@@ -149,19 +206,6 @@ T = TypeVar("T")
 _PER_POOL_OPTIONS = frozenset(
     {"open", "connection_class", "configure", "reset", "check", "reconnect_failed"}
 )
-_PIPELINES = psycopg.Pipeline.is_supported()
-"""Whether libpq can pipeline statements (14+); else a batch is a transaction."""
-
-
-class _LoopPool(NamedTuple):
-    """One event loop's pool: ready once open; the task closes it when cancelled."""
-
-    ready: asyncio.Future[AsyncConnectionPool[Any]]
-    task: asyncio.Task[None]
-
-
-def _pool_options(owned: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in owned.items() if key != "conninfo"}
 
 
 class PostgresStore(BaseStore):
@@ -222,22 +266,28 @@ class PostgresStore(BaseStore):
         *,
         schema: str | None = None,
         table_prefix: str = "retro_",
+        message_partitions: int | None = None,
     ) -> None:
         """Use existing connection pools; the store neither opens nor closes them.
 
         Args:
             pool: An open sync pool, for the sync methods; ``None`` if only the async
                 methods are used. Connections with ``autocommit=True`` save a
-                round trip per call.
+                round trip per call; ``check=ConnectionPool.check_connection`` makes
+                a server restart cost no failed call.
             async_pool: An open async pool, for the ``a``-prefixed methods; ``None``
                 if only the sync methods are used.
             schema: The PostgreSQL schema holding the tables, created by `setup` if
                 missing. Defaults to ``public``.
             table_prefix: Prepended to every table name: lowercase letters, digits and
                 underscores, up to 30 characters.
+            message_partitions: Create ``messages`` hash-partitioned by thread into
+                this many partitions when `setup` creates a new schema (see
+                ``docs/postgres-partitioning.md``); ``None`` for one table.
 
         Raises:
             ValueError: If both pools are ``None``, or the schema or prefix is invalid.
+            RetroValueError: If ``message_partitions`` is not 1 to 1024 or ``None``.
         """
         if pool is None and async_pool is None:
             raise ValueError(
@@ -245,7 +295,12 @@ class PostgresStore(BaseStore):
                 "PostgresStore.from_connection_string(url)."
             )
         self._init(
-            pool, async_pool, schema=schema, table_prefix=table_prefix, owned=None
+            pool,
+            async_pool,
+            schema=schema,
+            table_prefix=table_prefix,
+            message_partitions=message_partitions,
+            owned=None,
         )
 
     def _init(
@@ -255,13 +310,17 @@ class PostgresStore(BaseStore):
         *,
         schema: str | None,
         table_prefix: str,
+        message_partitions: int | None,
         owned: dict[str, Any] | None,
     ) -> None:
         _check_prefix(table_prefix)
         self.schema = _DEFAULT_SCHEMA if schema is None else schema
         _check_schema(self.schema)
         self.table_prefix = table_prefix
-        self._names = _Names(self.schema, table_prefix)
+        self.message_partitions = _check_partitions(message_partitions) or None
+        self._names = _Names(
+            self.schema, table_prefix, partitions=self.message_partitions or 0
+        )
         self._pool = pool
         self._async_pool = async_pool
         # Pools made by from_connection_string: how to open the async pool of each
@@ -283,9 +342,18 @@ class PostgresStore(BaseStore):
         min_size: int = 1,
         max_size: int = 10,
         prepare_threshold: int | None = 5,
-        **pool_kwargs: Any,
+        message_partitions: int | None = None,
+        pool_kwargs: Mapping[str, Any] | None = None,
+        async_pool_kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> PostgresStore:
         """Make a store with its own pools, opened on first use and closed with it.
+
+        Both pools check each connection as they hand it out, so connections a
+        server restart or a terminated backend ended are replaced instead of failing
+        the call. The check costs no round trip: only a connection whose server has
+        sent something while it was idle (as ending it does) is pinged
+        (``ConnectionPool.check_connection``) before use.
 
         Args:
             url: A libpq connection string or URL (``postgresql://user@host/db``).
@@ -298,47 +366,68 @@ class PostgresStore(BaseStore):
             prepare_threshold: Executions of a query after which psycopg prepares it
                 on the server (psycopg's default, 5); ``None`` never prepares, as
                 PgBouncer before 1.21 in transaction mode requires.
-            **pool_kwargs: Further options of both ``psycopg_pool.ConnectionPool``
-                and ``AsyncConnectionPool`` (``timeout``, ``max_idle``, ``name``,
-                ``kwargs`` for the connections...). Callbacks differ between sync and
-                async pools: to use them, build the pools and pass them to
-                `PostgresStore`.
+            message_partitions: Create ``messages`` hash-partitioned by thread into
+                this many partitions when `setup` creates a new schema (see
+                ``docs/postgres-partitioning.md``); ``None`` for one table.
+            pool_kwargs: Options of the sync ``psycopg_pool.ConnectionPool`` only,
+                over the shared ones: callbacks (``configure``, ``reset``,
+                ``check``; ``check=None`` turns the check off), ``kwargs``...
+            async_pool_kwargs: The same for the ``AsyncConnectionPool``s (their
+                callbacks are coroutine functions).
+            **options: Further options of both pools (``timeout``, ``max_idle``,
+                ``name``, ``kwargs`` for the connections...).
 
         Raises:
             StoreError: If the connection string cannot be parsed. A server that
                 cannot be reached raises `StoreError` on first use.
             ValueError: If the schema or prefix is invalid.
-            TypeError: If ``pool_kwargs`` holds an option that differs between sync
-                and async pools.
+            RetroValueError: If ``message_partitions`` is not 1 to 1024 or ``None``.
+            TypeError: If ``options`` holds an option that differs between sync and
+                async pools (pass it in ``pool_kwargs`` and ``async_pool_kwargs``).
         """
-        per_pool = _PER_POOL_OPTIONS & set(pool_kwargs)
+        per_pool = _PER_POOL_OPTIONS & set(options)
         if per_pool:
             raise TypeError(
                 f"{sorted(per_pool)} cannot be shared by the sync and async pools: "
-                "build the pools yourself and pass them to PostgresStore(pool=..., "
+                "pass them in pool_kwargs= and async_pool_kwargs=, or build the "
+                "pools yourself and pass them to PostgresStore(pool=..., "
                 "async_pool=...)."
             )
         try:
             conninfo_to_dict(url)
         except psycopg.Error as exc:
             raise StoreError(f"Invalid PostgreSQL connection string: {exc}") from exc
-        options: dict[str, Any] = {
-            **pool_kwargs,
-            "min_size": min_size,
-            "max_size": max_size,
-            "kwargs": {
-                **pool_kwargs.get("kwargs", {}),
-                "autocommit": True,
-                "prepare_threshold": prepare_threshold,
-            },
+        kwargs = {
+            **options.get("kwargs", {}),
+            "autocommit": True,
+            "prepare_threshold": prepare_threshold,
+        }
+        shared: dict[str, Any] = {**options, "min_size": min_size, "max_size": max_size}
+
+        def per(check: Any, own: Mapping[str, Any] | None) -> dict[str, Any]:
+            own = dict(own or {})
+            own_kwargs = own.pop("kwargs", {})
+            return {
+                "check": check,
+                **shared,
+                **own,
+                "kwargs": {**kwargs, **own_kwargs},
+            }
+
+        owned: dict[str, Any] = {
+            "conninfo": url,
+            "kwargs": kwargs,
+            "sync": per(_check_connection, pool_kwargs),
+            "async": per(_acheck_connection, async_pool_kwargs),
         }
         store = cls.__new__(cls)
         store._init(
-            ConnectionPool(url, open=False, **options),
+            ConnectionPool(url, open=False, **owned["sync"]),
             None,
             schema=schema,
             table_prefix=table_prefix,
-            owned={"conninfo": url, **options},
+            message_partitions=message_partitions,
+            owned=owned,
         )
         return store
 
@@ -379,7 +468,7 @@ class PostgresStore(BaseStore):
                     except BaseException:
                         pool.close()
                         self._pool = ConnectionPool(
-                            owned["conninfo"], open=False, **_pool_options(owned)
+                            owned["conninfo"], open=False, **owned["sync"]
                         )
                         raise
                     self._pool_opened = True
@@ -424,7 +513,7 @@ class PostgresStore(BaseStore):
         """
         owned = cast(dict[str, Any], self._owned)
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            owned["conninfo"], open=False, **_pool_options(owned)
+            owned["conninfo"], open=False, **owned["async"]
         )
         try:
             await pool.open()
@@ -536,6 +625,21 @@ class PostgresStore(BaseStore):
                 f"version {version}, newer than the {SCHEMA_VERSION} this version "
                 "knows. Upgrade langchain-retro."
             )
+        if version == 0:
+            # A new schema gets the current layout at once, partitioned if asked.
+            yield _q_create_layout(names)
+            yield _q_record_version(names)
+            return SCHEMA_VERSION
+        if self.message_partitions:
+            ((partitioned,),) = yield _q_messages_partitioned(names)
+            if not partitioned:
+                raise SchemaVersionError(
+                    f"Table {self.table_prefix}messages in schema {self.schema!r} "
+                    f"exists and is not partitioned, so message_partitions="
+                    f"{self.message_partitions} cannot apply: setup() partitions only "
+                    "a new schema. Drop the option, or move the data into a "
+                    "partitioned schema as docs/postgres-partitioning.md shows."
+                )
         for number in range(version, SCHEMA_VERSION):
             yield _q_migrate(names, number)
             yield _q_record_migration(names, number)
@@ -545,10 +649,18 @@ class PostgresStore(BaseStore):
         """Create the schema and tables, or migrate them; a no-op when up to date.
 
         Safe to call from several processes at once: migrations run one at a time
-        under a transaction-level advisory lock.
+        under a transaction-level advisory lock. A new schema gets the current layout
+        at once, with ``messages`` partitioned if the store was given
+        ``message_partitions``.
+
+        The migration from schema version 1 builds the ``(thread_seq, id)`` key and
+        the metadata index, holding the tables locked while it runs (minutes for
+        millions of rows): run it when the app is quiet, after stopping processes of
+        the older version, whose appends would not keep the message counts.
 
         Raises:
-            SchemaVersionError: If the tables were written by a newer version.
+            SchemaVersionError: If the tables were written by a newer version, or
+                ``message_partitions`` was given for an unpartitioned table.
             StoreError: If PostgreSQL fails (the cause is chained).
         """
         self._run(self._setup(), transaction=True)
@@ -562,10 +674,14 @@ class PostgresStore(BaseStore):
     def _create_assistant(
         self, fields: Mapping[str, Any], metadata: Mapping[str, str]
     ) -> _Op[StoredAssistant]:
-        check_limits(metadata, self.limits)
-        draft = StoredAssistant(
-            id=new_id("asst"), created_at=0, metadata=dict(metadata), **fields
-        )
+        checked = _checked_metadata(metadata, self.limits, "Assistant")
+        _check_fields(fields)
+        try:
+            draft = StoredAssistant(
+                id=new_id("asst"), created_at=0, metadata=checked, **fields
+            )
+        except ValidationError as exc:
+            raise RetroValueError(f"Invalid assistant fields: {exc}") from exc
         ((created_at,),) = yield _q_assistant_insert(self._names, draft)
         return draft.model_copy(update={"created_at": created_at})
 
@@ -601,9 +717,7 @@ class PostgresStore(BaseStore):
         fields: Mapping[str, Any],
         patch: MetadataPatch | None,
     ) -> _Op[StoredAssistant]:
-        unknown = set(fields) - set(ASSISTANT_FIELDS)
-        if unknown:
-            raise ValueError(f"Not native assistant fields: {sorted(unknown)}")
+        _check_fields(fields)
         rows = yield _q_assistant_get(self._names, assistant_id, lock=True)
         if not rows:
             raise AssistantNotFoundError(assistant_id)
@@ -611,8 +725,14 @@ class PostgresStore(BaseStore):
         metadata = (
             patch.apply(current.metadata, self.limits) if patch else current.metadata
         )
-        updated = current.model_copy(update={**fields, "metadata": metadata})
-        StoredAssistant.model_validate(updated.model_dump())
+        try:
+            updated = StoredAssistant.model_validate(
+                {**current.model_dump(), **fields, "metadata": metadata}
+            )
+        except ValidationError as exc:
+            raise RetroValueError(
+                f"Invalid fields for assistant {assistant_id!r}: {exc}"
+            ) from exc
         yield _q_assistant_update(self._names, updated)
         return updated
 
@@ -642,7 +762,7 @@ class PostgresStore(BaseStore):
         self, assistant_id: str, threads: AssistantThreads
     ) -> _Op[int]:
         if threads not in ("refuse", "keep", "delete"):
-            raise ValueError(
+            raise RetroValueError(
                 f"threads must be 'refuse', 'keep' or 'delete', not {threads!r}"
             )
         if not (yield _q_assistant_get(self._names, assistant_id, lock=True)):
@@ -728,14 +848,10 @@ class PostgresStore(BaseStore):
     # --- threads ---------------------------------------------------------------------
 
     def _create_thread(self, metadata: Mapping[str, str]) -> _Op[StoredThread]:
-        check_limits(metadata, self.limits)
+        checked = _checked_metadata(metadata, self.limits, "Thread")
         thread_id = new_id("thread")
-        ((created_at,),) = yield _q_thread_insert(
-            self._names, thread_id, dict(metadata)
-        )
-        return StoredThread(
-            id=thread_id, created_at=created_at, metadata=dict(metadata)
-        )
+        ((created_at,),) = yield _q_thread_insert(self._names, thread_id, checked)
+        return StoredThread(id=thread_id, created_at=created_at, metadata=checked)
 
     def create_thread(self, metadata: Mapping[str, str]) -> StoredThread:
         """Create a thread with the given metadata."""
@@ -745,12 +861,42 @@ class PostgresStore(BaseStore):
         """Async twin of `create_thread`."""
         return await self._arun(self._create_thread(metadata))
 
+    def _create_threads(
+        self, metadatas: Sequence[Mapping[str, str]]
+    ) -> _Op[list[StoredThread]]:
+        checked = [_checked_metadata(m, self.limits, "Thread") for m in metadatas]
+        if not checked:
+            return []
+        ids = [new_id("thread") for _ in checked]
+        ((created_at, _),) = yield _q_threads_insert(
+            self._names, ids, [dumps(metadata) for metadata in checked]
+        )
+        return [
+            StoredThread(id=thread_id, created_at=created_at, metadata=metadata)
+            for thread_id, metadata in zip(ids, checked, strict=True)
+        ]
+
+    def create_threads(
+        self, metadatas: Sequence[Mapping[str, str]]
+    ) -> list[StoredThread]:
+        """Create many threads in one statement, all or none, in the given order.
+
+        Every metadata map is checked before anything is written.
+        """
+        return self._run(self._create_threads(metadatas))
+
+    async def acreate_threads(
+        self, metadatas: Sequence[Mapping[str, str]]
+    ) -> list[StoredThread]:
+        """Async twin of `create_threads`."""
+        return await self._arun(self._create_threads(metadatas))
+
     def _get_thread(self, thread_id: str) -> _Op[StoredThread]:
         rows = yield _q_thread_get(self._names, thread_id)
         if not rows:
             raise ThreadNotFoundError(thread_id)
         _, created_at, metadata = rows[0]
-        return StoredThread(id=thread_id, created_at=created_at, metadata=metadata)
+        return _thread(thread_id, created_at, metadata)
 
     def get_thread(self, thread_id: str) -> StoredThread:
         """Read a thread; raises `ThreadNotFoundError`."""
@@ -765,7 +911,9 @@ class PostgresStore(BaseStore):
         if not rows:
             raise ThreadNotFoundError(thread_id)
         thread_seq, created_at, current = rows[0]
-        metadata = patch.apply(current, self.limits)
+        metadata = patch.apply(
+            _thread(thread_id, created_at, current).metadata, self.limits
+        )
         yield _q_thread_set_metadata(self._names, thread_seq, metadata)
         return StoredThread(id=thread_id, created_at=created_at, metadata=metadata)
 
@@ -793,8 +941,10 @@ class PostgresStore(BaseStore):
 
     def _list_threads(self, query: ThreadQuery) -> _Op[list[StoredThread]]:
         desc = query.order == "desc"
-        params: list[Any] = []
-        where = _filters(query.metadata, query.classes, params)
+        filters = [(key, [value]) for key, value in query.metadata.items()]
+        if query.classes is not None:
+            filters.append((CLASS_KEY, list(query.classes)))
+        bounds: list[tuple[int, bool]] = []  # (seq, whether to list newer threads)
         if query.after is not None or query.before is not None:
             ((after_seq, before_seq),) = yield _q_thread_cursors(
                 self._names, query.after, query.before
@@ -807,20 +957,37 @@ class PostgresStore(BaseStore):
                     continue
                 if seq is None:
                     raise ThreadNotFoundError(cursor_id)
-                where.append(_seq_bound(newer))
-                params.append(seq)
+                bounds.append((seq, newer))
         # A page before a cursor is the one nearest it: read towards it, then turn.
         backwards = query.before is not None
-        rows = yield _q_listing(
-            self._names,
-            "threads",
-            _THREAD_COLUMNS,
-            where,
-            params,
-            desc=desc != backwards,
-            limit=query.limit,
-        )
-        threads = [StoredThread(id=r[0], created_at=r[1], metadata=r[2]) for r in rows]
+        if filters:
+            lo, hi = _NO_SEQ, _MAX_SEQ
+            for seq, newer in bounds:
+                lo, hi = (max(lo, seq + 1), hi) if newer else (lo, min(hi, seq - 1))
+            rows = yield _q_thread_walk(
+                self._names,
+                filters,
+                lo,
+                hi,
+                desc=desc != backwards,
+                limit=query.limit,
+            )
+        else:
+            params: list[Any] = []
+            where: list[Any] = []
+            for seq, newer in bounds:
+                where.append(_seq_bound(newer))
+                params.append(seq)
+            rows = yield _q_listing(
+                self._names,
+                "threads",
+                _THREAD_COLUMNS,
+                where,
+                params,
+                desc=desc != backwards,
+                limit=query.limit,
+            )
+        threads = [_thread(r[0], r[1], r[2]) for r in rows]
         return threads[::-1] if backwards else threads
 
     def list_threads(self, query: ThreadQuery) -> list[StoredThread]:
@@ -833,27 +1000,60 @@ class PostgresStore(BaseStore):
 
     # --- messages --------------------------------------------------------------------
 
+    def _append(
+        self,
+        thread_id: str,
+        ids: list[str],
+        messages: Sequence[NewMessage],
+        thread_metadata: dict[str, str] | None,
+    ) -> _Op[int]:
+        """Append (one statement); the ``created_at`` the messages were given."""
+        try:
+            rows = yield _q_messages_append(
+                self._names, thread_id, ids, messages, thread_metadata
+            )
+        except psycopg.errors.UniqueViolation as exc:
+            raise _conflict(exc, self._names, thread_id, messages) from exc
+        created_at, clash = rows[0]
+        if clash is not None:
+            raise MessageIdConflictError(thread_id, clash)
+        if created_at is None:
+            raise ThreadNotFoundError(thread_id)
+        return int(created_at)
+
     def _add_messages(
         self,
         thread_id: str,
         messages: Sequence[NewMessage],
         thread_patch: MetadataPatch | None,
+        hwm_key: str | None,
     ) -> _Op[list[StoredMessage]]:
+        check_new_ids(thread_id, messages)
         for message in messages:
             check_limits(message.metadata, self.limits)
+        if hwm_key is not None:
+            _check_hwm_key(hwm_key, self.limits)
+        ids = _message_ids(messages)
+        replies = hwm_key is not None and _has_reply(messages)
         thread_metadata = None
-        if thread_patch is not None:
+        if thread_patch is not None or replies:
             rows = yield _q_thread_get(self._names, thread_id, lock=True)
             if not rows:
                 raise ThreadNotFoundError(thread_id)
-            thread_metadata = thread_patch.apply(rows[0][2], self.limits)
-        ids = [new_id("msg") for _ in messages]
-        rows = yield _q_messages_append(
-            self._names, thread_id, ids, messages, thread_metadata
-        )
-        if not rows:
-            raise ThreadNotFoundError(thread_id)
-        created_at = rows[0][0]
+            thread_seq, created_at, current = rows[0]
+            metadata = _thread(thread_id, created_at, current).metadata
+            if thread_patch is not None:
+                metadata = thread_patch.apply(metadata, self.limits)
+                thread_metadata = metadata
+            if replies and hwm_key is not None:
+                answered = _answered(messages, ids)
+                if answered is None:
+                    found = yield _q_last_asked(self._names, thread_seq)
+                    answered = found[0][0] if found else None
+                if answered is not None:
+                    mark = MetadataPatch(set={hwm_key: answered})
+                    thread_metadata = mark.apply(metadata, self.limits)
+        created_at = yield from self._append(thread_id, ids, messages, thread_metadata)
         return [
             message.stored(message_id, thread_id, created_at)
             for message_id, message in zip(ids, messages, strict=True)
@@ -865,11 +1065,19 @@ class PostgresStore(BaseStore):
         messages: Sequence[NewMessage],
         *,
         thread_patch: MetadataPatch | None = None,
+        hwm_key: str | None = None,
     ) -> list[StoredMessage]:
-        """Append messages to a thread, all or none, in the given order."""
+        """Append messages to a thread, all or none, in the given order.
+
+        One statement; a transaction that reads the thread first when a
+        ``thread_patch`` or ``hwm_key`` changes its metadata. A caller id already in
+        the thread raises `MessageIdConflictError` and writes nothing, the sequence
+        included.
+        """
         return self._run(
-            self._add_messages(thread_id, messages, thread_patch),
-            transaction=thread_patch is not None,
+            self._add_messages(thread_id, messages, thread_patch, hwm_key),
+            transaction=thread_patch is not None
+            or (hwm_key is not None and _has_reply(messages)),
         )
 
     async def aadd_messages(
@@ -878,12 +1086,67 @@ class PostgresStore(BaseStore):
         messages: Sequence[NewMessage],
         *,
         thread_patch: MetadataPatch | None = None,
+        hwm_key: str | None = None,
     ) -> list[StoredMessage]:
         """Async twin of `add_messages`."""
         return await self._arun(
-            self._add_messages(thread_id, messages, thread_patch),
-            transaction=thread_patch is not None,
+            self._add_messages(thread_id, messages, thread_patch, hwm_key),
+            transaction=thread_patch is not None
+            or (hwm_key is not None and _has_reply(messages)),
         )
+
+    def _bulk_add_messages(
+        self, batches: Sequence[tuple[str, Sequence[NewMessage]]]
+    ) -> _Op[int]:
+        by_thread: dict[str, list[NewMessage]] = {}
+        for thread_id, messages in batches:
+            by_thread.setdefault(thread_id, []).extend(messages)
+            for message in messages:
+                check_limits(message.metadata, self.limits)
+        for thread_id, messages in by_thread.items():
+            check_new_ids(thread_id, messages)
+        if not by_thread:
+            return 0
+        names = self._names
+        locked = yield _q_threads_lock(names, list(by_thread))
+        seqs = {thread_id: seq for thread_id, seq, _, _ in locked}
+        next_seqs = {thread_id: next_seq for thread_id, _, next_seq, _ in locked}
+        for thread_id in by_thread:
+            if thread_id not in seqs:
+                raise ThreadNotFoundError(thread_id)
+        rows, clash_seqs, clash_ids = _bulk_rows(batches, seqs, next_seqs, locked[0][3])
+        if clash_ids:
+            clash = yield _q_bulk_clash(names, clash_seqs, clash_ids)
+            if clash:
+                by_seq = {seq: thread_id for thread_id, seq in seqs.items()}
+                raise MessageIdConflictError(by_seq[clash[0][0]], clash[0][1])
+        try:
+            yield _copy_messages(names, rows)
+        except psycopg.errors.UniqueViolation as exc:
+            first = next(iter(by_thread))
+            raise _conflict(exc, names, first, by_thread[first]) from exc
+        counts = {thread_id: len(messages) for thread_id, messages in by_thread.items()}
+        yield _q_bulk_advance(
+            names, [seqs[t] for t in counts], [counts[t] for t in counts]
+        )
+        return len(rows)
+
+    def bulk_add_messages(
+        self, batches: Sequence[tuple[str, Sequence[NewMessage]]]
+    ) -> int:
+        """Append messages to many threads in one transaction, all or none.
+
+        Four statements whatever the size: lock the threads (in one order, so bulk
+        writers cannot deadlock), look for caller ids already taken, ``COPY`` the
+        messages in, move each thread's sequence and count.
+        """
+        return self._run(self._bulk_add_messages(batches), transaction=True)
+
+    async def abulk_add_messages(
+        self, batches: Sequence[tuple[str, Sequence[NewMessage]]]
+    ) -> int:
+        """Async twin of `bulk_add_messages`."""
+        return await self._arun(self._bulk_add_messages(batches), transaction=True)
 
     def _get_message(self, thread_id: str, message_id: str) -> _Op[StoredMessage]:
         rows = yield _q_message_get(self._names, thread_id, message_id)
@@ -927,7 +1190,7 @@ class PostgresStore(BaseStore):
         limit: int | None,
     ) -> _Op[_Rows]:
         if limit is not None and limit < 0:
-            raise ValueError(f"limit must be >= 0, not {limit}")
+            raise RetroValueError(f"limit must be >= 0 or None, not {limit}")
         rows = yield _q_message_cursors(self._names, thread_id, after, before)
         if not rows:
             raise ThreadNotFoundError(thread_id)
@@ -999,7 +1262,7 @@ class PostgresStore(BaseStore):
             raise MessageNotFoundError(message_id, hint=f"(in thread {thread_id!r})")
         current = _message(rows[0], thread_id)
         metadata = patch.apply(current.metadata, self.limits)
-        yield _q_message_set_metadata(self._names, rows[0][5], message_id, metadata)
+        yield _q_message_set_metadata(self._names, rows[0][8], message_id, metadata)
         return current.model_copy(update={"metadata": metadata})
 
     def update_message(
@@ -1019,43 +1282,42 @@ class PostgresStore(BaseStore):
         )
 
     def _delete_message(self, thread_id: str, message_id: str) -> _Op[None]:
-        ((thread_found, deleted),) = yield _q_message_delete(
-            self._names, thread_id, message_id
-        )
-        if not thread_found:
+        # The thread is locked first, as appends and clears lock it: no deadlock.
+        rows = yield _q_thread_get(self._names, thread_id, lock=True)
+        if not rows:
             raise ThreadNotFoundError(thread_id)
+        ((deleted,),) = yield _q_message_delete(self._names, rows[0][0], message_id)
         if not deleted:
             raise MessageNotFoundError(message_id, hint=f"(in thread {thread_id!r})")
 
     def delete_message(self, thread_id: str, message_id: str) -> None:
         """Delete one message of a thread."""
-        self._run(self._delete_message(thread_id, message_id))
+        self._run(self._delete_message(thread_id, message_id), transaction=True)
 
     async def adelete_message(self, thread_id: str, message_id: str) -> None:
         """Async twin of `delete_message`."""
-        await self._arun(self._delete_message(thread_id, message_id))
+        await self._arun(self._delete_message(thread_id, message_id), transaction=True)
 
     def _clear_messages(
         self, thread_id: str, thread_patch: MetadataPatch | None
     ) -> _Op[int]:
-        thread_metadata = None
-        if thread_patch is not None:
-            rows = yield _q_thread_get(self._names, thread_id, lock=True)
-            if not rows:
-                raise ThreadNotFoundError(thread_id)
-            thread_metadata = thread_patch.apply(rows[0][2], self.limits)
-        rows = yield _q_messages_clear(self._names, thread_id, thread_metadata)
+        rows = yield _q_thread_get(self._names, thread_id, lock=True)
         if not rows:
             raise ThreadNotFoundError(thread_id)
-        return int(rows[0][0])
+        thread_seq, created_at, current = rows[0]
+        thread_metadata = None
+        if thread_patch is not None:
+            current = _thread(thread_id, created_at, current).metadata
+            thread_metadata = thread_patch.apply(current, self.limits)
+        ((count,),) = yield _q_messages_clear(self._names, thread_seq, thread_metadata)
+        return int(count)
 
     def clear_messages(
         self, thread_id: str, *, thread_patch: MetadataPatch | None = None
     ) -> int:
         """Delete all of a thread's messages (the thread stays); returns how many."""
         return self._run(
-            self._clear_messages(thread_id, thread_patch),
-            transaction=thread_patch is not None,
+            self._clear_messages(thread_id, thread_patch), transaction=True
         )
 
     async def aclear_messages(
@@ -1063,8 +1325,7 @@ class PostgresStore(BaseStore):
     ) -> int:
         """Async twin of `clear_messages`."""
         return await self._arun(
-            self._clear_messages(thread_id, thread_patch),
-            transaction=thread_patch is not None,
+            self._clear_messages(thread_id, thread_patch), transaction=True
         )
 
     def _count_messages(self, thread_id: str, after: str | None) -> _Op[int]:
@@ -1117,6 +1378,24 @@ class PostgresStore(BaseStore):
         """Async twin of `release_lease`."""
         await self._arun(self._release_lease(thread_id, owner))
 
+    def _get_lease(self, thread_id: str) -> _Op[Lease | None]:
+        rows = yield _q_lease_get(self._names, thread_id)
+        if not rows:
+            return None
+        owner, expires_at = rows[0]
+        return Lease(thread_id=thread_id, owner=owner, expires_at=expires_at)
+
+    def get_lease(self, thread_id: str) -> Lease | None:
+        """The thread's run lease if one is held and not expired, else ``None``.
+
+        Expiry is by the database clock, as `acquire_lease` measures it.
+        """
+        return self._run(self._get_lease(thread_id))
+
+    async def aget_lease(self, thread_id: str) -> Lease | None:
+        """Async twin of `get_lease`."""
+        return await self._arun(self._get_lease(thread_id))
+
     # --- runs ------------------------------------------------------------------------
 
     def _begin_run(
@@ -1127,10 +1406,11 @@ class PostgresStore(BaseStore):
         messages: Sequence[NewMessage],
         context_limit: int | None,
     ) -> _Op[RunStart | None]:
+        check_new_ids(thread_id, messages)
         for message in messages:
             check_limits(message.metadata, self.limits)
         names = self._names
-        ids = [new_id("msg") for _ in messages]
+        ids = _message_ids(messages)
         # One batch, so one round trip and one transaction. Each statement after the
         # lease reads a snapshot taken after the lease (and after the append's wait
         # for the thread's row lock), so it sees what the previous run committed.
@@ -1145,28 +1425,37 @@ class PostgresStore(BaseStore):
             _q_run_thread(names, thread_id, owner),
             _q_run_context(names, thread_id, owner, context_limit),
         ]
-        results = yield tuple(batch)
+        try:
+            results = yield tuple(batch)
+        except psycopg.errors.UniqueViolation as exc:  # the batch, lease too, undone
+            raise _conflict(exc, names, thread_id, messages) from exc
         ((thread_found, taken),) = results[0]
         if not thread_found:
             raise ThreadNotFoundError(thread_id)
         if not taken:
             return None
-        if not results[-2] or (messages and not results[1]):
+        appended_at, clash = results[1][0] if messages else (0, None)
+        if clash is not None:
+            yield _q_lease_release(names, thread_id, owner)
+            raise MessageIdConflictError(thread_id, clash)
+        if not results[-2] or appended_at is None:
             raise ThreadNotFoundError(thread_id)  # deleted while we took the lease
         created_at, metadata, *assistant = results[-2][0]
-        appended = []
-        if messages:
-            ((appended_at,),) = results[1]
-            appended = [
-                message.stored(message_id, thread_id, appended_at)
-                for message_id, message in zip(ids, messages, strict=True)
-            ]
-        return RunStart.model_construct(
-            thread=StoredThread(id=thread_id, created_at=created_at, metadata=metadata),
-            assistant=None if assistant[0] is None else _assistant(assistant),
-            appended=appended,
-            context=[_message(row, thread_id) for row in reversed(results[-1])],
-        )
+        appended = [
+            message.stored(message_id, thread_id, appended_at)
+            for message_id, message in zip(ids, messages, strict=True)
+        ]
+        try:
+            return RunStart.model_construct(
+                thread=_thread(thread_id, created_at, metadata),
+                assistant=None if assistant[0] is None else _assistant(assistant),
+                appended=appended,
+                context=[_message(row, thread_id) for row in reversed(results[-1])],
+            )
+        except CorruptDataError:
+            # A run that cannot read its thread holds no lease (its input stays).
+            yield _q_lease_release(names, thread_id, owner)
+            raise
 
     def begin_run(
         self,
@@ -1207,26 +1496,38 @@ class PostgresStore(BaseStore):
         reply: NewMessage,
         thread_patch: MetadataPatch,
     ) -> _Op[StoredMessage]:
+        check_new_ids(thread_id, [reply])
         check_limits(reply.metadata, self.limits)
         names = self._names
-        message_id = new_id("msg")
-        if self.limits == UNLIMITED:
-            rows = yield _q_run_finish(
-                names, thread_id, owner, (message_id, reply), thread_patch
-            )
-        else:
-            # The patched metadata is checked against the limits before it is written.
-            rows = yield _q_thread_get(names, thread_id, lock=True)
-            if not rows:
-                raise ThreadNotFoundError(thread_id)
-            metadata = thread_patch.apply(rows[0][2], self.limits)
-            rows = yield _q_messages_append(
-                names, thread_id, [message_id], [reply], metadata
-            )
-            yield _q_lease_release(names, thread_id, owner)
-        if not rows:
+        (message_id,) = _message_ids([reply])
+        try:
+            if self.limits == UNLIMITED:
+                rows = yield _q_run_finish(
+                    names, thread_id, owner, (message_id, reply), thread_patch
+                )
+            else:
+                # The patched metadata is checked against the limits before it is
+                # written.
+                rows = yield _q_thread_get(names, thread_id, lock=True)
+                if not rows:
+                    raise ThreadNotFoundError(thread_id)
+                _, created_at, current = rows[0]
+                metadata = thread_patch.apply(
+                    _thread(thread_id, created_at, current).metadata, self.limits
+                )
+                rows = yield _q_messages_append(
+                    names, thread_id, [message_id], [reply], metadata
+                )
+                if rows[0][0] is not None:
+                    yield _q_lease_release(names, thread_id, owner)
+        except psycopg.errors.UniqueViolation as exc:
+            raise _conflict(exc, names, thread_id, [reply]) from exc
+        appended_at, clash = rows[0]
+        if clash is not None:
+            raise MessageIdConflictError(thread_id, clash)
+        if appended_at is None:
             raise ThreadNotFoundError(thread_id)
-        return reply.stored(message_id, thread_id, rows[0][0])
+        return reply.stored(message_id, thread_id, appended_at)
 
     def finish_run(
         self,
@@ -1261,67 +1562,6 @@ class PostgresStore(BaseStore):
         )
 
 
-# --- I/O: the only code that differs between sync and async ------------------------
-
-
-def _drive(conn: psycopg.Connection[Any], step: _Step, op: _Op[T]) -> T:
-    cursor = conn.cursor(row_factory=tuple_row)
-    try:
-        while True:
-            if isinstance(step, _Q):
-                cursor.execute(step.query, step.params)
-                result: Any = _rows(cursor)
-            else:
-                result = _batch(conn, step)
-            step = op.send(result)
-    except StopIteration as stop:
-        return cast(T, stop.value)
-    finally:
-        op.close()
-
-
-def _rows(cursor: psycopg.Cursor[tuple[Any, ...]]) -> _Rows:
-    return cursor.fetchall() if cursor.description is not None else []
-
-
-def _batch(conn: psycopg.Connection[Any], batch: tuple[_Q, ...]) -> list[_Rows]:
-    cursors = [conn.cursor(row_factory=tuple_row) for _ in batch]
-    with conn.pipeline() if _PIPELINES else conn.transaction():
-        for cursor, query in zip(cursors, batch, strict=True):
-            cursor.execute(query.query, query.params)
-    return [_rows(cursor) for cursor in cursors]
-
-
-async def _adrive(conn: psycopg.AsyncConnection[Any], step: _Step, op: _Op[T]) -> T:
-    cursor = conn.cursor(row_factory=tuple_row)
-    try:
-        while True:
-            if isinstance(step, _Q):
-                await cursor.execute(step.query, step.params)
-                result: Any = await _arows(cursor)
-            else:
-                result = await _abatch(conn, step)
-            step = op.send(result)
-    except StopIteration as stop:
-        return cast(T, stop.value)
-    finally:
-        op.close()
-
-
-async def _arows(cursor: psycopg.AsyncCursor[tuple[Any, ...]]) -> _Rows:
-    return await cursor.fetchall() if cursor.description is not None else []
-
-
-async def _abatch(
-    conn: psycopg.AsyncConnection[Any], batch: tuple[_Q, ...]
-) -> list[_Rows]:
-    cursors = [conn.cursor(row_factory=tuple_row) for _ in batch]
-    async with conn.pipeline() if _PIPELINES else conn.transaction():
-        for cursor, query in zip(cursors, batch, strict=True):
-            await cursor.execute(query.query, query.params)
-    return [await _arows(cursor) for cursor in cursors]
-
-
 @contextmanager
 def _errors(store: PostgresStore) -> Iterator[None]:
     """Turn psycopg's errors into `StoreError`, chained; ours pass through."""
@@ -1334,27 +1574,3 @@ def _errors(store: PostgresStore) -> Iterator[None]:
         ) from exc
     except psycopg.Error as exc:
         raise StoreError(f"PostgreSQL error in {store!r}: {exc}") from exc
-
-
-_stopping: set[asyncio.Task[None]] = set()
-"""Pool tasks cancelled from sync code, kept referenced until they finish."""
-
-
-def _stop(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
-    """Cancel an event loop's pool task (which closes the pool) from outside it.
-
-    A closed loop's pool cannot be awaited any more; its connections are freed with it.
-    """
-    if loop.is_closed() or task.done():
-        return
-    if not loop.is_running():
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # no loop runs in this thread: drive that one to the end
-            task.cancel()
-            loop.run_until_complete(asyncio.wait([task]))
-            return
-    # The loop runs (here or in another thread), or may run again: let it finish.
-    _stopping.add(task)
-    task.add_done_callback(_stopping.discard)
-    loop.call_soon_threadsafe(task.cancel)
