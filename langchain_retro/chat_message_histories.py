@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
 from langchain_retro import _messages
 from langchain_retro._metadata import MetadataPatch
-from langchain_retro.stores.base import BaseStore, NewMessage
+from langchain_retro.errors import RetroValueError, ThreadNotFoundError
+from langchain_retro.stores.base import (
+    THREAD_ASSISTANT_KEY,
+    BaseStore,
+    NewMessage,
+    StoredThread,
+    check_new_ids,
+)
 
 __all__ = ["AssistantThreadChatMessageHistory"]
 
-_RESET_HWM = MetadataPatch(clear_fields=frozenset({"hwm"}))
+_HWM = "hwm"
+"""The metadata entry of a run thread that marks what its runs have answered."""
+
+_HINT = (
+    "A history reads an existing thread: create it first (BaseThread.create), or "
+    "use AssistantThreadChatMessageHistory.for_session(store, session_id, ...) to "
+    "find or create a thread for a free-form session id on first use."
+)
+
+_RESET_HWM = MetadataPatch(clear_fields=frozenset({_HWM}))
 
 
 _OFFLOAD_ROWS = 100
@@ -31,34 +48,62 @@ process (never by the store), as with ``InMemoryChatMessageHistory``, which hand
 its own objects."""
 
 
-def _rebuild(rows: Sequence[tuple[str, str]], newest_first: bool) -> list[BaseMessage]:
+def _rebuild(
+    rows: Sequence[tuple[str, str]], newest_first: bool, thread_id: str
+) -> list[BaseMessage]:
     ordered = list(reversed(rows)) if newest_first else rows
-    return _CACHE.rebuild(ordered, copy=True)
+    return _CACHE.rebuild(ordered, copy=True, thread_id=thread_id)
 
 
 async def _arebuild(
-    rows: Sequence[tuple[str, str]], newest_first: bool
+    rows: Sequence[tuple[str, str]], newest_first: bool, thread_id: str
 ) -> list[BaseMessage]:
     # Validating thousands of messages takes tens of milliseconds: not on the loop.
     if len(rows) > _OFFLOAD_ROWS:
-        return await asyncio.to_thread(_rebuild, rows, newest_first)
-    return _rebuild(rows, newest_first)
+        return await asyncio.to_thread(_rebuild, rows, newest_first, thread_id)
+    return _rebuild(rows, newest_first, thread_id)
 
 
-def _new(messages: Sequence[BaseMessage]) -> list[NewMessage]:
-    # Every message is converted (and so checked) before anything is written.
-    return [
-        NewMessage(role=role, payload=payload)
-        for role, payload in _messages.to_payloads(messages)
+def _new(thread_id: str, messages: Sequence[BaseMessage]) -> list[NewMessage]:
+    """The rows to append; every message is converted and checked before any write.
+
+    A message keeps its own ``id``; the store assigns ``msg_...`` to those without.
+    """
+    new = [
+        NewMessage(role=role, payload=payload, id=message.id)
+        for message, (role, payload) in zip(
+            messages, _messages.to_payloads(messages), strict=True
+        )
     ]
+    check_new_ids(thread_id, new)
+    return new
+
+
+def _is_run_thread(thread: StoredThread) -> bool:
+    """Whether runs answer this thread (a `ChatCompletionThread` or subclass)."""
+    return THREAD_ASSISTANT_KEY in thread.metadata
+
+
+def _has_reply(new: Sequence[NewMessage]) -> bool:
+    return any(m.role == "assistant" for m in new)
+
+
+@contextmanager
+def _not_found_hint(thread_id: str) -> Iterator[None]:
+    """Say how to create threads on first use when the history's thread is missing."""
+    try:
+        yield
+    except ThreadNotFoundError as exc:
+        if exc.object_id != thread_id or _HINT in str(exc):
+            raise
+        raise ThreadNotFoundError(thread_id, hint=_HINT) from exc
 
 
 class AssistantThreadChatMessageHistory(BaseChatMessageHistory):
     """The messages of one thread, as a LangChain chat message history.
 
     Works with any store, as the ``get_session_history`` of
-    ``RunnableWithMessageHistory`` (sync, async and streaming). Every stored message
-    gets the store's id, which is its ``id`` when read back.
+    ``RunnableWithMessageHistory`` (sync, async and streaming).
 
     Setup:
         .. code-block:: python
@@ -78,11 +123,22 @@ class AssistantThreadChatMessageHistory(BaseChatMessageHistory):
             history.messages        # [HumanMessage(id="msg_..."), AIMessage(...)]
             await history.aget_messages()
 
+    Message ids: a message keeps the ``id`` it comes with (as
+    ``InMemoryChatMessageHistory`` does), so code that correlates messages by id keeps
+    working; a message without one gets the store's ``msg_...`` id. Ids are unique
+    within a thread: adding a message whose id is already in the thread (or twice in
+    one batch) raises `MessageIdConflictError` and writes nothing of the batch.
+
+    Run threads: on a thread that runs answer (a `ChatCompletionThread`, whose
+    metadata names an ``assistant_id``), adding an assistant reply marks the messages
+    before it as answered (moves the thread's ``hwm`` in the same transaction), so a
+    `ThreadRunner` on the thread never answers them again.
+
     An unknown thread id raises `ThreadNotFoundError` (a ``LookupError``) on first use.
 
-    Messages rebuilt from the store are cached per process by id (stored messages
-    never change), so reading a long history again rebuilds only what was added.
-    Reads return shallow copies: treat nested dicts and lists as read-only.
+    Messages rebuilt from the store are cached per process by id and stored payload,
+    so reading a long history again rebuilds only what was added. Reads return
+    shallow copies: treat nested dicts and lists as read-only.
     """
 
     def __init__(
@@ -97,12 +153,13 @@ class AssistantThreadChatMessageHistory(BaseChatMessageHistory):
                 read from the store without touching the rest of the thread.
         """
         if window is not None and window < 1:
-            raise ValueError(
+            raise RetroValueError(
                 f"window must be a positive number of messages, not {window}"
             )
         self.store = store
         self.thread_id = thread_id
         self.window = window
+        self._run_thread: bool | None = None
 
     def __repr__(self) -> str:
         return f"AssistantThreadChatMessageHistory({self.store!r}, {self.thread_id!r})"
@@ -110,31 +167,57 @@ class AssistantThreadChatMessageHistory(BaseChatMessageHistory):
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
         """The thread's messages, oldest first (the newest ``window`` if set)."""
-        if self.window is None:
-            return _rebuild(self.store.list_message_payloads(self.thread_id), False)
-        rows = self.store.list_message_payloads(
-            self.thread_id, order="desc", limit=self.window
-        )
-        return _rebuild(rows, True)
+        thread_id = self.thread_id
+        with _not_found_hint(thread_id):
+            if self.window is None:
+                rows = self.store.list_message_payloads(thread_id)
+            else:
+                rows = self.store.list_message_payloads(
+                    thread_id, order="desc", limit=self.window
+                )
+        return _rebuild(rows, self.window is not None, thread_id)
 
     async def aget_messages(self) -> list[BaseMessage]:
         """Async twin of `messages`."""
-        if self.window is None:
-            return await _arebuild(
-                await self.store.alist_message_payloads(self.thread_id), False
-            )
-        rows = await self.store.alist_message_payloads(
-            self.thread_id, order="desc", limit=self.window
-        )
-        return await _arebuild(rows, True)
+        thread_id = self.thread_id
+        with _not_found_hint(thread_id):
+            if self.window is None:
+                rows = await self.store.alist_message_payloads(thread_id)
+            else:
+                rows = await self.store.alist_message_payloads(
+                    thread_id, order="desc", limit=self.window
+                )
+        return await _arebuild(rows, self.window is not None, thread_id)
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
-        """Append messages as one atomic batch: all are stored, or none."""
-        self.store.add_messages(self.thread_id, _new(messages))
+        """Append messages as one atomic batch: all are stored, or none.
+
+        Raises:
+            MessageIdConflictError: If a message's ``id`` is already in the thread.
+            MessageConversionError: If a message cannot be stored.
+        """
+        thread_id = self.thread_id
+        new = _new(thread_id, messages)
+        with _not_found_hint(thread_id):
+            if _has_reply(new) and self._run_thread is None:
+                self._run_thread = _is_run_thread(self.store.get_thread(thread_id))
+            if _has_reply(new) and self._run_thread:
+                self.store.add_messages(thread_id, new, hwm_key=_HWM)
+            else:  # a plain thread has no hwm: leave the store nothing to look up
+                self.store.add_messages(thread_id, new)
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Async twin of `add_messages`."""
-        await self.store.aadd_messages(self.thread_id, _new(messages))
+        thread_id = self.thread_id
+        new = _new(thread_id, messages)
+        with _not_found_hint(thread_id):
+            if _has_reply(new) and self._run_thread is None:
+                thread = await self.store.aget_thread(thread_id)
+                self._run_thread = _is_run_thread(thread)
+            if _has_reply(new) and self._run_thread:
+                await self.store.aadd_messages(thread_id, new, hwm_key=_HWM)
+            else:
+                await self.store.aadd_messages(thread_id, new)
 
     def add_message(self, message: BaseMessage) -> None:
         """Append one message."""
@@ -142,8 +225,10 @@ class AssistantThreadChatMessageHistory(BaseChatMessageHistory):
 
     def clear(self) -> None:
         """Delete the thread's messages and reset its ``hwm``; the thread stays."""
-        self.store.clear_messages(self.thread_id, thread_patch=_RESET_HWM)
+        with _not_found_hint(self.thread_id):
+            self.store.clear_messages(self.thread_id, thread_patch=_RESET_HWM)
 
     async def aclear(self) -> None:
         """Async twin of `clear`."""
-        await self.store.aclear_messages(self.thread_id, thread_patch=_RESET_HWM)
+        with _not_found_hint(self.thread_id):
+            await self.store.aclear_messages(self.thread_id, thread_patch=_RESET_HWM)

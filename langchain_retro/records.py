@@ -56,6 +56,7 @@ from langchain_retro.stores.base import (
     StoredMessage,
     StoredThread,
     ThreadQuery,
+    check_message_id,
 )
 
 __all__ = [
@@ -633,7 +634,7 @@ class BaseMessage(_Record):
     thread_id: str
     """The thread the message belongs to."""
     message: LCBaseMessage
-    """The LangChain message; its ``id`` is the store's message id once stored."""
+    """The LangChain message; its ``id`` is the message's id once stored."""
 
     @property
     def role(self) -> str:
@@ -646,20 +647,38 @@ class BaseMessage(_Record):
             stored,
             {
                 "thread_id": stored.thread_id,
-                "message": _messages.from_payload(stored.payload, stored.id),
+                "message": _messages.from_payload(
+                    stored.payload, stored.id, thread_id=stored.thread_id
+                ),
             },
         )
 
     def _new(self, limits: MetadataLimits) -> NewMessage:
+        """The row to append: the caller's id (record's or message's) is kept."""
+        own, inner = self.id or None, self.message.id or None
+        if own is not None and inner is not None and own != inner:
+            raise RetroValueError(
+                f"{type(self).__name__} for thread {self.thread_id!r} has id {own!r} "
+                f"but its message has id {inner!r}: give one id, or the same in both."
+            )
+        message_id = own if own is not None else inner
+        if message_id is not None:
+            check_message_id(message_id, self.thread_id)
         return NewMessage(
             role=_messages.role_of(self.message),
             payload=_messages.to_payload(self.message),
             metadata=self._encoded_metadata(limits),
+            id=message_id,
         )
 
     @classmethod
     def create(cls, store: BaseStore, /, **fields: Any) -> Self:
-        """Validate the fields and append the message to its thread."""
+        """Validate the fields and append the message to its thread.
+
+        The message keeps the id it is given (``id=...``, or its LangChain message's
+        ``id``); without one the store assigns a ``msg_...`` id. An id already in the
+        thread raises `MessageIdConflictError` and nothing is written.
+        """
         draft = cls(**fields)
         (stored,) = store.add_messages(draft.thread_id, [draft._new(store.limits)])
         return cls._from(stored)
