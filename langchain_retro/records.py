@@ -22,7 +22,7 @@ class has been imported, else as the base class with all metadata in ``metadata`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from langchain_core.messages import BaseMessage as LCBaseMessage
@@ -41,6 +41,7 @@ from langchain_retro._metadata import (
     split_metadata,
 )
 from langchain_retro.errors import (
+    CorruptDataError,
     MetadataError,
     MetadataLimitError,
     RecordClassError,
@@ -70,6 +71,7 @@ __all__ = [
 ]
 
 R = TypeVar("R", bound="_Record")
+S = TypeVar("S")
 
 MAX_PAGE = 10_000
 """The largest page a listing returns."""
@@ -111,6 +113,29 @@ class Page(BaseModel, Generic[R]):
         return cls(
             data=data,
             has_more=len(items) > limit,
+            first_id=data[0].id if data else None,
+            last_id=data[-1].id if data else None,
+        )
+
+    @classmethod
+    def of_rows(
+        cls,
+        rows: Sequence[S],
+        limit: int,
+        build: Callable[[S], R],
+        *,
+        toward_start: bool = False,
+    ) -> Page[R]:
+        """Like `of`, from stored rows: only the rows on the page are rebuilt.
+
+        The extra row that says more follow belongs to the next page, and a row
+        there that no longer rebuilds must not make this page unreadable.
+        """
+        kept = rows[-limit:] if toward_start and len(rows) > limit else rows[:limit]
+        data = [build(row) for row in kept]
+        return cls(
+            data=data,
+            has_more=len(rows) > limit,
             first_id=data[0].id if data else None,
             last_id=data[-1].id if data else None,
         )
@@ -192,16 +217,19 @@ class _Record(BaseModel):
             # Unknown class: read it through the base, every entry kept in metadata.
             target = cls
         typed, free = split_metadata(stored.metadata, target._typed_names)
-        values = decode_fields(target._codecs, typed)
-        return target.model_validate(
-            {
-                **values,
-                **native,
-                "id": stored.id,
-                "created_at": stored.created_at,
-                "metadata": free,
-            }
-        )
+        try:
+            values = decode_fields(target._codecs, typed)
+            return target.model_validate(
+                {
+                    **values,
+                    **native,
+                    "id": stored.id,
+                    "created_at": stored.created_at,
+                    "metadata": free,
+                }
+            )
+        except (ValueError, TypeError) as exc:  # MetadataError, ValidationError
+            raise _corrupt(cls._kind, stored, target, exc) from exc
 
     def _patch(
         self, changes: Mapping[str, Any], limits: MetadataLimits
@@ -287,6 +315,23 @@ class _Record(BaseModel):
 def _backwards(after: str | None, before: str | None) -> bool:
     """Whether a listing reads back from a ``before`` cursor (the previous page)."""
     return before is not None and after is None
+
+
+def _corrupt(
+    kind: str, stored: Any, target: type[_Record], exc: Exception
+) -> CorruptDataError:
+    """The error for a stored record that no longer validates as its class."""
+    thread_id: str | None = getattr(stored, "thread_id", None)
+    where = f" of thread {thread_id!r}" if thread_id is not None else ""
+    why = str(exc).rstrip(".")
+    return CorruptDataError(
+        f"Stored {kind} {stored.id!r}{where} no longer reads as {target.__name__}: "
+        f"{why}. It was edited outside langchain-retro, or the class's fields changed "
+        "since it was written: fix or migrate the stored values (other objects are "
+        "unaffected).",
+        object_id=stored.id,
+        thread_id=thread_id,
+    )
 
 
 def _base_name(cls: type[_Record]) -> str:
@@ -423,7 +468,7 @@ class BaseAssistant(_Record):
             order=order,
             limit=_fetch_limit(limit),
         )
-        return Page.of([cls._from(r) for r in rows], limit)
+        return Page.of_rows(rows, limit, cls._from)
 
     @classmethod
     async def alist(
@@ -445,7 +490,7 @@ class BaseAssistant(_Record):
             order=order,
             limit=_fetch_limit(limit),
         )
-        return Page.of([cls._from(r) for r in rows], limit)
+        return Page.of_rows(rows, limit, cls._from)
 
 
 class Assistant(BaseAssistant):
@@ -567,8 +612,8 @@ class BaseThread(_Record):
             limit=limit,
         )
         rows = store.list_threads(query)
-        return Page.of(
-            [cls._from(t) for t in rows], limit, toward_start=_backwards(after, before)
+        return Page.of_rows(
+            rows, limit, cls._from, toward_start=_backwards(after, before)
         )
 
     @classmethod
@@ -595,8 +640,8 @@ class BaseThread(_Record):
             limit=limit,
         )
         rows = await store.alist_threads(query)
-        return Page.of(
-            [cls._from(t) for t in rows], limit, toward_start=_backwards(after, before)
+        return Page.of_rows(
+            rows, limit, cls._from, toward_start=_backwards(after, before)
         )
 
 
@@ -736,7 +781,7 @@ class BaseMessage(_Record):
     def _page(
         cls, rows: Sequence[StoredMessage], limit: int, *, toward_start: bool
     ) -> Page[Self]:
-        return Page.of([cls._from(r) for r in rows], limit, toward_start=toward_start)
+        return Page.of_rows(rows, limit, cls._from, toward_start=toward_start)
 
     @classmethod
     def list(
