@@ -290,7 +290,7 @@ class _Record(BaseModel):
         out = dict(metadata or {})
         for codec in cls._codecs:
             if codec.name in typed:
-                text = codec.encode(typed[codec.name])
+                text = codec.encode_filter(typed[codec.name])
                 if text is None:
                     raise MetadataError(
                         f"Cannot filter {cls.__name__} on {codec.name}=None: absent "
@@ -778,10 +778,13 @@ class BaseMessage(_Record):
         await store.adelete_message(self.thread_id, self.id)
 
     @classmethod
-    def _page(
-        cls, rows: Sequence[StoredMessage], limit: int, *, toward_start: bool
-    ) -> Page[Self]:
-        return Page.of_rows(rows, limit, cls._from, toward_start=toward_start)
+    def _is_own(cls, stored: StoredMessage) -> bool:
+        """Whether a listing through this class returns the row (class marker)."""
+        if cls._is_base():
+            return True
+        marker = stored.metadata.get(CLASS_KEY, cls._unmarked)
+        target = cls._registry.get(marker) if marker is not None else None
+        return target is not None and issubclass(target, cls)
 
     @classmethod
     def list(
@@ -795,18 +798,16 @@ class BaseMessage(_Record):
         order: Order = "asc",
         limit: int = 20,
     ) -> Page[Self]:
-        """List a thread's messages in thread order (oldest first by default)."""
-        rows = store.list_messages(
-            thread_id,
-            after=after,
-            before=before,
-            order=order,
-            limit=_fetch_limit(limit),
-        )
-        # Message cursors are in thread order: only an ascending page read back
-        # from a ``before`` cursor ends at the cursor.
-        backwards = _backwards(after, before) and order == "asc"
-        return cls._page(rows, limit, toward_start=backwards)
+        """List a thread's messages of this class (and subclasses), in thread order.
+
+        Oldest first by default. A thread may hold messages of several classes (a
+        history writes plain `ThreadMessage` ones): a subclass lists only its own,
+        `BaseMessage` lists them all.
+        """
+        scan = _MessageScan(cls, after=after, before=before, order=order, limit=limit)
+        while (request := scan.next_request()) is not None:
+            scan.take(store.list_messages(thread_id, **request))
+        return scan.page()
 
     @classmethod
     async def alist(
@@ -821,17 +822,75 @@ class BaseMessage(_Record):
         limit: int = 20,
     ) -> Page[Self]:
         """Async twin of `list`."""
-        rows = await store.alist_messages(
-            thread_id,
-            after=after,
-            before=before,
-            order=order,
-            limit=_fetch_limit(limit),
+        scan = _MessageScan(cls, after=after, before=before, order=order, limit=limit)
+        while (request := scan.next_request()) is not None:
+            scan.take(await store.alist_messages(thread_id, **request))
+        return scan.page()
+
+
+M = TypeVar("M", bound=BaseMessage)
+
+
+class _MessageScan(Generic[M]):
+    """A message listing through a class: reads on until a page of its messages.
+
+    Stores list a thread's messages whatever their class, so a page through a
+    subclass may take several reads, each continuing from the last row read. Listing
+    through `BaseMessage` takes one read, as every row counts.
+    """
+
+    def __init__(
+        self,
+        cls: type[M],
+        *,
+        after: str | None,
+        before: str | None,
+        order: Order,
+        limit: int,
+    ) -> None:
+        self.cls = cls
+        self.fetch = _fetch_limit(limit)
+        self.limit = limit
+        self.after, self.before, self.order = after, before, order
+        # Stores read an ascending page before a cursor backwards from the cursor,
+        # so that it is the page nearest it.
+        self.backwards = before is not None and order == "asc"
+        self.found: list[StoredMessage] = []
+        self.done = False
+
+    def next_request(self) -> dict[str, Any] | None:
+        """The next read's keyword arguments; ``None`` once the page is complete."""
+        if self.done:
+            return None
+        return {
+            "after": self.after,
+            "before": self.before,
+            "order": self.order,
+            "limit": self.fetch,
+        }
+
+    def take(self, rows: Sequence[StoredMessage]) -> None:
+        """Keep the rows of the class and move the cursor past the rows read."""
+        own = [row for row in rows if self.cls._is_own(row)]
+        if self.backwards:
+            self.found[:0] = own
+        else:
+            self.found.extend(own)
+        self.done = len(rows) < self.fetch or len(self.found) >= self.fetch
+        if not rows:
+            return
+        if self.backwards:
+            self.before = rows[0].id
+        elif self.order == "asc":
+            self.after = rows[-1].id
+        else:
+            self.before = rows[-1].id
+
+    def page(self) -> Page[M]:
+        """The page, rebuilding only its own rows."""
+        return Page.of_rows(
+            self.found, self.limit, self.cls._from, toward_start=self.backwards
         )
-        # Message cursors are in thread order: only an ascending page read back
-        # from a ``before`` cursor ends at the cursor.
-        backwards = _backwards(after, before) and order == "asc"
-        return cls._page(rows, limit, toward_start=backwards)
 
 
 class ThreadMessage(BaseMessage):
