@@ -92,6 +92,11 @@ _DEFAULTS = {kind: _defaults(cls) for kind, cls in _ALLOWED.items()}
 
 def _type_of(message: BaseMessage) -> str:
     kind = _CHUNKS.get(type(message))
+    if kind is None and not isinstance(message, BaseMessage):
+        raise MessageConversionError(
+            f"Cannot store {message!r}: a {type(message).__name__} is not a LangChain "
+            "message. Pass messages (HumanMessage, AIMessage, ...)."
+        )
     if kind is not None:
         return kind
     kind = message.type

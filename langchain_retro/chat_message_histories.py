@@ -17,6 +17,7 @@ from langchain_retro.stores.base import (
     BaseStore,
     NewMessage,
     StoredThread,
+    check_message_id,
     check_new_ids,
 )
 
@@ -69,11 +70,21 @@ def _new(thread_id: str, messages: Sequence[BaseMessage]) -> list[NewMessage]:
 
     A message keeps its own ``id``; the store assigns ``msg_...`` to those without.
     """
-    new = [
-        NewMessage(role=role, payload=payload, id=message.id)
-        for message, (role, payload) in zip(
-            messages, _messages.to_payloads(messages), strict=True
+    if isinstance(messages, str | bytes | BaseMessage) or not isinstance(
+        messages, Sequence
+    ):
+        raise RetroValueError(
+            f"add_messages takes a sequence of messages, not {messages!r}; use "
+            "add_message for one message."
         )
+    rows = _messages.to_payloads(messages)
+    new = [
+        NewMessage(
+            role=role,
+            payload=payload,
+            id=None if message.id is None else check_message_id(message.id, thread_id),
+        )
+        for message, (role, payload) in zip(messages, rows, strict=True)
     ]
     check_new_ids(thread_id, new)
     return new
@@ -152,9 +163,13 @@ class AssistantThreadChatMessageHistory(BaseChatMessageHistory):
             window: If set, `messages` returns only the newest ``window`` messages,
                 read from the store without touching the rest of the thread.
         """
-        if window is not None and window < 1:
+        if not isinstance(thread_id, str):
+            raise RetroValueError(f"thread_id must be a string, not {thread_id!r}")
+        if window is not None and (
+            isinstance(window, bool) or not isinstance(window, int) or window < 1
+        ):
             raise RetroValueError(
-                f"window must be a positive number of messages, not {window}"
+                f"window must be a positive number of messages, not {window!r}"
             )
         self.store = store
         self.thread_id = thread_id

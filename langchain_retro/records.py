@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from langchain_core.messages import BaseMessage as LCBaseMessage
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from langchain_retro import _messages
 from langchain_retro._metadata import (
@@ -79,9 +79,13 @@ MAX_PAGE = 10_000
 
 def _fetch_limit(limit: int) -> int:
     """Rows to fetch for a page of ``limit``: one more tells whether more follow."""
-    if not 1 <= limit <= MAX_PAGE:
+    if (
+        isinstance(limit, bool)
+        or not isinstance(limit, int)
+        or not 1 <= limit <= MAX_PAGE
+    ):
         raise RetroValueError(
-            f"limit must be a page size from 1 to {MAX_PAGE:,}, not {limit}."
+            f"limit must be a page size from 1 to {MAX_PAGE:,}, not {limit!r}."
         )
     return limit + 1
 
@@ -161,6 +165,13 @@ class _Record(BaseModel):
     """When the object was created, in Unix seconds; 0 until created."""
     metadata: dict[str, str] = Field(default_factory=dict)
     """Free-form metadata, besides the typed fields (which the store keeps here too)."""
+
+    def __init__(self, /, **data: Any) -> None:
+        """Validate the fields; raises `RetroValueError` naming each bad field."""
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _invalid(type(self), exc) from exc
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -242,7 +253,9 @@ class _Record(BaseModel):
                 f"Cannot update {sorted(fixed)}"
                 f" of {type(self).__name__} {self.id!r}: not an updatable field."
             )
-        free_changes: Mapping[str, str | None] = changes.get("metadata") or {}
+        free_changes: Mapping[str, str | None] = _check_metadata(
+            changes.get("metadata"), "metadata", removable=True
+        )
         check_free_keys(dict.fromkeys(free_changes, ""), self._typed_names)
         merged = {
             k: v
@@ -250,13 +263,16 @@ class _Record(BaseModel):
             if free_changes.get(k, "") is not None
         }
         merged.update({k: v for k, v in free_changes.items() if v is not None})
-        updated = type(self).model_validate(
-            {
-                **{name: getattr(self, name) for name in type(self).model_fields},
-                **{k: v for k, v in changes.items() if k != "metadata"},
-                "metadata": merged,
-            }
-        )
+        try:
+            updated = type(self).model_validate(
+                {
+                    **{name: getattr(self, name) for name in type(self).model_fields},
+                    **{k: v for k, v in changes.items() if k != "metadata"},
+                    "metadata": merged,
+                }
+            )
+        except ValidationError as exc:
+            raise _invalid(type(self), exc) from exc
         typed = frozenset(changes) & self._typed_names
         patch = MetadataPatch(
             set={
@@ -287,7 +303,7 @@ class _Record(BaseModel):
                 f"its typed fields are {sorted(cls._typed_names)}. "
                 "Use metadata={...} for free-form keys."
             )
-        out = dict(metadata or {})
+        out = dict(_check_metadata(metadata, "metadata filter"))
         for codec in cls._codecs:
             if codec.name in typed:
                 text = codec.encode_filter(typed[codec.name])
@@ -310,6 +326,49 @@ class _Record(BaseModel):
                     )
                 out[codec.name] = text
         return out
+
+
+def _invalid(cls: type[_Record], exc: ValidationError) -> RetroValueError:
+    """The error for field values a record class refuses, listing each problem."""
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}"
+        for error in exc.errors(include_url=False)
+    )
+    return RetroValueError(
+        f"Invalid {cls.__name__}: {problems}. Fix these fields and retry."
+    )
+
+
+def _check_str(value: object, what: str) -> None:
+    if not isinstance(value, str):
+        raise RetroValueError(f"{what} must be a string, not {value!r}.")
+
+
+def _check_listing(order: object, cursors: Mapping[str, object], limit: object) -> None:
+    """Refuse listing arguments of the wrong type or value, before any read."""
+    if order not in ("asc", "desc"):
+        raise RetroValueError(f"order must be 'asc' or 'desc', not {order!r}.")
+    for name, cursor in cursors.items():
+        if cursor is not None:
+            _check_str(cursor, f"{name} (an id from a previous page)")
+    _fetch_limit(limit)  # type: ignore[arg-type]
+
+
+def _check_metadata(
+    metadata: object, what: str, *, removable: bool = False
+) -> Mapping[str, Any]:
+    """Check a metadata map given by a caller: string keys, string values."""
+    if metadata is None:
+        return {}
+    allowed = "strings or None (to remove a key)" if removable else "strings"
+    if not isinstance(metadata, Mapping) or not all(
+        isinstance(k, str) and (isinstance(v, str) or (removable and v is None))
+        for k, v in metadata.items()
+    ):
+        raise RetroValueError(
+            f"{what} must map string keys to {allowed}, not {metadata!r}."
+        )
+    return metadata
 
 
 def _backwards(after: str | None, before: str | None) -> bool:
@@ -401,11 +460,13 @@ class BaseAssistant(_Record):
     @classmethod
     def retrieve(cls, store: BaseStore, assistant_id: str, /) -> Self:
         """Read an assistant; raises `AssistantNotFoundError` or `RecordClassError`."""
+        _check_str(assistant_id, "assistant_id")
         return cls._from(store.get_assistant(assistant_id))
 
     @classmethod
     async def aretrieve(cls, store: BaseStore, assistant_id: str, /) -> Self:
         """Async twin of `retrieve`."""
+        _check_str(assistant_id, "assistant_id")
         return cls._from(await store.aget_assistant(assistant_id))
 
     def _update_args(
@@ -461,6 +522,7 @@ class BaseAssistant(_Record):
         **typed: Any,
     ) -> Page[Self]:
         """List assistants of this class, newest first; typed fields filter by value."""
+        _check_listing(order, {"after": after}, limit)
         rows = store.list_assistants(
             metadata=cls._filters(typed, metadata, store.limits),
             classes=cls._classes(),
@@ -483,6 +545,7 @@ class BaseAssistant(_Record):
         **typed: Any,
     ) -> Page[Self]:
         """Async twin of `list`."""
+        _check_listing(order, {"after": after}, limit)
         rows = await store.alist_assistants(
             metadata=cls._filters(typed, metadata, store.limits),
             classes=cls._classes(),
@@ -529,11 +592,13 @@ class BaseThread(_Record):
     @classmethod
     def retrieve(cls, store: BaseStore, thread_id: str, /) -> Self:
         """Read a thread; raises `ThreadNotFoundError` or `RecordClassError`."""
+        _check_str(thread_id, "thread_id")
         return cls._from(store.get_thread(thread_id))
 
     @classmethod
     async def aretrieve(cls, store: BaseStore, thread_id: str, /) -> Self:
         """Async twin of `retrieve`."""
+        _check_str(thread_id, "thread_id")
         return cls._from(await store.aget_thread(thread_id))
 
     def update(self, store: BaseStore, /, **changes: Any) -> Self:
@@ -569,6 +634,7 @@ class BaseThread(_Record):
         order: Order,
         limit: int,
     ) -> ThreadQuery:
+        _check_listing(order, {"after": after, "before": before}, limit)
         return ThreadQuery(
             metadata=cls._filters(typed, metadata, limits),
             classes=cls._classes(),
@@ -740,6 +806,8 @@ class BaseMessage(_Record):
     @classmethod
     def retrieve(cls, store: BaseStore, thread_id: str, message_id: str, /) -> Self:
         """Read a message of a thread; raises `MessageNotFoundError`."""
+        _check_str(thread_id, "thread_id")
+        _check_str(message_id, "message_id")
         return cls._from(store.get_message(thread_id, message_id))
 
     @classmethod
@@ -747,6 +815,8 @@ class BaseMessage(_Record):
         cls, store: BaseStore, thread_id: str, message_id: str, /
     ) -> Self:
         """Async twin of `retrieve`."""
+        _check_str(thread_id, "thread_id")
+        _check_str(message_id, "message_id")
         return cls._from(await store.aget_message(thread_id, message_id))
 
     def update(self, store: BaseStore, /, **changes: Any) -> Self:
@@ -804,6 +874,7 @@ class BaseMessage(_Record):
         history writes plain `ThreadMessage` ones): a subclass lists only its own,
         `BaseMessage` lists them all.
         """
+        _check_str(thread_id, "thread_id")
         scan = _MessageScan(cls, after=after, before=before, order=order, limit=limit)
         while (request := scan.next_request()) is not None:
             scan.take(store.list_messages(thread_id, **request))
@@ -822,6 +893,7 @@ class BaseMessage(_Record):
         limit: int = 20,
     ) -> Page[Self]:
         """Async twin of `list`."""
+        _check_str(thread_id, "thread_id")
         scan = _MessageScan(cls, after=after, before=before, order=order, limit=limit)
         while (request := scan.next_request()) is not None:
             scan.take(await store.alist_messages(thread_id, **request))
@@ -848,6 +920,7 @@ class _MessageScan(Generic[M]):
         order: Order,
         limit: int,
     ) -> None:
+        _check_listing(order, {"after": after, "before": before}, limit)
         self.cls = cls
         self.fetch = _fetch_limit(limit)
         self.limit = limit
