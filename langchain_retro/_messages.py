@@ -165,14 +165,17 @@ def to_payload(message: BaseMessage) -> str:
             )
             del data["artifact"]
     try:
-        return json.dumps(
+        text = json.dumps(
             data, ensure_ascii=False, separators=(",", ":"), default=_not_json
         )
-    except (TypeError, ValueError) as exc:
+        text.encode()  # a lone surrogate is not text any database can store
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
         raise MessageConversionError(
             f"Cannot store this {type(message).__name__}: {exc}. Keep message fields "
-            "(content, additional_kwargs, response_metadata) to JSON values."
+            "(content, additional_kwargs, response_metadata) to JSON values and "
+            "valid Unicode text."
         ) from exc
+    return text
 
 
 def to_payloads(messages: Sequence[BaseMessage]) -> list[tuple[str, str]]:
