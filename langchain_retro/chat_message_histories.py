@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+import hashlib
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any, Self
 
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
 from langchain_retro import _messages
 from langchain_retro._metadata import MetadataPatch
-from langchain_retro.errors import RetroValueError, ThreadNotFoundError
+from langchain_retro.errors import (
+    RetroValueError,
+    ThreadBusyError,
+    ThreadNotFoundError,
+)
+from langchain_retro.records import BaseThread, ChatCompletionThread
 from langchain_retro.stores.base import (
     THREAD_ASSISTANT_KEY,
     BaseStore,
@@ -110,6 +119,145 @@ def _not_found_hint(thread_id: str) -> Iterator[None]:
         raise ThreadNotFoundError(thread_id, hint=_HINT) from exc
 
 
+_SESSION_WAIT = 10.0
+"""Seconds to wait for another process resolving the same new session."""
+_SESSION_TTL = 30.0
+"""Seconds a session lease lasts: a crashed resolver cannot hold it for longer."""
+_SESSION_POLL = 0.05
+"""Seconds between tries for a session lease that another process holds."""
+
+
+class _Session:
+    """How a history finds, or creates, the thread of a free-form session id.
+
+    Pure steps here; `resolve` and `aresolve` are the I/O, sync and async. Two
+    processes resolving one new session end with one thread: while looking up and
+    creating, each holds a store lease named after the key and the session id. A
+    store that keeps leases for threads only (it refuses the name) gets the same
+    result another way: every resolver creates its thread, then the oldest thread
+    of the session wins and the others delete the one they made, unused.
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        thread_class: type[BaseThread],
+        key: str,
+        fields: Mapping[str, Any],
+    ) -> None:
+        self.session_id = session_id
+        self.thread_class = thread_class
+        self.key = key
+        typed = key in thread_class.model_fields
+        if typed:
+            self.lookup: dict[str, Any] = {key: session_id}
+            self.create_fields = {**fields, key: session_id}
+        else:
+            self.lookup = {"metadata": {key: session_id}}
+            extra = fields.get("metadata") or {}
+            if not isinstance(extra, Mapping):
+                raise RetroValueError(f"metadata must be a mapping, not {extra!r}.")
+            metadata = {**extra, key: session_id}
+            self.create_fields = {**fields, "metadata": metadata}
+        digest = hashlib.sha256(f"{key}\x00{session_id}".encode()).hexdigest()[:32]
+        self.lease = f"session_{digest}"
+
+    def check(self, store: BaseStore) -> None:
+        """Validate the thread to create, without writing (raises RetroValueError)."""
+        draft = self.thread_class(**self.create_fields)
+        draft._encoded_metadata(store.limits)
+
+    def busy(self) -> ThreadBusyError:
+        return ThreadBusyError(
+            f"Another process has been creating the thread of session "
+            f"{self.session_id!r} ({self.key}) for over {_SESSION_WAIT:g} s; its "
+            "lease lapses within "
+            f"{_SESSION_TTL:g} s. Try again then."
+        )
+
+    @staticmethod
+    def first(page: Any) -> str | None:
+        return page.data[0].id if page.data else None
+
+    # --- sync ----------------------------------------------------------------------
+
+    def find(self, store: BaseStore) -> str | None:
+        page = self.thread_class.list(store, order="asc", limit=1, **self.lookup)
+        return self.first(page)
+
+    def lock(self, store: BaseStore, owner: str) -> bool:
+        deadline = time.monotonic() + _SESSION_WAIT
+        while True:
+            try:
+                if store.acquire_lease(self.lease, owner, _SESSION_TTL):
+                    return True
+            except ThreadNotFoundError:
+                return False  # leases for threads only: settle after creating
+            if time.monotonic() >= deadline:
+                raise self.busy()
+            time.sleep(_SESSION_POLL)
+
+    def resolve(self, store: BaseStore) -> str:
+        found = self.find(store)
+        if found is not None:
+            return found
+        owner = f"session-{uuid.uuid4().hex}"
+        locked = self.lock(store, owner)
+        try:
+            found = self.find(store)
+            if found is not None:
+                return found
+            created = self.thread_class.create(store, **self.create_fields).id
+            if locked:
+                return created
+            winner = self.find(store) or created
+            if winner != created:
+                store.delete_thread(created)
+            return winner
+        finally:
+            if locked:
+                store.release_lease(self.lease, owner)
+
+    # --- async ---------------------------------------------------------------------
+
+    async def afind(self, store: BaseStore) -> str | None:
+        page = await self.thread_class.alist(store, order="asc", limit=1, **self.lookup)
+        return self.first(page)
+
+    async def alock(self, store: BaseStore, owner: str) -> bool:
+        deadline = time.monotonic() + _SESSION_WAIT
+        while True:
+            try:
+                if await store.aacquire_lease(self.lease, owner, _SESSION_TTL):
+                    return True
+            except ThreadNotFoundError:
+                return False
+            if time.monotonic() >= deadline:
+                raise self.busy()
+            await asyncio.sleep(_SESSION_POLL)
+
+    async def aresolve(self, store: BaseStore) -> str:
+        found = await self.afind(store)
+        if found is not None:
+            return found
+        owner = f"session-{uuid.uuid4().hex}"
+        locked = await self.alock(store, owner)
+        try:
+            found = await self.afind(store)
+            if found is not None:
+                return found
+            created = (await self.thread_class.acreate(store, **self.create_fields)).id
+            if locked:
+                return created
+            winner = await self.afind(store) or created
+            if winner != created:
+                await store.adelete_thread(created)
+            return winner
+        finally:
+            if locked:
+                await store.arelease_lease(self.lease, owner)
+
+
 class AssistantThreadChatMessageHistory(BaseChatMessageHistory):
     """The messages of one thread, as a LangChain chat message history.
 
@@ -172,12 +320,106 @@ class AssistantThreadChatMessageHistory(BaseChatMessageHistory):
                 f"window must be a positive number of messages, not {window!r}"
             )
         self.store = store
-        self.thread_id = thread_id
         self.window = window
+        self._thread_id: str | None = thread_id
+        self._session: _Session | None = None
         self._run_thread: bool | None = None
 
+    @classmethod
+    def for_session(
+        cls,
+        store: BaseStore,
+        session_id: str,
+        *,
+        thread_class: type[BaseThread] = ChatCompletionThread,
+        key: str = "session_id",
+        window: int | None = None,
+        **thread_fields: Any,
+    ) -> Self:
+        """A history for a free-form session id, its thread created on first use.
+
+        Use it as the ``get_session_history`` of ``RunnableWithMessageHistory`` when
+        session ids are your own (``"user-42"``) rather than thread ids. Making the
+        history does no I/O (the factory is called synchronously, even under
+        ``ainvoke``); its first use finds the thread whose metadata (or typed field)
+        ``key`` is ``session_id``, else creates one, synchronously in sync methods and
+        without blocking the event loop in async ones. Two processes using one new
+        session at once end with one thread.
+
+        Example:
+            .. code-block:: python
+
+                chain = RunnableWithMessageHistory(
+                    prompt | llm,
+                    lambda session_id: AssistantThreadChatMessageHistory.for_session(
+                        store, session_id, assistant_id=assistant.id
+                    ),
+                    input_messages_key="input",
+                    history_messages_key="history",
+                )
+                config = {"configurable": {"session_id": "user-42"}}
+                chain.invoke({"input": "hi"}, config)  # creates the thread
+                chain.invoke({"input": "again"}, config)  # finds it
+
+        Args:
+            store: The store holding the threads.
+            session_id: The session id, stored in the thread's ``key`` entry.
+            thread_class: The class of the thread created on first use;
+                `ChatCompletionThread` (the default) needs ``assistant_id=...``.
+                Use `BaseThread` for a history without runs.
+            key: The metadata key (or typed field of ``thread_class``) holding the
+                session id.
+            window: As in the constructor.
+            **thread_fields: The fields of the thread created on first use.
+
+        Raises:
+            RetroValueError: If the session id or key is not a non-empty string, or
+                the thread it would create does not validate (checked now, nothing
+                written).
+        """
+        for name, value in (("session_id", session_id), ("key", key)):
+            if not isinstance(value, str) or not value:
+                raise RetroValueError(
+                    f"{name} must be a non-empty string, not {value!r}."
+                )
+        if not (
+            isinstance(thread_class, type) and issubclass(thread_class, BaseThread)
+        ):
+            raise RetroValueError(
+                f"thread_class must be BaseThread or a subclass, not {thread_class!r}."
+            )
+        session = _Session(session_id, thread_class, key, thread_fields)
+        session.check(store)
+        history = cls(store, "", window=window)
+        history._thread_id = None
+        history._session = session
+        return history
+
+    @property
+    def thread_id(self) -> str:
+        """The thread's id.
+
+        A history made by `for_session` finds or creates its thread on first read
+        of this property or first use, with blocking I/O here: async code should
+        await `aget_thread_id` instead.
+        """
+        if self._thread_id is None:
+            assert self._session is not None  # noqa: S101 - set by for_session
+            self._thread_id = self._session.resolve(self.store)
+        return self._thread_id
+
+    async def aget_thread_id(self) -> str:
+        """Async twin of `thread_id`."""
+        if self._thread_id is None:
+            assert self._session is not None  # noqa: S101 - set by for_session
+            self._thread_id = await self._session.aresolve(self.store)
+        return self._thread_id
+
     def __repr__(self) -> str:
-        return f"AssistantThreadChatMessageHistory({self.store!r}, {self.thread_id!r})"
+        if self._thread_id is None and self._session is not None:
+            where = f"session {self._session.key}={self._session.session_id!r}"
+            return f"AssistantThreadChatMessageHistory({self.store!r}, {where})"
+        return f"AssistantThreadChatMessageHistory({self.store!r}, {self._thread_id!r})"
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
@@ -194,7 +436,7 @@ class AssistantThreadChatMessageHistory(BaseChatMessageHistory):
 
     async def aget_messages(self) -> list[BaseMessage]:
         """Async twin of `messages`."""
-        thread_id = self.thread_id
+        thread_id = await self.aget_thread_id()
         with _not_found_hint(thread_id):
             if self.window is None:
                 rows = await self.store.alist_message_payloads(thread_id)
@@ -223,7 +465,7 @@ class AssistantThreadChatMessageHistory(BaseChatMessageHistory):
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Async twin of `add_messages`."""
-        thread_id = self.thread_id
+        thread_id = await self.aget_thread_id()
         new = _new(thread_id, messages)
         with _not_found_hint(thread_id):
             if _has_reply(new) and self._run_thread is None:
@@ -240,10 +482,12 @@ class AssistantThreadChatMessageHistory(BaseChatMessageHistory):
 
     def clear(self) -> None:
         """Delete the thread's messages and reset its ``hwm``; the thread stays."""
-        with _not_found_hint(self.thread_id):
-            self.store.clear_messages(self.thread_id, thread_patch=_RESET_HWM)
+        thread_id = self.thread_id
+        with _not_found_hint(thread_id):
+            self.store.clear_messages(thread_id, thread_patch=_RESET_HWM)
 
     async def aclear(self) -> None:
         """Async twin of `clear`."""
-        with _not_found_hint(self.thread_id):
-            await self.store.aclear_messages(self.thread_id, thread_patch=_RESET_HWM)
+        thread_id = await self.aget_thread_id()
+        with _not_found_hint(thread_id):
+            await self.store.aclear_messages(thread_id, thread_patch=_RESET_HWM)
