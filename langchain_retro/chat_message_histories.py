@@ -148,12 +148,16 @@ _SESSION_POLL = 0.05
 class _Session:
     """How a history finds, or creates, the thread of a free-form session id.
 
-    Pure steps here; `resolve` and `aresolve` are the I/O, sync and async. Two
-    processes resolving one new session end with one thread: while looking up and
-    creating, each holds a store lease named after the key and the session id. A
-    store that keeps leases for threads only (it refuses the name) gets the same
-    result another way: every resolver creates its thread, then the oldest thread
-    of the session wins and the others delete the one they made, unused.
+    The lookup, the fields and the lease name are worked out once; `resolve` and
+    `aresolve` are the I/O, sync and async. Two processes resolving one new session
+    end with one thread: while looking up and creating, each holds a store lease
+    named after the key and the session id. A store that keeps leases for threads
+    only (it refuses the name) gets the same result another way: every resolver
+    creates its thread, then the oldest thread of the session wins and the others
+    delete the one they made, unused. That relies on listings ordering threads as
+    their creations commit, as SQLite does; where ids are drawn before the commit
+    (PostgreSQL's sequences), two creations committing within the same few
+    microseconds could still each see only their own, which the lease rules out.
     """
 
     def __init__(
@@ -312,6 +316,8 @@ class AssistantThreadChatMessageHistory(BaseChatMessageHistory):
     `ThreadRunner` on the thread never answers them again.
 
     An unknown thread id raises `ThreadNotFoundError` (a ``LookupError``) on first use.
+    For session ids of your own (``"user-42"``), `for_session` finds or creates the
+    session's thread on first use.
 
     Messages rebuilt from the store are cached per process by id and stored payload,
     so reading a long history again rebuilds only what was added. Reads return
