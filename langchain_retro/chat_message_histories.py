@@ -142,7 +142,15 @@ _SESSION_WAIT = 10.0
 _SESSION_TTL = 30.0
 """Seconds a session lease lasts: a crashed resolver cannot hold it for longer."""
 _SESSION_POLL = 0.05
-"""Seconds between tries for a session lease that another process holds."""
+"""Seconds between tries while another process resolves the same session."""
+_SESSION_SETTLE = 0.2
+"""Seconds a candidate thread waits for candidates made at the same time to commit."""
+_PENDING_KEY = "retro_session_pending"
+"""Metadata entry of a candidate thread not yet chosen as its session's thread."""
+
+
+class _Restart(Exception):  # noqa: N818 - control flow, never raised to callers
+    """Our candidate thread was taken for abandoned and deleted: resolve again."""
 
 
 class _Session:
@@ -150,14 +158,15 @@ class _Session:
 
     The lookup, the fields and the lease name are worked out once; `resolve` and
     `aresolve` are the I/O, sync and async. Two processes resolving one new session
-    end with one thread: while looking up and creating, each holds a store lease
-    named after the key and the session id. A store that keeps leases for threads
-    only (it refuses the name) gets the same result another way: every resolver
-    creates its thread, then the oldest thread of the session wins and the others
-    delete the one they made, unused. That relies on listings ordering threads as
-    their creations commit, as SQLite does; where ids are drawn before the commit
-    (PostgreSQL's sequences), two creations committing within the same few
-    microseconds could still each see only their own, which the lease rules out.
+    end with one thread:
+
+    * on a store that takes leases on any name, each holds a lease named after the
+      key and the session id while it looks up and creates;
+    * on a store that keeps leases for threads only, each creates a candidate
+      thread marked pending (which lookups skip) and holds that thread's lease,
+      waits for candidates made at the same time to commit, and the oldest live
+      candidate becomes the session's thread; the others are deleted unused, as are
+      candidates whose resolver died (their lease lapsed).
     """
 
     def __init__(
@@ -170,19 +179,23 @@ class _Session:
         self.session_id = session_id
         self.thread_class = thread_class
         self.key = key
-        typed = key in thread_class.model_fields
-        if typed:
-            self.lookup: dict[str, Any] = {key: session_id}
-            self.create_fields = {**fields, key: session_id}
-        else:
-            self.lookup = {"metadata": {key: session_id}}
-            extra = fields.get("metadata") or {}
-            if not isinstance(extra, Mapping):
-                raise RetroValueError(f"metadata must be a mapping, not {extra!r}.")
-            metadata = {**extra, key: session_id}
-            self.create_fields = {**fields, "metadata": metadata}
+        extra = fields.get("metadata") or {}
+        if not isinstance(extra, Mapping):
+            raise RetroValueError(f"metadata must be a mapping, not {extra!r}.")
         digest = hashlib.sha256(f"{key}\x00{session_id}".encode()).hexdigest()[:32]
         self.lease = f"session_{digest}"
+        pending = {**extra, _PENDING_KEY: self.lease}
+        if key in thread_class.model_fields:  # a typed field
+            self.lookup: dict[str, Any] = {key: session_id}
+            self.create_fields = {**fields, key: session_id}
+            self.candidate_fields = {**self.create_fields, "metadata": pending}
+            self.settle_metadata: dict[str, str | None] = {_PENDING_KEY: None}
+        else:
+            self.lookup = {"metadata": {key: session_id}}
+            self.create_fields = {**fields, "metadata": {**extra, key: session_id}}
+            self.candidate_fields = {**fields, "metadata": pending}
+            self.settle_metadata = {_PENDING_KEY: None, key: session_id}
+        self.pending = {_PENDING_KEY: self.lease}
 
     def check(self, store: BaseStore) -> None:
         """Validate the thread to create, without writing (raises RetroValueError)."""
@@ -192,20 +205,20 @@ class _Session:
     def busy(self) -> ThreadBusyError:
         return ThreadBusyError(
             f"Another process has been creating the thread of session "
-            f"{self.session_id!r} ({self.key}) for over {_SESSION_WAIT:g} s; its "
-            "lease lapses within "
-            f"{_SESSION_TTL:g} s. Try again then."
+            f"{self.session_id!r} ({self.key}) for over {_SESSION_WAIT:g} s; it "
+            f"gives up within {_SESSION_TTL:g} s. Try again then."
         )
 
     @staticmethod
-    def first(page: Any) -> str | None:
-        return page.data[0].id if page.data else None
+    def settled(threads: Sequence[BaseThread]) -> str | None:
+        """The oldest thread that is not a pending candidate."""
+        return next((t.id for t in threads if _PENDING_KEY not in t.metadata), None)
 
     # --- sync ----------------------------------------------------------------------
 
     def find(self, store: BaseStore) -> str | None:
-        page = self.thread_class.list(store, order="asc", limit=1, **self.lookup)
-        return self.first(page)
+        page = self.thread_class.list(store, order="asc", limit=50, **self.lookup)
+        return self.settled(page.data)
 
     def lock(self, store: BaseStore, owner: str) -> bool:
         deadline = time.monotonic() + _SESSION_WAIT
@@ -214,37 +227,89 @@ class _Session:
                 if store.acquire_lease(self.lease, owner, _SESSION_TTL):
                     return True
             except ThreadNotFoundError:
-                return False  # leases for threads only: settle after creating
+                return False  # leases for threads only: candidates instead
             if time.monotonic() >= deadline:
                 raise self.busy()
             time.sleep(_SESSION_POLL)
 
     def resolve(self, store: BaseStore) -> str:
-        found = self.find(store)
-        if found is not None:
-            return found
-        owner = f"session-{uuid.uuid4().hex}"
-        locked = self.lock(store, owner)
-        try:
+        while True:
             found = self.find(store)
             if found is not None:
                 return found
-            created = self.thread_class.create(store, **self.create_fields).id
-            if locked:
-                return created
-            winner = self.find(store) or created
-            if winner != created:
-                store.delete_thread(created)
-            return winner
-        finally:
-            if locked:
+            owner = f"session-{uuid.uuid4().hex}"
+            if not self.lock(store, owner):
+                try:
+                    return self.elect(store, owner)
+                except _Restart:
+                    continue
+            try:
+                found = self.find(store)
+                if found is not None:
+                    return found
+                return self.thread_class.create(store, **self.create_fields).id
+            finally:
                 store.release_lease(self.lease, owner)
+
+    @staticmethod
+    def drop_if_dead(store: BaseStore, candidate: str, owner: str) -> bool:
+        """Delete a candidate whose resolver is gone; whether it is out of the way.
+
+        Its resolver holds its lease while it is pending, and settles it before
+        giving the lease back: under the lease, a candidate still pending is
+        abandoned. One already settled is left as is (the next lookup finds it).
+        """
+        try:
+            if not store.acquire_lease(candidate, owner, _SESSION_TTL):
+                return False
+            if _PENDING_KEY not in store.get_thread(candidate).metadata:
+                store.release_lease(candidate, owner)
+                return False
+            store.delete_thread(candidate)
+        except ThreadNotFoundError:
+            pass  # deleted by another resolver meanwhile
+        return True
+
+    def elect(self, store: BaseStore, owner: str) -> str:
+        mine = self.thread_class.create(store, **self.candidate_fields)
+        try:
+            store.acquire_lease(mine.id, owner, _SESSION_TTL)
+            time.sleep(_SESSION_SETTLE)
+            deadline = time.monotonic() + _SESSION_WAIT
+            while True:
+                found = self.find(store)
+                if found is not None:
+                    store.delete_thread(mine.id)
+                    return found
+                page = self.thread_class.list(
+                    store, order="asc", limit=50, metadata=self.pending
+                )
+                for candidate in page.data:
+                    if candidate.id == mine.id:  # the oldest live one
+                        mine.update(store, metadata=self.settle_metadata)
+                        store.release_lease(mine.id, owner)
+                        found = self.find(store) or mine.id
+                        if found != mine.id:  # settled at the same time, older
+                            store.delete_thread(mine.id)
+                        return found
+                    if not self.drop_if_dead(store, candidate.id, owner):
+                        break  # an older live candidate: wait for it to settle
+                if time.monotonic() >= deadline:
+                    store.delete_thread(mine.id)
+                    raise self.busy()
+                time.sleep(_SESSION_POLL)
+        except ThreadNotFoundError as exc:
+            if exc.object_id == mine.id:
+                raise _Restart from exc
+            raise
 
     # --- async ---------------------------------------------------------------------
 
     async def afind(self, store: BaseStore) -> str | None:
-        page = await self.thread_class.alist(store, order="asc", limit=1, **self.lookup)
-        return self.first(page)
+        page = await self.thread_class.alist(
+            store, order="asc", limit=50, **self.lookup
+        )
+        return self.settled(page.data)
 
     async def alock(self, store: BaseStore, owner: str) -> bool:
         deadline = time.monotonic() + _SESSION_WAIT
@@ -259,25 +324,71 @@ class _Session:
             await asyncio.sleep(_SESSION_POLL)
 
     async def aresolve(self, store: BaseStore) -> str:
-        found = await self.afind(store)
-        if found is not None:
-            return found
-        owner = f"session-{uuid.uuid4().hex}"
-        locked = await self.alock(store, owner)
-        try:
+        while True:
             found = await self.afind(store)
             if found is not None:
                 return found
-            created = (await self.thread_class.acreate(store, **self.create_fields)).id
-            if locked:
-                return created
-            winner = await self.afind(store) or created
-            if winner != created:
-                await store.adelete_thread(created)
-            return winner
-        finally:
-            if locked:
+            owner = f"session-{uuid.uuid4().hex}"
+            if not await self.alock(store, owner):
+                try:
+                    return await self.aelect(store, owner)
+                except _Restart:
+                    continue
+            try:
+                found = await self.afind(store)
+                if found is not None:
+                    return found
+                created = await self.thread_class.acreate(store, **self.create_fields)
+                return created.id
+            finally:
                 await store.arelease_lease(self.lease, owner)
+
+    @staticmethod
+    async def adrop_if_dead(store: BaseStore, candidate: str, owner: str) -> bool:
+        """Async twin of `drop_if_dead`."""
+        try:
+            if not await store.aacquire_lease(candidate, owner, _SESSION_TTL):
+                return False
+            if _PENDING_KEY not in (await store.aget_thread(candidate)).metadata:
+                await store.arelease_lease(candidate, owner)
+                return False
+            await store.adelete_thread(candidate)
+        except ThreadNotFoundError:
+            pass
+        return True
+
+    async def aelect(self, store: BaseStore, owner: str) -> str:
+        mine = await self.thread_class.acreate(store, **self.candidate_fields)
+        try:
+            await store.aacquire_lease(mine.id, owner, _SESSION_TTL)
+            await asyncio.sleep(_SESSION_SETTLE)
+            deadline = time.monotonic() + _SESSION_WAIT
+            while True:
+                found = await self.afind(store)
+                if found is not None:
+                    await store.adelete_thread(mine.id)
+                    return found
+                page = await self.thread_class.alist(
+                    store, order="asc", limit=50, metadata=self.pending
+                )
+                for candidate in page.data:
+                    if candidate.id == mine.id:
+                        await mine.aupdate(store, metadata=self.settle_metadata)
+                        await store.arelease_lease(mine.id, owner)
+                        found = await self.afind(store) or mine.id
+                        if found != mine.id:
+                            await store.adelete_thread(mine.id)
+                        return found
+                    if not await self.adrop_if_dead(store, candidate.id, owner):
+                        break
+                if time.monotonic() >= deadline:
+                    await store.adelete_thread(mine.id)
+                    raise self.busy()
+                await asyncio.sleep(_SESSION_POLL)
+        except ThreadNotFoundError as exc:
+            if exc.object_id == mine.id:
+                raise _Restart from exc
+            raise
 
 
 class AssistantThreadChatMessageHistory(BaseChatMessageHistory):

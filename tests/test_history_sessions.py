@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -147,6 +148,22 @@ async def test_concurrent_async_first_uses_make_one_thread(
     ids = await asyncio.gather(*(h.aget_thread_id() for h in histories))
     assert len(set(ids)) == 1
     assert thread_count(stores[0]) == 1
+
+
+async def test_a_crashed_resolvers_candidate_is_cleared(
+    store: BaseStore, call: Call
+) -> None:
+    # What a resolver that died before choosing leaves on a store that keeps
+    # leases for threads only: a pending candidate whose lease is not held.
+    digest = hashlib.sha256(b"session_id\x00user-9").hexdigest()[:32]
+    pending = {"retro_session_pending": f"session_{digest}"}
+    left = await call(BaseThread, "create", store, metadata=pending)
+    history = Session(store, "user-9", thread_class=BaseThread)
+    await call(history, "add_messages", [HumanMessage("hi")])
+    (thread,) = (await call(BaseThread, "list", store)).data
+    assert thread.id == history.thread_id
+    assert thread.id != left.id  # the abandoned candidate was deleted
+    assert thread.metadata == {"session_id": "user-9"}
 
 
 class LoopGuardStore(SQLiteStore):
