@@ -33,7 +33,7 @@ from langchain_retro._metadata import MetadataPatch
 from langchain_retro.stores.base import BaseStore, NewMessage, ThreadQuery
 
 FAST = settings(
-    max_examples=60,
+    max_examples=100,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
