@@ -27,7 +27,6 @@ from langchain_retro.stores.base import (
     NewMessage,
     StoredThread,
     check_message_id,
-    check_new_ids,
 )
 
 __all__ = ["AssistantThreadChatMessageHistory"]
@@ -87,7 +86,8 @@ def _new(thread_id: str, messages: Sequence[BaseMessage]) -> list[NewMessage]:
             "add_message for one message."
         )
     rows = _messages.to_payloads(messages)
-    new = [
+    # An id given twice, or already in the thread, the store refuses before writing.
+    return [
         NewMessage(
             role=role,
             payload=payload,
@@ -95,8 +95,6 @@ def _new(thread_id: str, messages: Sequence[BaseMessage]) -> list[NewMessage]:
         )
         for message, (role, payload) in zip(messages, rows, strict=True)
     ]
-    check_new_ids(thread_id, new)
-    return new
 
 
 def _is_run_thread(thread: StoredThread) -> bool:
@@ -590,10 +588,11 @@ class AssistantThreadChatMessageHistory(BaseChatMessageHistory):
         """
         thread_id = self.thread_id
         new = _new(thread_id, messages)
+        reply = _has_reply(new)
         with _not_found_hint(thread_id):
-            if _has_reply(new) and self._run_thread is None:
+            if reply and self._run_thread is None:
                 self._run_thread = _is_run_thread(self.store.get_thread(thread_id))
-            if _has_reply(new) and self._run_thread:
+            if reply and self._run_thread:
                 self.store.add_messages(thread_id, new, hwm_key=_HWM)
             else:  # a plain thread has no hwm: leave the store nothing to look up
                 self.store.add_messages(thread_id, new)
@@ -602,11 +601,12 @@ class AssistantThreadChatMessageHistory(BaseChatMessageHistory):
         """Async twin of `add_messages`."""
         thread_id = await self.aget_thread_id()
         new = _new(thread_id, messages)
+        reply = _has_reply(new)
         with _not_found_hint(thread_id):
-            if _has_reply(new) and self._run_thread is None:
+            if reply and self._run_thread is None:
                 thread = await self.store.aget_thread(thread_id)
                 self._run_thread = _is_run_thread(thread)
-            if _has_reply(new) and self._run_thread:
+            if reply and self._run_thread:
                 await self.store.aadd_messages(thread_id, new, hwm_key=_HWM)
             else:
                 await self.store.aadd_messages(thread_id, new)
