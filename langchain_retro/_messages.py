@@ -34,7 +34,7 @@ from langchain_core.messages import (
 )
 from pydantic import ValidationError
 
-from langchain_retro.errors import MessageConversionError
+from langchain_retro.errors import CorruptDataError, MessageConversionError
 
 __all__ = [
     "ROLES",
@@ -92,6 +92,11 @@ _DEFAULTS = {kind: _defaults(cls) for kind, cls in _ALLOWED.items()}
 
 def _type_of(message: BaseMessage) -> str:
     kind = _CHUNKS.get(type(message))
+    if kind is None and not isinstance(message, BaseMessage):
+        raise MessageConversionError(
+            f"Cannot store {message!r}: a {type(message).__name__} is not a LangChain "
+            "message. Pass messages (HumanMessage, AIMessage, ...)."
+        )
     if kind is not None:
         return kind
     kind = message.type
@@ -133,7 +138,7 @@ def to_payload(message: BaseMessage) -> str:
 
     Returns:
         JSON text holding the message's type and its non-empty fields; its ``id`` is
-        left out, since the store gives every message its own id.
+        left out: it is the row's id (the caller's, or one the store assigns).
 
     Raises:
         MessageConversionError: If the type is not allowed or a field is not JSON.
@@ -160,14 +165,17 @@ def to_payload(message: BaseMessage) -> str:
             )
             del data["artifact"]
     try:
-        return json.dumps(
+        text = json.dumps(
             data, ensure_ascii=False, separators=(",", ":"), default=_not_json
         )
-    except (TypeError, ValueError) as exc:
+        text.encode()  # a lone surrogate is not text any database can store
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
         raise MessageConversionError(
             f"Cannot store this {type(message).__name__}: {exc}. Keep message fields "
-            "(content, additional_kwargs, response_metadata) to JSON values."
+            "(content, additional_kwargs, response_metadata) to JSON values and "
+            "valid Unicode text."
         ) from exc
+    return text
 
 
 def to_payloads(messages: Sequence[BaseMessage]) -> list[tuple[str, str]]:
@@ -175,63 +183,84 @@ def to_payloads(messages: Sequence[BaseMessage]) -> list[tuple[str, str]]:
     return [(role_of(m), to_payload(m)) for m in messages]
 
 
-def from_payload(payload: str, message_id: str) -> BaseMessage:
+def _corrupt(message_id: str, thread_id: str | None, why: str) -> CorruptDataError:
+    where = f" of thread {thread_id!r}" if thread_id is not None else ""
+    return CorruptDataError(
+        f"Stored message {message_id!r}{where} no longer rebuilds: {why}. It was "
+        "edited outside langchain-retro; fix or delete that row (the thread's other "
+        "messages are intact).",
+        object_id=message_id,
+        thread_id=thread_id,
+    )
+
+
+def from_payload(
+    payload: str, message_id: str, *, thread_id: str | None = None
+) -> BaseMessage:
     """Rebuild a message from its stored JSON text.
+
+    Only the message classes of the allowlist are ever built; stored data cannot name
+    a class to import.
 
     Args:
         payload: The stored JSON text.
         message_id: The store's id of the message, set as the message's ``id``.
+        thread_id: The message's thread, named in the error if the row is corrupt.
 
     Raises:
-        MessageConversionError: If the stored type is not in the allowlist, or the
-            payload is not a message of that type (not JSON, not an object, or fields
-            that do not validate).
+        CorruptDataError: If the payload is not a message of an allowed type (not
+            JSON, not an object, a type outside the allowlist, or fields that do not
+            validate): the row was edited outside langchain-retro.
     """
     try:
         data = pydantic_core.from_json(payload)  # ~3x faster than json.loads here
-    except ValueError as exc:
-        raise MessageConversionError(
-            f"Stored message {message_id!r} is not JSON ({exc}); it was not written "
-            "by langchain-retro."
-        ) from exc
+    except (ValueError, TypeError) as exc:
+        raise _corrupt(message_id, thread_id, f"it is not JSON ({exc})") from exc
     if not isinstance(data, dict):
-        raise MessageConversionError(
-            f"Stored message {message_id!r} is a JSON {type(data).__name__}, not an "
-            "object; it was not written by langchain-retro."
+        raise _corrupt(
+            message_id, thread_id, f"it is a JSON {type(data).__name__}, not an object"
         )
     kind = data.pop("type", None)
     cls = _ALLOWED.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise MessageConversionError(
-            f"Stored message {message_id!r} has type {kind!r}, which is not one of "
-            f"{sorted(_ALLOWED)}; it was not written by langchain-retro."
+        raise _corrupt(
+            message_id,
+            thread_id,
+            f"its type {kind!r} is not one of {sorted(_ALLOWED)}",
         )
     data["id"] = message_id
     try:
         return cls.__pydantic_validator__.validate_python(data)  # type: ignore[no-any-return]
     except ValidationError as exc:
-        raise MessageConversionError(
-            f"Stored message {message_id!r} is not a valid {cls.__name__}: {exc}"
+        raise _corrupt(
+            message_id, thread_id, f"it is not a valid {cls.__name__} ({exc})"
         ) from exc
 
 
 class MessageCache:
-    """Messages rebuilt from stored rows, by id; the least recently used go first.
+    """Messages rebuilt from stored rows, by id and payload; least recently used first.
 
-    A stored message's content never changes (only its metadata can), and ids are
-    never reused, so a message rebuilt once stands for its row for good: reading a
-    long thread again still reads every row, but rebuilds only the new ones.
-    Thread-safe.
+    A message is a pure function of its id and its stored payload, so a message
+    rebuilt once stands for every row with that id and payload: reading a long
+    thread again still reads every row, but rebuilds only the new ones. Ids alone
+    are not enough: callers choose message ids, so one id can name different
+    messages in two threads, or a deleted message and the one added after it under
+    the same id. An entry whose payload differs from the row is rebuilt and
+    replaced. Thread-safe.
     """
 
     def __init__(self, size: int) -> None:
         """Keep up to ``size`` messages; 0 turns the cache off."""
         self.size = size
-        self._items: OrderedDict[str, BaseMessage] = OrderedDict()
+        self._items: OrderedDict[str, tuple[str, BaseMessage]] = OrderedDict()
         self._lock = threading.Lock()
 
     def rebuild(
-        self, rows: Sequence[tuple[str, str]], *, copy: bool = False
+        self,
+        rows: Sequence[tuple[str, str]],
+        *,
+        copy: bool = False,
+        thread_id: str | None = None,
     ) -> list[BaseMessage]:
         """Rebuild ``(id, payload)`` rows into messages, in order, cached where it can.
 
@@ -239,18 +268,27 @@ class MessageCache:
             rows: Stored messages' ids and payloads.
             copy: Whether to hand out shallow copies, so that a caller reassigning a
                 message's field cannot change what later reads return.
+            thread_id: The rows' thread, named in the error if a row is corrupt.
+
+        Raises:
+            CorruptDataError: If a row no longer rebuilds (see `from_payload`).
         """
         if self.size == 0:
-            return [from_payload(payload, message_id) for message_id, payload in rows]
+            return [
+                from_payload(payload, message_id, thread_id=thread_id)
+                for message_id, payload in rows
+            ]
         out: list[BaseMessage] = []
         with self._lock:
             items = self._items
             for message_id, payload in rows:
-                message = items.get(message_id)
-                if message is None:
-                    message = from_payload(payload, message_id)
-                    items[message_id] = message
+                entry = items.get(message_id)
+                if entry is None or entry[0] != payload:
+                    message = from_payload(payload, message_id, thread_id=thread_id)
+                    items[message_id] = (payload, message)
+                    items.move_to_end(message_id)  # a replaced entry kept its place
                 else:
+                    message = entry[1]
                     items.move_to_end(message_id)
                 out.append(message)
             while len(items) > self.size:

@@ -95,6 +95,12 @@ def _whole_minute_offsets(value: Any) -> Any:
     return value
 
 
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type) and get_origin(annotation) is None:
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
 def _is_raw_str(annotation: Any, info: FieldInfo) -> bool:
     if annotation is str:
         return True
@@ -117,6 +123,8 @@ class FieldCodec:
     """Whether a missing key reads as ``None`` (``str | None`` fields)."""
     adapter: TypeAdapter[Any] = field(repr=False)
     """Validates and serialises values of the field's annotation."""
+    type_name: str = "value"
+    """The field's annotation as written, for error messages."""
 
     @classmethod
     def for_field(cls, name: str, info: FieldInfo) -> FieldCodec:
@@ -142,7 +150,30 @@ class FieldCodec:
             raw=raw,
             absent_is_none=raw and annotation is not str,
             adapter=TypeAdapter(annotation if annotation is not None else Any),
+            type_name=_type_name(annotation),
         )
+
+    def encode_filter(self, value: Any) -> str | None:
+        """Encode a filter value, validated (and coerced) by the field's type first.
+
+        A value pydantic would accept for the field (``"1"`` for an ``int``) filters
+        as that field value would be stored; ``None`` means the key is left out.
+
+        Raises:
+            MetadataError: If the value is not valid for the field's type, naming the
+                field, its type and the value.
+        """
+        try:
+            valid = self.adapter.validate_python(value)
+        except ValidationError as exc:
+            reason = exc.errors(include_url=False)[0]["msg"]
+            raise MetadataError(
+                f"Cannot filter on {self.name}={value!r}: field {self.name!r} is "
+                f"{self.type_name} and this value is not ({reason}). Pass a "
+                f"{self.type_name} value.",
+                field=self.name,
+            ) from exc
+        return self.encode(valid)
 
     def encode(self, value: Any) -> str | None:
         """Encode a value; ``None`` means the key is left out."""

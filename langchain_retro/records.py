@@ -22,11 +22,11 @@ class has been imported, else as the base class with all metadata in ``metadata`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from langchain_core.messages import BaseMessage as LCBaseMessage
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from langchain_retro import _messages
 from langchain_retro._metadata import (
@@ -41,6 +41,7 @@ from langchain_retro._metadata import (
     split_metadata,
 )
 from langchain_retro.errors import (
+    CorruptDataError,
     MetadataError,
     MetadataLimitError,
     RecordClassError,
@@ -56,6 +57,7 @@ from langchain_retro.stores.base import (
     StoredMessage,
     StoredThread,
     ThreadQuery,
+    check_message_id,
 )
 
 __all__ = [
@@ -69,6 +71,7 @@ __all__ = [
 ]
 
 R = TypeVar("R", bound="_Record")
+S = TypeVar("S")
 
 MAX_PAGE = 10_000
 """The largest page a listing returns."""
@@ -76,9 +79,13 @@ MAX_PAGE = 10_000
 
 def _fetch_limit(limit: int) -> int:
     """Rows to fetch for a page of ``limit``: one more tells whether more follow."""
-    if not 1 <= limit <= MAX_PAGE:
+    if (
+        isinstance(limit, bool)
+        or not isinstance(limit, int)
+        or not 1 <= limit <= MAX_PAGE
+    ):
         raise RetroValueError(
-            f"limit must be a page size from 1 to {MAX_PAGE:,}, not {limit}."
+            f"limit must be a page size from 1 to {MAX_PAGE:,}, not {limit!r}."
         )
     return limit + 1
 
@@ -114,6 +121,29 @@ class Page(BaseModel, Generic[R]):
             last_id=data[-1].id if data else None,
         )
 
+    @classmethod
+    def of_rows(
+        cls,
+        rows: Sequence[S],
+        limit: int,
+        build: Callable[[S], R],
+        *,
+        toward_start: bool = False,
+    ) -> Page[R]:
+        """Like `of`, from stored rows: only the rows on the page are rebuilt.
+
+        The extra row that says more follow belongs to the next page, and a row
+        there that no longer rebuilds must not make this page unreadable.
+        """
+        kept = rows[-limit:] if toward_start and len(rows) > limit else rows[:limit]
+        data = [build(row) for row in kept]
+        return cls(
+            data=data,
+            has_more=len(rows) > limit,
+            first_id=data[0].id if data else None,
+            last_id=data[-1].id if data else None,
+        )
+
 
 class _Record(BaseModel):
     """What assistants, threads and messages share: id, time, metadata, typed fields."""
@@ -135,6 +165,13 @@ class _Record(BaseModel):
     """When the object was created, in Unix seconds; 0 until created."""
     metadata: dict[str, str] = Field(default_factory=dict)
     """Free-form metadata, besides the typed fields (which the store keeps here too)."""
+
+    def __init__(self, /, **data: Any) -> None:
+        """Validate the fields; raises `RetroValueError` naming each bad field."""
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _invalid(type(self), exc) from exc
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -191,16 +228,19 @@ class _Record(BaseModel):
             # Unknown class: read it through the base, every entry kept in metadata.
             target = cls
         typed, free = split_metadata(stored.metadata, target._typed_names)
-        values = decode_fields(target._codecs, typed)
-        return target.model_validate(
-            {
-                **values,
-                **native,
-                "id": stored.id,
-                "created_at": stored.created_at,
-                "metadata": free,
-            }
-        )
+        try:
+            values = decode_fields(target._codecs, typed)
+            return target.model_validate(
+                {
+                    **values,
+                    **native,
+                    "id": stored.id,
+                    "created_at": stored.created_at,
+                    "metadata": free,
+                }
+            )
+        except (ValueError, TypeError) as exc:  # MetadataError, ValidationError
+            raise _corrupt(cls._kind, stored, target, exc) from exc
 
     def _patch(
         self, changes: Mapping[str, Any], limits: MetadataLimits
@@ -213,7 +253,9 @@ class _Record(BaseModel):
                 f"Cannot update {sorted(fixed)}"
                 f" of {type(self).__name__} {self.id!r}: not an updatable field."
             )
-        free_changes: Mapping[str, str | None] = changes.get("metadata") or {}
+        free_changes: Mapping[str, str | None] = _check_metadata(
+            changes.get("metadata"), "metadata", removable=True
+        )
         check_free_keys(dict.fromkeys(free_changes, ""), self._typed_names)
         merged = {
             k: v
@@ -221,13 +263,16 @@ class _Record(BaseModel):
             if free_changes.get(k, "") is not None
         }
         merged.update({k: v for k, v in free_changes.items() if v is not None})
-        updated = type(self).model_validate(
-            {
-                **{name: getattr(self, name) for name in type(self).model_fields},
-                **{k: v for k, v in changes.items() if k != "metadata"},
-                "metadata": merged,
-            }
-        )
+        try:
+            updated = type(self).model_validate(
+                {
+                    **{name: getattr(self, name) for name in type(self).model_fields},
+                    **{k: v for k, v in changes.items() if k != "metadata"},
+                    "metadata": merged,
+                }
+            )
+        except ValidationError as exc:
+            raise _invalid(type(self), exc) from exc
         typed = frozenset(changes) & self._typed_names
         patch = MetadataPatch(
             set={
@@ -258,10 +303,10 @@ class _Record(BaseModel):
                 f"its typed fields are {sorted(cls._typed_names)}. "
                 "Use metadata={...} for free-form keys."
             )
-        out = dict(metadata or {})
+        out = dict(_check_metadata(metadata, "metadata filter"))
         for codec in cls._codecs:
             if codec.name in typed:
-                text = codec.encode(typed[codec.name])
+                text = codec.encode_filter(typed[codec.name])
                 if text is None:
                     raise MetadataError(
                         f"Cannot filter {cls.__name__} on {codec.name}=None: absent "
@@ -283,9 +328,69 @@ class _Record(BaseModel):
         return out
 
 
+def _invalid(cls: type[_Record], exc: ValidationError) -> RetroValueError:
+    """The error for field values a record class refuses, listing each problem."""
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}"
+        for error in exc.errors(include_url=False)
+    )
+    return RetroValueError(
+        f"Invalid {cls.__name__}: {problems}. Fix these fields and retry."
+    )
+
+
+def _check_str(value: object, what: str) -> None:
+    if not isinstance(value, str):
+        raise RetroValueError(f"{what} must be a string, not {value!r}.")
+
+
+def _check_listing(order: object, cursors: Mapping[str, object], limit: object) -> None:
+    """Refuse listing arguments of the wrong type or value, before any read."""
+    if order not in ("asc", "desc"):
+        raise RetroValueError(f"order must be 'asc' or 'desc', not {order!r}.")
+    for name, cursor in cursors.items():
+        if cursor is not None:
+            _check_str(cursor, f"{name} (an id from a previous page)")
+    _fetch_limit(limit)  # type: ignore[arg-type]
+
+
+def _check_metadata(
+    metadata: object, what: str, *, removable: bool = False
+) -> Mapping[str, Any]:
+    """Check a metadata map given by a caller: string keys, string values."""
+    if metadata is None:
+        return {}
+    allowed = "strings or None (to remove a key)" if removable else "strings"
+    if not isinstance(metadata, Mapping) or not all(
+        isinstance(k, str) and (isinstance(v, str) or (removable and v is None))
+        for k, v in metadata.items()
+    ):
+        raise RetroValueError(
+            f"{what} must map string keys to {allowed}, not {metadata!r}."
+        )
+    return metadata
+
+
 def _backwards(after: str | None, before: str | None) -> bool:
     """Whether a listing reads back from a ``before`` cursor (the previous page)."""
     return before is not None and after is None
+
+
+def _corrupt(
+    kind: str, stored: Any, target: type[_Record], exc: Exception
+) -> CorruptDataError:
+    """The error for a stored record that no longer validates as its class."""
+    thread_id: str | None = getattr(stored, "thread_id", None)
+    where = f" of thread {thread_id!r}" if thread_id is not None else ""
+    why = str(exc).rstrip(".")
+    return CorruptDataError(
+        f"Stored {kind} {stored.id!r}{where} no longer reads as {target.__name__}: "
+        f"{why}. It was edited outside langchain-retro, or the class's fields changed "
+        "since it was written: fix or migrate the stored values (other objects are "
+        "unaffected).",
+        object_id=stored.id,
+        thread_id=thread_id,
+    )
 
 
 def _base_name(cls: type[_Record]) -> str:
@@ -355,11 +460,13 @@ class BaseAssistant(_Record):
     @classmethod
     def retrieve(cls, store: BaseStore, assistant_id: str, /) -> Self:
         """Read an assistant; raises `AssistantNotFoundError` or `RecordClassError`."""
+        _check_str(assistant_id, "assistant_id")
         return cls._from(store.get_assistant(assistant_id))
 
     @classmethod
     async def aretrieve(cls, store: BaseStore, assistant_id: str, /) -> Self:
         """Async twin of `retrieve`."""
+        _check_str(assistant_id, "assistant_id")
         return cls._from(await store.aget_assistant(assistant_id))
 
     def _update_args(
@@ -415,6 +522,7 @@ class BaseAssistant(_Record):
         **typed: Any,
     ) -> Page[Self]:
         """List assistants of this class, newest first; typed fields filter by value."""
+        _check_listing(order, {"after": after}, limit)
         rows = store.list_assistants(
             metadata=cls._filters(typed, metadata, store.limits),
             classes=cls._classes(),
@@ -422,7 +530,7 @@ class BaseAssistant(_Record):
             order=order,
             limit=_fetch_limit(limit),
         )
-        return Page.of([cls._from(r) for r in rows], limit)
+        return Page.of_rows(rows, limit, cls._from)
 
     @classmethod
     async def alist(
@@ -437,6 +545,7 @@ class BaseAssistant(_Record):
         **typed: Any,
     ) -> Page[Self]:
         """Async twin of `list`."""
+        _check_listing(order, {"after": after}, limit)
         rows = await store.alist_assistants(
             metadata=cls._filters(typed, metadata, store.limits),
             classes=cls._classes(),
@@ -444,7 +553,7 @@ class BaseAssistant(_Record):
             order=order,
             limit=_fetch_limit(limit),
         )
-        return Page.of([cls._from(r) for r in rows], limit)
+        return Page.of_rows(rows, limit, cls._from)
 
 
 class Assistant(BaseAssistant):
@@ -483,11 +592,13 @@ class BaseThread(_Record):
     @classmethod
     def retrieve(cls, store: BaseStore, thread_id: str, /) -> Self:
         """Read a thread; raises `ThreadNotFoundError` or `RecordClassError`."""
+        _check_str(thread_id, "thread_id")
         return cls._from(store.get_thread(thread_id))
 
     @classmethod
     async def aretrieve(cls, store: BaseStore, thread_id: str, /) -> Self:
         """Async twin of `retrieve`."""
+        _check_str(thread_id, "thread_id")
         return cls._from(await store.aget_thread(thread_id))
 
     def update(self, store: BaseStore, /, **changes: Any) -> Self:
@@ -523,6 +634,7 @@ class BaseThread(_Record):
         order: Order,
         limit: int,
     ) -> ThreadQuery:
+        _check_listing(order, {"after": after, "before": before}, limit)
         return ThreadQuery(
             metadata=cls._filters(typed, metadata, limits),
             classes=cls._classes(),
@@ -566,8 +678,8 @@ class BaseThread(_Record):
             limit=limit,
         )
         rows = store.list_threads(query)
-        return Page.of(
-            [cls._from(t) for t in rows], limit, toward_start=_backwards(after, before)
+        return Page.of_rows(
+            rows, limit, cls._from, toward_start=_backwards(after, before)
         )
 
     @classmethod
@@ -594,8 +706,8 @@ class BaseThread(_Record):
             limit=limit,
         )
         rows = await store.alist_threads(query)
-        return Page.of(
-            [cls._from(t) for t in rows], limit, toward_start=_backwards(after, before)
+        return Page.of_rows(
+            rows, limit, cls._from, toward_start=_backwards(after, before)
         )
 
 
@@ -633,7 +745,7 @@ class BaseMessage(_Record):
     thread_id: str
     """The thread the message belongs to."""
     message: LCBaseMessage
-    """The LangChain message; its ``id`` is the store's message id once stored."""
+    """The LangChain message; its ``id`` is the message's id once stored."""
 
     @property
     def role(self) -> str:
@@ -646,20 +758,38 @@ class BaseMessage(_Record):
             stored,
             {
                 "thread_id": stored.thread_id,
-                "message": _messages.from_payload(stored.payload, stored.id),
+                "message": _messages.from_payload(
+                    stored.payload, stored.id, thread_id=stored.thread_id
+                ),
             },
         )
 
     def _new(self, limits: MetadataLimits) -> NewMessage:
+        """The row to append: the caller's id (record's or message's) is kept."""
+        own, inner = self.id or None, self.message.id or None
+        if own is not None and inner is not None and own != inner:
+            raise RetroValueError(
+                f"{type(self).__name__} for thread {self.thread_id!r} has id {own!r} "
+                f"but its message has id {inner!r}: give one id, or the same in both."
+            )
+        message_id = own if own is not None else inner
+        if message_id is not None:
+            check_message_id(message_id, self.thread_id)
         return NewMessage(
             role=_messages.role_of(self.message),
             payload=_messages.to_payload(self.message),
             metadata=self._encoded_metadata(limits),
+            id=message_id,
         )
 
     @classmethod
     def create(cls, store: BaseStore, /, **fields: Any) -> Self:
-        """Validate the fields and append the message to its thread."""
+        """Validate the fields and append the message to its thread.
+
+        The message keeps the id it is given (``id=...``, or its LangChain message's
+        ``id``); without one the store assigns a ``msg_...`` id. An id already in the
+        thread raises `MessageIdConflictError` and nothing is written.
+        """
         draft = cls(**fields)
         (stored,) = store.add_messages(draft.thread_id, [draft._new(store.limits)])
         return cls._from(stored)
@@ -676,6 +806,8 @@ class BaseMessage(_Record):
     @classmethod
     def retrieve(cls, store: BaseStore, thread_id: str, message_id: str, /) -> Self:
         """Read a message of a thread; raises `MessageNotFoundError`."""
+        _check_str(thread_id, "thread_id")
+        _check_str(message_id, "message_id")
         return cls._from(store.get_message(thread_id, message_id))
 
     @classmethod
@@ -683,6 +815,8 @@ class BaseMessage(_Record):
         cls, store: BaseStore, thread_id: str, message_id: str, /
     ) -> Self:
         """Async twin of `retrieve`."""
+        _check_str(thread_id, "thread_id")
+        _check_str(message_id, "message_id")
         return cls._from(await store.aget_message(thread_id, message_id))
 
     def update(self, store: BaseStore, /, **changes: Any) -> Self:
@@ -714,10 +848,13 @@ class BaseMessage(_Record):
         await store.adelete_message(self.thread_id, self.id)
 
     @classmethod
-    def _page(
-        cls, rows: Sequence[StoredMessage], limit: int, *, toward_start: bool
-    ) -> Page[Self]:
-        return Page.of([cls._from(r) for r in rows], limit, toward_start=toward_start)
+    def _is_own(cls, stored: StoredMessage) -> bool:
+        """Whether a listing through this class returns the row (class marker)."""
+        if cls._is_base():
+            return True
+        marker = stored.metadata.get(CLASS_KEY, cls._unmarked)
+        target = cls._registry.get(marker) if marker is not None else None
+        return target is not None and issubclass(target, cls)
 
     @classmethod
     def list(
@@ -731,18 +868,17 @@ class BaseMessage(_Record):
         order: Order = "asc",
         limit: int = 20,
     ) -> Page[Self]:
-        """List a thread's messages in thread order (oldest first by default)."""
-        rows = store.list_messages(
-            thread_id,
-            after=after,
-            before=before,
-            order=order,
-            limit=_fetch_limit(limit),
-        )
-        # Message cursors are in thread order: only an ascending page read back
-        # from a ``before`` cursor ends at the cursor.
-        backwards = _backwards(after, before) and order == "asc"
-        return cls._page(rows, limit, toward_start=backwards)
+        """List a thread's messages of this class (and subclasses), in thread order.
+
+        Oldest first by default. A thread may hold messages of several classes (a
+        history writes plain `ThreadMessage` ones): a subclass lists only its own,
+        `BaseMessage` lists them all.
+        """
+        _check_str(thread_id, "thread_id")
+        scan = _MessageScan(cls, after=after, before=before, order=order, limit=limit)
+        while (request := scan.next_request()) is not None:
+            scan.take(store.list_messages(thread_id, **request))
+        return scan.page()
 
     @classmethod
     async def alist(
@@ -757,17 +893,77 @@ class BaseMessage(_Record):
         limit: int = 20,
     ) -> Page[Self]:
         """Async twin of `list`."""
-        rows = await store.alist_messages(
-            thread_id,
-            after=after,
-            before=before,
-            order=order,
-            limit=_fetch_limit(limit),
+        _check_str(thread_id, "thread_id")
+        scan = _MessageScan(cls, after=after, before=before, order=order, limit=limit)
+        while (request := scan.next_request()) is not None:
+            scan.take(await store.alist_messages(thread_id, **request))
+        return scan.page()
+
+
+M = TypeVar("M", bound=BaseMessage)
+
+
+class _MessageScan(Generic[M]):
+    """A message listing through a class: reads on until a page of its messages.
+
+    Stores list a thread's messages whatever their class, so a page through a
+    subclass may take several reads, each continuing from the last row read. Listing
+    through `BaseMessage` takes one read, as every row counts.
+    """
+
+    def __init__(
+        self,
+        cls: type[M],
+        *,
+        after: str | None,
+        before: str | None,
+        order: Order,
+        limit: int,
+    ) -> None:
+        _check_listing(order, {"after": after, "before": before}, limit)
+        self.cls = cls
+        self.fetch = _fetch_limit(limit)
+        self.limit = limit
+        self.after, self.before, self.order = after, before, order
+        # Stores read an ascending page before a cursor backwards from the cursor,
+        # so that it is the page nearest it.
+        self.backwards = before is not None and order == "asc"
+        self.found: list[StoredMessage] = []
+        self.done = False
+
+    def next_request(self) -> dict[str, Any] | None:
+        """The next read's keyword arguments; ``None`` once the page is complete."""
+        if self.done:
+            return None
+        return {
+            "after": self.after,
+            "before": self.before,
+            "order": self.order,
+            "limit": self.fetch,
+        }
+
+    def take(self, rows: Sequence[StoredMessage]) -> None:
+        """Keep the rows of the class and move the cursor past the rows read."""
+        own = [row for row in rows if self.cls._is_own(row)]
+        if self.backwards:
+            self.found[:0] = own
+        else:
+            self.found.extend(own)
+        self.done = len(rows) < self.fetch or len(self.found) >= self.fetch
+        if not rows:
+            return
+        if self.backwards:
+            self.before = rows[0].id
+        elif self.order == "asc":
+            self.after = rows[-1].id
+        else:
+            self.before = rows[-1].id
+
+    def page(self) -> Page[M]:
+        """The page, rebuilding only its own rows."""
+        return Page.of_rows(
+            self.found, self.limit, self.cls._from, toward_start=self.backwards
         )
-        # Message cursors are in thread order: only an ascending page read back
-        # from a ``before`` cursor ends at the cursor.
-        backwards = _backwards(after, before) and order == "asc"
-        return cls._page(rows, limit, toward_start=backwards)
 
 
 class ThreadMessage(BaseMessage):

@@ -25,6 +25,8 @@ from langchain_retro import (
     BaseThread,
     ChatCompletionThread,
     MessageConversionError,
+    MessageIdConflictError,
+    RetroValueError,
     ThreadNotFoundError,
 )
 from langchain_retro.stores.base import BaseStore
@@ -104,6 +106,99 @@ async def test_two_histories_on_one_thread(store: BaseStore, call: Call) -> None
     assert await call.messages(other) == []
 
 
+async def test_caller_ids_are_kept(store: BaseStore, call: Call) -> None:
+    history = await new_history(call, store)
+    await call(
+        history,
+        "add_messages",
+        [HumanMessage("q", id="client-1"), AIMessage("a"), AIMessage("b", id="resp_9")],
+    )
+    got = await call.messages(history)
+    assert [m.id for m in got][::2] == ["client-1", "resp_9"]
+    assert got[1].id is not None
+    assert got[1].id.startswith("msg_")
+    rows = await call(store, "list_messages", history.thread_id)
+    assert [r.id for r in rows] == [m.id for m in got]
+
+
+async def test_a_clashing_id_writes_nothing(store: BaseStore, call: Call) -> None:
+    history = await new_history(call, store)
+    await call(history, "add_messages", [HumanMessage("q", id="client-1")])
+    batch = [HumanMessage("new"), AIMessage("dup", id="client-1")]
+    with pytest.raises(MessageIdConflictError) as caught:
+        await call(history, "add_messages", batch)
+    assert (caught.value.thread_id, caught.value.message_id) == (
+        history.thread_id,
+        "client-1",
+    )
+    twice = [HumanMessage("x", id="k"), HumanMessage("y", id="k")]
+    with pytest.raises(MessageIdConflictError):
+        await call(history, "add_messages", twice)
+    assert contents(await call.messages(history)) == ["q"]
+
+
+@pytest.mark.parametrize("bad", ["", " padded ", "x" * 257, "nul\x00"])
+async def test_unusable_caller_ids_write_nothing(
+    store: BaseStore, call: Call, bad: str
+) -> None:
+    history = await new_history(call, store)
+    with pytest.raises(RetroValueError, match="Message id"):
+        await call(
+            history, "add_messages", [HumanMessage("ok"), HumanMessage("x", id=bad)]
+        )
+    assert await call.messages(history) == []
+
+
+async def test_one_id_in_two_threads_reads_back_each_message(
+    store: BaseStore, call: Call
+) -> None:
+    one = await new_history(call, store)
+    two = await new_history(call, store)
+    await call(one, "add_messages", [HumanMessage("in one", id="same")])
+    assert contents(await call.messages(one)) == ["in one"]  # now cached
+    await call(two, "add_messages", [AIMessage("in two", id="same")])
+    got = await call.messages(two)
+    assert [(type(m), m.content, m.id) for m in got] == [(AIMessage, "in two", "same")]
+    assert [(type(m), m.content) for m in await call.messages(one)] == [
+        (HumanMessage, "in one")
+    ]
+
+
+async def test_a_readded_id_reads_back_the_new_message(
+    store: BaseStore, call: Call
+) -> None:
+    history = await new_history(call, store)
+    await call(history, "add_messages", [HumanMessage("old", id="m1")])
+    assert contents(await call.messages(history)) == ["old"]
+    await call(store, "delete_message", history.thread_id, "m1")
+    await call(history, "add_messages", [HumanMessage("new", id="m1")])
+    assert contents(await call.messages(history)) == ["new"]
+
+
+async def test_a_reply_on_a_run_thread_marks_what_it_answers(
+    store: BaseStore, call: Call
+) -> None:
+    assistant = await call(Assistant, "create", store, model="m")
+    thread = await call(
+        ChatCompletionThread, "create", store, assistant_id=assistant.id
+    )
+    history = AssistantThreadChatMessageHistory(store, thread.id)
+    await call(history, "add_messages", [HumanMessage("q1", id="h1")])
+    assert (await call(ChatCompletionThread, "retrieve", store, thread.id)).hwm is None
+    await call(history, "add_messages", [AIMessage("a1"), HumanMessage("q2", id="h2")])
+    assert (await call(ChatCompletionThread, "retrieve", store, thread.id)).hwm == "h1"
+    await call(history, "add_messages", [AIMessage("a2")])
+    assert (await call(ChatCompletionThread, "retrieve", store, thread.id)).hwm == "h2"
+
+
+async def test_a_plain_thread_gets_no_hwm(store: BaseStore, call: Call) -> None:
+    history = await new_history(call, store)
+    await call(history, "add_messages", [HumanMessage("q"), AIMessage("a")])
+    assert (await call(store, "get_thread", history.thread_id)).metadata == {
+        "retro_class": BaseThread.record_class
+    }
+
+
 @pytest.mark.parametrize(("window", "expected"), [(1, 9), (3, 7), (10, 0), (50, 0)])
 async def test_window_returns_newest_in_order(
     store: BaseStore, call: Call, window: int, expected: int
@@ -119,7 +214,7 @@ async def test_window_returns_newest_in_order(
 
 @pytest.mark.parametrize("window", [0, -1])
 def test_window_must_be_positive(store: BaseStore, window: int) -> None:
-    with pytest.raises(ValueError, match="window"):
+    with pytest.raises(RetroValueError, match="window"):
         AssistantThreadChatMessageHistory(store, "thread_x", window=window)
 
 
@@ -167,7 +262,8 @@ async def test_unknown_thread(store: BaseStore, call: Call, window: int | None) 
             await call(history, method, *args)
         assert caught.value.object_id == UNKNOWN_THREAD
         assert isinstance(caught.value, LookupError)
-    with pytest.raises(ThreadNotFoundError):
+        assert "for_session" in str(caught.value)
+    with pytest.raises(ThreadNotFoundError, match="for_session"):
         await call.messages(history)
 
 
@@ -240,7 +336,10 @@ async def test_runnable_with_message_history(store: BaseStore, how: str) -> None
         (HumanMessage, "And again"),
         (AIMessage, second),
     ]
-    assert all(m.id is not None and m.id.startswith("msg_") for m in stored)
+    # Input messages come without ids and get the store's; the model's replies
+    # keep the ids LangChain gave them, as in InMemoryChatMessageHistory.
+    assert all(m.id is not None and m.id.startswith("msg_") for m in stored[::2])
+    assert all(m.id is not None and not m.id.startswith("msg_") for m in stored[1::2])
     if how in ("invoke", "ainvoke"):  # the fake model streams words only
         assert isinstance(stored[1], AIMessage)
         assert stored[1].usage_metadata == USAGE

@@ -24,6 +24,7 @@ from langchain_core.messages import BaseMessage as LCBaseMessage
 from langchain_retro import (
     AssistantThreadChatMessageHistory,
     BaseThread,
+    CorruptDataError,
     MessageConversionError,
     ThreadMessage,
 )
@@ -123,7 +124,10 @@ def expected(message: LCBaseMessage, message_id: str) -> LCBaseMessage:
 def assert_same(restored: LCBaseMessage, original: LCBaseMessage) -> None:
     assert type(restored) is type(original)
     assert restored.id is not None
-    assert restored.id.startswith("msg_")
+    if original.id is None:
+        assert restored.id.startswith("msg_")
+    else:  # a caller's id is kept
+        assert restored.id == original.id
     assert restored == expected(original, restored.id)
 
 
@@ -238,6 +242,7 @@ async def test_chunk_sums_stored_as_complete_messages(
             ],
             usage_metadata={"input_tokens": 3, "output_tokens": 4, "total_tokens": 7},
             response_metadata={"finish_reason": "stop", "model_name": "m"},
+            id="run-9",  # the first chunk's id is the sum's, and is kept
         ),
     )
     assert_same(got_tool, ToolMessage("4", tool_call_id="call_9"))
@@ -326,14 +331,24 @@ async def test_foreign_payloads_refused_on_read(
         thread.id,
         [NewMessage(role="user", payload=payload)],
     )
+    other = await call(BaseThread, "create", store)
+    fine = AssistantThreadChatMessageHistory(store, other.id)
+    await call(fine, "add_messages", [HumanMessage("fine")])
     history = AssistantThreadChatMessageHistory(store, thread.id)
-    with pytest.raises(MessageConversionError) as caught:
-        await call.messages(history)
-    assert row.id in str(caught.value)
-    with pytest.raises(MessageConversionError):
+    for window in (None, 1):
+        history.window = window
+        with pytest.raises(CorruptDataError) as caught:
+            await call.messages(history)
+        assert (caught.value.object_id, caught.value.thread_id) == (row.id, thread.id)
+        assert row.id in str(caught.value)
+        assert thread.id in str(caught.value)
+    with pytest.raises(CorruptDataError) as caught:
         await call(ThreadMessage, "retrieve", store, thread.id, row.id)
-    with pytest.raises(MessageConversionError):
+    assert (caught.value.object_id, caught.value.thread_id) == (row.id, thread.id)
+    with pytest.raises(CorruptDataError):
         await call(ThreadMessage, "list", store, thread.id)
+    assert "injected" not in str(await call.messages(fine))
+    assert [m.content for m in await call.messages(fine)] == ["fine"]
 
 
 def test_stored_payload_is_plain_json(store: BaseStore) -> None:

@@ -20,7 +20,7 @@ from langchain_core.messages import (
 from langchain_core.messages import BaseMessage as LCBaseMessage
 from pydantic import BaseModel, Field
 
-from langchain_retro._messages import from_payload, to_payload
+from langchain_retro._messages import MessageCache, from_payload, to_payload
 from langchain_retro._metadata import (
     FieldCodec,
     MetadataLimits,
@@ -302,3 +302,23 @@ def test_messages_round_trip(message: LCBaseMessage) -> None:
     assert restored.id == "msg_0"
     assert restored == message.model_copy(update={"id": "msg_0"})
     assert to_payload(restored) == to_payload(message)
+
+
+@PROPERTY
+@given(
+    reads=st.lists(
+        st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), MESSAGES), max_size=4),
+        max_size=8,
+    ),
+    size=st.integers(0, 3),
+)
+def test_message_cache_always_agrees_with_the_rows(
+    reads: list[list[tuple[str, LCBaseMessage]]], size: int
+) -> None:
+    # Caller ids repeat across threads and after deletes: one id, many payloads.
+    cache = MessageCache(size)
+    for read in reads:
+        rows = [(message_id, to_payload(m)) for message_id, m in read]
+        expected = [from_payload(payload, message_id) for message_id, payload in rows]
+        assert cache.rebuild(rows) == expected
+        assert cache.rebuild(rows, copy=True) == expected

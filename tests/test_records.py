@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
-from pydantic import BaseModel, Field, ValidationError, create_model
+from pydantic import BaseModel, Field, create_model
 
 from langchain_retro import (
     OPENAI_LIMITS,
@@ -277,10 +277,10 @@ async def test_assistant_typed_fields(store: BaseStore, call: Call) -> None:
 
 
 async def test_assistant_native_fields_validated(store: BaseStore, call: Call) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(RetroValueError):
         await call(Assistant, "create", store, model="m", temperature=3)
     created = await call(Assistant, "create", store, model="m")
-    with pytest.raises(ValidationError):
+    with pytest.raises(RetroValueError):
         await call(created, "update", store, top_p=2)
     assert (await call(Assistant, "retrieve", store, created.id)).top_p is None
     assert len((await call(Assistant, "list", store)).data) == 1
@@ -434,16 +434,16 @@ async def test_update_refuses_unknown_and_fixed_fields(
 
 
 async def test_wrong_types_rejected_before_write(store: BaseStore, call: Call) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(RetroValueError):
         await call(SupportThread, "create", store, customer_id="c", priority="high")
-    with pytest.raises(ValidationError):
+    with pytest.raises(RetroValueError):
         await call(SupportThread, "create", store, priority=1)  # missing customer_id
-    with pytest.raises(ValidationError):
+    with pytest.raises(RetroValueError):
         await call(SupportThread, "create", store, customer_id="c", extra=1)
     assert (await call(BaseThread, "list", store)).data == []
 
     created = await call(SupportThread, "create", store, customer_id="c")
-    with pytest.raises(ValidationError):
+    with pytest.raises(RetroValueError):
         await call(created, "update", store, priority="urgent")
     assert await call(SupportThread, "retrieve", store, created.id) == created
 
@@ -575,7 +575,7 @@ async def test_chat_completion_thread(store: BaseStore, call: Call) -> None:
     back = await call(ChatCompletionThread, "retrieve", store, thread.id)
     assert back == moved
     assert (back.hwm, back.chat_completion_model) == ("msg_x", "gpt-4.1")
-    with pytest.raises(ValidationError):
+    with pytest.raises(RetroValueError):
         await call(ChatCompletionThread, "create", store)
 
 
@@ -645,7 +645,7 @@ async def test_typed_message_subclass(store: BaseStore, call: Call) -> None:
     assert await call(RatedMessage, "retrieve", store, thread.id, rated.id) == updated
     with pytest.raises(RecordClassError):
         await call(RatedMessage, "retrieve", store, thread.id, plain.id)
-    with pytest.raises(ValidationError):
+    with pytest.raises(RetroValueError):
         await call(
             RatedMessage,
             "create",
