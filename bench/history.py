@@ -496,8 +496,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     started = time.perf_counter()
                     population.grow_to(size, random.Random(args.seed + size))
                     grown = time.perf_counter() - started
+                    # A seed per size: the turns' AI ids are kept, so must not repeat.
                     results[size][name] = measure(
-                        population, args.repeat, random.Random(args.seed)
+                        population,
+                        args.repeat,
+                        random.Random(f"{args.seed}-measure-{size}"),
                     )
                     print(
                         f"  {name:<18} {size:>7,} messages x {args.others + 1} "

@@ -230,7 +230,8 @@ def test_thread_show_lists_messages_newest_window(cli: Cli) -> None:
 
     code, out, _ = cli("threads", "show", thread_id)
     assert code == 0
-    assert "3 (2 pending: after the hwm)" in out  # the user's two
+    # The history's reply "two" answered "one": only the user's last is pending.
+    assert "3 (1 pending: after the hwm)" in out
     assert out.index("one") < out.index("two") < out.index("three")
 
 
