@@ -32,7 +32,7 @@ import pydantic_core
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
-from langchain_retro.errors import MetadataError, MetadataLimitError
+from langchain_retro.errors import MetadataError, MetadataLimitError, RetroValueError
 
 __all__ = [
     "CLASS_KEY",
@@ -41,11 +41,13 @@ __all__ = [
     "FieldCodec",
     "MetadataLimits",
     "MetadataPatch",
+    "check_encodable",
     "check_limits",
     "decode_fields",
     "encode_fields",
     "field_keys",
     "split_metadata",
+    "unencodable_error",
 ]
 
 CLASS_KEY = "retro_class"
@@ -308,6 +310,36 @@ def _field_of(key: str) -> str:
     return match.group("name") if match else key
 
 
+def unencodable_error(exc: UnicodeEncodeError) -> RetroValueError:
+    r"""The error for a string a database cannot take: it is not valid Unicode text.
+
+    Python strings may hold lone surrogates (``"\ud800"``), which UTF-8 cannot
+    encode; the database driver refuses them while binding, before anything is
+    written.
+    """
+    bad = exc.object[exc.start : exc.end]
+    return RetroValueError(
+        f"A string given to the store holds {bad!r} at position {exc.start}, which "
+        "is not valid Unicode text (a lone surrogate) and cannot be stored or looked "
+        "up; nothing was written. Pass valid text (decode bytes with "
+        "errors='replace', or re-encode with 'surrogatepass' yourself)."
+    )
+
+
+def check_encodable(metadata: Mapping[str, str]) -> None:
+    """Refuse metadata whose keys or values are not valid Unicode text.
+
+    Raises:
+        RetroValueError: Naming the character, before anything is written.
+    """
+    for key, value in metadata.items():
+        try:
+            key.encode()
+            value.encode()
+        except UnicodeEncodeError as exc:
+            raise unencodable_error(exc) from exc
+
+
 def check_limits(metadata: Mapping[str, str], limits: MetadataLimits) -> None:
     """Check final metadata against a store's limits.
 
@@ -317,7 +349,9 @@ def check_limits(metadata: Mapping[str, str], limits: MetadataLimits) -> None:
 
     Raises:
         MetadataLimitError: Naming the field (or key), the limit and the size.
+        RetroValueError: If a key or value is not valid Unicode text.
     """
+    check_encodable(metadata)
     if limits.max_keys is not None and len(metadata) > limits.max_keys:
         counts: dict[str, int] = {}
         for key in metadata:
@@ -367,6 +401,16 @@ class MetadataPatch(BaseModel):
     """Free-form keys to remove."""
     clear_fields: frozenset[str] = frozenset()
     """Typed fields whose keys and pieces are removed before ``set`` is written."""
+
+    def __init__(self, **data: Any) -> None:
+        """Build the patch; text a database cannot take is refused here.
+
+        Raises:
+            RetroValueError: If a key or value is not valid Unicode text.
+        """
+        super().__init__(**data)
+        check_encodable(self.set)
+        check_encodable(dict.fromkeys(self.remove | self.clear_fields, ""))
 
     def apply(
         self, current: Mapping[str, str], limits: MetadataLimits

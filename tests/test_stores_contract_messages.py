@@ -332,3 +332,31 @@ async def test_bulk_add_messages_is_all_or_nothing(
         )
     assert await call(store, "count_messages", one.id) == 0
     assert texts(await call(store, "list_messages", two.id)) == ["there"]
+
+
+# --- text a database cannot take -----------------------------------------------------
+
+
+async def test_lone_surrogates_are_refused_before_any_write(
+    store: BaseStore, call: Call
+) -> None:
+    thread = await call(store, "create_thread", {"k": "v"})
+    bad = "a\ud800"
+    refused = [
+        ("get_thread", (bad,), {}),
+        ("create_thread", ({"k": bad},), {}),
+        ("create_thread", ({bad: "v"},), {}),
+        ("acquire_lease", (bad, "owner", 1.0), {}),
+        ("add_messages", (thread.id, [new("x", id=bad)]), {}),
+        ("add_messages", (thread.id, [NewMessage(role="user", payload=bad)]), {}),
+        ("list_threads", (ThreadQuery(metadata={"k": bad}),), {}),
+    ]
+    for name, args, kwargs in refused:
+        with pytest.raises(RetroValueError, match="lone surrogate"):
+            await call(store, name, *args, **kwargs)
+    with pytest.raises(RetroValueError, match="lone surrogate"):
+        MetadataPatch(set={"k": bad})
+    assert await call(store, "count_messages", thread.id) == 0
+    assert [t.id for t in await call(store, "list_threads", ThreadQuery())] == [
+        thread.id
+    ]

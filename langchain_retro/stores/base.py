@@ -31,7 +31,12 @@ from typing import Any, Literal, NamedTuple, Self, TypeAlias, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from langchain_retro._metadata import UNLIMITED, MetadataLimits, MetadataPatch
+from langchain_retro._metadata import (
+    UNLIMITED,
+    MetadataLimits,
+    MetadataPatch,
+    unencodable_error,
+)
 from langchain_retro.errors import (
     AssistantNotFoundError,
     MessageIdConflictError,
@@ -53,6 +58,7 @@ __all__ = [
     "ThreadQuery",
     "check_message_id",
     "check_new_ids",
+    "unencodable_error",
 ]
 
 Order = Literal["asc", "desc"]

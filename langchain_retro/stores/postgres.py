@@ -187,6 +187,7 @@ from langchain_retro.stores.base import (
     StoredThread,
     ThreadQuery,
     check_new_ids,
+    unencodable_error,
 )
 
 try:
@@ -1572,5 +1573,7 @@ def _errors(store: PostgresStore) -> Iterator[None]:
             f"{store!r}: {exc.diag.message_primary}. Create the tables first with "
             "store.setup() (or await store.asetup())."
         ) from exc
+    except UnicodeEncodeError as exc:
+        raise unencodable_error(exc) from exc
     except psycopg.Error as exc:
         raise StoreError(f"PostgreSQL error in {store!r}: {exc}") from exc

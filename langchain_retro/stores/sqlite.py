@@ -64,6 +64,7 @@ from langchain_retro.stores.base import (
     StoredThread,
     ThreadQuery,
     check_new_ids,
+    unencodable_error,
 )
 
 __all__ = ["DEFAULT_PATH", "PATH_ENV", "SCHEMA_VERSION", "SQLiteStore"]
@@ -211,6 +212,9 @@ class SQLiteStore(BaseStore):
                 conn.execute("COMMIT")
             except RetroError:
                 raise
+            except UnicodeEncodeError as exc:
+                rollback(conn)
+                raise unencodable_error(exc) from exc
             except sqlite3.Error as exc:
                 rollback(conn)
                 raise StoreError(f"SQLite error on {self.path!r}: {exc}") from exc
