@@ -1,0 +1,336 @@
+"""Pure steps of a run: the conversation order, what is pending, what is sent.
+
+Nothing here does I/O. `ThreadRunner` feeds these functions the rows a store read
+and acts on what they return.
+
+Two orders:
+
+* **append order** is the order a store keeps and lists (``list_messages``, cursors);
+* **conversation order** puts each stored reply right after the message it answered
+  (its ``reply_to``), before whatever was posted while its run was in flight. Every
+  run's context is built in conversation order (`conversation_order`).
+
+Message ids may be chosen by callers, so nothing here compares ids to find order:
+positions in the rows do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.messages import BaseMessage as LCBaseMessage
+from langchain_core.messages import SystemMessage, ToolMessage, trim_messages
+
+from langchain_retro import _messages
+from langchain_retro.errors import NothingToRunError
+from langchain_retro.records import BaseAssistant, ChatCompletionThread
+from langchain_retro.stores.base import StoredMessage
+
+__all__ = [
+    "CHAT_COMPLETION_PARAMETERS",
+    "Plan",
+    "conversation_order",
+    "model_kwargs",
+    "pending_start",
+    "plan_run",
+    "retried",
+]
+
+AI_ROLE = "assistant"
+_TOOL_ROLE = "tool"
+
+CHAT_COMPLETION_PARAMETERS: frozenset[str] = frozenset(
+    {
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "max_tokens",
+        "parallel_tool_calls",
+        "presence_penalty",
+        "prompt_cache_key",
+        "reasoning_effort",
+        "response_format",
+        "safety_identifier",
+        "seed",
+        "service_tier",
+        "stop",
+        "tool_choice",
+        "top_logprobs",
+        "user",
+        "verbosity",
+    }
+)
+"""Typed assistant fields with one of these names are sent as that request parameter.
+
+A field left at ``None`` is not sent. Other typed fields are data, never sent.
+"""
+
+
+def conversation_order(rows: Sequence[StoredMessage]) -> list[StoredMessage]:
+    """Rows in conversation order: each reply right after the message it answered.
+
+    A row whose ``reply_to`` names an earlier row moves to just after it (after the
+    replies to it that came before, and theirs). A reply whose ``reply_to`` is not
+    in ``rows`` (older than them, or deleted) keeps its place. Everything else keeps
+    append order. O(len(rows)); one pass and no copy of the order when no reply is
+    out of place.
+
+    Args:
+        rows: A thread's messages (or its newest ones) in append order.
+
+    Returns:
+        The same rows, in conversation order.
+    """
+    previous: str | None = None
+    for row in rows:
+        if row.reply_to is not None and row.reply_to != previous and previous:
+            break
+        previous = row.id
+    else:
+        return list(rows)
+    return _reordered(rows)
+
+
+def _reordered(rows: Sequence[StoredMessage]) -> list[StoredMessage]:
+    position = {row.id: index for index, row in enumerate(rows)}
+    replies: dict[int, list[int]] = {}
+    moved: set[int] = set()
+    for index, row in enumerate(rows):
+        target = position.get(row.reply_to) if row.reply_to is not None else None
+        if target is not None and target < index:
+            replies.setdefault(target, []).append(index)
+            moved.add(index)
+    out: list[StoredMessage] = []
+    for index in range(len(rows)):
+        if index in moved:
+            continue
+        stack = [index]
+        while stack:  # a reply to a reply is placed too, without recursion
+            current = stack.pop()
+            out.append(rows[current])
+            stack.extend(reversed(replies.get(current, ())))
+    return out
+
+
+def pending_start(
+    rows: Sequence[StoredMessage], hwm: str | None, complete: bool
+) -> int:
+    """The position of the first row after ``hwm``, in conversation order.
+
+    Args:
+        rows: The thread's newest messages, in conversation order.
+        hwm: The id of the last message answered, if any.
+        complete: Whether ``rows`` is the whole thread.
+
+    Returns:
+        The position just after the ``hwm`` message. If ``rows`` do not hold it and
+        are the whole thread, that message was deleted: the thread was answered up
+        to its last assistant message, so the position just after that one (0 if
+        there is none). If they are not the whole thread, the ``hwm`` message is
+        taken to be older than them: 0.
+    """
+    if hwm is None:
+        return 0
+    for index in range(len(rows) - 1, -1, -1):
+        if rows[index].id == hwm:
+            return index + 1
+    if complete:
+        for index in range(len(rows) - 1, -1, -1):
+            if rows[index].role == AI_ROLE:
+                return index + 1
+    return 0
+
+
+def retried(
+    rows: Sequence[StoredMessage],
+    appended: Sequence[StoredMessage],
+    hwm: str | None,
+    complete: bool,
+) -> bool | None:
+    """Whether the input just appended repeats the unanswered messages before it.
+
+    That is a retried run (after a failed model call, say), whose copy is dropped.
+
+    Args:
+        rows: The thread's newest messages in conversation order, ending with
+            ``appended``.
+        appended: The run's input, as just stored.
+        hwm: The thread's ``hwm``.
+        complete: Whether ``rows`` is the whole thread.
+
+    Returns:
+        Whether it is a retry; ``None`` if ``rows`` do not reach back far enough to
+        tell.
+    """
+    count = len(appended)
+    start = len(rows) - count
+    if start < 0 or rows[start].id != appended[0].id:
+        first = appended[0].id
+        start = next((i for i, row in enumerate(rows) if row.id == first), -1)
+    if start < count:
+        return None if not complete else False
+    before = rows[start - count : start]
+    if [row.payload for row in before] != [m.payload for m in appended]:
+        return False
+    return pending_start(rows[:start], hwm, complete) <= start - count
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a run sends, and where its high-water mark moves."""
+
+    messages: list[LCBaseMessage]
+    """The messages to send: system messages, then the context."""
+    kwargs: dict[str, Any]
+    """Per-call model parameters."""
+    snapshot: str
+    """The id of the last pending message: the new ``hwm``, and the reply's
+    ``reply_to``."""
+    assistant_id: str
+    """The assistant the run answers as."""
+
+
+def _without_orphans(messages: Sequence[LCBaseMessage]) -> list[LCBaseMessage]:
+    """Drop leading tool results whose tool-call message is not in the context."""
+    start = 0
+    while start < len(messages) and isinstance(messages[start], ToolMessage):
+        start += 1
+    return list(messages[start:])
+
+
+def _fit_budget(
+    conversation: list[LCBaseMessage],
+    system: list[LCBaseMessage],
+    budget: int,
+    counter: Callable[[list[LCBaseMessage]], int],
+) -> list[LCBaseMessage]:
+    remaining = budget - (counter(system) if system else 0)
+    kept: list[LCBaseMessage] = []
+    if remaining > 0:
+        trimmed = trim_messages(
+            conversation,
+            max_tokens=remaining,
+            token_counter=counter,
+            strategy="last",
+            allow_partial=False,
+        )
+        kept = _without_orphans(trimmed)
+    if kept:
+        return kept
+    # The budget is best effort: the newest turn (a tool call with all its results,
+    # if that is what is answered) is always sent.
+    last_call = max(
+        (i for i, m in enumerate(conversation) if not isinstance(m, ToolMessage)),
+        default=0,
+    )
+    return conversation[last_call:]
+
+
+def _tool_turn_start(rows: Sequence[StoredMessage], last: int) -> int:
+    """Where the tool turn ending at ``last`` starts: its tool-call message.
+
+    Returns ``last`` if ``rows[last]`` is no tool result, and -1 if the results reach
+    back to the first row (the call is older than the rows).
+    """
+    index = last
+    while index >= 0 and rows[index].role == _TOOL_ROLE:
+        index -= 1
+    return index
+
+
+def model_kwargs(
+    thread: ChatCompletionThread, assistant: BaseAssistant
+) -> dict[str, Any]:
+    """The per-call model parameters of a run on ``thread`` by ``assistant``."""
+    kwargs: dict[str, Any] = {"model": thread.chat_completion_model or assistant.model}
+    if assistant.temperature is not None:
+        kwargs["temperature"] = assistant.temperature
+    if assistant.top_p is not None:
+        kwargs["top_p"] = assistant.top_p
+    fields = type(assistant).model_fields
+    for name in sorted(CHAT_COMPLETION_PARAMETERS.intersection(fields)):
+        value = getattr(assistant, name)
+        if value is not None:
+            kwargs[name] = value
+    return kwargs
+
+
+def rebuild_all(rows: Sequence[StoredMessage]) -> list[LCBaseMessage]:
+    """Rows rebuilt into messages, each afresh."""
+    return [_messages.from_payload(row.payload, row.id) for row in rows]
+
+
+def plan_run(
+    *,
+    thread: ChatCompletionThread,
+    assistant: BaseAssistant,
+    rows: Sequence[StoredMessage],
+    complete: bool,
+    window: int | None,
+    instructions: Sequence[LCBaseMessage] = (),
+    max_tokens_context: int | None = None,
+    token_counter: Callable[[list[LCBaseMessage]], int] | None = None,
+    rebuild: Callable[[Sequence[StoredMessage]], list[LCBaseMessage]] | None = None,
+) -> Plan | None:
+    """Plan a run from the newest messages of a thread.
+
+    Args:
+        thread: The thread, as read under the run lease.
+        assistant: The thread's assistant.
+        rows: The thread's newest messages, in conversation order.
+        complete: Whether ``rows`` is the whole thread.
+        window: How many messages the context holds at most (more when the tool turn
+            being answered needs more); ``None`` for all.
+        instructions: The run's additional instructions, sent after the assistant's.
+        max_tokens_context: An optional token budget for system messages + context.
+        token_counter: Counts the tokens of a list of messages (required with
+            ``max_tokens_context``).
+        rebuild: Turns stored rows into messages (a `MessageCache`'s ``rebuild``);
+            by default each row is rebuilt afresh.
+
+    Returns:
+        The plan, or ``None`` if older messages must be read first.
+
+    Raises:
+        NothingToRunError: If no message waits for an answer.
+    """
+    start = pending_start(rows, thread.hwm, complete)
+    last = next(
+        (i for i in range(len(rows) - 1, start - 1, -1) if rows[i].role != AI_ROLE),
+        None,
+    )
+    if last is None:
+        hwm_seen = thread.hwm is not None and start > 0
+        if complete or hwm_seen:
+            raise NothingToRunError(
+                f"Thread {thread.id!r} has no message waiting for an answer (hwm "
+                f"{thread.hwm!r}). Pass the next message as the run's input.",
+                thread_id=thread.id,
+            )
+        return None
+    first = 0 if window is None else last + 1 - window
+    # Tool results answered without the call they answer mean nothing to the model:
+    # the call and all its results are sent, whatever the window.
+    first = min(first, _tool_turn_start(rows, last))
+    if first < 0:
+        if not complete:
+            return None
+        first = 0
+    conversation = _without_orphans((rebuild or rebuild_all)(rows[first : last + 1]))
+    system: list[LCBaseMessage] = (
+        [SystemMessage(assistant.instructions)] if assistant.instructions else []
+    )
+    system.extend(instructions)
+    if max_tokens_context is not None and token_counter is not None:
+        conversation = _fit_budget(
+            conversation, system, max_tokens_context, token_counter
+        )
+    return Plan(
+        messages=[*system, *conversation],
+        kwargs=model_kwargs(thread, assistant),
+        snapshot=rows[last].id,
+        assistant_id=assistant.id,
+    )
