@@ -486,7 +486,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
         threads run in parallel.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     store: BaseStore
     """The store holding the threads, their assistants and their messages."""
