@@ -5,10 +5,13 @@ and acts on what they return.
 
 Two orders:
 
-* **append order** is the order a store keeps and lists (``list_messages``, cursors);
+* **append order** is the order a store keeps and lists (``list_messages``, cursors).
+  What is pending is decided in it: the messages appended after ``hwm`` that are not
+  the assistant's, so a message posted while a run was in flight is answered by the
+  next run;
 * **conversation order** puts each stored reply right after the message it answered
   (its ``reply_to``), before whatever was posted while its run was in flight. Every
-  run's context is built in conversation order (`conversation_order`).
+  run's context is sent in conversation order (`conversation_order`).
 
 Message ids may be chosen by callers, so nothing here compares ids to find order:
 positions in the rows do.
@@ -20,8 +23,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pydantic_core
+from langchain_core.messages import (
+    AIMessage,
+    SystemMessage,
+    ToolMessage,
+    trim_messages,
+)
 from langchain_core.messages import BaseMessage as LCBaseMessage
-from langchain_core.messages import SystemMessage, ToolMessage, trim_messages
 
 from langchain_retro import _messages
 from langchain_retro.errors import NothingToRunError
@@ -73,55 +82,83 @@ def conversation_order(rows: Sequence[StoredMessage]) -> list[StoredMessage]:
     """Rows in conversation order: each reply right after the message it answered.
 
     A row whose ``reply_to`` names an earlier row moves to just after it (after the
-    replies to it that came before, and theirs). A reply whose ``reply_to`` is not
-    in ``rows`` (older than them, or deleted) keeps its place. Everything else keeps
-    append order. O(len(rows)); one pass and no copy of the order when no reply is
-    out of place.
+    replies to it that came before, and theirs); if that reply calls tools, the tool
+    results answering it move along, right after it. A reply whose ``reply_to`` is
+    not in ``rows`` (older than them, or deleted) keeps its place. Everything else
+    keeps append order. O(len(rows)): one pass, and no more work, when every reply
+    directly follows the message it answered.
 
     Args:
-        rows: A thread's messages (or its newest ones) in append order.
+        rows: A thread's messages (or some of its newest ones) in append order.
 
     Returns:
         The same rows, in conversation order.
     """
     previous: str | None = None
     for row in rows:
-        if row.reply_to is not None and row.reply_to != previous and previous:
-            break
+        reply_to = row.reply_to
+        if reply_to is not None and previous is not None and reply_to != previous:
+            return _reordered(rows)
         previous = row.id
-    else:
-        return list(rows)
-    return _reordered(rows)
+    return list(rows)
+
+
+def _call_ids(payload: str) -> list[str]:
+    """The tool call ids of a stored assistant message (none if it calls no tool)."""
+    if '"tool_calls"' not in payload:  # most replies: skip parsing
+        return []
+    try:
+        calls = pydantic_core.from_json(payload).get("tool_calls") or []
+        return [call["id"] for call in calls if isinstance(call.get("id"), str)]
+    except (ValueError, AttributeError, TypeError):
+        return []  # a row that does not rebuild fails later, with its id
+
+
+def _answered_call(payload: str) -> str | None:
+    """The tool call id a stored tool message answers."""
+    try:
+        value = pydantic_core.from_json(payload).get("tool_call_id")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _reordered(rows: Sequence[StoredMessage]) -> list[StoredMessage]:
     position = {row.id: index for index, row in enumerate(rows)}
-    replies: dict[int, list[int]] = {}
+    after: dict[int, list[int]] = {}  # row -> the rows placed right after it
     moved: set[int] = set()
+    calls: dict[str, int] = {}  # tool call id -> the moved reply that made it
     for index, row in enumerate(rows):
         target = position.get(row.reply_to) if row.reply_to is not None else None
         if target is not None and target < index:
-            replies.setdefault(target, []).append(index)
+            after.setdefault(target, []).append(index)
             moved.add(index)
+            if target != index - 1:  # out of place: its tool results come along
+                calls.update(dict.fromkeys(_call_ids(row.payload), index))
+        elif calls and row.role == _TOOL_ROLE:
+            call = calls.get(_answered_call(row.payload) or "")
+            if call is not None and call < index:
+                after.setdefault(call, []).append(index)
+                moved.add(index)
     out: list[StoredMessage] = []
     for index in range(len(rows)):
         if index in moved:
             continue
         stack = [index]
-        while stack:  # a reply to a reply is placed too, without recursion
+        while stack:  # what is placed after a placed row is placed too, iteratively
             current = stack.pop()
             out.append(rows[current])
-            stack.extend(reversed(replies.get(current, ())))
+            stack.extend(reversed(after.get(current, ())))
     return out
 
 
 def pending_start(
     rows: Sequence[StoredMessage], hwm: str | None, complete: bool
 ) -> int:
-    """The position of the first row after ``hwm``, in conversation order.
+    """The position of the first row appended after ``hwm``.
 
     Args:
-        rows: The thread's newest messages, in conversation order.
+        rows: The thread's newest messages, in append order.
         hwm: The id of the last message answered, if any.
         complete: Whether ``rows`` is the whole thread.
 
@@ -155,7 +192,7 @@ def retried(
     That is a retried run (after a failed model call, say), whose copy is dropped.
 
     Args:
-        rows: The thread's newest messages in conversation order, ending with
+        rows: The thread's newest messages in append order, ending with
             ``appended``.
         appended: The run's input, as just stored.
         hwm: The thread's ``hwm``.
@@ -194,11 +231,23 @@ class Plan:
 
 
 def _without_orphans(messages: Sequence[LCBaseMessage]) -> list[LCBaseMessage]:
-    """Drop leading tool results whose tool-call message is not in the context."""
+    """Drop tool results whose tool-call message is not before them in the context.
+
+    The API refuses such results, and they mean nothing without their call.
+    """
     start = 0
     while start < len(messages) and isinstance(messages[start], ToolMessage):
         start += 1
-    return list(messages[start:])
+    calls: set[str] = set()
+    kept: list[LCBaseMessage] = []
+    for message in messages[start:]:
+        if isinstance(message, ToolMessage):
+            if message.tool_call_id not in calls:
+                continue
+        elif isinstance(message, AIMessage) and message.tool_calls:
+            calls.update(call["id"] for call in message.tool_calls if call["id"])
+        kept.append(message)
+    return kept
 
 
 def _fit_budget(
@@ -241,6 +290,22 @@ def _tool_turn_start(rows: Sequence[StoredMessage], last: int) -> int:
     return index
 
 
+def _with_replies(
+    rows: Sequence[StoredMessage], first: int, last: int
+) -> Sequence[StoredMessage]:
+    """``rows[first:last + 1]`` and the later replies to those rows.
+
+    A reply stored after the snapshot (it answered an earlier message while this one
+    was posted) belongs in the context, right after what it answered.
+    """
+    chosen = rows[first : last + 1]
+    later = [row for row in rows[last + 1 :] if row.reply_to is not None]
+    if not later:
+        return chosen
+    ids = {row.id for row in chosen}
+    return [*chosen, *(row for row in later if row.reply_to in ids)]
+
+
 def model_kwargs(
     thread: ChatCompletionThread, assistant: BaseAssistant
 ) -> dict[str, Any]:
@@ -280,7 +345,7 @@ def plan_run(
     Args:
         thread: The thread, as read under the run lease.
         assistant: The thread's assistant.
-        rows: The thread's newest messages, in conversation order.
+        rows: The thread's newest messages, in append order.
         complete: Whether ``rows`` is the whole thread.
         window: How many messages the context holds at most (more when the tool turn
             being answered needs more); ``None`` for all.
@@ -319,7 +384,8 @@ def plan_run(
         if not complete:
             return None
         first = 0
-    conversation = _without_orphans((rebuild or rebuild_all)(rows[first : last + 1]))
+    chosen = conversation_order(_with_replies(rows, first, last))
+    conversation = _without_orphans((rebuild or rebuild_all)(chosen))
     system: list[LCBaseMessage] = (
         [SystemMessage(assistant.instructions)] if assistant.instructions else []
     )

@@ -78,7 +78,6 @@ from langchain_retro._planning import (
     AI_ROLE,
     CHAT_COMPLETION_PARAMETERS,
     Plan,
-    conversation_order,
     plan_run,
     retried,
 )
@@ -732,7 +731,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
         """Check what `begin_run` read, drop a retried input, plan the context.
 
         Written once as the further store calls it may make (rarely any); `_drive`
-        and `_adrive` run it. Rows are put in conversation order as soon as read.
+        and `_adrive` run it.
         """
         thread_id = run.thread_id
         start = run.start
@@ -746,7 +745,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
             yield from _delete_step(thread_id, start.appended)
             raise
         appended = start.appended
-        rows = conversation_order(start.context)
+        rows = start.context
         limit = self.window
         while True:
             complete = limit is None or len(rows) < limit
@@ -754,7 +753,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
                 is_retry = retried(rows, appended, thread.hwm, complete)
                 if is_retry is None:
                     limit = 2 * cast("int", limit)
-                    rows = conversation_order((yield from _read_step(thread_id, limit)))
+                    rows = yield from _read_step(thread_id, limit)
                     continue
                 if is_retry:  # rare: deleting beats reading the tail on every run
                     yield from _delete_step(thread_id, appended)
@@ -777,7 +776,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
             if plan is not None:
                 return plan
             limit = 2 * cast("int", limit)
-            rows = conversation_order((yield from _read_step(thread_id, limit)))
+            rows = yield from _read_step(thread_id, limit)
 
     def _drive(self, steps: _Steps[T]) -> T:
         result: Any = None
