@@ -120,10 +120,12 @@ def test_not_a_database_is_store_error(path: Path) -> None:
     assert str(path) not in open_files()
 
 
-def test_unopenable_file_is_store_error(tmp_path: Path) -> None:
+def test_missing_folder_is_named(tmp_path: Path) -> None:
     with pytest.raises(StoreError) as caught:
         SQLiteStore(tmp_path / "missing-dir" / "retro.db")
-    assert isinstance(caught.value.__cause__, sqlite3.Error)
+    assert "missing-dir" in str(caught.value)
+    assert "does not exist" in str(caught.value)
+    assert not (tmp_path / "missing-dir").exists()
 
 
 def test_default_path_from_environment(

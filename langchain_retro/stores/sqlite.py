@@ -1,20 +1,16 @@
 """`SQLiteStore`: the embedded default store, one SQLite file.
 
-Layout (schema version 1, kept in ``PRAGMA user_version``):
-
-* ``threads``: one row per thread; ``next_seq`` hands out the per-thread message
-  sequence, so message order never depends on clocks;
-* ``messages``: clustered by ``(thread_seq, seq)`` (a ``WITHOUT ROWID`` table), so a
-  thread's messages, its newest N and those after a cursor are one contiguous range
-  read, whatever the thread's length and however many other threads the file holds;
-* ``thread_metadata``: one row per metadata entry, keyed ``(key, value, thread_seq)``,
-  serving the thread listing's class, ``assistant_id`` and equality filters;
-* ``run_leases``: the one-active-run-per-thread lease, shared by every process that
-  opens the file.
+The schema (``threads``, ``messages`` clustered by ``(thread_seq, seq)``,
+``thread_metadata`` keyed ``(key, value, thread_seq)``, ``run_leases``) and its
+migrations are in ``langchain_retro.stores._sqlite_schema``; row decoding and the
+listing's queries in ``langchain_retro.stores._sqlite_sql``.
 
 The file runs in WAL mode with ``synchronous=NORMAL`` by default: a committed write
 survives the application crashing; a power loss may drop the last few commits, never
 corrupt the file. Pass ``synchronous="FULL"`` to survive power loss too.
+
+A file that cannot be written (read-only, or in a read-only folder) opens read-only:
+reads work and writes raise `StoreError` saying why.
 
 Async methods run the same code in a worker thread, so they never block the event loop.
 """
@@ -22,7 +18,7 @@ Async methods run the same code in a worker thread, so they never block the even
 from __future__ import annotations
 
 import asyncio
-import json
+import heapq
 import os
 import sqlite3
 import threading
@@ -31,23 +27,34 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal, ParamSpec, TypeVar
 
+from pydantic import ValidationError
+
 from langchain_retro._ids import new_id
-from langchain_retro._metadata import MetadataPatch, check_limits, dumps
+from langchain_retro._metadata import MetadataLimits, MetadataPatch, check_limits, dumps
 from langchain_retro.errors import (
     AssistantInUseError,
     AssistantNotFoundError,
+    MessageIdConflictError,
     MessageNotFoundError,
     RetroError,
-    SchemaVersionError,
+    RetroValueError,
     StoreClosedError,
     StoreError,
     ThreadNotFoundError,
+)
+from langchain_retro.stores import _sqlite_sql as sql_
+from langchain_retro.stores._sqlite_schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    open_database,
+    rollback,
 )
 from langchain_retro.stores.base import (
     ASSISTANT_FIELDS,
     THREAD_ASSISTANT_KEY,
     AssistantThreads,
     BaseStore,
+    Lease,
     NewMessage,
     Order,
     RunStart,
@@ -55,9 +62,10 @@ from langchain_retro.stores.base import (
     StoredMessage,
     StoredThread,
     ThreadQuery,
+    check_new_ids,
 )
 
-__all__ = ["DEFAULT_PATH", "PATH_ENV", "SQLiteStore"]
+__all__ = ["DEFAULT_PATH", "PATH_ENV", "SCHEMA_VERSION", "SQLiteStore"]
 
 DEFAULT_PATH = "langchain-retro.db"
 """The file `SQLiteStore` opens given no path and no ``LANGCHAIN_RETRO_DB``."""
@@ -68,86 +76,40 @@ PATH_ENV = "LANGCHAIN_RETRO_DB"
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE assistants (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT NOT NULL UNIQUE,
-        created_at INTEGER NOT NULL,
-        name TEXT,
-        description TEXT,
-        instructions TEXT,
-        model TEXT NOT NULL,
-        temperature REAL,
-        top_p REAL,
-        metadata TEXT NOT NULL
-    );
-    CREATE TABLE threads (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT NOT NULL UNIQUE,
-        created_at INTEGER NOT NULL,
-        metadata TEXT NOT NULL,
-        next_seq INTEGER NOT NULL DEFAULT 1
-    );
-    CREATE TABLE thread_metadata (
-        key TEXT NOT NULL,
-        value TEXT NOT NULL,
-        thread_seq INTEGER NOT NULL REFERENCES threads(seq) ON DELETE CASCADE,
-        PRIMARY KEY (key, value, thread_seq)
-    ) WITHOUT ROWID;
-    CREATE INDEX thread_metadata_by_thread ON thread_metadata(thread_seq);
-    CREATE TABLE messages (
-        thread_seq INTEGER NOT NULL REFERENCES threads(seq) ON DELETE CASCADE,
-        seq INTEGER NOT NULL,
-        id TEXT NOT NULL UNIQUE,
-        created_at INTEGER NOT NULL,
-        role TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        metadata TEXT NOT NULL,
-        PRIMARY KEY (thread_seq, seq)
-    ) WITHOUT ROWID;
-    CREATE TABLE run_leases (
-        thread_id TEXT PRIMARY KEY,
-        owner TEXT NOT NULL,
-        expires_at REAL NOT NULL
-    );
-    """,
-)
+_MIGRATIONS = MIGRATIONS
 """Forward migrations; entry N brings the schema from version N to N + 1."""
 
-SCHEMA_VERSION = len(_MIGRATIONS)
-
-_ASSISTANT_COLUMNS = "id, created_at, metadata, " + ", ".join(ASSISTANT_FIELDS)
-_MESSAGE_COLUMNS = "m.id, m.created_at, m.metadata, m.role, m.payload"
-
-
-def _assistant(row: sqlite3.Row) -> StoredAssistant:
-    return StoredAssistant(
-        id=row[0],
-        created_at=row[1],
-        metadata=json.loads(row[2]),
-        **{name: row[i] for i, name in enumerate(ASSISTANT_FIELDS, start=3)},
-    )
-
-
-def _thread(row: Sequence[Any]) -> StoredThread:
-    return StoredThread(id=row[0], created_at=row[1], metadata=json.loads(row[2]))
-
-
-def _message(row: Sequence[Any], thread_id: str) -> StoredMessage:
-    # Plain validation is faster than model_construct in pydantic 2 here.
-    return StoredMessage(
-        id=row[0],
-        created_at=row[1],
-        metadata=json.loads(row[2]) if row[2] != "{}" else {},
-        thread_id=thread_id,
-        role=row[3],
-        payload=row[4],
-    )
+_ASSISTANT_COLUMNS = sql_.ASSISTANT_COLUMNS
+_MESSAGE_COLUMNS = sql_.MESSAGE_COLUMNS
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (thread_seq, seq, id, created_at, role, payload, "
+    "metadata, run_id, assistant_id, reply_to) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 def _now() -> int:
     return int(time.time())
+
+
+def _check_metadata(metadata: object, what: str, limits: MetadataLimits) -> None:
+    """Check a metadata map given to a write: a mapping of strings, within limits."""
+    if not isinstance(metadata, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise RetroValueError(
+            f"Metadata for {what} must map strings to strings, not {metadata!r}. "
+            "Encode other values as strings (or use a typed field); nothing was "
+            "written."
+        )
+    check_limits(metadata, limits)
+
+
+def _check_hwm_key(hwm_key: object, limits: MetadataLimits) -> None:
+    if not isinstance(hwm_key, str) or not hwm_key:
+        raise RetroValueError(
+            f"hwm_key must be a non-empty metadata key, not {hwm_key!r}."
+        )
+    check_limits({hwm_key: ""}, limits)
 
 
 class SQLiteStore(BaseStore):
@@ -176,6 +138,9 @@ class SQLiteStore(BaseStore):
     ) -> None:
         """Open (and create or migrate) a database file.
 
+        Opening a database that is already current writes nothing. A file that
+        cannot be written, or whose folder cannot be written, opens read-only.
+
         Args:
             path: The database file; ``":memory:"`` for a private in-memory database.
                 Defaults to ``$LANGCHAIN_RETRO_DB``, else ``langchain-retro.db`` in the
@@ -186,10 +151,12 @@ class SQLiteStore(BaseStore):
 
         Raises:
             SchemaVersionError: If the file was written by a newer version.
-            StoreError: If the file cannot be opened.
+            StoreError: If the file cannot be opened: the message says whether the
+                path is a directory, its folder is missing or not writable, or what
+                SQLite said.
         """
         if synchronous not in ("NORMAL", "FULL"):
-            raise ValueError(
+            raise RetroValueError(
                 f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}"
             )
         self.path = str(
@@ -197,55 +164,17 @@ class SQLiteStore(BaseStore):
         )
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
-        try:
-            conn = sqlite3.connect(
-                self.path,
-                timeout=busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-        except sqlite3.Error as exc:
-            raise StoreError(
-                f"Cannot open SQLite database {self.path!r}: {exc}"
-            ) from exc
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={synchronous}")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._migrate(conn)
-        except BaseException as exc:
-            # A store that failed to open must not keep the file open.
-            conn.close()
-            if isinstance(exc, sqlite3.Error):
-                raise StoreError(
-                    f"Cannot open SQLite database {self.path!r}: {exc}"
-                ) from exc
-            raise
-        self._conn = conn
+        opened = open_database(
+            self.path, synchronous=synchronous, busy_timeout=busy_timeout
+        )
+        self.read_only: str | None = opened.read_only
+        """Why the store is read-only (writes raise `StoreError`), or ``None``."""
+        self._conn = opened.conn
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
 
     # --- plumbing --------------------------------------------------------------------
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise SchemaVersionError(  # noqa: TRY301 - rolled back below
-                    f"{self.path!r} has schema version {version}, newer than the "
-                    f"{SCHEMA_VERSION} this version knows. Upgrade langchain-retro."
-                )
-            for number in range(version, SCHEMA_VERSION):
-                for statement in _MIGRATIONS[number].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     @contextmanager
     def _tx(self, *, write: bool) -> Iterator[sqlite3.Connection]:
@@ -254,17 +183,24 @@ class SQLiteStore(BaseStore):
             conn = self._conn
             if conn is None:
                 raise StoreClosedError(f"{self!r} is closed; open a new store.")
+            if write and self.read_only is not None:
+                raise StoreError(
+                    f"{self!r} is open read-only ({self.read_only}); nothing was "
+                    "written. Make the file and its folder writable, then open the "
+                    "store again."
+                )
             try:
                 conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 try:
                     yield conn
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    rollback(conn)
                     raise
                 conn.execute("COMMIT")
             except RetroError:
                 raise
             except sqlite3.Error as exc:
+                rollback(conn)
                 raise StoreError(f"SQLite error on {self.path!r}: {exc}") from exc
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -284,57 +220,93 @@ class SQLiteStore(BaseStore):
     # --- lookups inside a transaction ------------------------------------------------
 
     @staticmethod
-    def _thread_row(conn: sqlite3.Connection, thread_id: str) -> tuple[int, str]:
+    def _thread_row(conn: sqlite3.Connection, thread_id: str) -> tuple[int, str, int]:
+        """``(seq, metadata, next_seq)`` of a thread."""
         row = conn.execute(
-            "SELECT seq, metadata FROM threads WHERE id = ?", (thread_id,)
+            "SELECT seq, metadata, next_seq FROM threads WHERE id = ?", (thread_id,)
         ).fetchone()
         if row is None:
             raise ThreadNotFoundError(thread_id)
-        return row[0], row[1]
+        return row[0], row[1], row[2]
 
     @staticmethod
     def _message_seq(conn: sqlite3.Connection, thread_seq: int, message_id: str) -> int:
         row = conn.execute(
-            "SELECT seq FROM messages WHERE id = ? AND thread_seq = ?",
-            (message_id, thread_seq),
+            "SELECT seq FROM messages WHERE thread_seq = ? AND id = ?",
+            (thread_seq, message_id),
         ).fetchone()
         if row is None:
             raise MessageNotFoundError(message_id, hint="(not in this thread)")
         return int(row[0])
 
     @staticmethod
-    def _append(
+    def _conflict(
         conn: sqlite3.Connection,
         thread_seq: int,
         thread_id: str,
+        floor: int,
+        messages: Sequence[NewMessage],
+    ) -> MessageIdConflictError:
+        """Name the caller id that hit the thread's unique key (in the batch's tx)."""
+        ids = sql_.conflict_ids(messages)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            row = conn.execute(
+                "SELECT id FROM messages WHERE thread_seq = ? AND seq < ? "  # noqa: S608
+                f"AND id IN ({', '.join('?' * len(chunk))}) ORDER BY seq LIMIT 1",
+                (thread_seq, floor, *chunk),
+            ).fetchone()
+            if row is not None:
+                return MessageIdConflictError(thread_id, row[0])
+        return MessageIdConflictError(thread_id, ids[0] if ids else "?")
+
+    def _append(
+        self,
+        conn: sqlite3.Connection,
+        thread_seq: int,
+        thread_id: str,
+        next_seq: int,
         messages: Sequence[NewMessage],
     ) -> list[StoredMessage]:
+        """Insert a checked batch; a caller id already in the thread raises.
+
+        The thread's unique key ``(thread_seq, id)`` finds a clash in the insert
+        itself, so appends cost no extra statement; the transaction is rolled back.
+        """
         created_at = _now()
-        (next_seq,) = conn.execute(
-            "SELECT next_seq FROM threads WHERE seq = ?", (thread_seq,)
-        ).fetchone()
         stored = [
-            message.stored(new_id("msg"), thread_id, created_at) for message in messages
+            m.stored(new_id("msg") if m.id is None else m.id, thread_id, created_at)
+            for m in messages
         ]
-        conn.executemany(
-            "INSERT INTO messages (thread_seq, seq, id, created_at, role, payload, "
-            "metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    thread_seq,
-                    next_seq + i,
-                    m.id,
-                    created_at,
-                    m.role,
-                    m.payload,
-                    dumps(m.metadata),
-                )
-                for i, m in enumerate(stored)
-            ],
-        )
+        try:
+            conn.executemany(
+                _INSERT_MESSAGE,
+                [
+                    (
+                        thread_seq,
+                        next_seq + i,
+                        s.id,
+                        s.created_at,
+                        s.role,
+                        s.payload,
+                        dumps(s.metadata),
+                        s.run_id,
+                        s.assistant_id,
+                        s.reply_to,
+                    )
+                    for i, s in enumerate(stored)
+                ],
+            )
+        except sqlite3.IntegrityError as exc:
+            if not sql_.is_id_conflict(exc):
+                raise
+            raise self._conflict(
+                conn, thread_seq, thread_id, next_seq, messages
+            ) from exc
         conn.execute(
-            "UPDATE threads SET next_seq = ? WHERE seq = ?",
-            (next_seq + len(stored), thread_seq),
+            "UPDATE threads SET next_seq = ?, message_count = message_count + ? "
+            "WHERE seq = ?",
+            (next_seq + len(stored), len(stored), thread_seq),
         )
         return stored
 
@@ -361,15 +333,12 @@ class SQLiteStore(BaseStore):
         )
 
     @staticmethod
-    def _patch_thread(
+    def _write_thread_metadata(
         conn: sqlite3.Connection,
         thread_seq: int,
-        current: str,
-        patch: MetadataPatch,
-        limits: Any,
-    ) -> dict[str, str]:
-        old = json.loads(current)
-        metadata = patch.apply(old, limits)
+        old: Mapping[str, str],
+        metadata: Mapping[str, str],
+    ) -> None:
         conn.execute(
             "UPDATE threads SET metadata = ? WHERE seq = ?",
             (dumps(metadata), thread_seq),
@@ -384,6 +353,18 @@ class SQLiteStore(BaseStore):
             "INSERT INTO thread_metadata (key, value, thread_seq) VALUES (?, ?, ?)",
             [(k, v, thread_seq) for k, v in metadata.items() if old.get(k) != v],
         )
+
+    def _patch_thread(
+        self,
+        conn: sqlite3.Connection,
+        thread_seq: int,
+        thread_id: str,
+        current: str,
+        patch: MetadataPatch,
+    ) -> dict[str, str]:
+        old = sql_.load_metadata(current, f"Thread {thread_id!r}", object_id=thread_id)
+        metadata = patch.apply(old, self.limits)
+        self._write_thread_metadata(conn, thread_seq, old, metadata)
         return metadata
 
     # --- assistants ------------------------------------------------------------------
@@ -392,10 +373,22 @@ class SQLiteStore(BaseStore):
         self, fields: Mapping[str, Any], metadata: Mapping[str, str]
     ) -> StoredAssistant:
         """Create an assistant from its native fields and its metadata."""
-        check_limits(metadata, self.limits)
-        stored = StoredAssistant(
-            id=new_id("asst"), created_at=_now(), metadata=dict(metadata), **fields
-        )
+        _check_metadata(metadata, "a new assistant", self.limits)
+        unknown = set(fields) - set(ASSISTANT_FIELDS)
+        if unknown:
+            raise RetroValueError(
+                f"Not native assistant fields: {sorted(unknown)}; known fields are "
+                f"{list(ASSISTANT_FIELDS)}. Nothing was written."
+            )
+        try:
+            stored = StoredAssistant(
+                id=new_id("asst"), created_at=_now(), metadata=dict(metadata), **fields
+            )
+        except ValidationError as exc:
+            raise RetroValueError(
+                f"Invalid assistant fields {dict(fields)!r}: {exc}. Nothing was "
+                "written."
+            ) from exc
         with self._tx(write=True) as conn:
             conn.execute(
                 f"INSERT INTO assistants ({_ASSISTANT_COLUMNS}) "  # noqa: S608
@@ -424,7 +417,7 @@ class SQLiteStore(BaseStore):
         ).fetchone()
         if row is None:
             raise AssistantNotFoundError(assistant_id)
-        return _assistant(row)
+        return sql_.assistant(row)
 
     def get_assistant(self, assistant_id: str) -> StoredAssistant:
         """Read an assistant; raises `AssistantNotFoundError`."""
@@ -444,7 +437,10 @@ class SQLiteStore(BaseStore):
         """Change native fields and apply a metadata patch, in one transaction."""
         unknown = set(fields) - set(ASSISTANT_FIELDS)
         if unknown:
-            raise ValueError(f"Not native assistant fields: {sorted(unknown)}")
+            raise RetroValueError(
+                f"Not native assistant fields: {sorted(unknown)}; known fields are "
+                f"{list(ASSISTANT_FIELDS)}. Nothing was written."
+            )
         with self._tx(write=True) as conn:
             current = self._get_assistant(conn, assistant_id)
             metadata = (
@@ -452,8 +448,15 @@ class SQLiteStore(BaseStore):
                 if patch
                 else current.metadata
             )
-            updated = current.model_copy(update={**fields, "metadata": metadata})
-            StoredAssistant.model_validate(updated.model_dump())
+            try:
+                updated = StoredAssistant.model_validate(
+                    {**current.model_dump(), **fields, "metadata": metadata}
+                )
+            except ValidationError as exc:
+                raise RetroValueError(
+                    f"Invalid fields for assistant {assistant_id!r}: {exc}. Nothing "
+                    "was written."
+                ) from exc
             assignments = ", ".join(f"{name} = ?" for name in ASSISTANT_FIELDS)
             conn.execute(
                 f"UPDATE assistants SET metadata = ?, {assignments} WHERE id = ?",  # noqa: S608
@@ -479,7 +482,7 @@ class SQLiteStore(BaseStore):
     ) -> int:
         """Delete an assistant; returns how many of its threads were deleted."""
         if threads not in ("refuse", "keep", "delete"):
-            raise ValueError(
+            raise RetroValueError(
                 f"threads must be 'refuse', 'keep' or 'delete', not {threads!r}"
             )
         with self._tx(write=True) as conn:
@@ -549,7 +552,7 @@ class SQLiteStore(BaseStore):
             if where:
                 sql += " WHERE " + " AND ".join(where)
             sql += f" ORDER BY seq {'DESC' if order == 'desc' else 'ASC'} LIMIT ?"
-            return [_assistant(r) for r in conn.execute(sql, (*params, limit))]
+            return [sql_.assistant(r) for r in conn.execute(sql, (*params, limit))]
 
     async def alist_assistants(
         self,
@@ -574,24 +577,56 @@ class SQLiteStore(BaseStore):
 
     def create_thread(self, metadata: Mapping[str, str]) -> StoredThread:
         """Create a thread with the given metadata."""
-        check_limits(metadata, self.limits)
-        stored = StoredThread(
-            id=new_id("thread"), created_at=_now(), metadata=dict(metadata)
-        )
-        with self._tx(write=True) as conn:
-            cursor = conn.execute(
-                "INSERT INTO threads (id, created_at, metadata) VALUES (?, ?, ?)",
-                (stored.id, stored.created_at, dumps(stored.metadata)),
-            )
-            conn.executemany(
-                "INSERT INTO thread_metadata (key, value, thread_seq) VALUES (?, ?, ?)",
-                [(k, v, cursor.lastrowid) for k, v in stored.metadata.items()],
-            )
-        return stored
+        (created,) = self.create_threads([metadata])
+        return created
 
     async def acreate_thread(self, metadata: Mapping[str, str]) -> StoredThread:
         """Async twin of `create_thread`."""
         return await self._run(self.create_thread, metadata)
+
+    def create_threads(
+        self, metadatas: Sequence[Mapping[str, str]]
+    ) -> list[StoredThread]:
+        """Create many threads in one transaction, all or none, in the given order."""
+        for metadata in metadatas:
+            _check_metadata(metadata, "a new thread", self.limits)
+        created_at = _now()
+        made = [
+            StoredThread(id=new_id("thread"), created_at=created_at, metadata=dict(m))
+            for m in metadatas
+        ]
+        if not made:
+            return []
+        with self._tx(write=True) as conn:
+            # AUTOINCREMENT never reuses a seq: start above the highest ever used.
+            (base,) = conn.execute(
+                "SELECT max(coalesce((SELECT seq FROM sqlite_sequence "
+                "WHERE name = 'threads'), 0), coalesce((SELECT max(seq) "
+                "FROM threads), 0))"
+            ).fetchone()
+            conn.executemany(
+                "INSERT INTO threads (seq, id, created_at, metadata) "
+                "VALUES (?, ?, ?, ?)",
+                [
+                    (base + 1 + i, t.id, t.created_at, dumps(t.metadata))
+                    for i, t in enumerate(made)
+                ],
+            )
+            conn.executemany(
+                "INSERT INTO thread_metadata (key, value, thread_seq) VALUES (?, ?, ?)",
+                [
+                    (k, v, base + 1 + i)
+                    for i, t in enumerate(made)
+                    for k, v in t.metadata.items()
+                ],
+            )
+        return made
+
+    async def acreate_threads(
+        self, metadatas: Sequence[Mapping[str, str]]
+    ) -> list[StoredThread]:
+        """Async twin of `create_threads`."""
+        return await self._run(self.create_threads, metadatas)
 
     def get_thread(self, thread_id: str) -> StoredThread:
         """Read a thread; raises `ThreadNotFoundError`."""
@@ -602,7 +637,7 @@ class SQLiteStore(BaseStore):
             ).fetchone()
         if row is None:
             raise ThreadNotFoundError(thread_id)
-        return _thread(row)
+        return sql_.thread(row)
 
     async def aget_thread(self, thread_id: str) -> StoredThread:
         """Async twin of `get_thread`."""
@@ -611,8 +646,8 @@ class SQLiteStore(BaseStore):
     def update_thread(self, thread_id: str, patch: MetadataPatch) -> StoredThread:
         """Apply a metadata patch to a thread, in one transaction."""
         with self._tx(write=True) as conn:
-            thread_seq, current = self._thread_row(conn, thread_id)
-            metadata = self._patch_thread(conn, thread_seq, current, patch, self.limits)
+            thread_seq, current, _ = self._thread_row(conn, thread_id)
+            metadata = self._patch_thread(conn, thread_seq, thread_id, current, patch)
             (created_at,) = conn.execute(
                 "SELECT created_at FROM threads WHERE seq = ?", (thread_seq,)
             ).fetchone()
@@ -636,7 +671,7 @@ class SQLiteStore(BaseStore):
     def delete_thread(self, thread_id: str) -> None:
         """Delete a thread with all its messages."""
         with self._tx(write=True) as conn:
-            thread_seq, _ = self._thread_row(conn, thread_id)
+            thread_seq, _, _ = self._thread_row(conn, thread_id)
             self._delete_thread(conn, thread_seq, thread_id)
 
     async def adelete_thread(self, thread_id: str) -> None:
@@ -644,39 +679,75 @@ class SQLiteStore(BaseStore):
         await self._run(self.delete_thread, thread_id)
 
     def list_threads(self, query: ThreadQuery) -> list[StoredThread]:
-        """List threads matching a query, in the query's order."""
+        """List threads matching a query, in the query's order.
+
+        A filtered page is driven from ``thread_metadata``'s ``(key, value,
+        thread_seq)`` key in thread order: it costs O(log N + page) whatever the
+        filter's selectivity. With several filters, the one with the fewest entries
+        (counted up to a small cap) drives and the others are probed by primary key.
+        """
         desc = query.order == "desc"
-        where: list[str] = []
-        params: list[Any] = []
-        for key, value in query.metadata.items():
-            where.append(
-                "EXISTS (SELECT 1 FROM thread_metadata m WHERE m.thread_seq = t.seq "
-                "AND m.key = ? AND m.value = ?)"
-            )
-            params += [key, value]
+        filters: list[list[tuple[str, str]]] = [
+            [(key, value)] for key, value in query.metadata.items()
+        ]
         if query.classes is not None:
-            where.append(
-                "EXISTS (SELECT 1 FROM thread_metadata m "  # noqa: S608 - placeholders only
-                "WHERE m.thread_seq = t.seq "
-                "AND m.key = 'retro_class' AND m.value IN "
-                f"({', '.join('?' * len(query.classes))}))"
-            )
-            params += list(query.classes)
+            if not query.classes:
+                return []
+            filters.append([(sql_.CLASS_KEY, c) for c in dict.fromkeys(query.classes)])
         # A page before a cursor is the one nearest it: read towards it, then turn.
         backwards = query.before is not None
+        read_desc = desc != backwards
         with self._tx(write=False) as conn:
+            bounds: dict[str, int] = {}
             for cursor_id, newer in ((query.after, not desc), (query.before, desc)):
                 if cursor_id is not None:
-                    cursor_seq, _ = self._thread_row(conn, cursor_id)
-                    where.append("t.seq > ?" if newer else "t.seq < ?")
-                    params.append(cursor_seq)
-            sql = "SELECT t.id, t.created_at, t.metadata FROM threads t"
-            if where:
-                sql += " WHERE " + " AND ".join(where)
-            sql += f" ORDER BY t.seq {'DESC' if desc != backwards else 'ASC'} LIMIT ?"
-            rows = conn.execute(sql, (*params, query.limit)).fetchall()
-        threads = [_thread(r) for r in rows]
+                    cursor_seq, _, _ = self._thread_row(conn, cursor_id)
+                    bounds["gt" if newer else "lt"] = cursor_seq
+            if filters:
+                rows = self._filtered_rows(
+                    conn, filters, bounds, read_desc, query.limit
+                )
+            else:
+                where = ["seq > ?" if key == "gt" else "seq < ?" for key in bounds]
+                sql = "SELECT seq, id, created_at, metadata FROM threads"
+                if where:
+                    sql += " WHERE " + " AND ".join(where)
+                sql += f" ORDER BY seq {'DESC' if read_desc else 'ASC'} LIMIT ?"
+                rows = conn.execute(sql, (*bounds.values(), query.limit)).fetchall()
+        threads = [sql_.thread(r[1:]) for r in rows]
         return threads[::-1] if backwards else threads
+
+    @staticmethod
+    def _filtered_rows(
+        conn: sqlite3.Connection,
+        filters: list[list[tuple[str, str]]],
+        bounds: Mapping[str, int],
+        desc: bool,
+        limit: int,
+    ) -> list[Any]:
+        if len(filters) > 1:
+            # Drive from the smallest filter; counting stops at a cap, so the
+            # estimate costs O(log N) whatever the sizes.
+            def size(entries: list[tuple[str, str]]) -> int:
+                return sum(
+                    conn.execute(
+                        "SELECT count(*) FROM (SELECT 1 FROM thread_metadata "
+                        "WHERE key = ? AND value = ? LIMIT ?)",
+                        (key, value, sql_.ESTIMATE_CAP),
+                    ).fetchone()[0]
+                    for key, value in entries
+                )
+
+            filters = sorted(filters, key=size)
+        driver, probes = filters[0], filters[1:]
+        pages = []
+        for entry in driver:  # one value, or one per class: merged below
+            sql, params = sql_.listing_sql([entry], probes, bounds, desc)
+            pages.append(conn.execute(sql, (*params, limit)).fetchall())
+        if len(pages) == 1:
+            return pages[0]
+        merged = heapq.merge(*pages, key=lambda r: -r[0] if desc else r[0])
+        return list(merged)[:limit]
 
     async def alist_threads(self, query: ThreadQuery) -> list[StoredThread]:
         """Async twin of `list_threads`."""
@@ -684,21 +755,51 @@ class SQLiteStore(BaseStore):
 
     # --- messages --------------------------------------------------------------------
 
+    def _check_batch(self, thread_id: str, messages: Sequence[NewMessage]) -> None:
+        check_new_ids(thread_id, messages)
+        for message in messages:
+            check_limits(message.metadata, self.limits)
+
     def add_messages(
         self,
         thread_id: str,
         messages: Sequence[NewMessage],
         *,
         thread_patch: MetadataPatch | None = None,
+        hwm_key: str | None = None,
     ) -> list[StoredMessage]:
-        """Append messages to a thread, all or none, in the given order."""
-        for message in messages:
-            check_limits(message.metadata, self.limits)
+        """Append messages to a thread, all or none, in the given order.
+
+        See `BaseStore.add_messages` for caller ids and ``hwm_key``.
+        """
+        self._check_batch(thread_id, messages)
+        if hwm_key is not None:
+            _check_hwm_key(hwm_key, self.limits)
         with self._tx(write=True) as conn:
-            thread_seq, current = self._thread_row(conn, thread_id)
-            stored = self._append(conn, thread_seq, thread_id, messages)
-            if thread_patch is not None:
-                self._patch_thread(conn, thread_seq, current, thread_patch, self.limits)
+            thread_seq, current, next_seq = self._thread_row(conn, thread_id)
+            stored = self._append(conn, thread_seq, thread_id, next_seq, messages)
+            target: str | None = None
+            if hwm_key is not None:
+                has_reply, target = sql_.hwm_target(messages, [s.id for s in stored])
+                if has_reply and target is None:
+                    row = conn.execute(
+                        "SELECT id FROM messages WHERE thread_seq = ? AND seq < ? "
+                        "AND role != 'assistant' ORDER BY seq DESC LIMIT 1",
+                        (thread_seq, next_seq),
+                    ).fetchone()
+                    target = None if row is None else row[0]
+            if thread_patch is not None or target is not None:
+                what = f"Thread {thread_id!r}"
+                old = sql_.load_metadata(current, what, object_id=thread_id)
+                metadata = (
+                    old
+                    if thread_patch is None
+                    else thread_patch.apply(old, self.limits)
+                )
+                if target is not None and hwm_key is not None:
+                    metadata = {**metadata, hwm_key: target}
+                    check_limits(metadata, self.limits)
+                self._write_thread_metadata(conn, thread_seq, old, metadata)
         return stored
 
     async def aadd_messages(
@@ -707,24 +808,81 @@ class SQLiteStore(BaseStore):
         messages: Sequence[NewMessage],
         *,
         thread_patch: MetadataPatch | None = None,
+        hwm_key: str | None = None,
     ) -> list[StoredMessage]:
         """Async twin of `add_messages`."""
         return await self._run(
-            self.add_messages, thread_id, messages, thread_patch=thread_patch
+            self.add_messages,
+            thread_id,
+            messages,
+            thread_patch=thread_patch,
+            hwm_key=hwm_key,
         )
+
+    def bulk_add_messages(
+        self, batches: Sequence[tuple[str, Sequence[NewMessage]]]
+    ) -> int:
+        """Append messages to many threads in one transaction, all or none.
+
+        Every batch is checked first; the rows go in with one ``executemany`` and no
+        row objects are built.
+        """
+        for thread_id, messages in batches:
+            self._check_batch(thread_id, messages)
+        sql_.check_bulk_ids(batches)
+        if not any(messages for _, messages in batches):
+            with self._tx(write=False) as conn:
+                for thread_id, _ in batches:
+                    self._thread_row(conn, thread_id)
+            return 0
+        now = _now()
+        with self._tx(write=True) as conn:
+            heads: dict[str, list[int]] = {}  # thread id -> [seq, first, next]
+            for thread_id, _ in batches:
+                if thread_id not in heads:
+                    seq, _, next_seq = self._thread_row(conn, thread_id)
+                    heads[thread_id] = [seq, next_seq, next_seq]
+            rows = sql_.bulk_rows(batches, heads, now)
+            try:
+                conn.executemany(_INSERT_MESSAGE, rows)
+            except sqlite3.IntegrityError as exc:
+                if not sql_.is_id_conflict(exc):
+                    raise
+                for thread_id, messages in batches:
+                    seq, first, _ = heads[thread_id]
+                    error = self._conflict(conn, seq, thread_id, first, messages)
+                    if error.message_id != "?" and any(
+                        m.id == error.message_id for m in messages
+                    ):
+                        raise error from exc
+                raise self._conflict(  # pragma: no cover - named above
+                    conn, heads[batches[0][0]][0], batches[0][0], 0, []
+                ) from exc
+            conn.executemany(
+                "UPDATE threads SET next_seq = ?, message_count = message_count + ? "
+                "WHERE seq = ?",
+                [(nxt, nxt - first, seq) for seq, first, nxt in heads.values()],
+            )
+        return len(rows)
+
+    async def abulk_add_messages(
+        self, batches: Sequence[tuple[str, Sequence[NewMessage]]]
+    ) -> int:
+        """Async twin of `bulk_add_messages`."""
+        return await self._run(self.bulk_add_messages, batches)
 
     def get_message(self, thread_id: str, message_id: str) -> StoredMessage:
         """Read a message of a thread; raises `MessageNotFoundError`."""
         with self._tx(write=False) as conn:
-            thread_seq, _ = self._thread_row(conn, thread_id)
+            thread_seq, _, _ = self._thread_row(conn, thread_id)
             row = conn.execute(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages m "  # noqa: S608
-                "WHERE m.id = ? AND m.thread_seq = ?",
-                (message_id, thread_seq),
+                "WHERE m.thread_seq = ? AND m.id = ?",
+                (thread_seq, message_id),
             ).fetchone()
         if row is None:
             raise MessageNotFoundError(message_id, hint=f"(in thread {thread_id!r})")
-        return _message(row, thread_id)
+        return sql_.message(row, thread_id)
 
     async def aget_message(self, thread_id: str, message_id: str) -> StoredMessage:
         """Async twin of `get_message`."""
@@ -741,14 +899,15 @@ class SQLiteStore(BaseStore):
     ) -> list[StoredMessage]:
         """List a thread's messages in thread order."""
         rows = self._message_rows(thread_id, after, before, order, limit)
-        return [_message(row, thread_id) for row in rows]
+        return [sql_.message(row, thread_id) for row in rows]
 
     def list_message_payloads(
         self, thread_id: str, *, order: Order = "asc", limit: int | None = None
     ) -> list[tuple[str, str]]:
         """(id, payload) of a thread's messages, without building row objects."""
-        rows = self._message_rows(thread_id, None, None, order, limit)
-        return [(row[0], row[4]) for row in rows]
+        return self._message_rows(
+            thread_id, None, None, order, limit, columns="m.id, m.payload"
+        )
 
     async def alist_message_payloads(
         self, thread_id: str, *, order: Order = "asc", limit: int | None = None
@@ -765,12 +924,14 @@ class SQLiteStore(BaseStore):
         before: str | None,
         order: Order,
         limit: int | None,
+        *,
+        columns: str = _MESSAGE_COLUMNS,
     ) -> list[Any]:
         if limit is not None and limit < 0:
-            raise ValueError(f"limit must be >= 0, not {limit}")
-        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.thread_seq = ?"  # noqa: S608
+            raise RetroValueError(f"limit must be >= 0, not {limit}")
+        sql = f"SELECT {columns} FROM messages m WHERE m.thread_seq = ?"  # noqa: S608
         with self._tx(write=False) as conn:
-            thread_seq, _ = self._thread_row(conn, thread_id)
+            thread_seq, _, _ = self._thread_row(conn, thread_id)
             params: list[Any] = [thread_seq]
             if after is not None:
                 sql += " AND m.seq > ?"
@@ -815,21 +976,21 @@ class SQLiteStore(BaseStore):
     ) -> StoredMessage:
         """Apply a metadata patch to a message."""
         with self._tx(write=True) as conn:
-            thread_seq, _ = self._thread_row(conn, thread_id)
+            thread_seq, _, _ = self._thread_row(conn, thread_id)
             row = conn.execute(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages m "  # noqa: S608
-                "WHERE m.id = ? AND m.thread_seq = ?",
-                (message_id, thread_seq),
+                "WHERE m.thread_seq = ? AND m.id = ?",
+                (thread_seq, message_id),
             ).fetchone()
             if row is None:
                 raise MessageNotFoundError(
                     message_id, hint=f"(in thread {thread_id!r})"
                 )
-            current = _message(row, thread_id)
+            current = sql_.message(row, thread_id)
             metadata = patch.apply(current.metadata, self.limits)
             conn.execute(
-                "UPDATE messages SET metadata = ? WHERE id = ?",
-                (dumps(metadata), message_id),
+                "UPDATE messages SET metadata = ? WHERE thread_seq = ? AND id = ?",
+                (dumps(metadata), thread_seq, message_id),
             )
         return current.model_copy(update={"metadata": metadata})
 
@@ -842,15 +1003,19 @@ class SQLiteStore(BaseStore):
     def delete_message(self, thread_id: str, message_id: str) -> None:
         """Delete one message of a thread."""
         with self._tx(write=True) as conn:
-            thread_seq, _ = self._thread_row(conn, thread_id)
+            thread_seq, _, _ = self._thread_row(conn, thread_id)
             deleted = conn.execute(
-                "DELETE FROM messages WHERE id = ? AND thread_seq = ?",
-                (message_id, thread_seq),
+                "DELETE FROM messages WHERE thread_seq = ? AND id = ?",
+                (thread_seq, message_id),
             ).rowcount
             if deleted == 0:
                 raise MessageNotFoundError(
                     message_id, hint=f"(in thread {thread_id!r})"
                 )
+            conn.execute(
+                "UPDATE threads SET message_count = message_count - 1 WHERE seq = ?",
+                (thread_seq,),
+            )
 
     async def adelete_message(self, thread_id: str, message_id: str) -> None:
         """Async twin of `delete_message`."""
@@ -861,12 +1026,21 @@ class SQLiteStore(BaseStore):
     ) -> int:
         """Delete all of a thread's messages (the thread stays); returns how many."""
         with self._tx(write=True) as conn:
-            thread_seq, current = self._thread_row(conn, thread_id)
+            thread_seq, current, _ = self._thread_row(conn, thread_id)
+            metadata: dict[str, str] | None = None
+            if thread_patch is not None:  # checked before anything is deleted
+                old = sql_.load_metadata(
+                    current, f"Thread {thread_id!r}", object_id=thread_id
+                )
+                metadata = thread_patch.apply(old, self.limits)
             count = conn.execute(
                 "DELETE FROM messages WHERE thread_seq = ?", (thread_seq,)
             ).rowcount
-            if thread_patch is not None:
-                self._patch_thread(conn, thread_seq, current, thread_patch, self.limits)
+            conn.execute(
+                "UPDATE threads SET message_count = 0 WHERE seq = ?", (thread_seq,)
+            )
+            if metadata is not None:
+                self._write_thread_metadata(conn, thread_seq, old, metadata)
         return int(count)
 
     async def aclear_messages(
@@ -878,10 +1052,17 @@ class SQLiteStore(BaseStore):
         )
 
     def count_messages(self, thread_id: str, *, after: str | None = None) -> int:
-        """Count a thread's messages, or those after the message ``after``."""
+        """Count a thread's messages (one row read), or those after ``after``."""
         with self._tx(write=False) as conn:
-            thread_seq, _ = self._thread_row(conn, thread_id)
-            floor = 0 if after is None else self._message_seq(conn, thread_seq, after)
+            if after is None:
+                row = conn.execute(
+                    "SELECT message_count FROM threads WHERE id = ?", (thread_id,)
+                ).fetchone()
+                if row is None:
+                    raise ThreadNotFoundError(thread_id)
+                return int(row[0])
+            thread_seq, _, _ = self._thread_row(conn, thread_id)
+            floor = self._message_seq(conn, thread_seq, after)
             (count,) = conn.execute(
                 "SELECT COUNT(*) FROM messages WHERE thread_seq = ? AND seq > ?",
                 (thread_seq, floor),
@@ -913,6 +1094,23 @@ class SQLiteStore(BaseStore):
         """Async twin of `release_lease`."""
         await self._run(self.release_lease, thread_id, owner)
 
+    def get_lease(self, thread_id: str) -> Lease | None:
+        """The thread's run lease if one is held and not expired, else ``None``."""
+        with self._tx(write=False) as conn:
+            self._thread_row(conn, thread_id)
+            row = conn.execute(
+                "SELECT owner, expires_at FROM run_leases "
+                "WHERE thread_id = ? AND expires_at >= ?",
+                (thread_id, time.time()),
+            ).fetchone()
+        if row is None:
+            return None
+        return Lease(thread_id=thread_id, owner=row[0], expires_at=row[1])
+
+    async def aget_lease(self, thread_id: str) -> Lease | None:
+        """Async twin of `get_lease`."""
+        return await self._run(self.get_lease, thread_id)
+
     # --- runs ------------------------------------------------------------------------
 
     def begin_run(
@@ -925,19 +1123,19 @@ class SQLiteStore(BaseStore):
         context_limit: int | None = None,
     ) -> RunStart | None:
         """Start a run in one transaction: lease, thread, assistant, input, context."""
-        for message in messages:
-            check_limits(message.metadata, self.limits)
+        self._check_batch(thread_id, messages)
         with self._tx(write=True) as conn:
             row = conn.execute(
-                "SELECT seq, id, created_at, metadata FROM threads WHERE id = ?",
+                "SELECT seq, next_seq, id, created_at, metadata FROM threads "
+                "WHERE id = ?",
                 (thread_id,),
             ).fetchone()
             if row is None:
                 raise ThreadNotFoundError(thread_id)
+            thread = sql_.thread(row[2:])
             if not self._take_lease(conn, thread_id, owner, ttl):
                 return None
-            thread_seq = row[0]
-            thread = _thread(row[1:])
+            thread_seq, next_seq = row[0], row[1]
             assistant = None
             assistant_id = thread.metadata.get(THREAD_ASSISTANT_KEY)
             if assistant_id is not None:
@@ -945,21 +1143,22 @@ class SQLiteStore(BaseStore):
                     f"SELECT {_ASSISTANT_COLUMNS} FROM assistants WHERE id = ?",  # noqa: S608
                     (assistant_id,),
                 ).fetchone()
-                assistant = None if found is None else _assistant(found)
+                assistant = None if found is None else sql_.assistant(found)
             appended = (
-                self._append(conn, thread_seq, thread_id, messages) if messages else []
+                self._append(conn, thread_seq, thread_id, next_seq, messages)
+                if messages
+                else []
             )
             rows = conn.execute(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages m "  # noqa: S608
                 "WHERE m.thread_seq = ? ORDER BY m.seq DESC LIMIT ?",
                 (thread_seq, -1 if context_limit is None else context_limit),
             ).fetchall()
-        rows.reverse()
+            # Rebuilt inside the transaction: a row that no longer rebuilds rolls
+            # the lease and the input back.
+            context = [sql_.message(r, thread_id) for r in reversed(rows)]
         return RunStart.model_construct(
-            thread=thread,
-            assistant=assistant,
-            appended=appended,
-            context=[_message(r, thread_id) for r in rows],
+            thread=thread, assistant=assistant, appended=appended, context=context
         )
 
     async def abegin_run(
@@ -990,11 +1189,15 @@ class SQLiteStore(BaseStore):
         thread_patch: MetadataPatch,
     ) -> StoredMessage:
         """End a run in one transaction: reply, thread patch, lease released."""
-        check_limits(reply.metadata, self.limits)
+        self._check_batch(thread_id, [reply])
         with self._tx(write=True) as conn:
-            thread_seq, current = self._thread_row(conn, thread_id)
-            (stored,) = self._append(conn, thread_seq, thread_id, [reply])
-            self._patch_thread(conn, thread_seq, current, thread_patch, self.limits)
+            thread_seq, current, next_seq = self._thread_row(conn, thread_id)
+            old = sql_.load_metadata(
+                current, f"Thread {thread_id!r}", object_id=thread_id
+            )
+            metadata = thread_patch.apply(old, self.limits)
+            (stored,) = self._append(conn, thread_seq, thread_id, next_seq, [reply])
+            self._write_thread_metadata(conn, thread_seq, old, metadata)
             self._release(conn, thread_id, owner)
         return stored
 

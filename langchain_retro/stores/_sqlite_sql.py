@@ -1,0 +1,282 @@
+"""`SQLiteStore`'s pure parts: row decoding and the thread listing's queries.
+
+Nothing here does I/O; `langchain_retro.stores.sqlite` runs what these build.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_retro._ids import new_id
+from langchain_retro._metadata import dumps
+from langchain_retro.errors import CorruptDataError, MessageIdConflictError
+from langchain_retro.stores.base import (
+    ASSISTANT_FIELDS,
+    NewMessage,
+    StoredAssistant,
+    StoredMessage,
+    StoredThread,
+)
+
+__all__ = [
+    "ASSISTANT_COLUMNS",
+    "CLASS_KEY",
+    "ESTIMATE_CAP",
+    "MESSAGE_COLUMNS",
+    "assistant",
+    "bulk_rows",
+    "check_bulk_ids",
+    "conflict_ids",
+    "hwm_target",
+    "is_id_conflict",
+    "listing_sql",
+    "load_metadata",
+    "message",
+    "thread",
+]
+
+ASSISTANT_COLUMNS = "id, created_at, metadata, " + ", ".join(ASSISTANT_FIELDS)
+MESSAGE_COLUMNS = (
+    "m.id, m.created_at, m.metadata, m.role, m.payload, "
+    "m.run_id, m.assistant_id, m.reply_to"
+)
+CLASS_KEY = "retro_class"
+"""The metadata key holding a record's class marker."""
+
+ESTIMATE_CAP = 256
+"""How many index entries a filter's size estimate counts at most."""
+
+_CORRUPT_HINT = (
+    "The row was changed outside langchain-retro: restore its metadata column to a "
+    "JSON object of strings (e.g. '{}'), or delete the object."
+)
+
+
+def load_metadata(text: object, what: str, **ids: Any) -> dict[str, str]:
+    """Decode a metadata column, which must be a JSON object of strings.
+
+    Args:
+        text: The column's value.
+        what: The object, for the error (``"Thread 'thread_...'"``).
+        **ids: ``object_id`` and, for a message, ``thread_id`` of the error.
+
+    Raises:
+        CorruptDataError: Naming the object, if the column does not decode.
+    """
+    try:
+        value = json.loads(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise CorruptDataError(
+            f"{what} no longer rebuilds: its metadata column is not JSON. "
+            + _CORRUPT_HINT,
+            **ids,
+        ) from exc
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise CorruptDataError(
+            f"{what} no longer rebuilds: its metadata column is not a JSON object "
+            "of strings. " + _CORRUPT_HINT,
+            **ids,
+        )
+    return value
+
+
+def _corrupt(what: str, exc: Exception, **ids: Any) -> CorruptDataError:
+    error = CorruptDataError(
+        f"{what} no longer rebuilds from its row ({type(exc).__name__}). "
+        "The row was changed outside langchain-retro: repair or delete it.",
+        **ids,
+    )
+    error.__cause__ = exc
+    return error
+
+
+def assistant(row: Sequence[Any]) -> StoredAssistant:
+    """Rebuild an assistant from ``ASSISTANT_COLUMNS``."""
+    what = f"Assistant {row[0]!r}"
+    metadata = load_metadata(row[2], what, object_id=row[0])
+    try:
+        return StoredAssistant(
+            id=row[0],
+            created_at=row[1],
+            metadata=metadata,
+            **{name: row[i] for i, name in enumerate(ASSISTANT_FIELDS, start=3)},
+        )
+    except ValueError as exc:
+        raise _corrupt(what, exc, object_id=row[0]) from exc
+
+
+def thread(row: Sequence[Any]) -> StoredThread:
+    """Rebuild a thread from ``(id, created_at, metadata)``."""
+    what = f"Thread {row[0]!r}"
+    metadata = load_metadata(row[2], what, object_id=row[0])
+    try:
+        return StoredThread(id=row[0], created_at=row[1], metadata=metadata)
+    except ValueError as exc:
+        raise _corrupt(what, exc, object_id=row[0]) from exc
+
+
+def message(row: Sequence[Any], thread_id: str) -> StoredMessage:
+    """Rebuild a message from ``MESSAGE_COLUMNS``."""
+    try:
+        # Plain validation is faster than model_construct in pydantic 2 here, and
+        # most messages are not replies: leave their links to the defaults.
+        if row[5] is None and row[6] is None and row[7] is None:
+            return StoredMessage(
+                id=row[0],
+                created_at=row[1],
+                metadata=json.loads(row[2]) if row[2] != "{}" else {},
+                thread_id=thread_id,
+                role=row[3],
+                payload=row[4],
+            )
+        return StoredMessage(
+            id=row[0],
+            created_at=row[1],
+            metadata=json.loads(row[2]) if row[2] != "{}" else {},
+            thread_id=thread_id,
+            role=row[3],
+            payload=row[4],
+            run_id=row[5],
+            assistant_id=row[6],
+            reply_to=row[7],
+        )
+    except (TypeError, ValueError) as exc:
+        what = f"Message {row[0]!r} of thread {thread_id!r}"
+        ids = {"object_id": str(row[0]), "thread_id": thread_id}
+        load_metadata(row[2], what, **ids)  # the precise error, if it is that
+        raise _corrupt(what, exc, **ids) from exc
+
+
+def is_id_conflict(exc: sqlite3.IntegrityError) -> bool:
+    """Whether an insert failed on the ``(thread_seq, id)`` unique key."""
+    return "messages.thread_seq, messages.id" in str(exc)
+
+
+def conflict_ids(messages: Sequence[NewMessage]) -> list[str]:
+    """The caller-given ids of a batch, to look up after a unique-key failure."""
+    return [m.id for m in messages if m.id is not None]
+
+
+def hwm_target(
+    messages: Sequence[NewMessage], ids: Sequence[str]
+) -> tuple[bool, str | None]:
+    """What a batch's last reply answers, as far as the batch itself tells.
+
+    Returns:
+        ``(has_reply, id)``: whether the batch holds an ``assistant`` message, and
+        the id of the newest non-assistant message before the last one (``None``
+        if the batch has none there: then look back into the thread).
+    """
+    last = -1
+    for i, m in enumerate(messages):
+        if m.role == "assistant":
+            last = i
+    if last < 0:
+        return False, None
+    for j in range(last - 1, -1, -1):
+        if messages[j].role != "assistant":
+            return True, ids[j]
+    return True, None
+
+
+def listing_sql(
+    driver: Sequence[tuple[str, str]],
+    probes: Sequence[Sequence[tuple[str, str]]],
+    bounds: Mapping[str, int],
+    desc: bool,
+) -> tuple[str, list[Any]]:
+    """One query of the filtered thread listing, driven from one metadata entry.
+
+    The driver ``(key, value)`` is read from ``thread_metadata``'s primary key
+    ``(key, value, thread_seq)`` in thread order, from the cursor on; each probe (a
+    filter: one entry, or several of which one must hold) is a primary-key lookup
+    per candidate thread. ``CROSS JOIN`` fixes the join order, so the plan does not
+    depend on statistics.
+
+    Args:
+        driver: One ``(key, value)`` pair (a one-element sequence).
+        probes: The other filters.
+        bounds: ``{"lt": seq}`` and/or ``{"gt": seq}`` from the cursors.
+        desc: Read newest first.
+    """
+    ((key, value),) = driver
+    params: list[Any] = [key, value]
+    where = ["d.key = ?", "d.value = ?"]
+    if "lt" in bounds:
+        where.append("d.thread_seq < ?")
+        params.append(bounds["lt"])
+    if "gt" in bounds:
+        where.append("d.thread_seq > ?")
+        params.append(bounds["gt"])
+    for probe in probes:
+        keys = {k for k, _ in probe}
+        if len(keys) == 1:
+            (probe_key,) = keys
+            marks = ", ".join("?" * len(probe))
+            where.append(
+                "EXISTS (SELECT 1 FROM thread_metadata p "  # noqa: S608 - placeholders
+                f"WHERE p.key = ? AND p.value IN ({marks}) "
+                "AND p.thread_seq = d.thread_seq)"
+            )
+            params += [probe_key, *(v for _, v in probe)]
+        else:  # pragma: no cover - filters are one key each
+            raise ValueError(probe)
+    sql = (
+        "SELECT t.seq, t.id, t.created_at, t.metadata "  # noqa: S608 - placeholders
+        "FROM thread_metadata d CROSS JOIN threads t ON t.seq = d.thread_seq "
+        f"WHERE {' AND '.join(where)} "
+        f"ORDER BY d.thread_seq {'DESC' if desc else 'ASC'} LIMIT ?"
+    )
+    return sql, params
+
+
+def check_bulk_ids(batches: Sequence[tuple[str, Sequence[NewMessage]]]) -> None:
+    """Refuse a caller id given twice for one thread across a bulk write's pairs."""
+    given: dict[str, set[str]] = {}
+    for thread_id, messages in batches:
+        seen = given.setdefault(thread_id, set())
+        for m in messages:
+            if m.id is not None:
+                if m.id in seen:
+                    raise MessageIdConflictError(thread_id, m.id)
+                seen.add(m.id)
+
+
+def bulk_rows(
+    batches: Sequence[tuple[str, Sequence[NewMessage]]],
+    heads: Mapping[str, list[int]],
+    now: int,
+) -> list[tuple[Any, ...]]:
+    """The message rows of a bulk write, as tuples (no row objects).
+
+    Args:
+        batches: The ``(thread_id, messages)`` pairs.
+        heads: Per thread ``[seq, first new seq, next seq]``; the next seq is
+            advanced in place.
+        now: The creation time of messages that bring none.
+    """
+    rows = []
+    for thread_id, messages in batches:
+        head = heads[thread_id]
+        for m in messages:
+            rows.append(
+                (
+                    head[0],
+                    head[2],
+                    new_id("msg") if m.id is None else m.id,
+                    now if m.created_at is None else m.created_at,
+                    m.role,
+                    m.payload,
+                    dumps(m.metadata),
+                    m.run_id,
+                    m.assistant_id,
+                    m.reply_to,
+                )
+            )
+            head[2] += 1
+    return rows
