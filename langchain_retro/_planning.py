@@ -290,15 +290,13 @@ def _tool_turn_start(rows: Sequence[StoredMessage], last: int) -> int:
     return index
 
 
-def _with_replies(
-    rows: Sequence[StoredMessage], first: int, last: int
-) -> Sequence[StoredMessage]:
-    """``rows[first:last + 1]`` and the later replies to those rows.
+def _with_replies(rows: Sequence[StoredMessage], last: int) -> Sequence[StoredMessage]:
+    """``rows[:last + 1]`` and the later replies to those rows.
 
     A reply stored after the snapshot (it answered an earlier message while this one
     was posted) belongs in the context, right after what it answered.
     """
-    chosen = rows[first : last + 1]
+    chosen = rows[: last + 1]
     later = [row for row in rows[last + 1 :] if row.reply_to is not None]
     if not later:
         return chosen
@@ -347,8 +345,10 @@ def plan_run(
         assistant: The thread's assistant.
         rows: The thread's newest messages, in append order.
         complete: Whether ``rows`` is the whole thread.
-        window: How many messages the context holds at most (more when the tool turn
-            being answered needs more); ``None`` for all.
+        window: How many messages the context holds at most, the newest in
+            conversation order (more when the tool turn being answered needs more);
+            ``None`` for all. ``rows`` should reach a few messages further back, so
+            that replies stored late find what they answered.
         instructions: The run's additional instructions, sent after the assistant's.
         max_tokens_context: An optional token budget for system messages + context.
         token_counter: Counts the tokens of a list of messages (required with
@@ -376,15 +376,18 @@ def plan_run(
                 thread_id=thread.id,
             )
         return None
-    first = 0 if window is None else last + 1 - window
+    # The context is the conversation up to the snapshot, and the replies to it that
+    # were stored after it, in conversation order; the window is its newest messages.
+    ordered = conversation_order(_with_replies(rows, last))
+    first = 0 if window is None else len(ordered) - window
     # Tool results answered without the call they answer mean nothing to the model:
     # the call and all its results are sent, whatever the window.
-    first = min(first, _tool_turn_start(rows, last))
+    first = min(first, _tool_turn_start(ordered, len(ordered) - 1))
     if first < 0:
         if not complete:
             return None
         first = 0
-    chosen = conversation_order(_with_replies(rows, first, last))
+    chosen = ordered[first:]
     conversation = _without_orphans((rebuild or rebuild_all)(chosen))
     system: list[LCBaseMessage] = (
         [SystemMessage(assistant.instructions)] if assistant.instructions else []

@@ -111,6 +111,9 @@ _RESPONSES_ONLY = (
     "context_management",
     "use_previous_response_id",
 )
+_READ_SLACK = 8
+"""Rows read beyond the window, so that a reply stored after messages posted while
+its run was in flight still finds the message it answered."""
 _POLL_FIRST = 0.005
 _POLL_MAX = 0.25
 
@@ -550,6 +553,11 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
             )
         ]
 
+    @property
+    def _read_limit(self) -> int | None:
+        """How many of a thread's newest messages a run reads first."""
+        return None if self.window is None else self.window + _READ_SLACK
+
     # --- invoke ----------------------------------------------------------------------
 
     @override
@@ -746,7 +754,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
             raise
         appended = start.appended
         rows = start.context
-        limit = self.window
+        limit = self._read_limit
         while True:
             complete = limit is None or len(rows) < limit
             if appended:
@@ -829,7 +837,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
                 owner=owner,
                 ttl=self.lease_ttl,
                 messages=new,
-                context_limit=self.window,
+                context_limit=self._read_limit,
             )
             if start is not None:
                 break
@@ -861,7 +869,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
                 owner=owner,
                 ttl=self.lease_ttl,
                 messages=new,
-                context_limit=self.window,
+                context_limit=self._read_limit,
             )
             if start is not None:
                 break

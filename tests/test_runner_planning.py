@@ -178,13 +178,27 @@ def test_the_next_run_sees_the_reply_before_the_late_post() -> None:
     assert (plan.snapshot, plan.assistant_id) == ("late", "asst_1")
 
 
-def test_a_window_keeps_the_reply_after_the_late_post() -> None:
+@pytest.mark.parametrize(
+    ("window", "expected"),
+    [
+        (2, ["r1", "late"]),
+        (3, ["first", "r1", "late"]),
+        (9, ["old", "first", "r1", "late"]),
+    ],
+)
+def test_a_window_is_the_newest_messages_in_conversation_order(
+    window: int, expected: list[str]
+) -> None:
     rows = [user("old"), user("first"), user("late"), reply("r1", "first")]
     plan = plan_run(
-        thread=thread("first"), assistant=ASSISTANT, rows=rows, complete=True, window=2
+        thread=thread("first"),
+        assistant=ASSISTANT,
+        rows=rows,
+        complete=True,
+        window=window,
     )
     assert plan is not None
-    assert sent(plan.messages) == ["sys", "first", "r1", "late"]
+    assert sent(plan.messages) == ["sys", *expected]
 
 
 def test_nothing_pending_after_a_reply_to_the_hwm() -> None:
