@@ -450,6 +450,14 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
                 [{"configurable": {"thread_id": i}, "max_concurrency": 8} for i in ids],
             )
 
+    Models and tools:
+        ``llm`` is a ``ChatOpenAI`` (or another model of langchain-openai's
+        ``BaseChatOpenAI`` family, all speaking Chat Completions); any other model
+        raises `RetroValueError` at construction, as does any option of the wrong
+        type or an unknown one. ``tools`` takes every form ``bind_tools`` accepts:
+        OpenAI tool dicts, JSON schemas, functions, pydantic models, TypedDicts and
+        BaseTools; one it cannot convert raises `RetroValueError` at construction.
+
     Model settings:
         The model is the thread's ``chat_completion_model``, else the assistant's
         ``model``; the assistant's ``temperature`` and ``top_p`` are sent when set. A
@@ -462,15 +470,47 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
         unset. If the ``llm`` would use the Responses API, the runner uses a copy of
         it pinned to Chat Completions.
 
+    Input:
+        What LangChain calls message-like: ``None`` (answer what is pending), a
+        ``str``, a message, a message dict (``{"role": "user", "content": "hi"}`` or
+        ``{"type": "human", ...}``), a ``(role, content)`` tuple, a ``PromptValue``,
+        or a list of these. Anything else (a dict of prompt variables, a number...)
+        raises `RetroValueError` before the run takes the thread's lease, and
+        nothing is stored. So does a malformed ``config``.
+
+    Additional instructions:
+        System messages in a run's input are that run's additional instructions
+        (the Assistants API's ``additional_instructions``): sent right after the
+        assistant's instructions, in that run only, and never stored. So a prompt
+        in front of the runner keeps its system message out of the thread::
+
+            prompt = ChatPromptTemplate.from_messages(
+                [("system", "Answer in {language}."), ("human", "{text}")]
+            )
+            chain = prompt | runner  # stores the human message and the reply only
+
     Pending messages and the high-water mark:
-        A run answers the messages after the thread's ``hwm`` that are not the
-        assistant's. The context is the thread up to the last of them (its newest
-        ``window`` messages, if set; leading tool results whose call fell outside
-        are dropped), after the assistant's instructions as the system message. The
-        reply is stored and ``hwm`` set to that message in one store call, so a
-        message posted while a run is in flight is answered by the next run, and
-        none is answered twice. With no input and nothing pending, a run raises
-        `NothingToRunError`.
+        A run answers the messages appended after the thread's ``hwm`` that are not
+        the assistant's; the last of them is the run's snapshot. The reply is stored
+        with ``run_id`` (the run's ``run_...`` id, also its lease owner),
+        ``assistant_id`` and ``reply_to`` (the snapshot), and ``hwm`` set to the
+        snapshot, in one store call; so a message posted while a run is in flight is
+        answered by the next run, and none is answered twice. With no input and
+        nothing pending, a run raises `NothingToRunError`. If the ``hwm`` message was
+        deleted, the messages after the thread's last assistant message are pending.
+        Message ids are never compared: callers may choose them.
+
+    Context and conversation order:
+        Listings keep append order, but the context is in conversation order: each
+        reply right after the message it answered (with the tool results answering
+        it), before the messages posted while its run was in flight. The context is
+        the conversation up to the snapshot, after the system messages; with
+        ``window``, its newest ``window`` messages. Whatever the window or token
+        budget, the tool-call message being answered and all its results are sent,
+        so ``hwm`` never passes results the model did not see; tool results whose
+        call is not in the context are dropped. Older pending messages outside the
+        window are answered without being sent, as with the Assistants API's
+        ``truncation_strategy``.
 
     Failures and retries:
         A failed model call raises `ModelCallError` (its cause chained); the thread
@@ -496,9 +536,10 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
     """The chat model that completes runs (``ChatOpenAI`` or another model of
     langchain-openai's ``BaseChatOpenAI`` family); never changed by the runner."""
     window: int | None = Field(default=None, ge=1)
-    """How many of the thread's newest messages a run sends; ``None`` for all."""
+    """How many of the conversation's newest messages a run sends (more to complete
+    the tool turn it answers); ``None`` for all."""
     max_tokens_context: int | None = Field(default=None, ge=1)
-    """A token budget for system message + context, trimmed oldest first; optional."""
+    """A token budget for system messages + context, trimmed oldest first; optional."""
     token_counter: Callable[[list[LCBaseMessage]], int] = count_tokens_approximately
     """Counts the tokens of a list of messages, for ``max_tokens_context``."""
     tools: SkipValidation[
