@@ -255,7 +255,13 @@ def _fit_budget(
     system: list[LCBaseMessage],
     budget: int,
     counter: Callable[[list[LCBaseMessage]], int],
+    required: int,
 ) -> list[LCBaseMessage]:
+    """The newest messages that fit the budget, and never fewer than ``required``.
+
+    The budget is best effort: the newest message, and the tool calls being answered
+    with all their results, are always sent.
+    """
     remaining = budget - (counter(system) if system else 0)
     kept: list[LCBaseMessage] = []
     if remaining > 0:
@@ -267,27 +273,49 @@ def _fit_budget(
             allow_partial=False,
         )
         kept = _without_orphans(trimmed)
-    if kept:
+    if len(kept) >= required:
         return kept
-    # The budget is best effort: the newest turn (a tool call with all its results,
-    # if that is what is answered) is always sent.
-    last_call = max(
-        (i for i, m in enumerate(conversation) if not isinstance(m, ToolMessage)),
+    return conversation[len(conversation) - required :]
+
+
+def _required_start(conversation: Sequence[LCBaseMessage], turn_id: str | None) -> int:
+    """Where the part of the context that is always sent starts.
+
+    That is the newest message that is not a tool result, or the tool-call message
+    ``turn_id`` whose pending results are answered, whichever comes first.
+    """
+    start = max(
+        (
+            i
+            for i in range(len(conversation) - 1, -1, -1)
+            if not isinstance(conversation[i], ToolMessage)
+        ),
         default=0,
     )
-    return conversation[last_call:]
+    if turn_id is not None:
+        for index in range(start, -1, -1):
+            if conversation[index].id == turn_id:
+                return index
+    return start
 
 
-def _tool_turn_start(rows: Sequence[StoredMessage], last: int) -> int:
-    """Where the tool turn ending at ``last`` starts: its tool-call message.
+def _open_turn_start(ordered: Sequence[StoredMessage]) -> int:
+    """Where the tool turn being answered starts in ``ordered``: its call message.
 
-    Returns ``last`` if ``rows[last]`` is no tool result, and -1 if the results reach
-    back to the first row (the call is older than the rows).
+    Tool results after the last assistant message are answered by this run; the
+    turn starts at that message, which made the calls. Returns the last position if
+    no tool result follows the last assistant message, and -1 if tool results reach
+    back to the first row with no assistant message (the call is older than the
+    rows).
     """
-    index = last
-    while index >= 0 and rows[index].role == _TOOL_ROLE:
-        index -= 1
-    return index
+    last = len(ordered) - 1
+    seen_results = False
+    for position in range(last, -1, -1):
+        role = ordered[position].role
+        if role == AI_ROLE:
+            return position if seen_results else last
+        seen_results = seen_results or role == _TOOL_ROLE
+    return -1 if seen_results else last
 
 
 def _with_replies(rows: Sequence[StoredMessage], last: int) -> Sequence[StoredMessage]:
@@ -381,8 +409,9 @@ def plan_run(
     ordered = conversation_order(_with_replies(rows, last))
     first = 0 if window is None else len(ordered) - window
     # Tool results answered without the call they answer mean nothing to the model:
-    # the call and all its results are sent, whatever the window.
-    first = min(first, _tool_turn_start(ordered, len(ordered) - 1))
+    # the call and all its results are sent, whatever the window or budget.
+    turn = _open_turn_start(ordered)
+    first = min(first, turn)
     if first < 0:
         if not complete:
             return None
@@ -394,8 +423,10 @@ def plan_run(
     )
     system.extend(instructions)
     if max_tokens_context is not None and token_counter is not None:
+        turn_id = ordered[turn].id if 0 <= turn < len(ordered) - 1 else None
+        required = len(conversation) - _required_start(conversation, turn_id)
         conversation = _fit_budget(
-            conversation, system, max_tokens_context, token_counter
+            conversation, system, max_tokens_context, token_counter, required
         )
     return Plan(
         messages=[*system, *conversation],

@@ -238,3 +238,38 @@ def test_tool_results_without_their_call_are_not_sent() -> None:
     )
     assert plan is not None
     assert sent(plan.messages) == ["sys", "q", "next"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"window": 1},
+        {"window": 1, "max_tokens_context": 1},
+        {"window": None, "max_tokens_context": 1},
+    ],
+    ids=["window", "window-and-budget", "budget"],
+)
+def test_pending_tool_results_before_a_late_post_are_sent_with_their_call(
+    options: dict[str, int | None],
+) -> None:
+    calling = AIMessage(
+        "", tool_calls=[{"name": "f", "args": {}, "id": "c1", "type": "tool_call"}]
+    )
+    rows = [
+        user("first"),
+        user("late"),
+        row("a1", calling, reply_to="first"),
+        row("t1", ToolMessage("5", tool_call_id="c1")),
+    ]
+    plan = plan_run(
+        thread=thread("first"),
+        assistant=ASSISTANT,
+        rows=rows,
+        complete=True,
+        token_counter=lambda messages: 10 * len(messages),
+        **options,
+    )
+    assert plan is not None
+    assert [m.type for m in plan.messages] == ["system", "ai", "tool", "human"]
+    assert plan.messages[-1].content == "late"
+    assert plan.snapshot == "t1"
