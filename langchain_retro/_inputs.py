@@ -20,10 +20,13 @@ instructions (`RunInput.instructions`).
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from langchain_core.callbacks import BaseCallbackManager
 from langchain_core.messages import (
     BaseMessage,
     HumanMessage,
@@ -31,12 +34,20 @@ from langchain_core.messages import (
     convert_to_messages,
 )
 from langchain_core.prompt_values import PromptValue
+from openai.resources.chat.completions import Completions
 
 from langchain_retro import _messages
 from langchain_retro.errors import RetroValueError
 from langchain_retro.stores.base import NewMessage
 
-__all__ = ["THREAD_ID_KEY", "RunInput", "check_config", "run_input", "thread_id_of"]
+__all__ = [
+    "THREAD_ID_KEY",
+    "RunInput",
+    "check_call_kwargs",
+    "check_config",
+    "run_input",
+    "thread_id_of",
+]
 
 THREAD_ID_KEY = "thread_id"
 """The ``config["configurable"]`` key naming the thread a run works on."""
@@ -182,12 +193,50 @@ def check_config(config: object) -> None:
             f"ThreadRunner's config is {_describe(config)}, not a mapping. Pass "
             f'config={{"configurable": {{"{THREAD_ID_KEY}": thread.id}}}}.'
         )
-    configurable = (config or {}).get("configurable")
-    if configurable is not None and not isinstance(configurable, Mapping):
+    for key, types in _CONFIG_TYPES.items():
+        value = (config or {}).get(key)
+        if value is not None and not isinstance(value, types):
+            kinds = " or ".join(t.__name__ for t in types)
+            raise RetroValueError(
+                f'ThreadRunner\'s config["{key}"] is {_describe(value)}, not a '
+                f"{kinds}. Pass, for instance, "
+                f'config={{"configurable": {{"{THREAD_ID_KEY}": thread.id}}}}.'
+            )
+
+
+_CONFIG_TYPES: dict[str, tuple[type, ...]] = {
+    "configurable": (Mapping,),
+    "metadata": (Mapping,),
+    "tags": (list, tuple),
+    "callbacks": (list, tuple, BaseCallbackManager),
+    "run_name": (str,),
+}
+"""RunnableConfig keys LangChain copies or iterates without checking, and the types
+they must have (or ``None``)."""
+
+
+@functools.cache
+def _call_parameters() -> frozenset[str]:
+    """The keyword arguments a run may pass on to the model call."""
+    create = inspect.signature(Completions.create).parameters
+    # "messages" and "stream" are the runner's to set; the last two are LangChain's.
+    sent = set(create).difference({"self", "messages", "stream"})
+    return frozenset(sent | {"ls_structured_output_format", "stream_usage"})
+
+
+def check_call_kwargs(kwargs: Mapping[str, Any]) -> None:
+    """Refuse keyword arguments the Chat Completions call would fail on.
+
+    Raises:
+        RetroValueError: Naming the unknown arguments, before anything is written.
+    """
+    unknown = sorted(set(kwargs).difference(_call_parameters()))
+    if unknown:
         raise RetroValueError(
-            f'ThreadRunner\'s config["configurable"] is {_describe(configurable)}, '
-            f'not a mapping. Pass config={{"configurable": {{"{THREAD_ID_KEY}": '
-            "thread.id}}."
+            f"ThreadRunner cannot send {unknown} with the Chat Completions call: "
+            "keyword arguments of invoke, stream and bind are request parameters "
+            "(temperature, max_tokens, stop, response_format, extra_body...). Put "
+            "other request fields in extra_body={...}. Nothing was stored."
         )
 
 

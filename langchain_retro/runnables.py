@@ -72,7 +72,13 @@ from typing_extensions import override
 
 from langchain_retro import _messages
 from langchain_retro._ids import new_id
-from langchain_retro._inputs import THREAD_ID_KEY, check_config, run_input, thread_id_of
+from langchain_retro._inputs import (
+    THREAD_ID_KEY,
+    check_call_kwargs,
+    check_config,
+    run_input,
+    thread_id_of,
+)
 from langchain_retro._metadata import MetadataPatch
 from langchain_retro._planning import (
     AI_ROLE,
@@ -624,6 +630,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
     ) -> AIMessage:
         thread_id = thread_id_of(config)
         given = run_input(input)
+        check_call_kwargs(kwargs)
         with self._leased(thread_id, given.messages) as run:
             plan = self._drive(self._prepare(run, given.instructions))
             try:
@@ -643,6 +650,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
     ) -> AIMessage:
         thread_id = thread_id_of(config)
         given = run_input(input)
+        check_call_kwargs(kwargs)
         async with self._aleased(thread_id, given.messages) as run:
             plan = await self._adrive(self._prepare(run, given.instructions))
             try:
@@ -723,6 +731,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
     ) -> Generator[AIMessageChunk, None, None]:
         thread_id = thread_id_of(config)
         given = run_input(input)
+        check_call_kwargs(kwargs)
         with self._leased(thread_id, given.messages) as run:
             plan = self._drive(self._prepare(run, given.instructions))
             chunks: list[AIMessageChunk] = []
@@ -749,6 +758,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
     ) -> AsyncGenerator[AIMessageChunk, None]:
         thread_id = thread_id_of(config)
         given = run_input(input)
+        check_call_kwargs(kwargs)
         async with self._aleased(thread_id, given.messages) as run:
             plan = await self._adrive(self._prepare(run, given.instructions))
             chunks: list[AIMessageChunk] = []

@@ -171,10 +171,32 @@ async def test_a_message_dict_is_one_message_with_its_extra_keys(
 # --- item 8 and kin: config, options and model ---------------------------------------
 
 
+def with_thread(**config: Any) -> dict[str, Any]:
+    return {"configurable": {"thread_id": "thread_abc"}, **config}
+
+
 @pytest.mark.parametrize(
     "config",
-    ["thread_abc", ["thread_abc"], {"configurable": "thread_abc"}],
-    ids=["str", "list", "configurable-str"],
+    [
+        "thread_abc",
+        ["thread_abc"],
+        {"configurable": "thread_abc"},
+        with_thread(tags="urgent"),
+        with_thread(tags=5),
+        with_thread(callbacks=5),
+        with_thread(metadata="x"),
+        with_thread(run_name=5),
+    ],
+    ids=[
+        "str",
+        "list",
+        "configurable-str",
+        "tags-str",
+        "tags",
+        "callbacks",
+        "meta",
+        "name",
+    ],
 )
 async def test_a_malformed_config_is_refused(
     store: BaseStore,
@@ -184,9 +206,9 @@ async def test_a_malformed_config_is_refused(
     config: Any,
 ) -> None:
     runner = ThreadRunner(store=store, llm=llm)
-    with pytest.raises(RetroValueError, match="not a mapping"):
+    with pytest.raises(RetroValueError, match=r"(?i)config.* is a .*, not a"):
         await call(runner, "invoke", "hi", config)
-    with pytest.raises(RetroValueError, match="not a mapping"):
+    with pytest.raises(RetroValueError, match=r"(?i)config.* is a .*, not a"):
         await consume(runner, call.mode, "hi", config)
     assert server.requests == []
 
@@ -218,6 +240,27 @@ def test_options_of_the_wrong_type_are_refused(
         options: dict[str, Any] = {"store": store, "llm": llm, **bad}
         with pytest.raises(RetroValueError, match="ThreadRunner"):
             ThreadRunner(**options)
+
+
+async def test_keyword_arguments_the_request_cannot_take_are_refused(
+    store: BaseStore, server: FakeChatServer, llm: ChatOpenAI, call: Call
+) -> None:
+    thread = new_thread(store)
+    runner = ThreadRunner(store=store, llm=llm)
+    with pytest.raises(RetroValueError, match=r"\['colour', 'foo'\]"):
+        await call(runner, "invoke", "hi", cfg(thread), foo=1, colour="red")
+    with pytest.raises(RetroValueError, match="foo"):
+        await call(runner.bind(foo=1), "invoke", "hi", cfg(thread))
+    with pytest.raises(RetroValueError, match="foo"):
+        await consume(runner.bind(foo=1), call.mode, "hi", cfg(thread))
+    assert stored(store, thread) == []
+    assert server.requests == []
+    # Request parameters and extra_body pass.
+    await call(
+        runner, "invoke", "hi", cfg(thread), seed=7, extra_body={"top_k": 3}, stop="x"
+    )
+    assert server.requests[0].body["seed"] == 7
+    assert server.requests[0].body["top_k"] == 3
 
 
 # --- item 7: system messages in the input are this run's instructions ----------------
