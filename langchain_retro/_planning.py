@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pydantic_core
 from langchain_core.messages import (
@@ -78,7 +78,7 @@ A field left at ``None`` is not sent. Other typed fields are data, never sent.
 """
 
 
-def conversation_order(rows: Sequence[StoredMessage]) -> list[StoredMessage]:
+def conversation_order(rows: Sequence[StoredMessage]) -> Sequence[StoredMessage]:
     """Rows in conversation order: each reply right after the message it answered.
 
     A row whose ``reply_to`` names an earlier row moves to just after it (after the
@@ -92,15 +92,15 @@ def conversation_order(rows: Sequence[StoredMessage]) -> list[StoredMessage]:
         rows: A thread's messages (or some of its newest ones) in append order.
 
     Returns:
-        The same rows, in conversation order.
+        The same rows, in conversation order: ``rows`` itself if already in it.
     """
     previous: str | None = None
     for row in rows:
         reply_to = row.reply_to
-        if reply_to is not None and previous is not None and reply_to != previous:
+        if reply_to is not None and reply_to != previous and previous is not None:
             return _reordered(rows)
         previous = row.id
-    return list(rows)
+    return rows
 
 
 def _call_ids(payload: str) -> list[str]:
@@ -241,11 +241,15 @@ def _without_orphans(messages: Sequence[LCBaseMessage]) -> list[LCBaseMessage]:
     calls: set[str] = set()
     kept: list[LCBaseMessage] = []
     for message in messages[start:]:
-        if isinstance(message, ToolMessage):
-            if message.tool_call_id not in calls:
+        # Messages rebuilt from the store are of the exact allowed classes.
+        kind = type(message)
+        if kind is ToolMessage:
+            if cast("ToolMessage", message).tool_call_id not in calls:
                 continue
-        elif isinstance(message, AIMessage) and message.tool_calls:
-            calls.update(call["id"] for call in message.tool_calls if call["id"])
+        elif kind is AIMessage:
+            tool_calls = cast("AIMessage", message).tool_calls
+            if tool_calls:
+                calls.update(call["id"] for call in tool_calls if call["id"])
         kept.append(message)
     return kept
 
