@@ -166,29 +166,14 @@ async def test_tool_results_follow_a_tool_call_that_was_in_flight(
     assert contents(sent)[-1] == "late"
 
 
-async def test_caller_ids_that_do_not_sort_by_age(
-    store: BaseStore, server: FakeChatServer, llm: ChatOpenAI, call: Call
-) -> None:
-    _, thread = new_thread(store)
-    runner = ThreadRunner(store=store, llm=llm)
-    post(store, thread, "q1", id="zz")
-    await call(runner, "invoke", None, cfg(thread))
-    assert hwm(store, thread) == "zz"
-    post(store, thread, "q2", id="aa")
-    await call(runner, "invoke", None, cfg(thread))
-    assert contents(server.requests[1].messages) == ["q1", "echo: q1", "q2"]
-    assert hwm(store, thread) == "aa"
-    with pytest.raises(NothingToRunError):
-        await call(runner, "invoke", None, cfg(thread))
-
-
 async def test_a_deleted_hwm_message_leaves_later_posts_pending(
     store: BaseStore, server: FakeChatServer, llm: ChatOpenAI, call: Call
 ) -> None:
     _, thread = new_thread(store)
     runner = ThreadRunner(store=store, llm=llm)
-    post(store, thread, "q1", id="zz")
+    post(store, thread, "q1", id="zz")  # a caller's id, sorting after msg_... ids
     await call(runner, "invoke", None, cfg(thread))
+    assert hwm(store, thread) == "zz"
     store.delete_message(thread.id, "zz")
     # Nothing new: the reply to the deleted message still marks it answered.
     with pytest.raises(NothingToRunError):
