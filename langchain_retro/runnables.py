@@ -7,14 +7,17 @@ enforced by a lease kept in the store, so it holds across processes.
 
 A run, step by step:
 
+0. check the config and the input (``_inputs``): nothing is read or written for a
+   run whose input is not message-like;
 1. take the thread's run lease (waiting up to ``wait_timeout``), read the thread and
    its assistant, append the input messages as one batch, and read the thread's
    messages (the newest ``window`` of them, if set): one store call, `begin_run`;
-2. plan: the pending messages are those after ``hwm`` that are not the assistant's;
-   the last of them is the snapshot; the context ends at it;
+2. plan (``_planning``): put the rows in conversation order; the pending messages
+   are those after ``hwm`` that are not the assistant's; the last of them is the
+   snapshot; the context ends at it;
 3. call the model with the assistant's settings as per-call parameters;
-4. store the reply, set ``hwm`` to the snapshot and give the lease back: one store
-   call, `finish_run`.
+4. store the reply (with its run, assistant and the snapshot it answered), set
+   ``hwm`` to the snapshot and give the lease back: one store call, `finish_run`.
 
 Step 2 is written once as the (rare) further store calls it may need, which a sync
 and an async driver execute (`_prepare`); the planning itself and the reply's write
@@ -29,7 +32,6 @@ import logging
 import random
 import threading
 import time
-import uuid
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -50,13 +52,8 @@ from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
-    HumanMessage,
     MessageLikeRepresentation,
-    SystemMessage,
-    ToolMessage,
-    convert_to_messages,
     message_chunk_to_message,
-    trim_messages,
 )
 from langchain_core.messages import BaseMessage as LCBaseMessage
 from langchain_core.messages.utils import count_tokens_approximately
@@ -68,16 +65,31 @@ from langchain_core.runnables import (
     RunnableSerializable,
 )
 from langchain_core.tools import BaseTool
-from langchain_openai import ChatOpenAI
-from pydantic import ConfigDict, Field, PrivateAttr
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from langchain_openai.chat_models.base import BaseChatOpenAI
+from pydantic import ConfigDict, Field, PrivateAttr, SkipValidation, ValidationError
 from typing_extensions import override
 
 from langchain_retro import _messages
+from langchain_retro._ids import new_id
+from langchain_retro._inputs import (
+    THREAD_ID_KEY,
+    check_call_kwargs,
+    check_config,
+    run_input,
+    thread_id_of,
+)
 from langchain_retro._metadata import MetadataPatch
+from langchain_retro._planning import (
+    AI_ROLE,
+    CHAT_COMPLETION_PARAMETERS,
+    Plan,
+    plan_run,
+    retried,
+)
 from langchain_retro.errors import (
     AssistantNotFoundError,
     ModelCallError,
-    NothingToRunError,
     RecordClassError,
     RetroValueError,
     ThreadBusyError,
@@ -91,43 +103,12 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-THREAD_ID_KEY = "thread_id"
-"""The ``config["configurable"]`` key naming the thread a run works on."""
-
-CHAT_COMPLETION_PARAMETERS: frozenset[str] = frozenset(
-    {
-        "frequency_penalty",
-        "logit_bias",
-        "logprobs",
-        "max_completion_tokens",
-        "max_tokens",
-        "parallel_tool_calls",
-        "presence_penalty",
-        "prompt_cache_key",
-        "reasoning_effort",
-        "response_format",
-        "safety_identifier",
-        "seed",
-        "service_tier",
-        "stop",
-        "tool_choice",
-        "top_logprobs",
-        "user",
-        "verbosity",
-    }
-)
-"""Typed assistant fields with one of these names are sent as that request parameter.
-
-A field left at ``None`` is not sent. Other typed fields are data, never sent.
-"""
-
 RunnerInput: TypeAlias = (
     str | LCBaseMessage | PromptValue | Sequence[MessageLikeRepresentation] | None
 )
 """What a run accepts: text, a message, messages, a prompt value, or ``None``."""
 
 _HWM = "hwm"
-_AI_ROLE = "assistant"
 # ChatOpenAI settings that only the Responses API understands.
 _RESPONSES_ONLY = (
     "reasoning",
@@ -136,6 +117,9 @@ _RESPONSES_ONLY = (
     "context_management",
     "use_previous_response_id",
 )
+_READ_SLACK = 8
+"""Rows read beyond the window, so that a reply stored after messages posted while
+its run was in flight still finds the message it answered."""
 _POLL_FIRST = 0.005
 _POLL_MAX = 0.25
 
@@ -143,226 +127,25 @@ _POLL_MAX = 0.25
 # --- pure steps ----------------------------------------------------------------------
 
 
-def thread_id_of(config: RunnableConfig | None) -> str:
-    """The thread a run works on, from ``config["configurable"]["thread_id"]``.
-
-    Raises:
-        RetroValueError: If the key is missing or empty.
-    """
-    value = ((config or {}).get("configurable") or {}).get(THREAD_ID_KEY)
-    if not isinstance(value, str) or not value:
-        raise RetroValueError(
-            f'ThreadRunner needs the thread id in config["configurable"]'
-            f'["{THREAD_ID_KEY}"], got {value!r}. Pass '
-            f'config={{"configurable": {{"{THREAD_ID_KEY}": thread.id}}}}.'
-        )
-    return value
-
-
-def input_messages(value: RunnerInput) -> list[LCBaseMessage]:
-    """The messages a run's input adds to the thread (none for ``None``)."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [HumanMessage(value)]
-    if isinstance(value, LCBaseMessage):
-        return [value]
-    if isinstance(value, PromptValue):
-        return value.to_messages()
-    return convert_to_messages(value)
-
-
-def new_messages(value: RunnerInput) -> list[NewMessage]:
-    """The run's input as messages to append; all are checked before any write."""
-    return [
-        NewMessage(role=role, payload=payload)
-        for role, payload in _messages.to_payloads(input_messages(value))
-    ]
-
-
-def _retried(
-    rows: Sequence[StoredMessage],
-    appended: Sequence[StoredMessage],
-    hwm: str | None,
-    complete: bool,
-) -> bool | None:
-    """Whether the input just appended repeats the unanswered messages before it.
-
-    That is a retried run (after a failed model call, say), whose copy is dropped.
-    ``rows`` are the thread's newest messages, oldest first; ``None`` means they do
-    not reach back far enough to tell.
-    """
-    ids = [row.id for row in rows]
-    count = len(appended)
-    start = ids.index(appended[0].id) if appended[0].id in ids else -1
-    if start < count:
-        return None if not complete else False
-    before = rows[start - count : start]
-    if [row.payload for row in before] != [m.payload for m in appended]:
-        return False
-    if hwm is None:
-        return True
-    if hwm in ids:
-        return ids.index(hwm) < start - count
-    # hwm is older than the rows read or, if they are the whole thread, deleted.
-    return not complete or all(row.id > hwm for row in before)
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """What a run sends, and where its high-water mark moves."""
-
-    messages: list[LCBaseMessage]
-    """The messages to send: system message, then the context."""
-    kwargs: dict[str, Any]
-    """Per-call model parameters."""
-    snapshot: str
-    """The id of the last pending message: the new ``hwm``."""
-
-
-def _pending_start(
-    rows: Sequence[StoredMessage], hwm: str | None, complete: bool
-) -> int:
-    """The index of the first row after ``hwm``."""
-    if hwm is None:
-        return 0
-    for index in range(len(rows) - 1, -1, -1):
-        if rows[index].id == hwm:
-            return index + 1
-    if complete:
-        # The hwm message was deleted: ids sort by creation, so compare them.
-        return next((i for i, row in enumerate(rows) if row.id > hwm), len(rows))
-    return 0  # hwm is older than the rows read
-
-
-def _without_orphans(messages: Sequence[LCBaseMessage]) -> list[LCBaseMessage]:
-    """Drop leading tool results whose tool-call message is not in the context."""
-    start = 0
-    while start < len(messages) and isinstance(messages[start], ToolMessage):
-        start += 1
-    return list(messages[start:])
-
-
-def _fit_budget(
-    conversation: list[LCBaseMessage],
-    system: list[LCBaseMessage],
-    budget: int,
-    counter: Callable[[list[LCBaseMessage]], int],
-) -> list[LCBaseMessage]:
-    trimmed = trim_messages(
-        [*system, *conversation],
-        max_tokens=budget,
-        token_counter=counter,
-        strategy="last",
-        include_system=bool(system),
-        allow_partial=False,
-    )
-    kept = _without_orphans(trimmed[len(system) :] if system else trimmed)
-    if kept:
-        return kept
-    # The budget is best effort: the newest turn is always sent.
-    last_call = max(
-        (i for i, m in enumerate(conversation) if not isinstance(m, ToolMessage)),
-        default=0,
-    )
-    return conversation[last_call:]
-
-
-def model_kwargs(
-    thread: ChatCompletionThread, assistant: BaseAssistant
-) -> dict[str, Any]:
-    """The per-call model parameters of a run on ``thread`` by ``assistant``."""
-    kwargs: dict[str, Any] = {"model": thread.chat_completion_model or assistant.model}
-    if assistant.temperature is not None:
-        kwargs["temperature"] = assistant.temperature
-    if assistant.top_p is not None:
-        kwargs["top_p"] = assistant.top_p
-    fields = type(assistant).model_fields
-    for name in sorted(CHAT_COMPLETION_PARAMETERS.intersection(fields)):
-        value = getattr(assistant, name)
-        if value is not None:
-            kwargs[name] = value
-    return kwargs
-
-
-def plan_run(
-    *,
-    thread: ChatCompletionThread,
-    assistant: BaseAssistant,
-    rows: Sequence[StoredMessage],
-    complete: bool,
-    window: int | None,
-    max_tokens_context: int | None = None,
-    token_counter: Callable[[list[LCBaseMessage]], int] = count_tokens_approximately,
-    rebuild: Callable[[Sequence[StoredMessage]], list[LCBaseMessage]] | None = None,
-) -> _Plan | None:
-    """Plan a run from the newest messages of a thread.
-
-    Args:
-        thread: The thread, as read under the run lease.
-        assistant: The thread's assistant.
-        rows: The thread's newest messages, oldest first.
-        complete: Whether ``rows`` is the whole thread.
-        window: How many messages the context holds at most; ``None`` for all.
-        max_tokens_context: An optional token budget for system message + context.
-        token_counter: Counts the tokens of a list of messages.
-        rebuild: Turns stored rows into messages (a `MessageCache`'s ``rebuild``);
-            by default each row is rebuilt afresh.
-
-    Returns:
-        The plan, or ``None`` if older messages must be read first.
-
-    Raises:
-        NothingToRunError: If no message waits for an answer.
-    """
-    start = _pending_start(rows, thread.hwm, complete)
-    last = next(
-        (i for i in range(len(rows) - 1, start - 1, -1) if rows[i].role != _AI_ROLE),
-        None,
-    )
-    if last is None:
-        hwm_seen = thread.hwm is not None and start > 0
-        if complete or hwm_seen:
-            raise NothingToRunError(
-                f"Thread {thread.id!r} has no message waiting for an answer (hwm "
-                f"{thread.hwm!r}). Pass the next message as the run's input.",
-                thread_id=thread.id,
-            )
-        return None
-    first = 0 if window is None else last + 1 - window
-    if first < 0:
-        if not complete:
-            return None
-        first = 0
-    conversation = _without_orphans((rebuild or _rebuild_all)(rows[first : last + 1]))
-    system: list[LCBaseMessage] = (
-        [SystemMessage(assistant.instructions)] if assistant.instructions else []
-    )
-    if max_tokens_context is not None:
-        conversation = _fit_budget(
-            conversation, system, max_tokens_context, token_counter
-        )
-    return _Plan(
-        messages=[*system, *conversation],
-        kwargs=model_kwargs(thread, assistant),
-        snapshot=rows[last].id,
-    )
-
-
-def _rebuild_all(rows: Sequence[StoredMessage]) -> list[LCBaseMessage]:
-    return [_messages.from_payload(row.payload, row.id) for row in rows]
-
-
 def _reply_write(
-    reply: LCBaseMessage, snapshot: str
+    reply: LCBaseMessage, plan: Plan, run_id: str
 ) -> tuple[NewMessage, MetadataPatch]:
-    """The store write of a run's end: the reply, and ``hwm`` moved to the snapshot."""
+    """The store write of a run's end: the reply, and ``hwm`` moved to the snapshot.
+
+    The reply records the run, its assistant and the message it answered.
+    """
     if not isinstance(reply, AIMessage):
         raise TypeError(
             f"The model returned a {type(reply).__name__}, not an AIMessage"
         )
-    new = NewMessage(role=_AI_ROLE, payload=_messages.to_payload(reply))
-    patch = MetadataPatch(set={_HWM: snapshot}, clear_fields=frozenset({_HWM}))
+    new = NewMessage(
+        role=AI_ROLE,
+        payload=_messages.to_payload(reply),
+        run_id=run_id,
+        assistant_id=plan.assistant_id,
+        reply_to=plan.snapshot,
+    )
+    patch = MetadataPatch(set={_HWM: plan.snapshot}, clear_fields=frozenset({_HWM}))
     return new, patch
 
 
@@ -409,18 +192,56 @@ def _jittered(delay: float, remaining: float) -> float:
     return max(0.0, min(delay * (0.5 + random.random()), remaining))  # noqa: S311
 
 
-def _chat_completions_model(llm: ChatOpenAI) -> ChatOpenAI:
+def _chat_completions_model(llm: BaseChatOpenAI) -> BaseChatOpenAI:
     """``llm``, or a copy pinned to Chat Completions; the original is never changed."""
     responses_only = [name for name in _RESPONSES_ONLY if getattr(llm, name, None)]
     if responses_only:
         raise RetroValueError(
-            f"ThreadRunner completes runs through Chat Completions, but the ChatOpenAI "
+            f"ThreadRunner completes runs through Chat Completions, but the "
+            f"{type(llm).__name__} "
             f"sets {responses_only}, which only the Responses API accepts. Remove "
             "them (use reasoning_effort= instead of reasoning=)."
         )
     if llm.use_responses_api is False:
         return llm
     return llm.model_copy(update={"use_responses_api": False})
+
+
+def _check_llm(llm: object) -> None:
+    if isinstance(llm, BaseChatOpenAI):
+        return
+    raise RetroValueError(
+        f"ThreadRunner needs a ChatOpenAI (or another langchain-openai chat model) as "
+        f"llm, got {type(llm).__name__}: runs are completed through Chat Completions "
+        "with per-call settings only that family takes. For an OpenAI-compatible "
+        'server, use ChatOpenAI(base_url="http://.../v1", model=...).'
+    )
+
+
+def _with_tools(
+    llm: BaseChatOpenAI, tools: Sequence[Any]
+) -> Runnable[LanguageModelInput, LCBaseMessage]:
+    """``llm`` with ``tools`` bound, each form checked as ``bind_tools`` converts it."""
+    if isinstance(tools, str | bytes | Mapping) or not isinstance(tools, Sequence):
+        raise RetroValueError(
+            f"ThreadRunner's tools must be a list, got {type(tools).__name__}. Pass "
+            "tools=[...] (OpenAI tool dicts, functions, pydantic models, TypedDicts "
+            "or BaseTools)."
+        )
+    if not tools:
+        return llm
+    for index, tool in enumerate(tools):
+        try:
+            convert_to_openai_tool(tool)
+        except Exception as exc:
+            raise RetroValueError(
+                f"ThreadRunner cannot bind tool {index} ({type(tool).__name__}: "
+                f"{str(tool)[:60]!r}): {type(exc).__name__}: {exc}. A tool is an "
+                'OpenAI tool dict ({"type": "function", "function": {...}}), a JSON '
+                "schema, a function with a docstring, a pydantic model, a TypedDict "
+                "or a BaseTool."
+            ) from exc
+    return llm.bind_tools(list(tools))
 
 
 # --- the run's store calls, written once ---------------------------------------------
@@ -635,6 +456,14 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
                 [{"configurable": {"thread_id": i}, "max_concurrency": 8} for i in ids],
             )
 
+    Models and tools:
+        ``llm`` is a ``ChatOpenAI`` (or another model of langchain-openai's
+        ``BaseChatOpenAI`` family, all speaking Chat Completions); any other model
+        raises `RetroValueError` at construction, as does any option of the wrong
+        type or an unknown one. ``tools`` takes every form ``bind_tools`` accepts:
+        OpenAI tool dicts, JSON schemas, functions, pydantic models, TypedDicts and
+        BaseTools; one it cannot convert raises `RetroValueError` at construction.
+
     Model settings:
         The model is the thread's ``chat_completion_model``, else the assistant's
         ``model``; the assistant's ``temperature`` and ``top_p`` are sent when set. A
@@ -647,15 +476,47 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
         unset. If the ``llm`` would use the Responses API, the runner uses a copy of
         it pinned to Chat Completions.
 
+    Input:
+        What LangChain calls message-like: ``None`` (answer what is pending), a
+        ``str``, a message, a message dict (``{"role": "user", "content": "hi"}`` or
+        ``{"type": "human", ...}``), a ``(role, content)`` tuple, a ``PromptValue``,
+        or a list of these. Anything else (a dict of prompt variables, a number...)
+        raises `RetroValueError` before the run takes the thread's lease, and
+        nothing is stored. So does a malformed ``config``.
+
+    Additional instructions:
+        System messages in a run's input are that run's additional instructions
+        (the Assistants API's ``additional_instructions``): sent right after the
+        assistant's instructions, in that run only, and never stored. So a prompt
+        in front of the runner keeps its system message out of the thread::
+
+            prompt = ChatPromptTemplate.from_messages(
+                [("system", "Answer in {language}."), ("human", "{text}")]
+            )
+            chain = prompt | runner  # stores the human message and the reply only
+
     Pending messages and the high-water mark:
-        A run answers the messages after the thread's ``hwm`` that are not the
-        assistant's. The context is the thread up to the last of them (its newest
-        ``window`` messages, if set; leading tool results whose call fell outside
-        are dropped), after the assistant's instructions as the system message. The
-        reply is stored and ``hwm`` set to that message in one store call, so a
-        message posted while a run is in flight is answered by the next run, and
-        none is answered twice. With no input and nothing pending, a run raises
-        `NothingToRunError`.
+        A run answers the messages appended after the thread's ``hwm`` that are not
+        the assistant's; the last of them is the run's snapshot. The reply is stored
+        with ``run_id`` (the run's ``run_...`` id, also its lease owner),
+        ``assistant_id`` and ``reply_to`` (the snapshot), and ``hwm`` set to the
+        snapshot, in one store call; so a message posted while a run is in flight is
+        answered by the next run, and none is answered twice. With no input and
+        nothing pending, a run raises `NothingToRunError`. If the ``hwm`` message was
+        deleted, the messages after the thread's last assistant message are pending.
+        Message ids are never compared: callers may choose them.
+
+    Context and conversation order:
+        Listings keep append order, but the context is in conversation order: each
+        reply right after the message it answered (with the tool results answering
+        it), before the messages posted while its run was in flight. The context is
+        the conversation up to the snapshot, after the system messages; with
+        ``window``, its newest ``window`` messages. Whatever the window or token
+        budget, the tool-call message being answered and all its results are sent,
+        so ``hwm`` never passes results the model did not see; tool results whose
+        call is not in the context are dropped. Older pending messages outside the
+        window are answered without being sent, as with the Assistants API's
+        ``truncation_strategy``.
 
     Failures and retries:
         A failed model call raises `ModelCallError` (its cause chained); the thread
@@ -673,20 +534,25 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
         threads run in parallel.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     store: BaseStore
     """The store holding the threads, their assistants and their messages."""
-    llm: ChatOpenAI
-    """The chat model that completes runs; never changed by the runner."""
+    llm: SkipValidation[BaseChatOpenAI]
+    """The chat model that completes runs (``ChatOpenAI`` or another model of
+    langchain-openai's ``BaseChatOpenAI`` family); never changed by the runner."""
     window: int | None = Field(default=None, ge=1)
-    """How many of the thread's newest messages a run sends; ``None`` for all."""
+    """How many of the conversation's newest messages a run sends (more to complete
+    the tool turn it answers); ``None`` for all."""
     max_tokens_context: int | None = Field(default=None, ge=1)
-    """A token budget for system message + context, trimmed oldest first; optional."""
+    """A token budget for system messages + context, trimmed oldest first; optional."""
     token_counter: Callable[[list[LCBaseMessage]], int] = count_tokens_approximately
     """Counts the tokens of a list of messages, for ``max_tokens_context``."""
-    tools: Sequence[dict[str, Any] | type | BaseTool | Callable[..., Any]] = ()
-    """Tools bound to the model with ``llm.bind_tools``."""
+    tools: SkipValidation[
+        Sequence[Mapping[str, Any] | type | BaseTool | Callable[..., Any]]
+    ] = ()
+    """Tools bound to the model with ``llm.bind_tools``: anything it accepts (OpenAI
+    tool dicts, JSON schemas, functions, pydantic models, TypedDicts, BaseTools)."""
     assistant_class: type[BaseAssistant] = BaseAssistant
     """The class assistants are read as; subclasses come back as themselves anyway."""
     wait_timeout: float = Field(default=30.0, ge=0)
@@ -699,11 +565,25 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
     _model: Runnable[LanguageModelInput, LCBaseMessage] = PrivateAttr()
     _cache: _messages.MessageCache = PrivateAttr()
 
+    def __init__(self, **data: Any) -> None:
+        """Check every option; raise `RetroValueError` naming the bad ones.
+
+        Raises:
+            RetroValueError: For an option of the wrong type or out of range, an
+                ``llm`` that is not a ``BaseChatOpenAI`` model, or ``tools`` it cannot
+                bind.
+        """
+        _check_llm(data.get("llm"))
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise RetroValueError(f"Invalid ThreadRunner options: {exc}") from exc
+
     @override
     def model_post_init(self, context: Any, /) -> None:
         super().model_post_init(context)
         llm = _chat_completions_model(self.llm)
-        self._model = llm.bind_tools(list(self.tools)) if self.tools else llm
+        self._model = _with_tools(llm, self.tools)
         self._cache = _messages.MessageCache(self.message_cache_size)
 
     @property
@@ -720,18 +600,25 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
             )
         ]
 
+    @property
+    def _read_limit(self) -> int | None:
+        """How many of a thread's newest messages a run reads first."""
+        return None if self.window is None else self.window + _READ_SLACK
+
     # --- invoke ----------------------------------------------------------------------
 
     @override
     def invoke(
         self, input: RunnerInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AIMessage:
+        check_config(config)
         return self._call_with_config(self._run, input, config, **kwargs)
 
     @override
     async def ainvoke(
         self, input: RunnerInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AIMessage:
+        check_config(config)
         return await self._acall_with_config(self._arun, input, config, **kwargs)
 
     def _run(
@@ -742,16 +629,17 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
         **kwargs: Any,
     ) -> AIMessage:
         thread_id = thread_id_of(config)
-        new = new_messages(input)
-        with self._leased(thread_id, new) as run:
-            plan = self._drive(self._prepare(run))
+        given = run_input(input)
+        check_call_kwargs(kwargs)
+        with self._leased(thread_id, given.messages) as run:
+            plan = self._drive(self._prepare(run, given.instructions))
             try:
                 reply = self._model.invoke(
                     plan.messages, config, **{**plan.kwargs, **kwargs}
                 )
             except Exception as exc:
                 raise _model_call_error(thread_id, exc) from exc
-            return self._finish(run, plan.snapshot, reply)
+            return self._finish(run, plan, reply)
 
     async def _arun(
         self,
@@ -761,16 +649,17 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
         **kwargs: Any,
     ) -> AIMessage:
         thread_id = thread_id_of(config)
-        new = new_messages(input)
-        async with self._aleased(thread_id, new) as run:
-            plan = await self._adrive(self._prepare(run))
+        given = run_input(input)
+        check_call_kwargs(kwargs)
+        async with self._aleased(thread_id, given.messages) as run:
+            plan = await self._adrive(self._prepare(run, given.instructions))
             try:
                 reply = await self._model.ainvoke(
                     plan.messages, config, **{**plan.kwargs, **kwargs}
                 )
             except Exception as exc:
                 raise _model_call_error(thread_id, exc) from exc
-            return await self._afinish(run, plan.snapshot, reply)
+            return await self._afinish(run, plan, reply)
 
     # --- stream ----------------------------------------------------------------------
 
@@ -787,6 +676,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
         the chunks has the store's id, as ``invoke``'s reply does. A stream closed
         before its end stores nothing and frees the thread.
         """
+        check_config(config)
         runs: list[Generator[AIMessageChunk, None, None]] = []
 
         def transform(
@@ -817,6 +707,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
         **kwargs: Any | None,
     ) -> AsyncIterator[AIMessageChunk]:
         """Async twin of `stream`."""
+        check_config(config)
 
         async def one() -> AsyncIterator[RunnerInput]:
             yield input
@@ -839,9 +730,10 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
         self, input: RunnerInput, config: RunnableConfig, **kwargs: Any
     ) -> Generator[AIMessageChunk, None, None]:
         thread_id = thread_id_of(config)
-        new = new_messages(input)
-        with self._leased(thread_id, new) as run:
-            plan = self._drive(self._prepare(run))
+        given = run_input(input)
+        check_call_kwargs(kwargs)
+        with self._leased(thread_id, given.messages) as run:
+            plan = self._drive(self._prepare(run, given.instructions))
             chunks: list[AIMessageChunk] = []
             model_stream = self._model.stream(
                 plan.messages, config, **{**plan.kwargs, **kwargs}
@@ -858,16 +750,17 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
                     yield chunks[-1]
             if not chunks:
                 raise _model_call_error(thread_id, ValueError("empty stream"))
-            reply = self._finish(run, plan.snapshot, _merged(chunks))
+            reply = self._finish(run, plan, _merged(chunks))
         yield _id_chunk(reply)
 
     async def _astream_run(
         self, input: RunnerInput, config: RunnableConfig, **kwargs: Any
     ) -> AsyncGenerator[AIMessageChunk, None]:
         thread_id = thread_id_of(config)
-        new = new_messages(input)
-        async with self._aleased(thread_id, new) as run:
-            plan = await self._adrive(self._prepare(run))
+        given = run_input(input)
+        check_call_kwargs(kwargs)
+        async with self._aleased(thread_id, given.messages) as run:
+            plan = await self._adrive(self._prepare(run, given.instructions))
             chunks: list[AIMessageChunk] = []
             model_stream = self._model.astream(
                 plan.messages, config, **{**plan.kwargs, **kwargs}
@@ -886,12 +779,14 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
                     yield chunks[-1]
             if not chunks:
                 raise _model_call_error(thread_id, ValueError("empty stream"))
-            reply = await self._afinish(run, plan.snapshot, _merged(chunks))
+            reply = await self._afinish(run, plan, _merged(chunks))
         yield _id_chunk(reply)
 
     # --- the store side of a run -----------------------------------------------------
 
-    def _prepare(self, run: _Run) -> _Steps[_Plan]:
+    def _prepare(
+        self, run: _Run, instructions: Sequence[LCBaseMessage] = ()
+    ) -> _Steps[Plan]:
         """Check what `begin_run` read, drop a retried input, plan the context.
 
         Written once as the further store calls it may make (rarely any); `_drive`
@@ -910,16 +805,16 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
             raise
         appended = start.appended
         rows = start.context
-        limit = self.window
+        limit = self._read_limit
         while True:
             complete = limit is None or len(rows) < limit
             if appended:
-                retried = _retried(rows, appended, thread.hwm, complete)
-                if retried is None:
+                is_retry = retried(rows, appended, thread.hwm, complete)
+                if is_retry is None:
                     limit = 2 * cast("int", limit)
                     rows = yield from _read_step(thread_id, limit)
                     continue
-                if retried:  # rare: deleting beats reading the tail on every run
+                if is_retry:  # rare: deleting beats reading the tail on every run
                     yield from _delete_step(thread_id, appended)
                     dropped = {message.id for message in appended}
                     rows = [row for row in rows if row.id not in dropped]
@@ -930,6 +825,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
                 rows=rows,
                 complete=complete,
                 window=self.window,
+                instructions=instructions,
                 max_tokens_context=self.max_tokens_context,
                 token_counter=self.token_counter,
                 rebuild=lambda rows: self._cache.rebuild(
@@ -960,8 +856,8 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
             method = getattr(self.store, "a" + call.method)
             result = await method(*call.args, **call.kwargs)
 
-    def _finish(self, run: _Run, snapshot: str, reply: LCBaseMessage) -> AIMessage:
-        new, patch = _reply_write(reply, snapshot)
+    def _finish(self, run: _Run, plan: Plan, reply: LCBaseMessage) -> AIMessage:
+        new, patch = _reply_write(reply, plan, run.owner)
         run.stop_renewals()  # so that none lands after finish_run's release
         stored = self.store.finish_run(
             run.thread_id, owner=run.owner, reply=new, thread_patch=patch
@@ -969,10 +865,8 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
         run.finished = True
         return _stored_reply(stored)
 
-    async def _afinish(
-        self, run: _Run, snapshot: str, reply: LCBaseMessage
-    ) -> AIMessage:
-        new, patch = _reply_write(reply, snapshot)
+    async def _afinish(self, run: _Run, plan: Plan, reply: LCBaseMessage) -> AIMessage:
+        new, patch = _reply_write(reply, plan, run.owner)
         await run.astop_renewals()
         stored = await self.store.afinish_run(
             run.thread_id, owner=run.owner, reply=new, thread_patch=patch
@@ -985,7 +879,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
     @contextlib.contextmanager
     def _leased(self, thread_id: str, new: Sequence[NewMessage]) -> Iterator[_Run]:
         """Begin a run (waiting for a busy thread), then hold its lease until done."""
-        owner = uuid.uuid4().hex
+        owner = new_id("run")
         deadline = time.monotonic() + self.wait_timeout
         delay = _POLL_FIRST
         while True:
@@ -994,7 +888,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
                 owner=owner,
                 ttl=self.lease_ttl,
                 messages=new,
-                context_limit=self.window,
+                context_limit=self._read_limit,
             )
             if start is not None:
                 break
@@ -1017,7 +911,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
         self, thread_id: str, new: Sequence[NewMessage]
     ) -> AsyncIterator[_Run]:
         """Async twin of `_leased`."""
-        owner = uuid.uuid4().hex
+        owner = new_id("run")
         deadline = time.monotonic() + self.wait_timeout
         delay = _POLL_FIRST
         while True:
@@ -1026,7 +920,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
                 owner=owner,
                 ttl=self.lease_ttl,
                 messages=new,
-                context_limit=self.window,
+                context_limit=self._read_limit,
             )
             if start is not None:
                 break

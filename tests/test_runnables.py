@@ -17,7 +17,6 @@ from langchain_core.messages import (
     AIMessageChunk,
     BaseMessage,
     HumanMessage,
-    SystemMessage,
     ToolMessage,
 )
 from langchain_core.output_parsers import StrOutputParser
@@ -179,16 +178,32 @@ PROMPT = ChatPromptTemplate.from_messages([("human", "{x}")])
         ("text", [("human", "text")]),
         (HumanMessage("one message"), [("human", "one message")]),
         (
-            [SystemMessage("note"), HumanMessage("a"), HumanMessage("b")],
-            [("system", "note"), ("human", "a"), ("human", "b")],
+            [HumanMessage("a"), AIMessage("b"), HumanMessage("c")],
+            [("human", "a"), ("ai", "b"), ("human", "c")],
         ),
         (
-            [("user", "tuple"), {"role": "user", "content": "dict"}],
-            [("human", "tuple"), ("human", "dict")],
+            [("user", "tuple"), {"role": "user", "content": "dict"}, ["human", "l"]],
+            [("human", "tuple"), ("human", "dict"), ("human", "l")],
         ),
         (PROMPT.invoke({"x": "prompt value"}), [("human", "prompt value")]),
+        ({"role": "user", "content": "one dict"}, [("human", "one dict")]),
+        ({"type": "human", "content": "typed dict"}, [("human", "typed dict")]),
+        (("user", "one tuple"), [("human", "one tuple")]),
+        (("a", "b"), [("human", "a"), ("human", "b")]),
+        ([PROMPT.invoke({"x": "p"}), "s"], [("human", "p"), ("human", "s")]),
     ],
-    ids=["str", "message", "messages", "message-likes", "prompt-value"],
+    ids=[
+        "str",
+        "message",
+        "messages",
+        "message-likes",
+        "prompt-value",
+        "message-dict",
+        "type-dict",
+        "role-tuple",
+        "str-tuple",
+        "prompt-values",
+    ],
 )
 async def test_input_kinds_are_appended_then_answered(
     store: BaseStore,
@@ -204,7 +219,7 @@ async def test_input_kinds_are_appended_then_answered(
     messages = stored(store, thread)
     assert kinds(messages[:-1]) == expected
     assert messages[-1].type == "ai"
-    roles = {"human": "user", "system": "system"}
+    roles = {"human": "user", "ai": "assistant"}
     assert sent(server.requests[0])[1:] == [
         (roles[kind], content) for kind, content in expected
     ]
@@ -310,8 +325,10 @@ async def test_missing_assistant(
 def test_options_are_validated(store: BaseStore, server: FakeChatServer) -> None:
     llm = server.chat_model()
     for bad in ({"window": 0}, {"max_tokens_context": 0}, {"wait_timeout": -1}):
-        with pytest.raises(ValidationError):
+        # One error tree: the pydantic error is chained, not raised.
+        with pytest.raises(RetroValueError, match=next(iter(bad))) as caught:
             ThreadRunner(store=store, llm=llm, **bad)
+        assert isinstance(caught.value.__cause__, ValidationError)
     with pytest.raises(ValueError, match="reasoning_effort"):
         ThreadRunner(store=store, llm=server.chat_model(reasoning={"effort": "low"}))
 

@@ -165,7 +165,12 @@ async def test_message_posted_during_a_run_is_answered_by_the_next(
     assert hwm == history.messages[0].id  # "first", not "late"
     reply = runner.invoke(None, cfg(thread))
     assert reply.content == "echo: late"
-    assert [m["content"] for m in server.requests[1].messages] == ["first", "late"]
+    # In conversation order: the reply to "first" comes before "late" (issue 8).
+    assert [m["content"] for m in server.requests[1].messages] == [
+        "first",
+        "echo: first",
+        "late",
+    ]
     with pytest.raises(NothingToRunError):
         runner.invoke(None, cfg(thread))
     assert contents(store, thread) == ["first", "late", "echo: first", "echo: late"]
