@@ -355,7 +355,10 @@ def model_kwargs(
 
 def rebuild_all(rows: Sequence[StoredMessage]) -> list[LCBaseMessage]:
     """Rows rebuilt into messages, each afresh."""
-    return [_messages.from_payload(row.payload, row.id) for row in rows]
+    return [
+        _messages.from_payload(row.payload, row.id, thread_id=row.thread_id)
+        for row in rows
+    ]
 
 
 def plan_run(

@@ -150,7 +150,10 @@ def _reply_write(
 
 
 def _stored_reply(stored: StoredMessage) -> AIMessage:
-    return cast("AIMessage", _messages.from_payload(stored.payload, stored.id))
+    return cast(
+        "AIMessage",
+        _messages.from_payload(stored.payload, stored.id, thread_id=stored.thread_id),
+    )
 
 
 def _merged(chunks: Sequence[AIMessageChunk]) -> AIMessage:
@@ -829,7 +832,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
                 max_tokens_context=self.max_tokens_context,
                 token_counter=self.token_counter,
                 rebuild=lambda rows: self._cache.rebuild(
-                    [(row.id, row.payload) for row in rows]
+                    [(row.id, row.payload) for row in rows], thread_id=thread_id
                 ),
             )
             if plan is not None:

@@ -459,10 +459,11 @@ async def test_window_reaches_back_to_an_older_pending_message(
     store: BaseStore, server: FakeChatServer, llm: ChatOpenAI, call: Call
 ) -> None:
     thread = new_thread(store)
-    AssistantThreadChatMessageHistory(store, thread.id).add_messages(
-        [HumanMessage("old"), HumanMessage("question")]
-        + [AIMessage(f"note {i}") for i in range(5)]
-    )
+    # Notes stored as plain records answer nothing (the history's replies would).
+    for message in [HumanMessage("old"), HumanMessage("question")] + [
+        AIMessage(f"note {i}") for i in range(5)
+    ]:
+        ThreadMessage.create(store, thread_id=thread.id, message=message)
     runner = ThreadRunner(store=store, llm=llm, window=2)
     await call(runner, "invoke", None, cfg(thread))
     # The context ends at the last pending message, however old.
