@@ -5,6 +5,9 @@ temporary directory) and ``postgres`` (a fresh schema on the server named by
 ``RETRO_TEST_POSTGRES_URL``, which ``scripts/postgres.sh start`` prints and CI sets).
 Without that variable the PostgreSQL cases are skipped locally; under CI (``CI`` set)
 its absence is an error, so CI never skips them.
+
+``server`` is a `FakeChatServer` on 127.0.0.1 and ``llm`` a real ``ChatOpenAI`` talking
+to it, for the runner and history tests.
 """
 
 from __future__ import annotations
@@ -14,12 +17,18 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from langchain_retro import SQLiteStore
 from langchain_retro.stores.base import BaseStore
+from langchain_retro.testing import FakeChatServer
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from langchain_openai import ChatOpenAI
 
 POSTGRES_URL_ENV = "RETRO_TEST_POSTGRES_URL"
 BACKENDS = ("sqlite", "postgres")
@@ -104,3 +113,17 @@ def store_factory(
 def store(store_factory: Callable[..., BaseStore]) -> BaseStore:
     """A fresh, empty store of each backend."""
     return store_factory()
+
+
+@pytest.fixture
+def server() -> Iterator[FakeChatServer]:
+    """A fake Chat Completions server on 127.0.0.1, recording every request."""
+    with FakeChatServer() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def llm(server: FakeChatServer) -> AsyncIterator[ChatOpenAI]:
+    """A real ``ChatOpenAI`` pointed at `server`."""
+    async with server.achat_model() as model:
+        yield model

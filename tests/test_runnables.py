@@ -47,7 +47,6 @@ from langchain_retro.stores.base import BaseStore
 from langchain_retro.testing import FakeChatServer, RecordedRequest, ScriptedReply
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
     from pathlib import Path
 
     from _helpers import Caller as Call
@@ -59,18 +58,6 @@ UNKNOWN_THREAD = "thread_00000000000000000000000000"
 
 
 # --- fixtures and helpers ------------------------------------------------------------
-
-
-@pytest.fixture
-def server() -> Iterator[FakeChatServer]:
-    with FakeChatServer() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def llm(server: FakeChatServer) -> AsyncIterator[ChatOpenAI]:
-    async with server.achat_model() as model:
-        yield model
 
 
 def new_thread(

@@ -20,26 +20,12 @@ from langchain_retro.stores.base import NewMessage
 from langchain_retro.testing import FakeChatServer
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
-
     from _helpers import Caller as Call
     from langchain_openai import ChatOpenAI
 
     from langchain_retro.stores.base import BaseStore
 
 pytest_plugins = ["_helpers"]
-
-
-@pytest.fixture
-def server() -> Iterator[FakeChatServer]:
-    with FakeChatServer() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def llm(server: FakeChatServer) -> AsyncIterator[ChatOpenAI]:
-    async with server.achat_model() as model:
-        yield model
 
 
 @pytest.mark.parametrize("payload", ['{"type": "human"', '{"type": "nope"}', "[1]"])

@@ -26,8 +26,6 @@ from langchain_retro import (
 from langchain_retro.testing import FakeChatServer, ScriptedReply
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
-
     from _helpers import Caller as Call
     from langchain_core.runnables import RunnableConfig
     from langchain_openai import ChatOpenAI
@@ -35,18 +33,6 @@ if TYPE_CHECKING:
     from langchain_retro.stores.base import BaseStore
 
 pytest_plugins = ["_helpers"]
-
-
-@pytest.fixture
-def server() -> Iterator[FakeChatServer]:
-    with FakeChatServer() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def llm(server: FakeChatServer) -> AsyncIterator[ChatOpenAI]:
-    async with server.achat_model() as model:
-        yield model
 
 
 def new_thread(store: BaseStore) -> ChatCompletionThread:
