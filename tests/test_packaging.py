@@ -34,8 +34,8 @@ _NOT_SOURCE = shutil.ignore_patterns(
     "*.py[cod]",
     ".*_cache",
     ".hypothesis",
-    ".pgdata",
-    ".pgrun",
+    ".pgdata*",
+    ".pgrun*",
     "*.db",
     "*.db-wal",
     "*.db-shm",
@@ -132,6 +132,9 @@ def test_sdist_holds_the_package_license_and_runnable_tests(
     assert {"tests/conftest.py", "tests/_helpers.py"} <= tests <= names
     examples = {str(p.relative_to(ROOT)) for p in (ROOT / "examples").glob("*.py")}
     assert examples <= names
+    docs = {str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")}
+    assert docs  # the README links them; the tests run their code blocks
+    assert docs <= names
     assert {"scripts/test.sh", "scripts/postgres.sh"} <= names
     assert not [n for n in names if n.startswith(("bench/", ".ci/", ".git"))]
     assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".db"))]
