@@ -46,6 +46,43 @@ def postgres_url() -> str:
     pytest.skip(f"{POSTGRES_URL_ENV} not set (run scripts/postgres.sh start)")
 
 
+@contextmanager
+def explaining_store(schema: str, *settings: str) -> Iterator[tuple[Any, list[str]]]:
+    """A `PostgresStore` on ``schema`` whose every statement's plan is collected.
+
+    auto_explain logs each plan as a notice on the store's one connection, which
+    also runs ``SET`` for each of ``settings`` (``"plan_cache_mode =
+    force_generic_plan"``). Yields the store and the list the plans are appended to.
+    """
+    import psycopg_pool  # noqa: PLC0415
+
+    from langchain_retro.stores.postgres import PostgresStore  # noqa: PLC0415
+
+    plans: list[str] = []
+
+    def explain_everything(conn: Any) -> None:
+        conn.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+        conn.execute("LOAD 'auto_explain'")
+        conn.execute("SET auto_explain.log_min_duration = 0")
+        conn.execute("SET client_min_messages = log")
+        for setting in settings:
+            conn.execute(f"SET {setting}")
+
+    pool = psycopg_pool.ConnectionPool(
+        postgres_url(),
+        kwargs={"autocommit": True},
+        configure=explain_everything,
+        min_size=1,
+        max_size=1,
+        open=True,
+    )
+    try:
+        with PostgresStore(pool, schema=schema) as store:
+            yield store, plans
+    finally:
+        pool.close()
+
+
 def _drop_schema(url: str, schema: str) -> None:
     import psycopg  # noqa: PLC0415
 

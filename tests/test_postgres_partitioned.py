@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import postgres_url
+from conftest import explaining_store, postgres_url
 from test_stores_contract import *  # noqa: F403 - the contract, run again here
 from test_stores_contract_messages import *  # noqa: F403
 
@@ -113,32 +113,15 @@ def test_messages_are_spread_over_the_partitions(store: Any) -> None:
 def test_a_threads_reads_touch_one_partition(store: Any) -> None:
     thread = store.create_thread({})
     store.add_messages(thread.id, [user(f"m{i}") for i in range(5)])
-    plans: list[str] = []
-
-    def explain_everything(conn: Any) -> None:
-        conn.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
-        conn.execute("LOAD 'auto_explain'")
-        conn.execute("SET auto_explain.log_min_duration = 0")
-        conn.execute("SET auto_explain.log_analyze = on")
-        conn.execute("SET client_min_messages = log")
-
-    pool = psycopg_pool.ConnectionPool(
-        postgres_url(),
-        kwargs={"autocommit": True},
-        configure=explain_everything,
-        min_size=1,
-        max_size=1,
-        open=True,
-    )
-    try:
-        with PostgresStore(pool, schema=store.schema) as explained:
-            rows = explained.list_messages(thread.id, order="desc", limit=3)
-            assert len(rows) == 3
-            plan = plans[-1]
-            scanned = set(re.findall(r"on (retro_messages_p\d+)", plan))
-            assert len(scanned) == 1, plan
-    finally:
-        pool.close()
+    with explaining_store(store.schema, "auto_explain.log_analyze = on") as (
+        explained,
+        plans,
+    ):
+        rows = explained.list_messages(thread.id, order="desc", limit=3)
+        assert len(rows) == 3
+        plan = plans[-1]
+        scanned = set(re.findall(r"on (retro_messages_p\d+)", plan))
+        assert len(scanned) == 1, plan
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1025, 2.0, "4", True])

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import postgres_url, stores_of
+from conftest import explaining_store, stores_of
 
 from langchain_retro.stores.base import NewMessage, ThreadQuery
 
@@ -86,46 +86,29 @@ def test_filtered_pages_walk_the_metadata_key(
     loaded: Any, mode: str, kind: str
 ) -> None:
     store, number = loaded
-    plans: list[str] = []
-
-    def explain_everything(conn: Any) -> None:
-        conn.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
-        conn.execute("LOAD 'auto_explain'")
-        conn.execute("SET auto_explain.log_min_duration = 0")
-        conn.execute("SET client_min_messages = log")
-        conn.execute(f"SET plan_cache_mode = {mode}")
-
-    pool = psycopg_pool.ConnectionPool(
-        postgres_url(),
-        kwargs={"autocommit": True},
-        configure=explain_everything,
-        min_size=1,
-        max_size=1,
-        open=True,
-    )
-    try:
-        with PostgresStore(pool, schema=store.schema) as explained:
-            query = QUERIES[kind]
-            first = explained.list_threads(query)
-            assert [number[t.id] for t in first] == expected(query)
-            plan = plans[-1]
-            if mode == "force_generic_plan":
-                assert "$1" in plan  # the statement was planned without its values
-            assert "retro_thread_metadata_pkey" in plan
-            assert "retro_thread_metadata_by_thread" not in plan
-            assert "Seq Scan" not in plan
-            assert "Bitmap" not in plan
-            assert "Index Scan Backward using retro_threads_pkey" not in plan
-            assert "Sort Key: f.thread_seq" not in plan
-            if first:  # the next page, after a cursor, takes the same path
-                cursor = query.model_copy(update={"after": first[-1].id})
-                second = explained.list_threads(cursor)
-                numbers = expected(query.model_copy(update={"limit": 40}))
-                assert [number[t.id] for t in second] == numbers[20:40]
-                assert "retro_thread_metadata_pkey" in plans[-1]
-                assert "Seq Scan" not in plans[-1]
-    finally:
-        pool.close()
+    with explaining_store(store.schema, f"plan_cache_mode = {mode}") as (
+        explained,
+        plans,
+    ):
+        query = QUERIES[kind]
+        first = explained.list_threads(query)
+        assert [number[t.id] for t in first] == expected(query)
+        plan = plans[-1]
+        if mode == "force_generic_plan":
+            assert "$1" in plan  # the statement was planned without its values
+        assert "retro_thread_metadata_pkey" in plan
+        assert "retro_thread_metadata_by_thread" not in plan
+        assert "Seq Scan" not in plan
+        assert "Bitmap" not in plan
+        assert "Index Scan Backward using retro_threads_pkey" not in plan
+        assert "Sort Key: f.thread_seq" not in plan
+        if first:  # the next page, after a cursor, takes the same path
+            cursor = query.model_copy(update={"after": first[-1].id})
+            second = explained.list_threads(cursor)
+            numbers = expected(query.model_copy(update={"limit": 40}))
+            assert [number[t.id] for t in second] == numbers[20:40]
+            assert "retro_thread_metadata_pkey" in plans[-1]
+            assert "Seq Scan" not in plans[-1]
 
 
 @pytest.mark.parametrize("mode", ["force_custom_plan", "force_generic_plan"])
@@ -138,35 +121,18 @@ def test_message_lookups_by_thread_and_id_use_the_unique_key(
     assert store.bulk_add_messages(batches) == 20_000
     thread = threads[42]
     wanted = store.list_messages(thread.id)[150]
-    plans: list[str] = []
-
-    def explain_everything(conn: Any) -> None:
-        conn.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
-        conn.execute("LOAD 'auto_explain'")
-        conn.execute("SET auto_explain.log_min_duration = 0")
-        conn.execute("SET client_min_messages = log")
-        conn.execute(f"SET plan_cache_mode = {mode}")
-
-    pool = psycopg_pool.ConnectionPool(
-        postgres_url(),
-        kwargs={"autocommit": True},
-        configure=explain_everything,
-        min_size=1,
-        max_size=1,
-        open=True,
-    )
-    try:
-        with PostgresStore(pool, schema=store.schema) as explained:
-            assert explained.get_message(thread.id, wanted.id) == wanted
-            assert "retro_messages_thread_id_key" in plans[-1]
-            assert "Seq Scan on retro_messages" not in plans[-1]
-            after = explained.list_messages(thread.id, after=wanted.id, limit=5)
-            assert len(after) == 5
-            cursors = [p for p in plans if "retro_messages_thread_id_key" in p]
-            assert len(cursors) >= 2  # the cursor was found by the unique key too
-            assert not any("Seq Scan on retro_messages" in p for p in plans)
-    finally:
-        pool.close()
+    with explaining_store(store.schema, f"plan_cache_mode = {mode}") as (
+        explained,
+        plans,
+    ):
+        assert explained.get_message(thread.id, wanted.id) == wanted
+        assert "retro_messages_thread_id_key" in plans[-1]
+        assert "Seq Scan on retro_messages" not in plans[-1]
+        after = explained.list_messages(thread.id, after=wanted.id, limit=5)
+        assert len(after) == 5
+        cursors = [p for p in plans if "retro_messages_thread_id_key" in p]
+        assert len(cursors) >= 2  # the cursor was found by the unique key too
+        assert not any("Seq Scan on retro_messages" in p for p in plans)
 
 
 def user(i: int) -> NewMessage:

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import postgres_url, stores_of
+from conftest import explaining_store, postgres_url, stores_of
 
 from langchain_retro import (
     MissingDependencyError,
@@ -258,34 +258,15 @@ def test_listing_filters_use_the_metadata_index(
         "FROM generate_series(1, 5000) g",
     )
     sql_rows(postgres_url(), f"ANALYZE {threads}")
-    plans: list[str] = []
-
-    def explain_everything(conn: Any) -> None:
-        conn.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
-        conn.execute("LOAD 'auto_explain'")
-        conn.execute("SET auto_explain.log_min_duration = 0")
-        conn.execute("SET client_min_messages = log")
-
-    pool = psycopg_pool.ConnectionPool(
-        postgres_url(),
-        kwargs={"autocommit": True},
-        configure=explain_everything,
-        min_size=1,
-        max_size=1,
-        open=True,
-    )
-    try:
-        with PostgresStore(pool, schema=store.schema) as explained:
-            found = explained.list_threads(ThreadQuery(metadata={"customer": "c42"}))
-            assert [t.id for t in found] == ["thread_42"]
-            assert "retro_thread_metadata_pkey" in plans[-1]
-            assert "Seq Scan" not in plans[-1]
-            rare = explained.list_threads(ThreadQuery(classes=("Rare",), limit=3))
-            assert [t.id for t in rare] == ["thread_5000", "thread_4000", "thread_3000"]
-            assert "retro_thread_metadata_pkey" in plans[-1]
-            assert "Seq Scan" not in plans[-1]
-    finally:
-        pool.close()
+    with explaining_store(store.schema) as (explained, plans):
+        found = explained.list_threads(ThreadQuery(metadata={"customer": "c42"}))
+        assert [t.id for t in found] == ["thread_42"]
+        assert "retro_thread_metadata_pkey" in plans[-1]
+        assert "Seq Scan" not in plans[-1]
+        rare = explained.list_threads(ThreadQuery(classes=("Rare",), limit=3))
+        assert [t.id for t in rare] == ["thread_5000", "thread_4000", "thread_3000"]
+        assert "retro_thread_metadata_pkey" in plans[-1]
+        assert "Seq Scan" not in plans[-1]
 
 
 # --- dependencies and connection strings ------------------------------------------
