@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import openai
 import pytest
+from _runs import cfg, hwm, sent, stored
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import (
     AIMessage,
@@ -44,7 +45,7 @@ from langchain_retro import (
 )
 from langchain_retro.runnables import CHAT_COMPLETION_PARAMETERS
 from langchain_retro.stores.base import BaseStore
-from langchain_retro.testing import FakeChatServer, RecordedRequest, ScriptedReply
+from langchain_retro.testing import FakeChatServer, ScriptedReply
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -72,25 +73,8 @@ def new_thread(
     )
 
 
-def cfg(thread: BaseThread | str) -> RunnableConfig:
-    thread_id = thread if isinstance(thread, str) else thread.id
-    return {"configurable": {"thread_id": thread_id}}
-
-
-def stored(store: BaseStore, thread: BaseThread) -> list[BaseMessage]:
-    return AssistantThreadChatMessageHistory(store, thread.id).messages
-
-
 def kinds(messages: list[BaseMessage]) -> list[tuple[str, Any]]:
     return [(m.type, m.content) for m in messages]
-
-
-def sent(request: RecordedRequest) -> list[tuple[str, Any]]:
-    return [(m["role"], m.get("content")) for m in request.messages]
-
-
-def hwm(store: BaseStore, thread: BaseThread) -> str | None:
-    return ChatCompletionThread.retrieve(store, thread.id).hwm
 
 
 async def collect(

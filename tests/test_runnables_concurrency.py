@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from _runs import cfg
 from langchain_core.messages import HumanMessage
 
 from langchain_retro import (
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
 
     from _helpers import Caller as Call
-    from langchain_core.runnables import RunnableConfig
     from langchain_openai import ChatOpenAI
 
     from langchain_retro.stores.base import BaseStore
@@ -80,10 +80,6 @@ def new_thread(store: BaseStore, **assistant_fields: Any) -> ChatCompletionThrea
     fields = {"model": "gpt-test", **assistant_fields}
     assistant = Assistant.create(store, **fields)
     return ChatCompletionThread.create(store, assistant_id=assistant.id)
-
-
-def cfg(thread: ChatCompletionThread) -> RunnableConfig:
-    return {"configurable": {"thread_id": thread.id}}
 
 
 def contents(store: BaseStore, thread: ChatCompletionThread) -> list[Any]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from _runs import cfg, sent, stored
 from langchain_core.language_models import FakeListChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.prompts import ChatPromptTemplate
 
 from langchain_retro import (
@@ -22,11 +23,10 @@ from langchain_retro import (
     RetroValueError,
     ThreadRunner,
 )
-from langchain_retro.testing import FakeChatServer, RecordedRequest
+from langchain_retro.testing import FakeChatServer
 
 if TYPE_CHECKING:
     from _helpers import Caller as Call
-    from langchain_core.runnables import RunnableConfig
     from langchain_openai import ChatOpenAI
 
     from langchain_retro.stores.base import BaseStore
@@ -37,18 +37,6 @@ pytest_plugins = ["_helpers"]
 def new_thread(store: BaseStore) -> ChatCompletionThread:
     assistant = Assistant.create(store, model="gpt-test", instructions="Be brief.")
     return ChatCompletionThread.create(store, assistant_id=assistant.id)
-
-
-def cfg(thread: ChatCompletionThread) -> RunnableConfig:
-    return {"configurable": {"thread_id": thread.id}}
-
-
-def stored(store: BaseStore, thread: ChatCompletionThread) -> list[BaseMessage]:
-    return AssistantThreadChatMessageHistory(store, thread.id).messages
-
-
-def sent(request: RecordedRequest) -> list[tuple[str, Any]]:
-    return [(m["role"], m.get("content")) for m in request.messages]
 
 
 async def consume(runner: ThreadRunner, mode: str, value: Any, config: Any) -> None:

@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from _runs import cfg, hwm
 from langchain_core.messages import HumanMessage, ToolMessage
 
 from langchain_retro import (
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from _helpers import Caller as Call
-    from langchain_core.runnables import RunnableConfig
     from langchain_openai import ChatOpenAI
 
     from langchain_retro.stores.base import BaseStore
@@ -41,14 +41,6 @@ pytest_plugins = ["_helpers"]
 def new_thread(store: BaseStore) -> tuple[Assistant, ChatCompletionThread]:
     assistant = Assistant.create(store, model="gpt-test")
     return assistant, ChatCompletionThread.create(store, assistant_id=assistant.id)
-
-
-def cfg(thread: ChatCompletionThread) -> RunnableConfig:
-    return {"configurable": {"thread_id": thread.id}}
-
-
-def hwm(store: BaseStore, thread: ChatCompletionThread) -> str | None:
-    return ChatCompletionThread.retrieve(store, thread.id).hwm
 
 
 def contents(request_messages: list[dict[str, Any]]) -> list[Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from _runs import cfg, hwm
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from pydantic import BaseModel, Field
@@ -27,7 +28,6 @@ from langchain_retro.testing import FakeChatServer, ScriptedReply
 
 if TYPE_CHECKING:
     from _helpers import Caller as Call
-    from langchain_core.runnables import RunnableConfig
     from langchain_openai import ChatOpenAI
 
     from langchain_retro.stores.base import BaseStore
@@ -38,14 +38,6 @@ pytest_plugins = ["_helpers"]
 def new_thread(store: BaseStore) -> ChatCompletionThread:
     assistant = Assistant.create(store, model="gpt-test", instructions="Be brief.")
     return ChatCompletionThread.create(store, assistant_id=assistant.id)
-
-
-def cfg(thread: ChatCompletionThread) -> RunnableConfig:
-    return {"configurable": {"thread_id": thread.id}}
-
-
-def hwm(store: BaseStore, thread: ChatCompletionThread) -> str | None:
-    return ChatCompletionThread.retrieve(store, thread.id).hwm
 
 
 # --- item 2: every form bind_tools accepts -------------------------------------------
