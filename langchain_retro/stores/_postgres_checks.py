@@ -13,15 +13,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_retro._ids import new_id
-from langchain_retro._metadata import MetadataLimits, check_limits, dumps
+from langchain_retro._metadata import dumps
 from langchain_retro.errors import (
     MessageIdConflictError,
-    MetadataError,
     MissingDependencyError,
     RetroValueError,
 )
 from langchain_retro.stores._postgres_sql import _Names
-from langchain_retro.stores.base import ASSISTANT_FIELDS, NewMessage
+from langchain_retro.stores.base import NewMessage
 
 try:
     import psycopg
@@ -33,14 +32,9 @@ except ImportError as exc:
 
 __all__ = [
     "MAX_MESSAGE_PARTITIONS",
-    "_answered",
     "_bulk_rows",
-    "_check_fields",
-    "_check_hwm_key",
     "_check_partitions",
-    "_checked_metadata",
     "_conflict",
-    "_has_reply",
     "_message_ids",
 ]
 
@@ -67,66 +61,9 @@ def _check_partitions(message_partitions: object) -> int:
     return message_partitions
 
 
-def _checked_metadata(
-    metadata: object, limits: MetadataLimits, owner: str
-) -> dict[str, str]:
-    """Metadata as a new dict, checked to map strings to strings within the limits.
-
-    Raises:
-        MetadataError: If it is not a mapping of strings to strings.
-        MetadataLimitError: If it is over a limit.
-    """
-    if not isinstance(metadata, Mapping):
-        raise MetadataError(
-            f"{owner} metadata must be a mapping of strings to strings, not "
-            f"{type(metadata).__name__}."
-        )
-    for key, value in metadata.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise MetadataError(
-                f"{owner} metadata must map strings to strings; the entry "
-                f"{key!r}: {value!r} holds a {type(key).__name__} key and a "
-                f"{type(value).__name__} value. Store the value as a string, or "
-                "declare it as a typed field of a record class.",
-                field=key if isinstance(key, str) else None,
-            )
-    checked = dict(metadata)
-    check_limits(checked, limits)
-    return checked
-
-
-def _check_fields(fields: Mapping[str, Any]) -> None:
-    """Refuse assistant fields that are not native ones (they would be dropped)."""
-    unknown = set(fields) - set(ASSISTANT_FIELDS)
-    if unknown:
-        raise RetroValueError(
-            f"Not native assistant fields: {sorted(unknown)}; native fields are "
-            f"{list(ASSISTANT_FIELDS)}. Put other values in metadata; nothing was "
-            "written."
-        )
-
-
-def _check_hwm_key(hwm_key: object, limits: MetadataLimits) -> None:
-    """Check ``add_messages``'s ``hwm_key``: a non-empty key within the limits."""
-    if not isinstance(hwm_key, str) or not hwm_key:
-        raise RetroValueError(
-            f"hwm_key must be a non-empty metadata key, not {hwm_key!r}."
-        )
-    check_limits({hwm_key: ""}, limits)
-
-
 def _message_ids(messages: Sequence[NewMessage]) -> list[str]:
     """The ids the messages are stored under: the caller's, or a new ``msg_...``."""
     return [new_id("msg") if m.id is None else m.id for m in messages]
-
-
-def _answered(messages: Sequence[NewMessage], ids: Sequence[str]) -> str | None:
-    """The id a batch's last reply answers within the batch, if any (see hwm_key)."""
-    last = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=0)
-    for i in range(last - 1, -1, -1):
-        if messages[i].role != "assistant":
-            return ids[i]
-    return None
 
 
 def _bulk_rows(
@@ -175,10 +112,6 @@ def _bulk_rows(
             )
             next_seqs[thread_id] += 1
     return rows, clash_seqs, clash_ids
-
-
-def _has_reply(messages: Sequence[NewMessage]) -> bool:
-    return any(m.role == "assistant" for m in messages)
 
 
 def _conflict(

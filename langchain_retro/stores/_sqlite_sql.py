@@ -30,7 +30,6 @@ __all__ = [
     "bulk_rows",
     "check_bulk_ids",
     "conflict_ids",
-    "hwm_target",
     "is_id_conflict",
     "listing_sql",
     "load_metadata",
@@ -160,28 +159,6 @@ def is_id_conflict(exc: sqlite3.IntegrityError) -> bool:
 def conflict_ids(messages: Sequence[NewMessage]) -> list[str]:
     """The caller-given ids of a batch, to look up after a unique-key failure."""
     return [m.id for m in messages if m.id is not None]
-
-
-def hwm_target(
-    messages: Sequence[NewMessage], ids: Sequence[str]
-) -> tuple[bool, str | None]:
-    """What a batch's last reply answers, as far as the batch itself tells.
-
-    Returns:
-        ``(has_reply, id)``: whether the batch holds an ``assistant`` message, and
-        the id of the newest non-assistant message before the last one (``None``
-        if the batch has none there: then look back into the thread).
-    """
-    last = -1
-    for i, m in enumerate(messages):
-        if m.role == "assistant":
-            last = i
-    if last < 0:
-        return False, None
-    for j in range(last - 1, -1, -1):
-        if messages[j].role != "assistant":
-            return True, ids[j]
-    return True, None
 
 
 def listing_sql(

@@ -35,11 +35,13 @@ from langchain_retro._metadata import (
     UNLIMITED,
     MetadataLimits,
     MetadataPatch,
+    check_limits,
     unencodable_error,
 )
 from langchain_retro.errors import (
     AssistantNotFoundError,
     MessageIdConflictError,
+    MetadataError,
     RetroValueError,
 )
 
@@ -56,8 +58,13 @@ __all__ = [
     "StoredMessage",
     "StoredThread",
     "ThreadQuery",
+    "answered_in_batch",
+    "check_assistant_fields",
+    "check_hwm_key",
     "check_message_id",
+    "check_metadata",
     "check_new_ids",
+    "has_reply",
     "unencodable_error",
 ]
 
@@ -79,6 +86,9 @@ ASSISTANT_FIELDS = (
 
 THREAD_ASSISTANT_KEY = "assistant_id"
 """The thread metadata key that links a thread to its assistant."""
+
+THREAD_REPLY_ROLE = "assistant"
+"""The role of a reply: what ``hwm_key`` marks as answering the messages before it."""
 
 
 class _Stored(BaseModel):
@@ -201,6 +211,90 @@ def check_message_id(message_id: object, thread_id: str) -> str:
             "id, or none to get a msg_... id."
         )
     return message_id
+
+
+def check_metadata(
+    metadata: object, limits: MetadataLimits, owner: str
+) -> dict[str, str]:
+    """Metadata given to a write, as a new dict: strings to strings, within limits.
+
+    Args:
+        metadata: The metadata map the caller gave.
+        limits: The store's limits.
+        owner: What the metadata is for (``"Thread"``), named in the error.
+
+    Raises:
+        MetadataError: If it is not a mapping of strings to strings.
+        MetadataLimitError: If it is over a limit.
+        RetroValueError: If a key or value is not valid Unicode text.
+    """
+    if not isinstance(metadata, Mapping):
+        raise MetadataError(
+            f"{owner} metadata must be a mapping of strings to strings, not "
+            f"{type(metadata).__name__}."
+        )
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise MetadataError(
+                f"{owner} metadata must map strings to strings; the entry "
+                f"{key!r}: {value!r} holds a {type(key).__name__} key and a "
+                f"{type(value).__name__} value. Store the value as a string, or "
+                "declare it as a typed field of a record class.",
+                field=key if isinstance(key, str) else None,
+            )
+    checked = dict(metadata)
+    check_limits(checked, limits)
+    return checked
+
+
+def check_assistant_fields(fields: Mapping[str, Any]) -> None:
+    """Refuse assistant fields that are not native ones (they would be dropped).
+
+    Raises:
+        RetroValueError: Naming the unknown fields and the native ones.
+    """
+    unknown = set(fields) - set(ASSISTANT_FIELDS)
+    if unknown:
+        raise RetroValueError(
+            f"Not native assistant fields: {sorted(unknown)}; native fields are "
+            f"{list(ASSISTANT_FIELDS)}. Put other values in metadata; nothing was "
+            "written."
+        )
+
+
+def check_hwm_key(hwm_key: object, limits: MetadataLimits) -> None:
+    """Check ``add_messages``'s ``hwm_key``: a non-empty key within the limits.
+
+    Raises:
+        RetroValueError: If it is not a non-empty string, or over the key limits.
+    """
+    if not isinstance(hwm_key, str) or not hwm_key:
+        raise RetroValueError(
+            f"hwm_key must be a non-empty metadata key, not {hwm_key!r}."
+        )
+    check_limits({hwm_key: ""}, limits)
+
+
+def has_reply(messages: Sequence[NewMessage]) -> bool:
+    """Whether a batch holds an ``assistant`` message (so ``hwm_key`` may move)."""
+    return any(m.role == THREAD_REPLY_ROLE for m in messages)
+
+
+def answered_in_batch(messages: Sequence[NewMessage], ids: Sequence[str]) -> str | None:
+    """The id a batch's last reply answers, as far as the batch itself tells.
+
+    Returns:
+        The id (from ``ids``, the batch's stored ids) of the newest non-assistant
+        message before the batch's last ``assistant`` message; ``None`` if the batch
+        has none there (the store then looks back into the thread) or no reply.
+    """
+    last = max(
+        (i for i, m in enumerate(messages) if m.role == THREAD_REPLY_ROLE), default=0
+    )
+    for i in range(last - 1, -1, -1):
+        if messages[i].role != THREAD_REPLY_ROLE:
+            return ids[i]
+    return None
 
 
 def check_new_ids(thread_id: str, messages: Sequence[NewMessage]) -> None:

@@ -95,14 +95,9 @@ from langchain_retro.errors import (
     ThreadNotFoundError,
 )
 from langchain_retro.stores._postgres_checks import (
-    _answered,
     _bulk_rows,
-    _check_fields,
-    _check_hwm_key,
     _check_partitions,
-    _checked_metadata,
     _conflict,
-    _has_reply,
     _message_ids,
 )
 from langchain_retro.stores._postgres_io import (
@@ -186,7 +181,12 @@ from langchain_retro.stores.base import (
     StoredMessage,
     StoredThread,
     ThreadQuery,
+    answered_in_batch,
+    check_assistant_fields,
+    check_hwm_key,
+    check_metadata,
     check_new_ids,
+    has_reply,
     unencodable_error,
 )
 
@@ -675,8 +675,8 @@ class PostgresStore(BaseStore):
     def _create_assistant(
         self, fields: Mapping[str, Any], metadata: Mapping[str, str]
     ) -> _Op[StoredAssistant]:
-        checked = _checked_metadata(metadata, self.limits, "Assistant")
-        _check_fields(fields)
+        checked = check_metadata(metadata, self.limits, "Assistant")
+        check_assistant_fields(fields)
         try:
             draft = StoredAssistant(
                 id=new_id("asst"), created_at=0, metadata=checked, **fields
@@ -718,7 +718,7 @@ class PostgresStore(BaseStore):
         fields: Mapping[str, Any],
         patch: MetadataPatch | None,
     ) -> _Op[StoredAssistant]:
-        _check_fields(fields)
+        check_assistant_fields(fields)
         rows = yield _q_assistant_get(self._names, assistant_id, lock=True)
         if not rows:
             raise AssistantNotFoundError(assistant_id)
@@ -849,7 +849,7 @@ class PostgresStore(BaseStore):
     # --- threads ---------------------------------------------------------------------
 
     def _create_thread(self, metadata: Mapping[str, str]) -> _Op[StoredThread]:
-        checked = _checked_metadata(metadata, self.limits, "Thread")
+        checked = check_metadata(metadata, self.limits, "Thread")
         thread_id = new_id("thread")
         ((created_at,),) = yield _q_thread_insert(self._names, thread_id, checked)
         return StoredThread(id=thread_id, created_at=created_at, metadata=checked)
@@ -865,7 +865,7 @@ class PostgresStore(BaseStore):
     def _create_threads(
         self, metadatas: Sequence[Mapping[str, str]]
     ) -> _Op[list[StoredThread]]:
-        checked = [_checked_metadata(m, self.limits, "Thread") for m in metadatas]
+        checked = [check_metadata(m, self.limits, "Thread") for m in metadatas]
         if not checked:
             return []
         ids = [new_id("thread") for _ in checked]
@@ -1033,9 +1033,9 @@ class PostgresStore(BaseStore):
         for message in messages:
             check_limits(message.metadata, self.limits)
         if hwm_key is not None:
-            _check_hwm_key(hwm_key, self.limits)
+            check_hwm_key(hwm_key, self.limits)
         ids = _message_ids(messages)
-        replies = hwm_key is not None and _has_reply(messages)
+        replies = hwm_key is not None and has_reply(messages)
         thread_metadata = None
         if thread_patch is not None or replies:
             rows = yield _q_thread_get(self._names, thread_id, lock=True)
@@ -1047,7 +1047,7 @@ class PostgresStore(BaseStore):
                 metadata = thread_patch.apply(metadata, self.limits)
                 thread_metadata = metadata
             if replies and hwm_key is not None:
-                answered = _answered(messages, ids)
+                answered = answered_in_batch(messages, ids)
                 if answered is None:
                     found = yield _q_last_asked(self._names, thread_seq)
                     answered = found[0][0] if found else None
@@ -1078,7 +1078,7 @@ class PostgresStore(BaseStore):
         return self._run(
             self._add_messages(thread_id, messages, thread_patch, hwm_key),
             transaction=thread_patch is not None
-            or (hwm_key is not None and _has_reply(messages)),
+            or (hwm_key is not None and has_reply(messages)),
         )
 
     async def aadd_messages(
@@ -1093,7 +1093,7 @@ class PostgresStore(BaseStore):
         return await self._arun(
             self._add_messages(thread_id, messages, thread_patch, hwm_key),
             transaction=thread_patch is not None
-            or (hwm_key is not None and _has_reply(messages)),
+            or (hwm_key is not None and has_reply(messages)),
         )
 
     def _bulk_add_messages(

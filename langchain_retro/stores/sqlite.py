@@ -30,7 +30,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 from pydantic import ValidationError
 
 from langchain_retro._ids import new_id
-from langchain_retro._metadata import MetadataLimits, MetadataPatch, check_limits, dumps
+from langchain_retro._metadata import MetadataPatch, check_limits, dumps
 from langchain_retro.errors import (
     AssistantInUseError,
     AssistantNotFoundError,
@@ -63,7 +63,12 @@ from langchain_retro.stores.base import (
     StoredMessage,
     StoredThread,
     ThreadQuery,
+    answered_in_batch,
+    check_assistant_fields,
+    check_hwm_key,
+    check_metadata,
     check_new_ids,
+    has_reply,
     unencodable_error,
 )
 
@@ -91,27 +96,6 @@ _INSERT_MESSAGE = (
 
 def _now() -> int:
     return int(time.time())
-
-
-def _check_metadata(metadata: object, what: str, limits: MetadataLimits) -> None:
-    """Check a metadata map given to a write: a mapping of strings, within limits."""
-    if not isinstance(metadata, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
-    ):
-        raise RetroValueError(
-            f"Metadata for {what} must map strings to strings, not {metadata!r}. "
-            "Encode other values as strings (or use a typed field); nothing was "
-            "written."
-        )
-    check_limits(metadata, limits)
-
-
-def _check_hwm_key(hwm_key: object, limits: MetadataLimits) -> None:
-    if not isinstance(hwm_key, str) or not hwm_key:
-        raise RetroValueError(
-            f"hwm_key must be a non-empty metadata key, not {hwm_key!r}."
-        )
-    check_limits({hwm_key: ""}, limits)
 
 
 class SQLiteStore(BaseStore):
@@ -389,13 +373,8 @@ class SQLiteStore(BaseStore):
         self, fields: Mapping[str, Any], metadata: Mapping[str, str]
     ) -> StoredAssistant:
         """Create an assistant from its native fields and its metadata."""
-        _check_metadata(metadata, "a new assistant", self.limits)
-        unknown = set(fields) - set(ASSISTANT_FIELDS)
-        if unknown:
-            raise RetroValueError(
-                f"Not native assistant fields: {sorted(unknown)}; known fields are "
-                f"{list(ASSISTANT_FIELDS)}. Nothing was written."
-            )
+        check_metadata(metadata, self.limits, "Assistant")
+        check_assistant_fields(fields)
         try:
             stored = StoredAssistant(
                 id=new_id("asst"), created_at=_now(), metadata=dict(metadata), **fields
@@ -451,12 +430,7 @@ class SQLiteStore(BaseStore):
         patch: MetadataPatch | None = None,
     ) -> StoredAssistant:
         """Change native fields and apply a metadata patch, in one transaction."""
-        unknown = set(fields) - set(ASSISTANT_FIELDS)
-        if unknown:
-            raise RetroValueError(
-                f"Not native assistant fields: {sorted(unknown)}; known fields are "
-                f"{list(ASSISTANT_FIELDS)}. Nothing was written."
-            )
+        check_assistant_fields(fields)
         with self._tx(write=True) as conn:
             current = self._get_assistant(conn, assistant_id)
             metadata = (
@@ -608,7 +582,7 @@ class SQLiteStore(BaseStore):
 
     def create_thread(self, metadata: Mapping[str, str]) -> StoredThread:
         """Create a thread with the given metadata."""
-        _check_metadata(metadata, "a new thread", self.limits)
+        check_metadata(metadata, self.limits, "Thread")
         stored = StoredThread(
             id=new_id("thread"), created_at=_now(), metadata=dict(metadata)
         )
@@ -632,7 +606,7 @@ class SQLiteStore(BaseStore):
     ) -> list[StoredThread]:
         """Create many threads in one transaction, all or none, in the given order."""
         for metadata in metadatas:
-            _check_metadata(metadata, "a new thread", self.limits)
+            check_metadata(metadata, self.limits, "Thread")
         created_at = _now()
         made = [
             StoredThread(id=new_id("thread"), created_at=created_at, metadata=dict(m))
@@ -817,14 +791,15 @@ class SQLiteStore(BaseStore):
         """
         self._check_batch(thread_id, messages)
         if hwm_key is not None:
-            _check_hwm_key(hwm_key, self.limits)
+            check_hwm_key(hwm_key, self.limits)
         with self._tx(write=True) as conn:
             thread_seq, current, next_seq = self._thread_row(conn, thread_id)
             stored = self._append(conn, thread_seq, thread_id, next_seq, messages)
             target: str | None = None
             if hwm_key is not None:
-                has_reply, target = sql_.hwm_target(messages, [s.id for s in stored])
-                if has_reply and target is None:
+                replies = has_reply(messages)
+                target = answered_in_batch(messages, [s.id for s in stored])
+                if replies and target is None:
                     row = conn.execute(
                         "SELECT id FROM messages WHERE thread_seq = ? AND seq < ? "
                         "AND role != 'assistant' ORDER BY seq DESC LIMIT 1",
