@@ -138,7 +138,7 @@ class _not_found_hint:  # noqa: N801 - used as a function: with _not_found_hint(
 _SESSION_WAIT = 10.0
 """Seconds to wait for another process resolving the same new session."""
 _SESSION_TTL = 30.0
-"""Seconds a session lease lasts: a crashed resolver cannot hold it for longer."""
+"""Seconds a candidate's lease lasts: a crashed resolver cannot hold it for longer."""
 _SESSION_POLL = 0.05
 """Seconds between tries while another process resolves the same session."""
 _SESSION_SETTLE = 0.2
@@ -154,17 +154,13 @@ class _Restart(Exception):  # noqa: N818 - control flow, never raised to callers
 class _Session:
     """How a history finds, or creates, the thread of a free-form session id.
 
-    The lookup, the fields and the lease name are worked out once; `resolve` and
+    The lookup, the fields and the pending marker are worked out once; `resolve` and
     `aresolve` are the I/O, sync and async. Two processes resolving one new session
-    end with one thread:
-
-    * on a store that takes leases on any name, each holds a lease named after the
-      key and the session id while it looks up and creates;
-    * on a store that keeps leases for threads only, each creates a candidate
-      thread marked pending (which lookups skip) and holds that thread's lease,
-      waits for candidates made at the same time to commit, and the oldest live
-      candidate becomes the session's thread; the others are deleted unused, as are
-      candidates whose resolver died (their lease lapsed).
+    end with one thread. Stores keep run leases for threads only, so each creates a
+    candidate thread marked pending (which lookups skip) and holds that thread's
+    lease, waits for candidates made at the same time to commit, and the oldest live
+    candidate becomes the session's thread; the others are deleted unused, as are
+    candidates whose resolver died (their lease lapsed).
     """
 
     def __init__(
@@ -181,8 +177,8 @@ class _Session:
         if not isinstance(extra, Mapping):
             raise RetroValueError(f"metadata must be a mapping, not {extra!r}.")
         digest = hashlib.sha256(f"{key}\x00{session_id}".encode()).hexdigest()[:32]
-        self.lease = f"session_{digest}"
-        pending = {**extra, _PENDING_KEY: self.lease}
+        self.marker = f"session_{digest}"
+        pending = {**extra, _PENDING_KEY: self.marker}
         if key in thread_class.model_fields:  # a typed field
             self.lookup: dict[str, Any] = {key: session_id}
             self.create_fields = {**fields, key: session_id}
@@ -193,7 +189,7 @@ class _Session:
             self.create_fields = {**fields, "metadata": {**extra, key: session_id}}
             self.candidate_fields = {**fields, "metadata": pending}
             self.settle_metadata = {_PENDING_KEY: None, key: session_id}
-        self.pending = {_PENDING_KEY: self.lease}
+        self.pending = {_PENDING_KEY: self.marker}
 
     def check(self, store: BaseStore) -> None:
         """Validate the thread to create, without writing (raises RetroValueError)."""
@@ -218,36 +214,15 @@ class _Session:
         page = self.thread_class.list(store, order="asc", limit=50, **self.lookup)
         return self.settled(page.data)
 
-    def lock(self, store: BaseStore, owner: str) -> bool:
-        deadline = time.monotonic() + _SESSION_WAIT
-        while True:
-            try:
-                if store.acquire_lease(self.lease, owner, _SESSION_TTL):
-                    return True
-            except ThreadNotFoundError:
-                return False  # leases for threads only: candidates instead
-            if time.monotonic() >= deadline:
-                raise self.busy()
-            time.sleep(_SESSION_POLL)
-
     def resolve(self, store: BaseStore) -> str:
         while True:
             found = self.find(store)
             if found is not None:
                 return found
-            owner = f"session-{uuid.uuid4().hex}"
-            if not self.lock(store, owner):
-                try:
-                    return self.elect(store, owner)
-                except _Restart:
-                    continue
             try:
-                found = self.find(store)
-                if found is not None:
-                    return found
-                return self.thread_class.create(store, **self.create_fields).id
-            finally:
-                store.release_lease(self.lease, owner)
+                return self.elect(store, f"session-{uuid.uuid4().hex}")
+            except _Restart:
+                continue
 
     @staticmethod
     def drop_if_dead(store: BaseStore, candidate: str, owner: str) -> bool:
@@ -309,37 +284,15 @@ class _Session:
         )
         return self.settled(page.data)
 
-    async def alock(self, store: BaseStore, owner: str) -> bool:
-        deadline = time.monotonic() + _SESSION_WAIT
-        while True:
-            try:
-                if await store.aacquire_lease(self.lease, owner, _SESSION_TTL):
-                    return True
-            except ThreadNotFoundError:
-                return False
-            if time.monotonic() >= deadline:
-                raise self.busy()
-            await asyncio.sleep(_SESSION_POLL)
-
     async def aresolve(self, store: BaseStore) -> str:
         while True:
             found = await self.afind(store)
             if found is not None:
                 return found
-            owner = f"session-{uuid.uuid4().hex}"
-            if not await self.alock(store, owner):
-                try:
-                    return await self.aelect(store, owner)
-                except _Restart:
-                    continue
             try:
-                found = await self.afind(store)
-                if found is not None:
-                    return found
-                created = await self.thread_class.acreate(store, **self.create_fields)
-                return created.id
-            finally:
-                await store.arelease_lease(self.lease, owner)
+                return await self.aelect(store, f"session-{uuid.uuid4().hex}")
+            except _Restart:
+                continue
 
     @staticmethod
     async def adrop_if_dead(store: BaseStore, candidate: str, owner: str) -> bool:
