@@ -7,13 +7,16 @@ built-in exception it means, so callers can catch either::
     ├── NotFoundError(RetroError, LookupError)
     │   ├── AssistantNotFoundError
     │   ├── ThreadNotFoundError
-    │   └── MessageNotFoundError
+    │   ├── MessageNotFoundError
+    │   └── RunNotFoundError
     ├── RetroValueError(RetroError, ValueError)
     │   ├── MetadataError                 typed metadata cannot be encoded or decoded
     │   │   └── MetadataLimitError        over a store's key, key-length or value limits
     │   ├── MessageConversionError        a message type outside the allowlist
     │   ├── MessageIdConflictError        a caller's message id already in the thread
-    │   └── RecordClassError              a record of one class read as another
+    │   ├── RecordClassError              a record of one class read as another
+    │   ├── RunStateError                 the run's status does not allow this
+    │   └── ToolOutputsError              tool results that do not match the calls
     ├── AssistantInUseError(RetroError, RuntimeError)
     ├── StoreClosedError(RetroError, RuntimeError)
     ├── StoreError(RetroError, RuntimeError)   the backend failed; the cause is chained
@@ -23,7 +26,9 @@ built-in exception it means, so callers can catch either::
     └── RunError(RetroError, RuntimeError)
         ├── ThreadBusyError(RunError, TimeoutError)
         ├── NothingToRunError
-        └── ModelCallError                     the Chat Completions call failed
+        ├── ModelCallError                     the Chat Completions call failed
+        ├── RunCancelledError                  the run was cancelled; no reply stored
+        └── RunIncompleteError                 max_steps or the token budget ended it
 
 Errors carry the ids involved as attributes and say what to do in their message.
 Errors raised from another library's error chain it with ``raise ... from exc``.
@@ -47,12 +52,17 @@ __all__ = [
     "RecordClassError",
     "RetroError",
     "RetroValueError",
+    "RunCancelledError",
     "RunError",
+    "RunIncompleteError",
+    "RunNotFoundError",
+    "RunStateError",
     "SchemaVersionError",
     "StoreClosedError",
     "StoreError",
     "ThreadBusyError",
     "ThreadNotFoundError",
+    "ToolOutputsError",
 ]
 
 
@@ -87,6 +97,12 @@ class MessageNotFoundError(NotFoundError):
     """No message with this id (in this thread)."""
 
     kind = "message"
+
+
+class RunNotFoundError(NotFoundError):
+    """No run with this id (on this thread)."""
+
+    kind = "run"
 
 
 class RetroValueError(RetroError, ValueError):
@@ -140,6 +156,44 @@ class RecordClassError(RetroValueError):
     """A stored record belongs to a class that is not the one asked for."""
 
 
+class RunStateError(RetroValueError):
+    """The run's status does not allow what was asked; nothing was changed.
+
+    Cancelling a run that already ended, or giving a thread new input while a run on
+    it waits for tool results (``requires_action``).
+    """
+
+    def __init__(
+        self, message: str, *, thread_id: str, run_id: str, status: str
+    ) -> None:
+        self.thread_id = thread_id
+        self.run_id = run_id
+        self.status = status
+        super().__init__(message)
+
+
+class ToolOutputsError(RetroValueError):
+    """Tool results that leave a call of the run unanswered or answer an unknown one.
+
+    Raised before anything is stored; names the run and the tool call ids.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        thread_id: str,
+        run_id: str,
+        missing: tuple[str, ...] = (),
+        unknown: tuple[str, ...] = (),
+    ) -> None:
+        self.thread_id = thread_id
+        self.run_id = run_id
+        self.missing = missing
+        self.unknown = unknown
+        super().__init__(message)
+
+
 class AssistantInUseError(RetroError, RuntimeError):
     """An assistant still has threads, and the delete did not say what to do."""
 
@@ -187,8 +241,11 @@ class MissingDependencyError(RetroError, ImportError):
 class RunError(RetroError, RuntimeError):
     """A run on a thread could not be completed."""
 
-    def __init__(self, message: str, *, thread_id: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, thread_id: str | None = None, run_id: str | None = None
+    ) -> None:
         self.thread_id = thread_id
+        self.run_id = run_id
         super().__init__(message)
 
 
@@ -202,3 +259,20 @@ class NothingToRunError(RunError):
 
 class ModelCallError(RunError):
     """The Chat Completions call failed; the thread is left as it was."""
+
+
+class RunCancelledError(RunError):
+    """The run was cancelled (from this process or another); no reply was stored."""
+
+
+class RunIncompleteError(RunError):
+    """The run ended ``incomplete``: ``max_steps`` or the token budget was reached.
+
+    What the run stored stays; ``reason`` is the run's ``incomplete_details`` reason.
+    """
+
+    def __init__(
+        self, message: str, *, thread_id: str, run_id: str, reason: str
+    ) -> None:
+        self.reason = reason
+        super().__init__(message, thread_id=thread_id, run_id=run_id)

@@ -25,9 +25,9 @@ as they can.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, NamedTuple, Self, TypeAlias, TypeVar, cast
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,33 +39,83 @@ from langchain_retro._metadata import (
     unencodable_error,
 )
 from langchain_retro.errors import (
-    AssistantNotFoundError,
     MessageIdConflictError,
     MetadataError,
     RetroValueError,
 )
+from langchain_retro.stores._runs import (
+    ACTIVE_RUN_STATUSES,
+    ENDED_RUN_STATUSES,
+    FunctionCall,
+    IncompleteDetails,
+    LastError,
+    NewRun,
+    RequiredAction,
+    RequiredToolCall,
+    RunLeaseState,
+    RunSaved,
+    RunStatus,
+    RunUpdate,
+    RunUsage,
+    StoredRun,
+    SubmitToolOutputs,
+    TruncationStrategy,
+    cancel_requested,
+    lapsed_status,
+    new_run_row,
+    resumed_run,
+    run_body,
+    run_from_row,
+    settle,
+    updated_run,
+)
 
 __all__ = [
+    "ACTIVE_RUN_STATUSES",
     "ASSISTANT_FIELDS",
+    "ENDED_RUN_STATUSES",
     "MAX_MESSAGE_ID_LENGTH",
     "AssistantThreads",
     "BaseStore",
+    "FunctionCall",
+    "IncompleteDetails",
+    "LastError",
     "Lease",
+    "MetadataPatch",
     "NewMessage",
+    "NewRun",
     "Order",
+    "RequiredAction",
+    "RequiredToolCall",
+    "RunLeaseState",
+    "RunSaved",
     "RunStart",
+    "RunStatus",
+    "RunUpdate",
+    "RunUsage",
     "StoredAssistant",
     "StoredMessage",
+    "StoredRun",
     "StoredThread",
+    "SubmitToolOutputs",
     "ThreadQuery",
+    "TruncationStrategy",
     "answered_in_batch",
+    "cancel_requested",
     "check_assistant_fields",
     "check_hwm_key",
     "check_message_id",
     "check_metadata",
     "check_new_ids",
     "has_reply",
+    "lapsed_status",
+    "new_run_row",
+    "resumed_run",
+    "run_body",
+    "run_from_row",
+    "settle",
     "unencodable_error",
+    "updated_run",
 ]
 
 Order = Literal["asc", "desc"]
@@ -329,6 +379,10 @@ class RunStart(BaseModel):
     context: list[StoredMessage] = Field(default_factory=list)
     """The thread's newest ``context_limit`` messages (all if ``None``), oldest
     first, the appended ones included."""
+    run: StoredRun
+    """The run, as created or resumed: ``in_progress``, with the lease's owner."""
+    resumed: bool = False
+    """Whether ``run`` is a ``requires_action`` run continued (``resume=True``)."""
 
 
 class Lease(BaseModel):
@@ -768,31 +822,39 @@ class BaseStore(ABC):
 
     # --- runs ------------------------------------------------------------------------
 
+    @abstractmethod
     def begin_run(
         self,
         thread_id: str,
         *,
         owner: str,
         ttl: float,
+        run: NewRun | None = None,
         messages: Sequence[NewMessage] = (),
         context_limit: int | None = None,
+        resume: bool = False,
     ) -> RunStart | None:
-        """Start a run: take the lease, read, append the input, read the context.
+        """Start a run, in one transaction: lease, run record, input, context.
 
-        Takes the thread's run lease for ``owner`` (as `acquire_lease`), reads the
-        thread and the assistant its ``assistant_id`` metadata names, appends
-        ``messages`` and reads the thread's newest ``context_limit`` messages. If it
-        raises, it holds no lease and has written nothing.
-
-        This default makes one call per step (and gives the lease back if a later
-        step fails); stores override it to do it all in one transaction.
+        Takes the thread's run lease for ``owner`` (as `acquire_lease`); marks any
+        other run of the thread that still counts as holding the lease as lapsed
+        (``expired``, or ``cancelled`` if it was ``cancelling``: see `lapsed_status`);
+        reads the thread and the assistant its ``assistant_id`` metadata names;
+        creates the run (`new_run_row`, lease owner ``owner``) or, with ``resume``
+        and a thread whose newest run is in ``requires_action``, continues that run
+        instead (`resumed_run`, lease owner now ``owner``); appends ``messages``
+        (with ``resume``, those without a ``run_id`` get the resumed run's id); and
+        reads the thread's newest ``context_limit`` messages. If it raises, it holds
+        no lease and has written nothing.
 
         Args:
             thread_id: The thread to run on.
-            owner: Who takes the lease: a run's unique id.
-            ttl: Seconds the lease lasts unless renewed with `acquire_lease`.
+            owner: Who takes the lease: unique per attempt (a new run's id).
+            ttl: Seconds the lease lasts unless renewed with `renew_run`.
+            run: The run to create; ``None`` creates ``NewRun(id=owner)``.
             messages: The run's input, appended in order; may be empty.
             context_limit: How many of the newest messages to read; ``None`` for all.
+            resume: Continue the thread's newest run if it is in ``requires_action``.
 
         Returns:
             What was read and written; ``None``, with nothing written, if another
@@ -801,152 +863,157 @@ class BaseStore(ABC):
         Raises:
             ThreadNotFoundError: If the thread does not exist.
         """
-        return _drive(
-            self, _begin_run_calls(thread_id, owner, ttl, messages, context_limit)
-        )
 
+    @abstractmethod
     async def abegin_run(
         self,
         thread_id: str,
         *,
         owner: str,
         ttl: float,
+        run: NewRun | None = None,
         messages: Sequence[NewMessage] = (),
         context_limit: int | None = None,
+        resume: bool = False,
     ) -> RunStart | None:
         """Async twin of `begin_run`."""
-        return await _adrive(
-            self, _begin_run_calls(thread_id, owner, ttl, messages, context_limit)
-        )
 
+    @abstractmethod
     def finish_run(
         self,
         thread_id: str,
         *,
         owner: str,
-        reply: NewMessage,
-        thread_patch: MetadataPatch,
-    ) -> StoredMessage:
-        """End a run: append the reply, patch the thread, give the lease back.
+        run_id: str,
+        update: RunUpdate,
+        messages: Sequence[NewMessage] = (),
+        thread_patch: MetadataPatch | None = None,
+    ) -> RunSaved:
+        """Write a run's step or end, in one transaction.
 
-        The reply and the patch are written all or none; if they are not, ``owner``
-        keeps the lease. The reply is stored even if the lease expired and another
-        owner took it, whose lease is then left alone.
+        Appends ``messages``, applies ``thread_patch`` to the thread, applies
+        ``update`` to the run (`updated_run`) and adds its usage to the thread's
+        running total. If ``update.status`` is not ``in_progress`` the lease is given
+        back (if ``owner`` still holds it; another owner's lease is left alone).
+        The messages are stored even if the lease lapsed meanwhile.
 
-        This default appends (with the patch) and then releases; stores override it
-        to do both in one transaction.
+        If the run is ``cancelling`` (a cancel came while it ran), nothing of the
+        above is written: the run becomes ``cancelled``, the lease is given back,
+        and the result holds no messages. Check ``result.run.status``.
 
         Args:
             thread_id: The thread of the run.
             owner: The lease's owner, as given to `begin_run`.
-            reply: The message to append.
-            thread_patch: The metadata patch applied to the thread with the reply
-                (a run moves its ``hwm`` this way).
+            run_id: The run.
+            update: The run's new status and what goes with it.
+            messages: The messages the run wrote (a step's, or its reply).
+            thread_patch: A metadata patch applied to the thread (a run moves its
+                ``hwm`` this way).
 
         Returns:
-            The stored reply.
-        """
-        return _drive(self, _finish_run_calls(thread_id, owner, reply, thread_patch))
+            The stored messages and the run as it now is.
 
+        Raises:
+            RunNotFoundError: If the run does not exist on the thread.
+        """
+
+    @abstractmethod
     async def afinish_run(
         self,
         thread_id: str,
         *,
         owner: str,
-        reply: NewMessage,
-        thread_patch: MetadataPatch,
-    ) -> StoredMessage:
+        run_id: str,
+        update: RunUpdate,
+        messages: Sequence[NewMessage] = (),
+        thread_patch: MetadataPatch | None = None,
+    ) -> RunSaved:
         """Async twin of `finish_run`."""
-        return await _adrive(
-            self, _finish_run_calls(thread_id, owner, reply, thread_patch)
-        )
 
+    @abstractmethod
+    def renew_run(self, thread_id: str, *, owner: str, ttl: float) -> RunLeaseState:
+        """Renew a running run's lease for ``ttl`` seconds, and say if it may go on.
 
-# --- the default runs, written once as the store calls they make -------------------
+        Returns:
+            ``held`` (renewed), ``cancelling`` (renewed, but a cancel was asked: the
+            run should stop and end with status ``cancelled``), or ``lost`` (another
+            owner holds the lease, or the thread is gone: nothing renewed).
+        """
 
-T = TypeVar("T")
+    @abstractmethod
+    async def arenew_run(
+        self, thread_id: str, *, owner: str, ttl: float
+    ) -> RunLeaseState:
+        """Async twin of `renew_run`."""
 
+    @abstractmethod
+    def get_run(self, thread_id: str, run_id: str) -> StoredRun:
+        """Read a run of a thread, settled (`settle`); raises `RunNotFoundError`."""
 
-class _Call(NamedTuple):
-    """One store call: the sync method's name; the async driver adds the ``a``."""
+    @abstractmethod
+    async def aget_run(self, thread_id: str, run_id: str) -> StoredRun:
+        """Async twin of `get_run`."""
 
-    method: str
-    args: tuple[Any, ...]
-    kwargs: Mapping[str, Any] = {}
+    @abstractmethod
+    def list_runs(
+        self,
+        thread_id: str,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        order: Order = "desc",
+        limit: int = 20,
+    ) -> list[StoredRun]:
+        """List a thread's runs by creation, newest first by default, settled.
 
+        ``after`` / ``before`` are run ids, as for `list_messages`; an unknown one
+        raises `RunNotFoundError`. Raises `ThreadNotFoundError` for an unknown
+        thread. Costs O(limit) whatever the number of runs.
+        """
 
-_Calls: TypeAlias = Generator[_Call, Any, T]
-"""Store calls: yields each call, receives its result (or has its error thrown in)."""
+    @abstractmethod
+    async def alist_runs(
+        self,
+        thread_id: str,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        order: Order = "desc",
+        limit: int = 20,
+    ) -> list[StoredRun]:
+        """Async twin of `list_runs`."""
 
+    @abstractmethod
+    def cancel_run(self, thread_id: str, run_id: str) -> StoredRun:
+        """Ask a run to stop, in one transaction (`cancel_requested`).
 
-def _begin_run_calls(
-    thread_id: str,
-    owner: str,
-    ttl: float,
-    messages: Sequence[NewMessage],
-    context_limit: int | None,
-) -> _Calls[RunStart | None]:
-    if not (yield _Call("acquire_lease", (thread_id, owner, ttl))):
-        # A store that answers "busy" for an unknown thread would make runs wait.
-        yield _Call("get_thread", (thread_id,))
-        return None
-    try:
-        thread: StoredThread = yield _Call("get_thread", (thread_id,))
-        assistant: StoredAssistant | None = None
-        assistant_id = thread.metadata.get(THREAD_ASSISTANT_KEY)
-        if assistant_id is not None:
-            try:
-                assistant = yield _Call("get_assistant", (assistant_id,))
-            except AssistantNotFoundError:
-                assistant = None
-        appended: list[StoredMessage] = []
-        if messages:
-            appended = yield _Call("add_messages", (thread_id, messages))
-        newest: list[StoredMessage] = yield _Call(
-            "list_messages", (thread_id,), {"order": "desc", "limit": context_limit}
-        )
-    except BaseException:
-        yield _Call("release_lease", (thread_id, owner))
-        raise
-    return RunStart(
-        thread=thread, assistant=assistant, appended=appended, context=newest[::-1]
-    )
+        A running run becomes ``cancelling`` (its process notices at its next
+        `renew_run` and ends it ``cancelled``); a run in ``requires_action`` is
+        ``cancelled`` at once. Raises `RunStateError` for a run that already ended
+        (a lapsed run is ended: it settles first), `RunNotFoundError` for none.
+        """
 
+    @abstractmethod
+    async def acancel_run(self, thread_id: str, run_id: str) -> StoredRun:
+        """Async twin of `cancel_run`."""
 
-def _finish_run_calls(
-    thread_id: str, owner: str, reply: NewMessage, thread_patch: MetadataPatch
-) -> _Calls[StoredMessage]:
-    (stored,) = yield _Call(
-        "add_messages", (thread_id, [reply]), {"thread_patch": thread_patch}
-    )
-    yield _Call("release_lease", (thread_id, owner))
-    return cast("StoredMessage", stored)
+    @abstractmethod
+    def list_run_messages(self, thread_id: str, run_id: str) -> list[StoredMessage]:
+        """The messages a run wrote (``run_id`` equal to it), in thread order.
 
+        Reads by an index, not a scan of the thread.
+        """
 
-def _drive(store: BaseStore, calls: _Calls[T]) -> T:
-    result: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            call = calls.send(result) if error is None else calls.throw(error)
-        except StopIteration as done:
-            return cast("T", done.value)
-        try:
-            result, error = getattr(store, call.method)(*call.args, **call.kwargs), None
-        except BaseException as exc:  # thrown into the calls, which re-raise it
-            result, error = None, exc
+    @abstractmethod
+    async def alist_run_messages(
+        self, thread_id: str, run_id: str
+    ) -> list[StoredMessage]:
+        """Async twin of `list_run_messages`."""
 
+    @abstractmethod
+    def get_thread_usage(self, thread_id: str) -> RunUsage:
+        """The tokens of all the thread's runs: a running total, read in O(1)."""
 
-async def _adrive(store: BaseStore, calls: _Calls[T]) -> T:
-    result: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            call = calls.send(result) if error is None else calls.throw(error)
-        except StopIteration as done:
-            return cast("T", done.value)
-        try:
-            method = getattr(store, "a" + call.method)
-            result, error = await method(*call.args, **call.kwargs), None
-        except BaseException as exc:  # thrown into the calls, which re-raise it
-            result, error = None, exc
+    @abstractmethod
+    async def aget_thread_usage(self, thread_id: str) -> RunUsage:
+        """Async twin of `get_thread_usage`."""
