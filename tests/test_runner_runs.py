@@ -180,7 +180,7 @@ async def test_a_reply_with_tool_calls_requires_action_and_results_continue_it(
 
 
 @pytest.mark.parametrize(
-    ("results", "error", "names"),
+    "case",
     [
         (
             [ToolMessage("cold", tool_call_id="call_a")],
@@ -205,10 +205,9 @@ async def test_results_that_do_not_fit_the_calls_are_refused_and_nothing_stored(
     llm: ChatOpenAI,
     server: FakeChatServer,
     call: Call,
-    results: list[Any],
-    error: type[Exception],
-    names: str,
+    case: tuple[list[Any], type[Exception], str],
 ) -> None:
+    results, error, names = case
     thread = new_thread(store)
     runner = ThreadRunner(store=store, llm=llm, tools=[WEATHER])
     server.enqueue(
