@@ -14,9 +14,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import functools
 import json
+import queue
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, TypeVar, cast
 
@@ -130,9 +133,51 @@ def _merged(chunks: Sequence[AIMessageChunk]) -> AIMessage:
 # --- drivers ---------------------------------------------------------------------
 
 
-_POOL = concurrent.futures.ThreadPoolExecutor(
-    max_workers=64, thread_name_prefix="langchain-retro-run"
-)
+class _DaemonPool:
+    """Daemon worker threads for sync model calls and tools.
+
+    Unlike ``ThreadPoolExecutor``'s, its threads never hold the process open: a call
+    abandoned after a cancel may still be waiting on the network when the program
+    ends. Idle workers are reused; a new one starts when none is idle.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: queue.SimpleQueue[
+            tuple[Callable[[], Any], concurrent.futures.Future[Any]]
+        ] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+
+    def submit(self, fn: Callable[[], R]) -> concurrent.futures.Future[R]:
+        """Run ``fn`` (in a copy of the caller's context) on a worker."""
+        future: concurrent.futures.Future[R] = concurrent.futures.Future()
+        context = contextvars.copy_context()
+        with self._lock:
+            start = self._idle == 0
+            if not start:
+                self._idle -= 1
+        self._tasks.put((lambda: context.run(fn), future))
+        if start:
+            threading.Thread(
+                target=self._work, name="langchain-retro-run", daemon=True
+            ).start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            fn, future = self._tasks.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:  # handed to the waiter
+                    future.set_exception(exc)
+            with self._lock:
+                self._idle += 1
+
+
+_POOL = _DaemonPool()
+_END = object()
+"""Marks the end of a model's stream."""
 """Threads for sync model calls (so a cancel can stop waiting) and tools."""
 
 
@@ -199,16 +244,49 @@ class SyncDriver:
             self.abandon()
 
     def _stream_model(self, effect: Complete) -> Iterator[AIMessageChunk]:
-        stream = self.engine.model.stream(effect.messages, self.config, **effect.kwargs)
+        """The model's chunks, read by a worker so that a cancel stops the wait."""
+        held = self.held
+        model, config = self.engine.model, self.config
+        chunks: queue.SimpleQueue[tuple[Any, BaseException | None]] = (
+            queue.SimpleQueue()
+        )
+        stop = threading.Event()
+
+        def pump() -> None:
+            stream = model.stream(effect.messages, config, **effect.kwargs)
+            try:
+                for chunk in stream:
+                    chunks.put((chunk, None))
+                    if stop.is_set():
+                        break
+            except BaseException as exc:  # handed to the reader
+                chunks.put((None, exc))
+            else:
+                chunks.put((_END, None))
+            finally:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
+
+        _POOL.submit(pump)
+        poll = _cancel_poll(held.ttl) if held is not None else None
         try:
-            for chunk in stream:
-                if self.held is not None and self.held.cancelled.is_set():
+            while True:
+                try:
+                    chunk, error = chunks.get(timeout=poll)
+                except queue.Empty:
+                    if held is not None and held.cancelled.is_set():
+                        raise Cancelled from None
+                    continue
+                if error is not None:
+                    raise error
+                if chunk is _END:
+                    return
+                if held is not None and held.cancelled.is_set():
                     raise Cancelled
                 yield cast("AIMessageChunk", chunk)
         finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
+            stop.set()
 
     def perform(self, effect: Effect) -> Any:
         """Perform one effect; returns what the run receives for it."""
@@ -239,11 +317,8 @@ class SyncDriver:
     def _complete(self, effect: Complete) -> Any:
         held = self.held
         model = self.engine.model
-        context = contextvars.copy_context()
         messages, kwargs, config = effect.messages, effect.kwargs, self.config
-        future = _POOL.submit(
-            context.run, lambda: model.invoke(messages, config, **kwargs)
-        )
+        future = _POOL.submit(lambda: model.invoke(messages, config, **kwargs))
         if held is None:
             return future.result()
         while True:
@@ -260,16 +335,11 @@ class SyncDriver:
         if len(calls) == 1:
             return [_run_tool(self.engine.tools, calls[0], self.config)]
         limit = self.engine.max_tool_concurrency
+        tools, config = self.engine.tools, self.config
         results: list[ToolMessage] = []
         for offset in range(0, len(calls), limit):
             futures = [
-                _POOL.submit(
-                    contextvars.copy_context().run,
-                    _run_tool,
-                    self.engine.tools,
-                    tool_call,
-                    self.config,
-                )
+                _POOL.submit(functools.partial(_run_tool, tools, tool_call, config))
                 for tool_call in calls[offset : offset + limit]
             ]
             results += [future.result() for future in futures]

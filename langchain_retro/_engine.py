@@ -226,7 +226,18 @@ class _Turn:
     def message(
         self, message: LCBaseMessage, reply_to: str | None = None
     ) -> NewMessage:
-        """A message the run writes: its reply, a step's call or a tool result."""
+        """A message the run writes: its reply, a step's call or a tool result.
+
+        The model's messages name their run and assistant in ``response_metadata``,
+        so a reply read back from the store tells which run wrote it.
+        """
+        if isinstance(message, AIMessage):
+            named = {
+                **message.response_metadata,
+                "run_id": self.run_id,
+                "assistant_id": self.assistant_id,
+            }
+            message = message.model_copy(update={"response_metadata": named})
         return NewMessage(
             role=_messages.role_of(message),
             payload=_messages.to_payload(message),
@@ -276,17 +287,6 @@ def _final_update(
             **resolved,
         )
     return RunUpdate(status="completed", usage=usage, **resolved)
-
-
-def _labelled(reply: AIMessage, run: StoredRun) -> AIMessage:
-    """The reply as returned: its ``response_metadata`` names its run."""
-    metadata = {
-        **reply.response_metadata,
-        "run_id": run.id,
-        "thread_id": run.thread_id,
-        "assistant_id": run.assistant_id,
-    }
-    return reply.model_copy(update={"response_metadata": metadata})
 
 
 def _id_chunk(reply: AIMessage) -> AIMessageChunk:
@@ -434,13 +434,21 @@ class RunEngine:
         start = yield from self._begin(request, owner)
         yield Hold(request.thread_id, owner, start.run.id)
         try:
-            plan = yield from self._prepare(start, request)
+            thread, assistant = self._checked(start, request)
         except BaseException as exc:
             # A run that cannot start keeps nothing of its input.
             yield Unhold()
             yield from self._abandon(start, owner, exc)
             raise
-        turn = _Turn(request.thread_id, owner, start.run.id, plan.assistant_id)
+        turn = _Turn(request.thread_id, owner, start.run.id, assistant.id)
+        try:
+            plan = yield from self._prepare(start, request, thread, assistant)
+        except Exception as exc:
+            # Nothing to answer, say: the input stays, the run fails.
+            yield from self._end(
+                turn, RunUpdate(status="failed", last_error=_last_error(exc))
+            )
+            raise
         budget = request.options.get("max_prompt_tokens")
         if budget is not None and plan.over_budget:
             yield from self._end(
@@ -497,7 +505,7 @@ class RunEngine:
                 "stored). Raise max_completion_tokens.",
                 "max_completion_tokens",
             )
-        return RunResult(reply=_labelled(stored_reply, saved.run), run=saved.run)
+        return RunResult(reply=stored_reply, run=saved.run)
 
     def _tool_step(
         self,
@@ -685,11 +693,11 @@ class RunEngine:
             update=update,
         )
 
-    def _prepare(self, start: RunStart, request: RunRequest) -> Steps[Effect, Plan]:
-        """Check what `begin_run` read, drop a retried input, plan the context."""
-        store = self.store
-        thread_id = request.thread_id
-        thread = _as_run_thread(start.thread, thread_id)
+    def _checked(
+        self, start: RunStart, request: RunRequest
+    ) -> tuple[ChatCompletionThread, BaseAssistant]:
+        """What `begin_run` read, checked: a run thread, its assistant, the input."""
+        thread = _as_run_thread(start.thread, request.thread_id)
         if start.assistant is None:
             raise AssistantNotFoundError(thread.assistant_id)
         assistant = self.settings.assistant_class._from(start.assistant)
@@ -698,7 +706,19 @@ class RunEngine:
                 update={"instructions": request.options["instructions"]}
             )
         if start.resumed:
-            _checked_outputs(start, thread_id)
+            _checked_outputs(start, request.thread_id)
+        return thread, assistant
+
+    def _prepare(
+        self,
+        start: RunStart,
+        request: RunRequest,
+        thread: ChatCompletionThread,
+        assistant: BaseAssistant,
+    ) -> Steps[Effect, Plan]:
+        """Drop a retried input, plan the context (reading further back if needed)."""
+        store = self.store
+        thread_id = request.thread_id
         instructions = list(request.instructions)
         extra = request.options.get("additional_instructions")
         if extra:

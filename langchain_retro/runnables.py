@@ -18,7 +18,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import Any, TypeAlias, cast
+from typing import Any, Self, TypeAlias, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForChainRun,
@@ -376,6 +376,15 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
             cache=_messages.MessageCache(self.message_cache_size),
         )
 
+    @override
+    def model_copy(
+        self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+    ) -> Self:
+        """A copy with ``update`` applied, its engine rebuilt from the new options."""
+        copied = super().model_copy(update=update, deep=deep)
+        copied.model_post_init(None)
+        return copied
+
     @property
     @override
     def config_specs(self) -> list[ConfigurableFieldSpec]:
@@ -461,7 +470,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
         nothing more and frees the thread.
         """
         check_config(config)
-        runs: list[Iterator[AIMessageChunk]] = []
+        runs: list[Generator[AIMessageChunk, None, None]] = []
 
         def transform(
             inputs: Iterator[RunnerInput],
@@ -469,7 +478,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
             config: RunnableConfig,
             **kw: Any,
         ) -> Iterator[AIMessageChunk]:
-            runs.append(self._engine.stream(self._request(input, config, kw)))
+            runs.append(self._stream_run(input, config, kw))
             return runs[-1]
 
         chunks = self._transform_stream_with_config(
@@ -481,7 +490,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
             # Close the run now, not when collected, so its lease is freed at once.
             cast("Generator[AIMessage, None, None]", chunks).close()
             for run in runs:
-                cast("Generator[AIMessageChunk, None, None]", run).close()
+                run.close()
 
     @override
     async def astream(
@@ -502,10 +511,28 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
             config: RunnableConfig,
             **kw: Any,
         ) -> AsyncIterator[AIMessageChunk]:
-            return self._engine.astream(self._request(input, config, kw))
+            return self._astream_run(input, config, kw)
 
         chunks = self._atransform_stream_with_config(one(), transform, config, **kwargs)
         # Closing this stream closes the run at once, so its lease is freed.
         async with contextlib.aclosing(cast("AsyncGenerator[Any, None]", chunks)):
             async for chunk in chunks:
                 yield cast("AIMessageChunk", chunk)
+
+    def _stream_run(
+        self, input: RunnerInput, config: RunnableConfig, kwargs: Mapping[str, Any]
+    ) -> Generator[AIMessageChunk, None, None]:
+        # A generator, so that bad input raises where the stream is read.
+        chunks = self._engine.stream(self._request(input, config, kwargs))
+        with contextlib.closing(cast("Generator[AIMessageChunk, None, None]", chunks)):
+            yield from chunks
+
+    async def _astream_run(
+        self, input: RunnerInput, config: RunnableConfig, kwargs: Mapping[str, Any]
+    ) -> AsyncGenerator[AIMessageChunk, None]:
+        chunks = self._engine.astream(self._request(input, config, kwargs))
+        async with contextlib.aclosing(
+            cast("AsyncGenerator[AIMessageChunk, None]", chunks)
+        ):
+            async for chunk in chunks:
+                yield chunk

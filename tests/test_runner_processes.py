@@ -86,6 +86,12 @@ def start_child(
     )
 
 
+def reap(child: subprocess.Popen[str]) -> None:
+    """Kill the child if it still runs, and close its pipes."""
+    child.kill()
+    child.communicate()
+
+
 def wait_for_run(store: BaseStore, thread_id: str, deadline: float = 30.0) -> StoredRun:
     """The thread's run, once it is in progress (the child has reached the model)."""
     end = time.monotonic() + deadline
@@ -119,7 +125,7 @@ def test_a_run_cancelled_from_another_process_stops_and_stores_no_reply(
         out, err = child.communicate(timeout=20)
         noticed = time.monotonic() - asked
     finally:
-        child.kill()
+        reap(child)
     assert child.returncode == 3, err
     assert f"cancelled {run.id}" in out
     assert noticed < 10 * LEASE_TTL  # well before the fake model's 30 s answer
@@ -143,7 +149,7 @@ def test_a_run_whose_process_was_killed_expires_and_frees_the_thread(
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=10)
     finally:
-        child.kill()
+        reap(child)
     time.sleep(LEASE_TTL + 0.2)
     dead = store.get_run(thread.id, run.id)
     assert dead.status == "expired"  # read after the lease lapsed: never in_progress
