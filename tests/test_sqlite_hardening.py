@@ -40,7 +40,7 @@ from langchain_retro import (
 )
 from langchain_retro._messages import to_payload
 from langchain_retro._metadata import MetadataPatch
-from langchain_retro.stores.base import NewMessage, ThreadQuery
+from langchain_retro.stores.base import NewMessage, NewRun, RunUpdate, ThreadQuery
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,7 +93,7 @@ def _refusals(store: SQLiteStore) -> list[tuple[str, Callable[[], object]]]:
     thread = store.create_thread({"k": "v"})
     store.add_messages(thread.id, [new("kept", id="m1")])
     assistant = store.create_assistant({"model": "m"}, {})
-    store.acquire_lease(thread.id, "run_1", 30.0)
+    store.begin_run(thread.id, owner="run_1", ttl=30.0)
     too_long = "x" * 600
     return [
         ("thread metadata not strings", lambda: store.create_thread({"k": 1})),  # type: ignore[dict-item]
@@ -170,7 +170,9 @@ def _refusals(store: SQLiteStore) -> list[tuple[str, Callable[[], object]]]:
                 lambda: store.finish_run(
                     thread.id,
                     owner="run_1",
-                    reply=new("r"),
+                    run_id="run_1",
+                    update=RunUpdate(status="completed"),
+                    messages=[new("r")],
                     thread_patch=MetadataPatch(set={"k": too_long}),
                 ),
             ),
@@ -178,8 +180,16 @@ def _refusals(store: SQLiteStore) -> list[tuple[str, Callable[[], object]]]:
         (
             "begin with a bad id",
             lambda: store.begin_run(
-                thread.id, owner="run_1", ttl=5.0, messages=[new("q", id="m1")]
+                thread.id,
+                owner="run_1",
+                ttl=5.0,
+                run=NewRun(id="run_2"),
+                messages=[new("q", id="m1")],
             ),
+        ),
+        (
+            "begin with a taken run id",
+            lambda: store.begin_run(thread.id, owner="run_1", ttl=5.0),
         ),
         (
             "delete_assistant mode",
