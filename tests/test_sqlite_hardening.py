@@ -304,6 +304,46 @@ async def test_a_hand_edited_message_names_thread_and_message(
     assert store.get_lease(thread.id) is None
 
 
+@pytest.mark.parametrize("body", ["not json", '{"usage": "lots"}', "[]"])
+def test_a_hand_edited_run_is_named(store: SQLiteStore, path: Path, body: str) -> None:
+    thread = store.create_thread({})
+    store.begin_run(thread.id, owner="run_bad", ttl=30.0)
+    edit(path, "UPDATE runs SET body = ? WHERE id = 'run_bad'", body)
+    edit(path, "UPDATE run_leases SET expires_at = 0")  # lapsed: a takeover reads it
+    readers: list[Callable[[], object]] = [
+        lambda: store.get_run(thread.id, "run_bad"),
+        lambda: store.list_runs(thread.id),
+        lambda: store.cancel_run(thread.id, "run_bad"),
+        lambda: store.finish_run(
+            thread.id,
+            owner="run_bad",
+            run_id="run_bad",
+            update=RunUpdate(status="completed"),
+            messages=[new("a")],
+        ),
+        lambda: store.begin_run(thread.id, owner="run_next", ttl=30.0),
+    ]
+    before = snapshot(path)
+    for read in readers:
+        with pytest.raises(CorruptDataError) as caught:
+            read()
+        assert (caught.value.object_id, caught.value.thread_id) == (
+            "run_bad",
+            thread.id,
+        )
+        assert "run_bad" in str(caught.value)
+    assert snapshot(path) == before
+    conn = sqlite3.connect(path)
+    try:  # the takeover took nothing
+        assert conn.execute("SELECT owner FROM run_leases").fetchall() == [("run_bad",)]
+    finally:
+        conn.close()
+    edit(path, "UPDATE runs SET status = 'failed' WHERE id = 'run_bad'")
+    start = store.begin_run(thread.id, owner="run_next", ttl=30.0)  # not active: kept
+    assert start is not None
+    assert store.list_runs(thread.id, limit=1) == [start.run]
+
+
 def test_a_hand_edited_assistant_is_named(store: SQLiteStore, path: Path) -> None:
     bad = store.create_assistant({"model": "m"}, {})
     good = store.create_assistant({"model": "m"}, {"a": "1"})

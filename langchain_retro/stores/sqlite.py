@@ -1259,8 +1259,9 @@ class SQLiteStore(BaseStore):
         """Start a run in one transaction: lease, run record, input, context.
 
         See `BaseStore.begin_run`. In the usual case (no other run of the thread
-        left active) it is a read of the thread, the lease, the assistant, the run's
-        insert, the input's and the context's statements.
+        left active) that is seven statements: the thread (with a probe of the
+        runs left active), the lease, the assistant, the run, the input, the
+        thread's row and the context.
 
         Raises:
             ThreadNotFoundError: If the thread does not exist.
@@ -1272,7 +1273,7 @@ class SQLiteStore(BaseStore):
         with self._tx(write=True) as conn:
             row = conn.execute(
                 "SELECT seq, next_seq, id, created_at, metadata, "  # noqa: S608
-                f"EXISTS (SELECT 1 FROM runs WHERE thread_seq = threads.seq AND "
+                "EXISTS (SELECT 1 FROM runs WHERE thread_seq = threads.seq AND "
                 f"{sql_.ACTIVE_RUN} AND lease_owner IS NOT ?) "
                 "FROM threads WHERE id = ?",
                 (owner, thread_id),
@@ -1674,8 +1675,11 @@ class SQLiteStore(BaseStore):
         """
         with self._tx(write=False) as conn:
             thread_seq, _, _ = self._thread_row(conn, thread_id)
+            # Without statistics SQLite would rather read the whole thread in order
+            # by its primary key than sort a run's few rows: name the index.
             rows = conn.execute(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages m "  # noqa: S608
+                "INDEXED BY messages_by_run "
                 "WHERE m.thread_seq = ? AND m.run_id = ? ORDER BY m.seq",
                 (thread_seq, run_id),
             ).fetchall()
