@@ -27,12 +27,17 @@ from langchain_retro.errors import (
     RecordClassError,
     RetroError,
     RetroValueError,
+    RunCancelledError,
     RunError,
+    RunIncompleteError,
+    RunNotFoundError,
+    RunStateError,
     SchemaVersionError,
     StoreClosedError,
     StoreError,
     ThreadBusyError,
     ThreadNotFoundError,
+    ToolOutputsError,
 )
 from langchain_retro.records import (
     Assistant,
@@ -43,6 +48,7 @@ from langchain_retro.records import (
     Page,
     ThreadMessage,
 )
+from langchain_retro.runs import Run, RunStep, RunUsage
 from langchain_retro.stores.base import BaseStore
 from langchain_retro.stores.sqlite import SQLiteStore
 
@@ -84,7 +90,14 @@ __all__ = [
     "RecordClassError",
     "RetroError",
     "RetroValueError",
+    "Run",
+    "RunCancelledError",
     "RunError",
+    "RunIncompleteError",
+    "RunNotFoundError",
+    "RunStateError",
+    "RunStep",
+    "RunUsage",
     "SQLiteStore",
     "SchemaVersionError",
     "StoreClosedError",
@@ -93,6 +106,7 @@ __all__ = [
     "ThreadMessage",
     "ThreadNotFoundError",
     "ThreadRunner",
+    "ToolOutputsError",
     "__version__",
 ]
 

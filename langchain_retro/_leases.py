@@ -69,7 +69,9 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
         self._wake = float("inf")  # when the loop wakes up next
 
-    def hold(self, store: BaseStore, thread_id: str, owner: str, ttl: float) -> HeldLease:
+    def hold(
+        self, store: BaseStore, thread_id: str, owner: str, ttl: float
+    ) -> HeldLease:
         """Start renewing a lease just taken."""
         held = HeldLease(store, thread_id, owner, ttl, time.monotonic() + ttl / 3)
         with self._cond:
@@ -124,7 +126,9 @@ KEEPER = LeaseKeeper()
 class AsyncLeaseKeeper:
     """An async run's lease renewals: a task on the run's event loop."""
 
-    def __init__(self, store: BaseStore, thread_id: str, owner: str, ttl: float) -> None:
+    def __init__(
+        self, store: BaseStore, thread_id: str, owner: str, ttl: float
+    ) -> None:
         self.held = HeldLease(store, thread_id, owner, ttl, 0.0)
         self.cancel_event = asyncio.Event()
         """Set, on the run's loop, when a renewal finds that a cancel was asked."""

@@ -55,6 +55,7 @@ from langchain_retro.stores.base import (
     Order,
     StoredAssistant,
     StoredMessage,
+    StoredRun,
     StoredThread,
     ThreadQuery,
     check_message_id,
@@ -70,8 +71,12 @@ __all__ = [
     "ThreadMessage",
 ]
 
-R = TypeVar("R", bound="_Record")
+R = TypeVar("R", bound="_Record | StoredRun")
+"""What a page holds: records, or runs (`langchain_retro.runs.Run`)."""
 S = TypeVar("S")
+
+_WRITTEN_BY_RUNS = ("run_id", "assistant_id")
+"""A message's fields a run writes, read-only for everyone else."""
 
 MAX_PAGE = 10_000
 """The largest page a listing returns."""
@@ -739,13 +744,26 @@ class BaseMessage(_Record):
     _kind: ClassVar[str] = "message"
     _unmarked: ClassVar[str | None] = "langchain_retro.ThreadMessage"
     _native: ClassVar[frozenset[str]] = frozenset(
-        {"id", "created_at", "metadata", "thread_id", "message"}
+        {
+            "id",
+            "created_at",
+            "metadata",
+            "thread_id",
+            "message",
+            *_WRITTEN_BY_RUNS,
+        }
     )
 
     thread_id: str
     """The thread the message belongs to."""
     message: LCBaseMessage
     """The LangChain message; its ``id`` is the message's id once stored."""
+    run_id: str | None = None
+    """The run that wrote the message (its reply, its tool calls and results);
+    ``None`` for other writes. Read-only: runs write it."""
+    assistant_id: str | None = None
+    """The assistant of the run that wrote the message; ``None`` for other writes.
+    Read-only: runs write it."""
 
     @property
     def role(self) -> str:
@@ -761,11 +779,21 @@ class BaseMessage(_Record):
                 "message": _messages.from_payload(
                     stored.payload, stored.id, thread_id=stored.thread_id
                 ),
+                "run_id": stored.run_id,
+                "assistant_id": stored.assistant_id,
             },
         )
 
     def _new(self, limits: MetadataLimits) -> NewMessage:
         """The row to append: the caller's id (record's or message's) is kept."""
+        given = [name for name in _WRITTEN_BY_RUNS if getattr(self, name) is not None]
+        if given:
+            raise RetroValueError(
+                f"{type(self).__name__} for thread {self.thread_id!r} sets "
+                f"{' and '.join(given)}, which only a run writes: leave "
+                f"{'them' if len(given) > 1 else 'it'} out (run the thread with "
+                "ThreadRunner to have a run write its messages)."
+            )
         own, inner = self.id or None, self.message.id or None
         if own is not None and inner is not None and own != inner:
             raise RetroValueError(
@@ -821,21 +849,13 @@ class BaseMessage(_Record):
 
     def update(self, store: BaseStore, /, **changes: Any) -> Self:
         """Write only the given typed fields or metadata; the message stays as is."""
-        if "message" in changes or "thread_id" in changes:
-            raise MetadataError(
-                f"A stored message's content and thread cannot change ({self.id!r}); "
-                "delete it and add a new one."
-            )
+        _check_fixed(self, changes)
         _, patch = self._patch(changes, store.limits)
         return self._from(store.update_message(self.thread_id, self.id, patch))
 
     async def aupdate(self, store: BaseStore, /, **changes: Any) -> Self:
         """Async twin of `update`."""
-        if "message" in changes or "thread_id" in changes:
-            raise MetadataError(
-                f"A stored message's content and thread cannot change ({self.id!r}); "
-                "delete it and add a new one."
-            )
+        _check_fixed(self, changes)
         _, patch = self._patch(changes, store.limits)
         return self._from(await store.aupdate_message(self.thread_id, self.id, patch))
 
@@ -898,6 +918,21 @@ class BaseMessage(_Record):
         while (request := scan.next_request()) is not None:
             scan.take(await store.alist_messages(thread_id, **request))
         return scan.page()
+
+
+def _check_fixed(message: BaseMessage, changes: Mapping[str, Any]) -> None:
+    """Refuse changes to what a stored message keeps for good."""
+    if "message" in changes or "thread_id" in changes:
+        raise MetadataError(
+            f"A stored message's content and thread cannot change ({message.id!r}); "
+            "delete it and add a new one."
+        )
+    fixed = sorted(set(_WRITTEN_BY_RUNS) & set(changes))
+    if fixed:
+        raise MetadataError(
+            f"Cannot update {fixed} of message {message.id!r}: the run that wrote "
+            "the message records them, and they stay as written."
+        )
 
 
 M = TypeVar("M", bound=BaseMessage)

@@ -40,7 +40,14 @@ PUBLIC = [
     "RecordClassError",
     "RetroError",
     "RetroValueError",
+    "Run",
+    "RunCancelledError",
     "RunError",
+    "RunIncompleteError",
+    "RunNotFoundError",
+    "RunStateError",
+    "RunStep",
+    "RunUsage",
     "SQLiteStore",
     "SchemaVersionError",
     "StoreClosedError",
@@ -49,6 +56,7 @@ PUBLIC = [
     "ThreadMessage",
     "ThreadNotFoundError",
     "ThreadRunner",
+    "ToolOutputsError",
     "__version__",
 ]
 
@@ -182,6 +190,11 @@ def test_error_subclasses_what_the_tree_draws(
         ("MissingDependencyError", ImportError),
         ("ThreadBusyError", TimeoutError),
         ("ModelCallError", RuntimeError),
+        ("RunNotFoundError", LookupError),
+        ("RunStateError", ValueError),
+        ("ToolOutputsError", ValueError),
+        ("RunCancelledError", RuntimeError),
+        ("RunIncompleteError", RuntimeError),
     ],
 )
 def test_errors_catchable_as_builtins(error: str, builtin: type) -> None:
