@@ -1,4 +1,4 @@
-"""PostgreSQL schema versions: upgrading a version-1 or version-2 database keeps its data.
+"""PostgreSQL schema versions: upgrading a version 1 or 2 database keeps its data.
 
 A schema is built at an older version with the statements that version shipped,
 filled through SQL as that version wrote it, then upgraded by `PostgresStore.setup`.

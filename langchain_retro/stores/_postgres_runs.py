@@ -293,16 +293,25 @@ def _q_run_write(
 
 
 def _q_run_renew(names: _Names, thread_id: str, owner: str, ttl: float) -> _Q:
-    """Renew ``owner``'s lease: whether renewed, and whether its run is cancelling."""
+    """Renew ``owner``'s lease unless its run has ended expired; whether, and status.
+
+    One row: whether the lease was renewed, and the status of the newest run whose
+    lease owner is ``owner`` (NULL if none). A run already written ``expired`` (a
+    cancel found its lease lapsed) has ended: its lease is dropped, not renewed.
+    """
+    # The renewal and the drop exclude each other, so no row is written twice.
     return _Q(
         names.sql(
-            "WITH renewed AS (UPDATE {run_leases} SET expires_at = clock_timestamp() "
-            "+ make_interval(secs => %(ttl)s::float8) "
-            "WHERE thread_id = %(thread_id)s AND owner = %(owner)s RETURNING 1) "
-            "SELECT EXISTS (SELECT FROM renewed), EXISTS (SELECT FROM {runs} "
+            "WITH r AS (SELECT status FROM {runs} "
             "WHERE thread_seq = (SELECT seq FROM {threads} WHERE id = %(thread_id)s) "
-            "AND {active} AND status = 'cancelling' AND lease_owner = %(owner)s)",
-            active=sql.SQL(_ACTIVE_SQL),
+            "AND lease_owner = %(owner)s ORDER BY seq DESC LIMIT 1), "
+            "renewed AS (UPDATE {run_leases} SET expires_at = clock_timestamp() "
+            "+ make_interval(secs => %(ttl)s::float8) "
+            "WHERE thread_id = %(thread_id)s AND owner = %(owner)s "
+            "AND (SELECT status FROM r) IS DISTINCT FROM 'expired' RETURNING 1), "
+            "dropped AS (DELETE FROM {run_leases} WHERE thread_id = %(thread_id)s "
+            "AND owner = %(owner)s AND (SELECT status FROM r) = 'expired') "
+            "SELECT EXISTS (SELECT FROM renewed), (SELECT status FROM r)"
         ),
         {"thread_id": thread_id, "owner": owner, "ttl": float(ttl)},
     )
@@ -334,12 +343,16 @@ def _q_runs_list(
     limit: int,
 ) -> _Q:
     """A thread's runs strictly between two ``seq``, with the lease and clocks."""
+    # The bounds and the order are on (thread_seq, seq) as a pair, which only the
+    # thread's index gives: no plan can walk the primary key (seq) in order instead,
+    # filtering out the runs of every other thread on the way.
     return _Q(
         names.sql(
             "SELECT {run_columns}, {lease_columns} FROM {runs} r "
             "LEFT JOIN {run_leases} l ON l.thread_id = %(thread_id)s "
-            "WHERE r.thread_seq = %(thread_seq)s AND r.seq > %(after)s "
-            "AND r.seq < %(before)s ORDER BY r.seq {order} LIMIT %(limit)s",
+            "WHERE (r.thread_seq, r.seq) > (%(thread_seq)s, %(after)s) "
+            "AND (r.thread_seq, r.seq) < (%(thread_seq)s, %(before)s) "
+            "ORDER BY r.thread_seq {order}, r.seq {order} LIMIT %(limit)s",
             run_columns=_RUN_COLUMNS,
             lease_columns=names.sql(_LEASE_COLUMNS),
             order=sql.SQL("DESC" if desc else "ASC"),
@@ -355,14 +368,14 @@ def _q_runs_list(
 
 
 def _q_run_messages(names: _Names, thread_id: str, run_id: str) -> _Q:
-    """The messages a run wrote, in thread order; no row if the run is not found.
+    """The messages a run wrote, in thread order, by the run index of messages.
 
-    One row of NULLs for a run that wrote none.
+    No row if the thread does not exist; one row of NULLs if no message of the
+    thread names the run.
     """
     return _Q(
         names.sql(
             "SELECT {message_columns} FROM {threads} t "
-            "JOIN {runs} r ON r.thread_seq = t.seq AND r.id = %(run_id)s "
             "LEFT JOIN {messages} m ON m.thread_seq = t.seq "
             "AND m.run_id = %(run_id)s "
             "WHERE t.id = %(thread_id)s ORDER BY m.seq"

@@ -82,6 +82,7 @@ from langchain_retro.errors import (
     MissingDependencyError,
     RetroValueError,
     RunNotFoundError,
+    RunStateError,
     SchemaVersionError,
     ThreadNotFoundError,
 )
@@ -1493,12 +1494,14 @@ class PostgresStore(BaseStore):
         row = run_rows[0]
         run, lease = _run_of(row, thread_id), _lease_of(row)
         batch: list[_Q] = []
-        if run.status == "cancelling":
-            # A cancel came while it ran: it ends cancelled, and nothing else is kept.
+        if run.status in ("cancelling", "cancelled"):
+            # A cancel came while it ran (and another run may have taken the thread
+            # over since, which wrote it cancelled): it ends cancelled, and nothing
+            # else is kept.
             update = RunUpdate(status="cancelled")
             messages = []
         ids = _message_ids(messages)
-        if run.status != "cancelling":
+        if run.status not in ("cancelling", "cancelled"):
             metadata = None
             if thread_patch is not None:
                 _, created_at, current = thread_rows[0]
@@ -1522,8 +1525,9 @@ class PostgresStore(BaseStore):
                         check_ids=False,
                     )
                 )
-        done = updated_run(run, update, lease.now)
-        batch.append(_q_run_write(names, done))
+        done = run if run.status == "cancelled" else updated_run(run, update, lease.now)
+        if done is not run:
+            batch.append(_q_run_write(names, done))
         if done.status not in ACTIVE_RUN_STATUSES and lease.holder == owner:
             batch.append(_q_lease_release(names, thread_id, owner))
         try:
@@ -1593,15 +1597,19 @@ class PostgresStore(BaseStore):
         )
 
     def _renew_run(self, thread_id: str, owner: str, ttl: float) -> _Op[RunLeaseState]:
-        ((renewed, cancelling),) = yield _q_run_renew(
-            self._names, thread_id, owner, ttl
-        )
+        ((renewed, status),) = yield _q_run_renew(self._names, thread_id, owner, ttl)
         if not renewed:
             return "lost"
-        return "cancelling" if cancelling else "held"
+        return "cancelling" if status in ("cancelling", "cancelled") else "held"
 
     def renew_run(self, thread_id: str, *, owner: str, ttl: float) -> RunLeaseState:
-        """Renew a running run's lease, in one statement, and say if it may go on."""
+        """Renew a running run's lease, in one statement, and say if it may go on.
+
+        The lease is renewed while ``owner`` still holds it, even past its expiry
+        (nobody took it over). A run whose lapse was already written ``expired`` (a
+        cancel read it while its lease had lapsed) has ended: its lease is given
+        back and the answer is ``lost``.
+        """
         return self._run(self._renew_run(thread_id, owner, ttl))
 
     async def arenew_run(
@@ -1696,13 +1704,23 @@ class PostgresStore(BaseStore):
         row = rows[0]
         lease = _lease_of(row)
         settled = lease.settled(_run_of(row, thread_id), row[4])
-        cancelled = cancel_requested(settled, lease.now)
+        try:
+            cancelled = cancel_requested(settled, lease.now)
+        except RunStateError:
+            # Ended: refused, but a lapse only read so far is written as it reads.
+            if settled.status != row[1]:
+                yield _Commit((_q_run_write(self._names, settled),))
+            raise
         if cancelled != settled:
             yield _Commit((_q_run_write(self._names, cancelled),))
         return cancelled
 
     def cancel_run(self, thread_id: str, run_id: str) -> StoredRun:
-        """Ask a run to stop, in one transaction of two round trips."""
+        """Ask a run to stop, in one transaction of two round trips.
+
+        A run that lapsed is settled first, and its lapsed status written even when
+        the cancel is then refused with `RunStateError`.
+        """
         return self._run(
             self._cancel_run(thread_id, run_id), transaction=True, pipelined=True
         )
@@ -1718,7 +1736,7 @@ class PostgresStore(BaseStore):
     ) -> _Op[list[StoredMessage]]:
         rows = yield _q_run_messages(self._names, thread_id, run_id)
         if not rows:
-            yield from self._missing_run(thread_id, run_id)
+            raise ThreadNotFoundError(thread_id)
         return [_message(row, thread_id) for row in rows if row[0] is not None]
 
     def list_run_messages(self, thread_id: str, run_id: str) -> list[StoredMessage]:
