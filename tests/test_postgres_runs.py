@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from conftest import explaining_store, postgres_url, stores_of
 
-from langchain_retro import CorruptDataError, RetroValueError
+from langchain_retro import CorruptDataError, MessageIdConflictError, RetroValueError
 from langchain_retro._metadata import MetadataPatch
 from langchain_retro.errors import RunNotFoundError
 from langchain_retro.stores.base import (
@@ -104,11 +104,11 @@ def one_connection(make: Callable[..., Any]) -> Iterator[tuple[Any, Any]]:
         pool.close()
 
 
-def round_trips(pool: Any, action: Callable[[], Any]) -> tuple[Any, list[str]]:
-    """What ``action`` returned, and the statements of each round trip it made.
+def traced(pool: Any, action: Callable[[], Any]) -> tuple[Any, list[list[str]]]:
+    """What ``action`` returned, and libpq's trace of the pool's one connection.
 
-    libpq traces every protocol message of the pool's one connection; each round
-    trip ends with the client's ``Sync`` (psycopg sends nothing else that waits).
+    Each line of the trace is a protocol message: ``F`` (sent) or ``B`` (received),
+    its length, its kind and its fields.
     """
     fd, path = tempfile.mkstemp()
     try:
@@ -127,11 +127,21 @@ def round_trips(pool: Any, action: Callable[[], Any]) -> tuple[Any, list[str]]:
     finally:
         os.close(fd)
         os.unlink(path)
+    return result, lines
+
+
+def round_trips(pool: Any, action: Callable[[], Any]) -> tuple[Any, list[str]]:
+    """What ``action`` returned, and the statements of each round trip it made.
+
+    Each round trip ends with the client's ``Sync`` (psycopg sends nothing else
+    that waits); a statement is named by its first word.
+    """
+    result, lines = traced(pool, action)
     trips: list[str] = []
     statements: list[str] = []
     for direction, _, kind, *rest in lines:
         if direction == "F" and kind == "Parse":
-            statements.append(rest[0].split('"')[3].split()[0])  # its first word
+            statements.append(rest[0].split('"')[3].split()[0])
         elif direction == "F" and kind == "Sync":
             trips.append(" ".join(statements))
             statements = []
@@ -155,8 +165,9 @@ def test_a_turn_is_three_round_trips(one_connection: tuple[Any, Any]) -> None:
         ),
     )
     assert start.run.assistant_id == assistant.id
-    # Lease, input, lapse, run, thread with assistant, context: one round trip.
-    assert trips == ["WITH WITH UPDATE INSERT SELECT SELECT"]
+    # Lease, input, run and lapsed runs in one statement, then thread with its
+    # assistant and context: one round trip.
+    assert trips == ["WITH SELECT SELECT"]
     saved, trips = round_trips(
         pool,
         lambda: store.finish_run(
@@ -469,6 +480,70 @@ def test_a_refused_finish_leaves_no_transaction(
     store.finish_run(
         thread.id, owner="run_1", run_id="run_1", update=RunUpdate(status="completed")
     )
+    assert store.get_lease(thread.id) is None
+
+
+@needs_pipelines
+def test_a_failed_pipeline_forgets_what_it_did_not_prepare(
+    one_connection: tuple[Any, Any],
+) -> None:
+    """A statement skipped after an error, due to be prepared, is not taken as such.
+
+    Otherwise psycopg would run it by a prepared name the server never created.
+    """
+    _, pool = one_connection
+    sql_module = pytest.importorskip("langchain_retro.stores._postgres_sql")
+    ok = sql_module._Q(psycopg.sql.Composed([psycopg.sql.SQL("SELECT 1")]))
+    bad = sql_module._Q(psycopg.sql.Composed([psycopg.sql.SQL("SELECT 1 / 0")]))
+    with pool.connection() as conn:
+        conn.prepare_threshold = 1  # prepared on its second run
+        cursor = conn.cursor()
+        try:
+            assert io_module._perform(conn, cursor, None, (ok,)) == [[(1,)]]
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                io_module._perform(conn, cursor, None, (bad, ok))
+            assert io_module._perform(conn, cursor, None, (ok,)) == [[(1,)]]
+            assert io_module._perform(conn, cursor, None, (ok,)) == [[(1,)]]
+        finally:
+            conn.prepare_threshold = 5
+
+
+def test_a_clashing_input_fails_no_statement(
+    one_connection: tuple[Any, Any],
+) -> None:
+    """A caller id or run id already stored is found first: no statement fails."""
+    store, pool = one_connection
+    thread = store.create_thread({})
+    store.add_messages(thread.id, [user("q", id="taken")])
+
+    def attempts() -> None:
+        for attempt in range(3):
+            with pytest.raises(MessageIdConflictError):
+                store.begin_run(
+                    thread.id,
+                    owner=f"clash_{attempt}",
+                    ttl=30.0,
+                    messages=[user("again", id="taken")],
+                )
+            owner = f"run_{attempt}"
+            assert store.begin_run(thread.id, owner=owner, ttl=30.0) is not None
+            store.finish_run(
+                thread.id,
+                owner=owner,
+                run_id=owner,
+                update=RunUpdate(status="completed"),
+            )
+            with pytest.raises(RetroValueError, match="already exists"):
+                store.begin_run(
+                    thread.id, owner="other", ttl=30.0, run=NewRun(id=owner)
+                )
+
+    _, lines = traced(pool, attempts)
+    assert not [line for line in lines if line[2] == "ErrorResponse"]
+    assert [r.id for r in store.list_runs(thread.id, order="asc")] == [
+        f"run_{i}" for i in range(3)
+    ]
+    assert store.count_messages(thread.id) == 1
     assert store.get_lease(thread.id) is None
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "_check_partitions",
     "_conflict",
     "_message_ids",
+    "_run_taken",
 ]
 
 MAX_MESSAGE_PARTITIONS = 1024
@@ -133,11 +134,7 @@ def _conflict(
     """
     diag = exc.diag
     if run_id is not None and diag.constraint_name == names.prefix + "runs_id_key":
-        return RetroValueError(
-            f"Run id {run_id!r} is taken: run ids are unique in the store. Begin the "
-            "run with another id (or none, to use the owner's); nothing was written "
-            f"and thread {thread_id!r} holds no lease for it."
-        )
+        return _run_taken(thread_id, run_id)
     detail = diag.message_detail or ""
     on_messages = diag.constraint_name == names.prefix + "messages_thread_id_key" or (
         (diag.table_name or "").startswith(names.prefix + "messages")
@@ -149,3 +146,14 @@ def _conflict(
     caller_ids = [m.id for m in messages if m.id is not None]
     message_id = found.group(1) if found else (caller_ids or ["?"])[0]
     return MessageIdConflictError(thread_id, message_id)
+
+
+def _run_taken(thread_id: str, run_id: str) -> RetroValueError:
+    """The error of a new run whose id another run has."""
+    return RetroValueError(
+        f"A run with id {run_id!r} already exists in this store, so a new run on "
+        f"thread {thread_id!r} cannot take it; nothing was written and the thread's "
+        "lease was not taken. Run ids are unique across the store: give the new run "
+        "an unused id (without a NewRun, the run takes the owner's id, so use a new "
+        "owner per attempt)."
+    )

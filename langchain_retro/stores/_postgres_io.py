@@ -80,6 +80,24 @@ class _Transaction:
         return rows[lead : lead + len(batch)]
 
 
+_FORGET = sql.SQL("DEALLOCATE ALL")
+
+
+def _forgets(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether a pipeline that failed on ``conn`` must forget prepared statements.
+
+    A statement skipped after the error may have been due to be prepared: psycopg
+    then believes it prepared, and the server does not have it. ``DEALLOCATE ALL``
+    resets both (psycopg clears its cache when it sees it). Outside autocommit the
+    rollback that follows does it.
+    """
+    return (
+        _PIPELINES
+        and conn.prepare_threshold is not None
+        and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    )
+
+
 def _pipelined(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
     """Whether a transaction on ``conn`` can be pipelined with ``BEGIN``/``COMMIT``.
 
@@ -201,9 +219,15 @@ def _batch(
 ) -> list[_Rows]:
     sent = batch if tx is None else tx.wrap(batch, commit=commit)
     cursors = [conn.cursor(row_factory=tuple_row) for _ in sent]
-    with conn.pipeline() if _PIPELINES else conn.transaction():
-        for cursor, query in zip(cursors, sent, strict=True):
-            cursor.execute(query.query, query.params)
+    try:
+        with conn.pipeline() if _PIPELINES else conn.transaction():
+            for cursor, query in zip(cursors, sent, strict=True):
+                cursor.execute(query.query, query.params)
+    except psycopg.Error:
+        if _forgets(conn):
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(_FORGET)
+        raise
     rows = [_rows(cursor) for cursor in cursors]
     return rows if tx is None else tx.unwrap(rows, batch)
 
@@ -275,8 +299,14 @@ async def _abatch(
 ) -> list[_Rows]:
     sent = batch if tx is None else tx.wrap(batch, commit=commit)
     cursors = [conn.cursor(row_factory=tuple_row) for _ in sent]
-    async with conn.pipeline() if _PIPELINES else conn.transaction():
-        for cursor, query in zip(cursors, sent, strict=True):
-            await cursor.execute(query.query, query.params)
+    try:
+        async with conn.pipeline() if _PIPELINES else conn.transaction():
+            for cursor, query in zip(cursors, sent, strict=True):
+                await cursor.execute(query.query, query.params)
+    except psycopg.Error:
+        if _forgets(conn):
+            with contextlib.suppress(psycopg.Error):
+                await conn.execute(_FORGET)
+        raise
     rows = [await _arows(cursor) for cursor in cursors]
     return rows if tx is None else tx.unwrap(rows, batch)

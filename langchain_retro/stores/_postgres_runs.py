@@ -27,11 +27,15 @@ from langchain_retro.errors import MissingDependencyError
 from langchain_retro.stores._postgres_sql import (
     _ACTIVE,
     _ACTIVE_SQL,
+    _INSERT_AFTER_T,
     _LEASED,
     _Q,
+    _clash,
     _Names,
+    _new_rows,
 )
 from langchain_retro.stores.base import (
+    NewMessage,
     StoredRun,
     lapsed_status,
     run_body,
@@ -51,6 +55,7 @@ __all__ = [
     "_LeaseState",
     "_lease_of",
     "_q_lease_lock",
+    "_q_run_begin",
     "_q_run_context",
     "_q_run_cursors",
     "_q_run_get",
@@ -127,11 +132,12 @@ def _stored_body(run: StoredRun) -> str:
 # --- begin_run -------------------------------------------------------------------
 
 
-def _q_runs_lapse(names: _Names, thread_id: str, owner: str) -> _Q:
-    """Lapse the thread's other runs that still count as holding its lease.
+def _lapse(names: _Names, condition: str) -> sql.Composed:
+    """``UPDATE``: lapse the thread's runs other than ``owner``'s, if ``condition``.
 
-    Only if ``owner`` holds the lease (which it has just taken): each active run
-    with another lease owner takes its `lapsed_status`, as `settle` reads it.
+    Each run in an active status whose lease owner is not ``%(owner)s`` takes its
+    `lapsed_status`, as `settle` reads it: ``expires_at`` dropped, ``cancelled_at``
+    stamped for a cancelled one.
     """
     statuses = sql.SQL(" ").join(
         sql.SQL("WHEN {} THEN {}").format(
@@ -140,49 +146,123 @@ def _q_runs_lapse(names: _Names, thread_id: str, owner: str) -> _Q:
         for status in _ACTIVE
     )
     stamped = [s for s in _ACTIVE if lapsed_status(s) == "cancelled"]
+    return names.sql(
+        "UPDATE {runs} SET status = CASE status {statuses} END, "
+        "body = (body - 'expires_at') || CASE WHEN status IN ({stamped}) "
+        "THEN jsonb_build_object('cancelled_at', {now}) ELSE '{{}}'::jsonb END "
+        "WHERE thread_seq = (SELECT seq FROM {threads} WHERE id = %(thread_id)s) "
+        "AND {active} AND lease_owner IS DISTINCT FROM %(owner)s AND {condition}",
+        statuses=statuses,
+        stamped=sql.SQL(", ").join(map(sql.Literal, stamped)),
+        active=sql.SQL(_ACTIVE_SQL),
+        condition=names.sql(condition),
+    )
+
+
+def _run_values(owner: str, row: StoredRun) -> dict[str, Any]:
+    """The parameters of `_INSERT_RUN` for the run ``row`` of ``owner``."""
+    return {
+        "run_id": row.id,
+        "status": row.status,
+        "owner": owner,
+        "body": _stored_body(row),
+        "fill": row.assistant_id is None,
+    }
+
+
+# Inserts a new run on the thread of ``source`` (a row with ``seq`` and ``metadata``):
+# `new_run_row`'s placeholders stamped with the database's time and, if the run names
+# no assistant, given the thread's.
+_INSERT_RUN = (
+    "INSERT INTO {runs} (thread_seq, id, status, created_at, lease_owner, body) "
+    "SELECT source.seq, %(run_id)s, %(status)s, {now}, %(owner)s, "
+    "%(body)s::jsonb || jsonb_build_object('started_at', {now}) "
+    "|| CASE WHEN %(fill)s THEN jsonb_strip_nulls(jsonb_build_object("
+    "'assistant_id', source.metadata ->> {assistant_key})) ELSE '{{}}'::jsonb END "
+    "FROM {source} source"
+)
+
+
+def _q_run_begin(
+    names: _Names,
+    thread_id: str,
+    *,
+    owner: str,
+    ttl: float,
+    row: StoredRun,
+    ids: list[str],
+    messages: Sequence[NewMessage],
+) -> _Q:
+    """Start a run: lease, lapsed runs, input and the run, in one statement.
+
+    ``row`` is `new_run_row` of the run without the thread's metadata. Nothing is
+    written unless the lease is taken, and it is not taken if a caller id of the
+    input or the run's id is already stored (a unique key would otherwise fail the
+    statement). One row: whether the thread exists, the lease's expiry if taken,
+    the first caller id already in the thread, whether the run id is taken, whether
+    another owner holds the lease, and the run's ``created_at``.
+    """
+    # The thread's row is updated (and locked) after the lease, as appends do, and
+    # the run takes the assistant of the row as updated: what a previous run wrote
+    # while this statement waited for the lease is seen.
     return _Q(
         names.sql(
-            "UPDATE {runs} SET status = CASE status {statuses} END, "
-            "body = (body - 'expires_at') || CASE WHEN status IN ({stamped}) "
-            "THEN jsonb_build_object('cancelled_at', {now}) ELSE '{{}}'::jsonb END "
-            "WHERE thread_seq = (SELECT seq FROM {threads} WHERE id = %(thread_id)s) "
-            "AND {active} AND lease_owner IS DISTINCT FROM %(owner)s AND {leased}",
-            statuses=statuses,
-            stamped=sql.SQL(", ").join(map(sql.Literal, stamped)),
-            active=sql.SQL(_ACTIVE_SQL),
-            leased=names.sql(_LEASED),
+            "WITH th AS (SELECT seq, id FROM {threads} WHERE id = %(thread_id)s), "
+            "{clash}, taken_id AS (SELECT FROM {runs} WHERE id = %(run_id)s), "
+            "lease AS (INSERT INTO {run_leases} AS l (thread_id, owner, expires_at) "
+            "SELECT id, %(owner)s, "
+            "clock_timestamp() + make_interval(secs => %(ttl)s::float8) FROM th "
+            "WHERE NOT EXISTS (SELECT FROM clash) "
+            "AND NOT EXISTS (SELECT FROM taken_id) "
+            "ON CONFLICT (thread_id) DO UPDATE "
+            "SET owner = excluded.owner, expires_at = excluded.expires_at "
+            "WHERE l.expires_at < clock_timestamp() OR l.owner = excluded.owner "
+            "RETURNING extract(epoch FROM l.expires_at)::float8 AS expires_at), "
+            "t AS (UPDATE {threads} SET next_seq = next_seq + %(n)s, "
+            "message_count = message_count + %(n)s "
+            "WHERE id = %(thread_id)s AND EXISTS (SELECT FROM lease) "
+            "RETURNING seq, metadata, next_seq - %(n)s AS first_seq, "
+            "{now} AS created_at), "
+            "{insert}, run AS ({insert_run} RETURNING created_at), "
+            "lapsed AS ({lapse}) "
+            "SELECT EXISTS (SELECT FROM th), (SELECT expires_at FROM lease), "
+            "(SELECT id FROM clash), EXISTS (SELECT FROM taken_id), "
+            "EXISTS (SELECT FROM {run_leases} WHERE thread_id = %(thread_id)s "
+            "AND owner <> %(owner)s AND expires_at >= clock_timestamp()), "
+            "(SELECT created_at FROM run)",
+            clash=names.sql(_clash(messages)),
+            insert=names.sql(_INSERT_AFTER_T),
+            insert_run=names.sql(_INSERT_RUN, source=sql.Identifier("t")),
+            lapse=_lapse(names, "EXISTS (SELECT FROM lease)"),
         ),
-        {"thread_id": thread_id, "owner": owner},
+        {
+            **_new_rows(ids, messages),
+            **_run_values(owner, row),
+            "thread_id": thread_id,
+            "ttl": float(ttl),
+        },
     )
+
+
+def _q_runs_lapse(names: _Names, thread_id: str, owner: str) -> _Q:
+    """Lapse the thread's other active runs, if ``owner`` holds the lease."""
+    return _Q(_lapse(names, _LEASED), {"thread_id": thread_id, "owner": owner})
 
 
 def _q_run_insert(names: _Names, thread_id: str, owner: str, row: StoredRun) -> _Q:
     """Insert a new run for ``owner``, if it holds the lease; its ``created_at``.
 
-    ``row`` is `new_run_row` of the run without the thread's metadata: the statement
-    stamps it with the database's time and, if it names no assistant, gives it the
-    thread's ``assistant_id``.
+    ``row`` is `new_run_row` of the run without the thread's metadata (see
+    `_INSERT_RUN`).
     """
     return _Q(
         names.sql(
-            "INSERT INTO {runs} (thread_seq, id, status, created_at, lease_owner, "
-            "body) SELECT t.seq, %(id)s, %(status)s, {now}, %(owner)s, "
-            "%(body)s::jsonb || jsonb_build_object('started_at', {now}) "
-            "|| CASE WHEN %(fill)s THEN jsonb_strip_nulls(jsonb_build_object("
-            "'assistant_id', t.metadata ->> {assistant_key})) "
-            "ELSE '{{}}'::jsonb END "
-            "FROM {threads} t WHERE t.id = %(thread_id)s AND {leased} "
+            "{insert_run} WHERE source.id = %(thread_id)s AND {leased} "
             "RETURNING created_at",
+            insert_run=names.sql(_INSERT_RUN, source=names.by_name["threads"]),
             leased=names.sql(_LEASED),
         ),
-        {
-            "id": row.id,
-            "status": row.status,
-            "owner": owner,
-            "body": _stored_body(row),
-            "fill": row.assistant_id is None,
-            "thread_id": thread_id,
-        },
+        {**_run_values(owner, row), "thread_id": thread_id},
     )
 
 

@@ -101,6 +101,7 @@ from langchain_retro.stores._postgres_checks import (
     _check_partitions,
     _conflict,
     _message_ids,
+    _run_taken,
 )
 from langchain_retro.stores._postgres_io import (
     _adrive,
@@ -114,6 +115,7 @@ from langchain_retro.stores._postgres_pool import _Pools
 from langchain_retro.stores._postgres_runs import (
     _lease_of,
     _q_lease_lock,
+    _q_run_begin,
     _q_run_context,
     _q_run_cursors,
     _q_run_get,
@@ -1283,45 +1285,40 @@ class PostgresStore(BaseStore):
             )
         names = self._names
         ids = _message_ids(messages)
-        # One batch, so one round trip and one transaction. Each statement after the
-        # lease reads a snapshot taken after the lease (and after the append's wait
-        # for the thread's row lock), so it sees what the previous run committed. A
-        # caller id the thread holds, or a run id taken, fails the batch: the unique
-        # keys undo it all, lease included.
-        batch = [_q_lease_acquire(names, thread_id, owner, ttl)]
-        if messages:
-            batch.append(
-                _q_messages_append(
+        # One batch, so one round trip and one transaction: the writes in one
+        # statement, and reads after it. Each read takes a snapshot after the writes
+        # (and after their wait for the lease and the thread's row), so it sees what
+        # the previous run committed.
+        try:
+            began, thread_rows, newest = yield (
+                _q_run_begin(
                     names,
                     thread_id,
-                    ids,
-                    messages,
-                    None,
-                    leased_by=owner,
-                    check_ids=False,
-                )
+                    owner=owner,
+                    ttl=ttl,
+                    row=new_run_row(new, thread_id, {}, 0),
+                    ids=ids,
+                    messages=messages,
+                ),
+                _q_run_thread(names, thread_id, owner),
+                _q_run_context(names, thread_id, owner, context_limit),
             )
-        batch += [
-            _q_runs_lapse(names, thread_id, owner),
-            _q_run_insert(names, thread_id, owner, new_run_row(new, thread_id, {}, 0)),
-            _q_run_thread(names, thread_id, owner),
-            _q_run_context(names, thread_id, owner, context_limit),
-        ]
-        try:
-            results = yield tuple(batch)
-        except psycopg.errors.UniqueViolation as exc:
+        except psycopg.errors.UniqueViolation as exc:  # a race the checks missed
             raise _conflict(exc, names, thread_id, messages, run_id=new.id) from exc
-        ((thread_found, expires_at),) = results[0]
+        ((thread_found, expires_at, clash, run_taken, busy, created_at),) = began
         if not thread_found:
             raise ThreadNotFoundError(thread_id)
         if expires_at is None:
+            if not busy and run_taken:
+                raise _run_taken(thread_id, new.id)
+            if not busy and clash is not None:
+                raise MessageIdConflictError(thread_id, clash)
             return None
-        if not results[-3] or not results[-2]:
+        if created_at is None or not thread_rows:
             raise ThreadNotFoundError(thread_id)  # deleted while we took the lease
-        ((created_at,),) = results[-3]
         try:
-            thread, assistant = _thread_and_assistant(thread_id, results[-2][0])
-            context = [_message(row, thread_id) for row in reversed(results[-1])]
+            thread, assistant = _thread_and_assistant(thread_id, thread_rows[0])
+            context = [_message(row, thread_id) for row in reversed(newest)]
         except CorruptDataError:
             # A run that cannot read its thread holds no lease and leaves no run (its
             # input stays).
