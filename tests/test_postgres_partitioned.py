@@ -3,8 +3,9 @@
 The whole store contract (`test_stores_contract`, `test_stores_contract_messages`,
 `test_stores_contract_runs`) runs again here, sync and async, on a store made with
 ``message_partitions=4``: the fixtures below replace the ``store_kind`` and
-``store_factory`` of ``conftest.py`` for the tests this module imports. Then what only a partitioned store has: the
-partitions, a thread's reads touching one of them, and the option's checks.
+``store_factory`` of ``conftest.py`` for the tests this module imports. Then what
+only a partitioned store has: the partitions, a thread's reads touching one of them,
+and the option's checks.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """PostgreSQL specifics of runs, beyond the runs contract every store passes.
 
 * Round trips, counted by libpq's trace of the protocol (one ``Sync`` per round
-  trip): `begin_run` is one; `finish_run`, `cancel_run` and a resumed `begin_run` are
-  one transaction of two, ``BEGIN`` and ``COMMIT`` riding with their statements.
+  trip): `begin_run` is one, resuming a run or not; `finish_run` and `cancel_run` are
+  one transaction of two, ``BEGIN`` and ``COMMIT`` riding with their statements. A
+  taken caller id or run id fails no statement.
 * The rows SQL writes by itself equal what the pure rules of ``stores/_runs.py``
-  give: a new run (`new_run_row`, stamped and given the thread's assistant by SQL)
-  and the runs a takeover lapses (`settle`).
+  give: a new run (`new_run_row`, stamped and given the thread's assistant by SQL),
+  a resumed one (`resumed_run`) and the runs a takeover lapses (`settle`).
 * Plans: a thread's runs are listed by ``(thread_seq, seq)``, a run's messages read
   by the run index of messages, and a takeover looks only at active runs.
 * Transactions end cleanly: a refused write leaves nothing and no open transaction;
@@ -38,6 +39,7 @@ from langchain_retro.stores.base import (
     RunUsage,
     SubmitToolOutputs,
     new_run_row,
+    resumed_run,
     run_body,
     settle,
 )
@@ -165,9 +167,9 @@ def test_a_turn_is_three_round_trips(one_connection: tuple[Any, Any]) -> None:
         ),
     )
     assert start.run.assistant_id == assistant.id
-    # Lease, input, run and lapsed runs in one statement, then thread with its
-    # assistant and context: one round trip.
-    assert trips == ["WITH SELECT SELECT"]
+    # The lease; input, run and lapsed runs in one statement; then the thread with
+    # its assistant, and the context: one round trip.
+    assert trips == ["WITH WITH SELECT SELECT"]
     saved, trips = round_trips(
         pool,
         lambda: store.finish_run(
@@ -188,7 +190,7 @@ def test_a_turn_is_three_round_trips(one_connection: tuple[Any, Any]) -> None:
 
 
 @needs_pipelines
-def test_resume_and_cancel_are_two_round_trips(
+def test_resume_is_one_round_trip_and_cancel_two(
     one_connection: tuple[Any, Any],
 ) -> None:
     store, pool = one_connection
@@ -207,7 +209,16 @@ def test_resume_and_cancel_are_two_round_trips(
         ),
     )
     assert (start.resumed, start.run.id) == (True, "run_1")
-    assert trips == ["BEGIN WITH SELECT SELECT SELECT", "WITH UPDATE UPDATE COMMIT"]
+    assert trips == ["WITH WITH SELECT SELECT"]
+    # SQL continued the run as resumed_run does, by the database's clock.
+    waiting = store.get_run(thread.id, "run_1")
+    assert start.run == waiting
+    assert start.run == resumed_run(
+        waiting.model_copy(update={"status": "requires_action", "expires_at": None}),
+        start.run.started_at,
+    ).model_copy(update={"expires_at": waiting.expires_at})
+    unleased = waiting.model_copy(update={"expires_at": None})
+    assert stored_run(store, "run_1")[1] == json.loads(run_body(unleased))
     cancelled, trips = round_trips(pool, lambda: store.cancel_run(thread.id, "run_1"))
     assert cancelled.status == "cancelling"
     assert trips == ["BEGIN SELECT", "UPDATE COMMIT"]
@@ -249,9 +260,10 @@ async def test_a_resumed_run_reads_the_context_a_new_run_reads(
     assert start.context == newest
 
 
-async def test_a_resume_that_cannot_read_writes_nothing(
+async def test_a_resume_that_cannot_read_gives_the_run_back(
     make: Callable[..., Any], call: Call
 ) -> None:
+    """As a new run that cannot read its thread: no lease, the run as it was."""
     store = make()
     thread = await call(store, "create_thread", {})
     (kept,) = await call(store, "add_messages", thread.id, [user("q")])
@@ -264,6 +276,7 @@ async def test_a_resume_that_cannot_read_writes_nothing(
         run_id="run_1",
         update=RunUpdate(status="requires_action", required_action=WAITING),
     )
+    waiting = stored_run(store, "run_1")
     run(
         f"UPDATE \"{store.schema}\".retro_messages SET metadata = '[1]' WHERE id = %s",
         kept.id,
@@ -278,9 +291,13 @@ async def test_a_resume_that_cannot_read_writes_nothing(
             messages=[user("r")],
             resume=True,
         )
-    assert stored_run(store, "run_1")[0] == "requires_action"
+    assert stored_run(store, "run_1") == waiting
     assert await call(store, "get_lease", thread.id) is None
-    assert await call(store, "count_messages", thread.id) == 1
+    assert await call(store, "count_messages", thread.id) == 2  # its input stays
+    with pytest.raises(CorruptDataError):  # a new run is deleted
+        await call(store, "begin_run", thread.id, owner="run_2", ttl=30.0)
+    assert [r.id for r in await call(store, "list_runs", thread.id)] == ["run_1"]
+    assert await call(store, "get_lease", thread.id) is None
 
 
 def test_a_new_run_is_the_row_new_run_row_makes(make: Callable[..., Any]) -> None:

@@ -27,10 +27,10 @@ from langchain_retro.errors import MissingDependencyError
 from langchain_retro.stores._postgres_sql import (
     _ACTIVE,
     _ACTIVE_SQL,
-    _INSERT_AFTER_T,
     _LEASED,
     _Q,
     _clash,
+    _insert_after_t,
     _Names,
     _new_rows,
 )
@@ -45,6 +45,7 @@ from langchain_retro.stores.base import (
 
 try:
     from psycopg import sql
+    from psycopg.types.json import Jsonb
 except ImportError as exc:
     raise MissingDependencyError(
         "PostgresStore needs psycopg 3 and psycopg-pool: "
@@ -59,14 +60,11 @@ __all__ = [
     "_q_run_context",
     "_q_run_cursors",
     "_q_run_get",
-    "_q_run_insert",
     "_q_run_messages",
-    "_q_run_newest",
     "_q_run_renew",
     "_q_run_thread",
     "_q_run_undo",
     "_q_run_write",
-    "_q_runs_lapse",
     "_q_runs_list",
     "_q_thread_usage",
     "_run_of",
@@ -170,16 +168,16 @@ def _run_values(owner: str, row: StoredRun) -> dict[str, Any]:
     }
 
 
-# Inserts a new run on the thread of ``source`` (a row with ``seq`` and ``metadata``):
+# Inserts a new run on the thread of ``t`` (the thread's row as updated):
 # `new_run_row`'s placeholders stamped with the database's time and, if the run names
 # no assistant, given the thread's.
 _INSERT_RUN = (
     "INSERT INTO {runs} (thread_seq, id, status, created_at, lease_owner, body) "
-    "SELECT source.seq, %(run_id)s, %(status)s, {now}, %(owner)s, "
+    "SELECT t.seq, %(run_id)s, %(status)s, {now}, %(owner)s, "
     "%(body)s::jsonb || jsonb_build_object('started_at', {now}) "
     "|| CASE WHEN %(fill)s THEN jsonb_strip_nulls(jsonb_build_object("
-    "'assistant_id', source.metadata ->> {assistant_key})) ELSE '{{}}'::jsonb END "
-    "FROM {source} source"
+    "'assistant_id', t.metadata ->> {assistant_key})) ELSE '{{}}'::jsonb END "
+    "FROM t"
 )
 
 
@@ -188,113 +186,87 @@ def _q_run_begin(
     thread_id: str,
     *,
     owner: str,
-    ttl: float,
     row: StoredRun,
     ids: list[str],
     messages: Sequence[NewMessage],
+    resume: bool,
 ) -> _Q:
-    """Start a run: lease, lapsed runs, input and the run, in one statement.
+    """The writes of a run that ``owner`` begins under the lease it holds.
 
-    ``row`` is `new_run_row` of the run without the thread's metadata. Nothing is
-    written unless the lease is taken, and it is not taken if a caller id of the
-    input or the run's id is already stored (a unique key would otherwise fail the
-    statement). One row: whether the thread exists, the lease's expiry if taken,
-    the first caller id already in the thread, whether the run id is taken, whether
-    another owner holds the lease, and the run's ``created_at``.
+    Runs after `_q_lease_acquire` in one batch, so it reads the thread as the lease
+    left it. With ``resume`` and the thread's newest run in ``requires_action``, it
+    continues that run (in progress again from now, for ``owner``, as `resumed_run`
+    makes it) and gives it the input without a ``run_id``; otherwise it inserts the
+    new run (``row``: `new_run_row` without the thread's metadata). Then it appends
+    the input and lapses the thread's other active runs.
+
+    A caller id already in the thread, or (for a new run) a run id already stored,
+    writes nothing and gives the lease back: no unique key fails the batch. One row:
+    whether ``owner`` held the lease, that caller id, whether the run id was taken,
+    the waiting run's columns (`_RUN_COLUMNS`, NULLs if none), whether it was
+    resumed, and the time the rows were stamped with (NULL if nothing was written).
     """
-    # The thread's row is updated (and locked) after the lease, as appends do, and
-    # the run takes the assistant of the row as updated: what a previous run wrote
-    # while this statement waited for the lease is seen.
+    # The run resumed or inserted, then the thread's row updated (and locked) as
+    # appends do: the new run takes the assistant of the row as updated.
     return _Q(
         names.sql(
-            "WITH th AS (SELECT seq, id FROM {threads} WHERE id = %(thread_id)s), "
-            "{clash}, taken_id AS (SELECT FROM {runs} WHERE id = %(run_id)s), "
-            "lease AS (INSERT INTO {run_leases} AS l (thread_id, owner, expires_at) "
-            "SELECT id, %(owner)s, "
-            "clock_timestamp() + make_interval(secs => %(ttl)s::float8) FROM th "
-            "WHERE NOT EXISTS (SELECT FROM clash) "
-            "AND NOT EXISTS (SELECT FROM taken_id) "
-            "ON CONFLICT (thread_id) DO UPDATE "
-            "SET owner = excluded.owner, expires_at = excluded.expires_at "
-            "WHERE l.expires_at < clock_timestamp() OR l.owner = excluded.owner "
-            "RETURNING extract(epoch FROM l.expires_at)::float8 AS expires_at), "
+            "WITH th AS (SELECT seq FROM {threads} WHERE id = %(thread_id)s), "
+            "held AS (SELECT FROM {run_leases} "
+            "WHERE thread_id = %(thread_id)s AND owner = %(owner)s), "
+            "{clash}, "
+            "waiting AS (SELECT * FROM (SELECT {run_columns} FROM {runs} r "
+            "WHERE r.thread_seq = (SELECT seq FROM th) ORDER BY r.seq DESC LIMIT 1) "
+            "newest WHERE %(resume)s AND newest.status = 'requires_action'), "
+            "taken_id AS (SELECT FROM {runs} WHERE id = %(run_id)s "
+            "AND NOT EXISTS (SELECT FROM waiting)), "
+            "go AS (SELECT FROM held WHERE NOT EXISTS (SELECT FROM clash) "
+            "AND NOT EXISTS (SELECT FROM taken_id)), "
+            "resumed AS (UPDATE {runs} r SET status = 'in_progress', "
+            "lease_owner = %(owner)s, "
+            "body = r.body || jsonb_build_object('started_at', {now}) "
+            "FROM waiting w WHERE r.id = w.id AND r.status = 'requires_action' "
+            "AND EXISTS (SELECT FROM go) RETURNING r.id), "
             "t AS (UPDATE {threads} SET next_seq = next_seq + %(n)s, "
             "message_count = message_count + %(n)s "
-            "WHERE id = %(thread_id)s AND EXISTS (SELECT FROM lease) "
+            "WHERE id = %(thread_id)s AND EXISTS (SELECT FROM go) "
+            "AND (NOT EXISTS (SELECT FROM waiting) OR EXISTS (SELECT FROM resumed)) "
             "RETURNING seq, metadata, next_seq - %(n)s AS first_seq, "
             "{now} AS created_at), "
-            "{insert}, run AS ({insert_run} RETURNING created_at), "
-            "lapsed AS ({lapse}) "
-            "SELECT EXISTS (SELECT FROM th), (SELECT expires_at FROM lease), "
-            "(SELECT id FROM clash), EXISTS (SELECT FROM taken_id), "
-            "EXISTS (SELECT FROM {run_leases} WHERE thread_id = %(thread_id)s "
-            "AND owner <> %(owner)s AND expires_at >= clock_timestamp()), "
-            "(SELECT created_at FROM run)",
+            "{insert}, "
+            "run AS ({insert_run} WHERE NOT EXISTS (SELECT FROM waiting)), "
+            "lapsed AS ({lapse}), "
+            "dropped AS (DELETE FROM {run_leases} WHERE thread_id = %(thread_id)s "
+            "AND owner = %(owner)s AND NOT EXISTS (SELECT FROM go)) "
+            "SELECT EXISTS (SELECT FROM held), (SELECT id FROM clash), "
+            "EXISTS (SELECT FROM taken_id), w.*, EXISTS (SELECT FROM resumed), "
+            "(SELECT created_at FROM t) "
+            "FROM (SELECT 1) one LEFT JOIN waiting w ON true",
             clash=names.sql(_clash(messages)),
-            insert=names.sql(_INSERT_AFTER_T),
-            insert_run=names.sql(_INSERT_RUN, source=sql.Identifier("t")),
-            lapse=_lapse(names, "EXISTS (SELECT FROM lease)"),
+            run_columns=_RUN_COLUMNS,
+            insert=names.sql(
+                _insert_after_t("COALESCE(new.run_id, (SELECT id FROM resumed))")
+            ),
+            insert_run=names.sql(_INSERT_RUN),
+            lapse=_lapse(names, "EXISTS (SELECT FROM t)"),
         ),
         {
             **_new_rows(ids, messages),
             **_run_values(owner, row),
             "thread_id": thread_id,
-            "ttl": float(ttl),
+            "resume": resume,
         },
     )
 
 
-def _q_runs_lapse(names: _Names, thread_id: str, owner: str) -> _Q:
-    """Lapse the thread's other active runs, if ``owner`` holds the lease."""
-    return _Q(_lapse(names, _LEASED), {"thread_id": thread_id, "owner": owner})
-
-
-def _q_run_insert(names: _Names, thread_id: str, owner: str, row: StoredRun) -> _Q:
-    """Insert a new run for ``owner``, if it holds the lease; its ``created_at``.
-
-    ``row`` is `new_run_row` of the run without the thread's metadata (see
-    `_INSERT_RUN`).
-    """
+def _q_run_thread(names: _Names, thread_id: str, owner: str) -> _Q:
+    """A thread and its assistant's columns, if ``owner`` holds the lease."""
     return _Q(
         names.sql(
-            "{insert_run} WHERE source.id = %(thread_id)s AND {leased} "
-            "RETURNING created_at",
-            insert_run=names.sql(_INSERT_RUN, source=names.by_name["threads"]),
-            leased=names.sql(_LEASED),
-        ),
-        {**_run_values(owner, row), "thread_id": thread_id},
-    )
-
-
-def _q_run_newest(names: _Names, thread_id: str, owner: str) -> _Q:
-    """The thread's newest run (`_RUN_COLUMNS`), locked, if ``owner`` holds it."""
-    return _Q(
-        names.sql(
-            "SELECT {run_columns} FROM {runs} r "
-            "WHERE r.thread_seq = (SELECT seq FROM {threads} WHERE id = %(thread_id)s) "
-            "AND {leased} ORDER BY r.seq DESC LIMIT 1 FOR UPDATE",
-            run_columns=_RUN_COLUMNS,
-            leased=names.sql(_LEASED),
-        ),
-        {"thread_id": thread_id, "owner": owner},
-    )
-
-
-def _q_run_thread(
-    names: _Names, thread_id: str, owner: str, *, lock: bool = False
-) -> _Q:
-    """A thread, its assistant's columns and now, if ``owner`` holds the lease.
-
-    With ``lock``, the thread's row is locked as an append locks it.
-    """
-    return _Q(
-        names.sql(
-            "SELECT t.created_at, t.metadata, {joined_assistant_columns}, {now} "
+            "SELECT t.created_at, t.metadata, {joined_assistant_columns} "
             "FROM {threads} t "
             "LEFT JOIN {assistants} a ON a.id = t.metadata ->> {assistant_key} "
-            "WHERE t.id = %(thread_id)s AND {leased}{lock}",
+            "WHERE t.id = %(thread_id)s AND {leased}",
             leased=names.sql(_LEASED),
-            lock=sql.SQL(" FOR NO KEY UPDATE OF t" if lock else ""),
         ),
         {"thread_id": thread_id, "owner": owner},
     )
@@ -313,16 +285,37 @@ def _q_run_context(names: _Names, thread_id: str, owner: str, limit: int | None)
     )
 
 
-def _q_run_undo(names: _Names, thread_id: str, owner: str, run_id: str) -> _Q:
-    """Delete a run just created and give its lease back (its thread is unreadable)."""
+def _q_run_undo(
+    names: _Names,
+    thread_id: str,
+    owner: str,
+    run_id: str,
+    waiting: Sequence[Any] | None,
+) -> _Q:
+    """Undo a run just begun whose thread no longer rebuilds; give the lease back.
+
+    A new run is deleted; a resumed one gets back its ``waiting`` columns
+    (`_RUN_COLUMNS` as read before).
+    """
+    restored = None if waiting is None else (waiting[1], Jsonb(waiting[3]), waiting[4])
     return _Q(
         names.sql(
             "WITH gone AS (DELETE FROM {runs} WHERE id = %(run_id)s "
-            "AND lease_owner = %(owner)s) "
+            "AND lease_owner = %(owner)s AND %(status)s::text IS NULL), "
+            "restored AS (UPDATE {runs} SET status = %(status)s, "
+            "body = %(body)s::jsonb, lease_owner = %(lease_owner)s "
+            "WHERE id = %(run_id)s AND %(status)s::text IS NOT NULL) "
             "DELETE FROM {run_leases} WHERE thread_id = %(thread_id)s "
             "AND owner = %(owner)s"
         ),
-        {"run_id": run_id, "owner": owner, "thread_id": thread_id},
+        {
+            "run_id": run_id,
+            "owner": owner,
+            "thread_id": thread_id,
+            "status": None if restored is None else restored[0],
+            "body": None if restored is None else restored[1],
+            "lease_owner": None if restored is None else restored[2],
+        },
     )
 
 

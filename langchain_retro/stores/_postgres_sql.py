@@ -72,6 +72,7 @@ __all__ = [
     "_copy_messages",
     "_filters",
     "_for_update",
+    "_insert_after_t",
     "_message",
     "_new_rows",
     "_q_assistant_delete",
@@ -819,6 +820,13 @@ def _q_thread_cursors(names: _Names, after: str | None, before: str | None) -> _
 
 
 # Inserts the messages after ``t``, the thread row an UPDATE moved ``next_seq`` on.
+def _insert_after_t(run_id: str = "new.run_id") -> str:
+    """`_INSERT_AFTER_T`, with another expression for the messages' ``run_id``."""
+    return _INSERT_AFTER_T.replace(
+        "new.metadata::jsonb, new.run_id,", f"new.metadata::jsonb, {run_id},"
+    )
+
+
 _INSERT_AFTER_T = (
     "added AS ("
     "INSERT INTO {messages} (thread_seq, seq, id, created_at, role, payload, "

@@ -43,12 +43,13 @@ lease expiry) come from the database clock, so hosts with skewed clocks agree.
 
 Connections run in autocommit: single-statement calls (most of them, appends included)
 are one round trip; calls that read before they write run in a transaction. A turn
-takes three round trips: `PostgresStore.begin_run` pipelines its statements (lease,
-input, lapsed runs, the new run, thread with its assistant, newest messages) in one
-implicit transaction, each reading after the previous one's locks and writes;
-`PostgresStore.finish_run` is a pipelined transaction of two (lock and read the
-lease, thread and run, with ``BEGIN``; write the messages, thread, run and lease,
-with ``COMMIT``), as are `PostgresStore.cancel_run` and a resumed ``begin_run``.
+takes three round trips: `PostgresStore.begin_run` pipelines its statements (the
+lease; the new or resumed run, the input and the lapsed runs in one statement; the
+thread with its assistant; the newest messages) in one implicit transaction, each
+reading after the previous one's locks and writes; `PostgresStore.finish_run` is a
+pipelined transaction of two (lock and read the lease, thread and run, with
+``BEGIN``; write the messages, thread, run and lease, with ``COMMIT``), as is
+`PostgresStore.cancel_run`.
 
 The statements are built by the pure functions of
 `langchain_retro.stores._postgres_sql` (and, for runs,
@@ -119,14 +120,11 @@ from langchain_retro.stores._postgres_runs import (
     _q_run_context,
     _q_run_cursors,
     _q_run_get,
-    _q_run_insert,
     _q_run_messages,
-    _q_run_newest,
     _q_run_renew,
     _q_run_thread,
     _q_run_undo,
     _q_run_write,
-    _q_runs_lapse,
     _q_runs_list,
     _q_thread_usage,
     _run_of,
@@ -1272,154 +1270,77 @@ class PostgresStore(BaseStore):
         for message in messages:
             check_limits(message.metadata, self.limits)
         new = NewRun(id=owner) if new is None else new
-        if resume:
-            return (
-                yield from self._resume_run(
-                    thread_id,
-                    owner=owner,
-                    ttl=ttl,
-                    new=new,
-                    messages=messages,
-                    context_limit=context_limit,
-                )
-            )
         names = self._names
-        ids = _message_ids(messages)
-        # One batch, so one round trip and one transaction: the writes in one
-        # statement, and reads after it. Each read takes a snapshot after the writes
-        # (and after their wait for the lease and the thread's row), so it sees what
-        # the previous run committed.
-        try:
-            began, thread_rows, newest = yield (
-                _q_run_begin(
-                    names,
-                    thread_id,
-                    owner=owner,
-                    ttl=ttl,
-                    row=new_run_row(new, thread_id, {}, 0),
-                    ids=ids,
-                    messages=messages,
-                ),
-                _q_run_thread(names, thread_id, owner),
-                _q_run_context(names, thread_id, owner, context_limit),
-            )
-        except psycopg.errors.UniqueViolation as exc:  # a race the checks missed
-            raise _conflict(exc, names, thread_id, messages, run_id=new.id) from exc
-        ((thread_found, expires_at, clash, run_taken, busy, created_at),) = began
-        if not thread_found:
-            raise ThreadNotFoundError(thread_id)
-        if expires_at is None:
-            if not busy and run_taken:
-                raise _run_taken(thread_id, new.id)
-            if not busy and clash is not None:
+        while True:
+            # Resumed, the input without a run id is the waiting run's; the ids
+            # stay the ones sent.
+            ids = _message_ids(messages)
+            # One batch, so one round trip and one transaction: the lease, the
+            # writes, then the reads. Each statement reads a snapshot taken after
+            # the previous one (and its wait for the lease or the thread's row), so
+            # it sees what the previous run committed.
+            try:
+                leased, began, thread_rows, newest = yield (
+                    _q_lease_acquire(names, thread_id, owner, ttl),
+                    _q_run_begin(
+                        names,
+                        thread_id,
+                        owner=owner,
+                        row=new_run_row(new, thread_id, {}, 0),
+                        ids=ids,
+                        messages=messages,
+                        resume=resume,
+                    ),
+                    _q_run_thread(names, thread_id, owner),
+                    _q_run_context(names, thread_id, owner, context_limit),
+                )
+            except psycopg.errors.UniqueViolation as exc:  # a race the checks missed
+                raise _conflict(exc, names, thread_id, messages, run_id=new.id) from exc
+            ((thread_found, expires_at),) = leased
+            if not thread_found:
+                raise ThreadNotFoundError(thread_id)
+            if expires_at is None:
+                return None
+            ((held, clash, run_taken, *waiting, resumed, now),) = began
+            if clash is not None:
                 raise MessageIdConflictError(thread_id, clash)
-            return None
-        if created_at is None or not thread_rows:
-            raise ThreadNotFoundError(thread_id)  # deleted while we took the lease
+            if run_taken:
+                raise _run_taken(thread_id, new.id)
+            if not held or not thread_rows:
+                raise ThreadNotFoundError(thread_id)  # deleted while we took the lease
+            if now is not None:
+                break
+            # The run to resume was cancelled meanwhile: begin again, a new run.
         try:
             thread, assistant = _thread_and_assistant(thread_id, thread_rows[0])
             context = [_message(row, thread_id) for row in reversed(newest)]
+            if resumed:
+                run = resumed_run(_run_of(waiting, thread_id), now)
+                mark = {"run_id": run.id}
+                messages = [
+                    m if m.run_id is not None else m.model_copy(update=mark)
+                    for m in messages
+                ]
+            else:
+                run = new_run_row(new, thread_id, thread.metadata, now)
         except CorruptDataError:
-            # A run that cannot read its thread holds no lease and leaves no run (its
-            # input stays).
-            yield _q_run_undo(names, thread_id, owner, new.id)
+            # A run that cannot read its thread holds no lease and is left as it
+            # was (its input stays).
+            undone = new.id if not resumed else waiting[0]
+            yield _q_run_undo(
+                names, thread_id, owner, undone, waiting if resumed else None
+            )
             raise
-        run = new_run_row(new, thread_id, thread.metadata, created_at)
         return RunStart.model_construct(
             thread=thread,
             assistant=assistant,
             appended=[
-                message.stored(message_id, thread_id, created_at)
+                message.stored(message_id, thread_id, now)
                 for message_id, message in zip(ids, messages, strict=True)
             ],
             context=context,
             run=run.model_copy(update={"expires_at": int(expires_at)}),
-            resumed=False,
-        )
-
-    def _resume_run(
-        self,
-        thread_id: str,
-        *,
-        owner: str,
-        ttl: float,
-        new: NewRun,
-        messages: Sequence[NewMessage],
-        context_limit: int | None,
-    ) -> _Op[RunStart | None]:
-        """`begin_run` with ``resume``: one transaction of two round trips.
-
-        The first takes the lease, locks the thread and its newest run, and reads
-        them with the context; everything is rebuilt before the second writes and
-        commits, so a row that no longer rebuilds leaves nothing written. The
-        thread's lock keeps other appends out until then, so the context read
-        first, with the input after it, is the thread's newest messages.
-        """
-        names = self._names
-        lease_rows, thread_rows, newest, newest_messages = yield (
-            _q_lease_acquire(names, thread_id, owner, ttl),
-            _q_run_thread(names, thread_id, owner, lock=True),
-            _q_run_newest(names, thread_id, owner),
-            _q_run_context(names, thread_id, owner, context_limit),
-        )
-        ((thread_found, expires_at),) = lease_rows
-        if not thread_found:
-            raise ThreadNotFoundError(thread_id)
-        if expires_at is None:
-            return None
-        if not thread_rows:
-            raise ThreadNotFoundError(thread_id)
-        thread, assistant = _thread_and_assistant(thread_id, thread_rows[0])
-        now = thread_rows[0][-1]
-        context = [_message(row, thread_id) for row in reversed(newest_messages)]
-        resumed: StoredRun | None = None
-        if newest and newest[0][1] == "requires_action":
-            resumed = resumed_run(_run_of(newest[0], thread_id), now)
-            mark = {"run_id": resumed.id}
-            messages = [
-                m if m.run_id is not None else m.model_copy(update=mark)
-                for m in messages
-            ]
-        ids = _message_ids(messages)
-        batch: list[_Q] = []
-        if messages:
-            batch.append(
-                _q_messages_append(
-                    names,
-                    thread_id,
-                    ids,
-                    messages,
-                    None,
-                    leased_by=owner,
-                    check_ids=False,
-                )
-            )
-        batch.append(_q_runs_lapse(names, thread_id, owner))
-        if resumed is None:
-            row = new_run_row(new, thread_id, {}, 0)
-            batch.append(_q_run_insert(names, thread_id, owner, row))
-        else:
-            batch.append(_q_run_write(names, resumed, lease_owner=owner))
-        try:
-            yield _Commit(tuple(batch))
-        except psycopg.errors.UniqueViolation as exc:  # all undone, lease included
-            raise _conflict(exc, names, thread_id, messages, run_id=new.id) from exc
-        # Stamped by the transaction's clock, as the rows were.
-        appended = [
-            message.stored(message_id, thread_id, now)
-            for message_id, message in zip(ids, messages, strict=True)
-        ]
-        context += appended
-        if context_limit is not None:
-            context = context[max(len(context) - context_limit, 0) :]
-        run = resumed or new_run_row(new, thread_id, thread.metadata, now)
-        return RunStart.model_construct(
-            thread=thread,
-            assistant=assistant,
-            appended=appended,
-            context=context,
-            run=run.model_copy(update={"expires_at": int(expires_at)}),
-            resumed=resumed is not None,
+            resumed=bool(resumed),
         )
 
     def begin_run(
@@ -1436,8 +1357,7 @@ class PostgresStore(BaseStore):
         """Start a run in one round trip: lease, run, thread, assistant, input, context.
 
         The statements are pipelined in one transaction (with libpq older than 14,
-        which cannot pipeline, they take a round trip each). With ``resume`` it takes
-        two round trips, in one transaction.
+        which cannot pipeline, they take a round trip each), resuming a run or not.
         """
         return self._run(
             self._begin_run(
@@ -1449,8 +1369,6 @@ class PostgresStore(BaseStore):
                 context_limit=context_limit,
                 resume=resume,
             ),
-            transaction=resume,
-            pipelined=True,
         )
 
     async def abegin_run(
@@ -1475,8 +1393,6 @@ class PostgresStore(BaseStore):
                 context_limit=context_limit,
                 resume=resume,
             ),
-            transaction=resume,
-            pipelined=True,
         )
 
     def _finish_run(
@@ -1782,11 +1698,11 @@ class PostgresStore(BaseStore):
 def _thread_and_assistant(
     thread_id: str, row: Sequence[Any]
 ) -> tuple[StoredThread, StoredAssistant | None]:
-    """The thread and assistant of a `_q_run_thread` row (then the time).
+    """The thread and assistant of a `_q_run_thread` row.
 
     Raises:
         CorruptDataError: If either no longer rebuilds.
     """
-    created_at, metadata, *assistant, _ = row  # the last column is the time
+    created_at, metadata, *assistant = row
     thread = _thread(thread_id, created_at, metadata)
     return thread, None if assistant[0] is None else _assistant(assistant)
