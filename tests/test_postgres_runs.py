@@ -2,16 +2,16 @@
 
 * Round trips, counted by libpq's trace of the protocol (one ``Sync`` per round
   trip): `begin_run` is one, resuming a run or not; `finish_run` and `cancel_run` are
-  one transaction of two, ``BEGIN`` and ``COMMIT`` riding with their statements. A
+  two, a read and one statement that writes only if nothing changed meanwhile. A
   taken caller id or run id fails no statement.
 * The rows SQL writes by itself equal what the pure rules of ``stores/_runs.py``
   give: a new run (`new_run_row`, stamped and given the thread's assistant by SQL),
   a resumed one (`resumed_run`) and the runs a takeover lapses (`settle`).
 * Plans: a thread's runs are listed by ``(thread_seq, seq)``, a run's messages read
   by the run index of messages, and a takeover looks only at active runs.
-* Transactions end cleanly: a refused write leaves nothing and no open transaction;
-  runs work without pipelines (libpq before 14) and over pools that do not
-  autocommit.
+* Writes end cleanly: a refused one leaves nothing and no open transaction, a write
+  that finds the run changed since it was read reads it again, and runs work
+  without pipelines (libpq before 14) and over pools that do not autocommit.
 """
 
 from __future__ import annotations
@@ -182,11 +182,9 @@ def test_a_turn_is_three_round_trips(one_connection: tuple[Any, Any]) -> None:
         ),
     )
     assert saved.run.status == "completed"
-    # Lease, thread and run locked and read; then written, with the COMMIT.
-    assert trips == [
-        "BEGIN SELECT SELECT SELECT",
-        "WITH UPDATE DELETE COMMIT",
-    ]
+    # The run, its lease and thread read; then all written in one statement, if
+    # they did not change meanwhile.
+    assert trips == ["SELECT", "WITH"]
 
 
 @needs_pipelines
@@ -221,7 +219,7 @@ def test_resume_is_one_round_trip_and_cancel_two(
     assert stored_run(store, "run_1")[1] == json.loads(run_body(unleased))
     cancelled, trips = round_trips(pool, lambda: store.cancel_run(thread.id, "run_1"))
     assert cancelled.status == "cancelling"
-    assert trips == ["BEGIN SELECT", "UPDATE COMMIT"]
+    assert trips == ["SELECT", "UPDATE"]
     assert store.renew_run(thread.id, owner="attempt_2", ttl=30.0) == "cancelling"
 
 
@@ -473,7 +471,87 @@ def test_runs_are_read_by_their_indexes(
         assert "retro_runs_active_index" in lapse, lapse
 
 
-# --- transactions ------------------------------------------------------------------
+# --- writes ------------------------------------------------------------------------
+
+
+def interleaved(store: Any, op: Any, meanwhile: Callable[[], object]) -> Any:
+    """Run ``op`` with ``meanwhile`` done between its first read and its write."""
+    with store._pools.connection() as conn:
+        cursor = conn.cursor(row_factory=psycopg.rows.tuple_row)
+        read = next(op)
+        rows = io_module._perform(conn, cursor, read)
+        meanwhile()
+        write = op.send(rows)
+        again = op.send(io_module._perform(conn, cursor, write))
+        assert again.query == read.query  # it reads again
+        return io_module._drive(conn, io_module._started(again, op))
+
+
+def test_a_finish_that_finds_the_run_changed_reads_it_again(
+    make: Callable[..., Any],
+) -> None:
+    store = make()
+    thread = store.create_thread({})
+    store.begin_run(thread.id, owner="run_1", ttl=30.0)
+    op = store._finish_run(
+        thread.id,
+        owner="run_1",
+        run_id="run_1",
+        update=RunUpdate(status="completed", usage=RunUsage(total_tokens=5)),
+        messages=[reply("late", "run_1")],
+        thread_patch=MetadataPatch(set={"hwm": "x"}),
+    )
+    saved = interleaved(store, op, lambda: store.cancel_run(thread.id, "run_1"))
+    # Read again, it was being cancelled: it ends cancelled, nothing else written.
+    assert (saved.messages, saved.run.status) == ([], "cancelled")
+    assert store.count_messages(thread.id) == 0
+    assert store.get_thread(thread.id).metadata == {}
+    assert store.get_thread_usage(thread.id) == RunUsage()
+    assert store.get_lease(thread.id) is None
+
+
+def test_a_patch_is_applied_to_the_metadata_as_it_is(
+    make: Callable[..., Any],
+) -> None:
+    store = make()
+    thread = store.create_thread({"a": "1"})
+    store.begin_run(thread.id, owner="run_1", ttl=30.0)
+    op = store._finish_run(
+        thread.id,
+        owner="run_1",
+        run_id="run_1",
+        update=RunUpdate(status="completed"),
+        messages=[reply("a", "run_1")],
+        thread_patch=MetadataPatch(set={"hwm": "x"}),
+    )
+    saved = interleaved(
+        store,
+        op,
+        lambda: store.update_thread(thread.id, MetadataPatch(set={"b": "2"})),
+    )
+    assert saved.run.status == "completed"
+    assert store.get_thread(thread.id).metadata == {"a": "1", "b": "2", "hwm": "x"}
+    assert store.count_messages(thread.id) == 1
+
+
+def test_a_cancel_that_finds_the_run_changed_reads_it_again(
+    make: Callable[..., Any],
+) -> None:
+    store = make()
+    thread = store.create_thread({})
+    store.begin_run(thread.id, owner="run_1", ttl=30.0)
+    op = store._cancel_run(thread.id, "run_1")
+    waiting = RunUpdate(status="requires_action", required_action=WAITING)
+    cancelled = interleaved(
+        store,
+        op,
+        lambda: store.finish_run(
+            thread.id, owner="run_1", run_id="run_1", update=waiting
+        ),
+    )
+    # Read again, it waits for tool results: cancelled at once.
+    assert (cancelled.status, cancelled.required_action) == ("cancelled", None)
+    assert store.get_run(thread.id, "run_1") == cancelled
 
 
 def test_a_refused_finish_leaves_no_transaction(
@@ -516,11 +594,11 @@ def test_a_failed_pipeline_forgets_what_it_did_not_prepare(
         conn.prepare_threshold = 1  # prepared on its second run
         cursor = conn.cursor()
         try:
-            assert io_module._perform(conn, cursor, None, (ok,)) == [[(1,)]]
+            assert io_module._perform(conn, cursor, (ok,)) == [[(1,)]]
             with pytest.raises(psycopg.errors.DivisionByZero):
-                io_module._perform(conn, cursor, None, (bad, ok))
-            assert io_module._perform(conn, cursor, None, (ok,)) == [[(1,)]]
-            assert io_module._perform(conn, cursor, None, (ok,)) == [[(1,)]]
+                io_module._perform(conn, cursor, (bad, ok))
+            assert io_module._perform(conn, cursor, (ok,)) == [[(1,)]]
+            assert io_module._perform(conn, cursor, (ok,)) == [[(1,)]]
         finally:
             conn.prepare_threshold = 5
 
@@ -599,13 +677,13 @@ def test_a_hand_edited_run_is_named_and_nothing_written(
 
 
 @pytest.mark.parametrize("setting", ["no pipelines", "no autocommit"])
-async def test_runs_without_pipelined_transactions(
+async def test_runs_without_pipelines_or_autocommit(
     make: Callable[..., Any],
     call: Call,
     setting: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The same run, in plain transactions: libpq before 14, or pools of our users."""
+    """The same run without pipelines (libpq before 14), or over pools of our users."""
     schema = make().schema
     kwargs: dict[str, Any] = {"autocommit": True}
     if setting == "no pipelines":

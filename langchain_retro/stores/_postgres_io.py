@@ -7,24 +7,19 @@ connection: a statement, a ``COPY``, or a pipelined batch at a time. A statement
 error (a ``psycopg.Error``) is thrown into the operation so it can name it; any other
 error leaves at once. These functions are the only code that differs between the
 sync and the async store.
-
-An operation runs in autocommit (each step its own transaction), in a transaction,
-or in a pipelined transaction: ``BEGIN`` is sent with its first step and ``COMMIT``
-with its `_Commit` step, so a transaction of two steps costs two round trips, not
-four.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
 from langchain_retro._steps import adrive, drive
 from langchain_retro.errors import MissingDependencyError, StoreError
-from langchain_retro.stores._postgres_sql import _Q, _Commit, _Copy, _Op, _Rows, _Step
+from langchain_retro.stores._postgres_sql import _Q, _Copy, _Op, _Rows, _Step
 from langchain_retro.stores.base import unencodable_error
 
 try:
@@ -39,13 +34,10 @@ except ImportError as exc:
 
 __all__ = [
     "_PIPELINES",
-    "_Transaction",
     "_adrive",
-    "_asession",
     "_drive",
     "_errors",
     "_perform",
-    "_session",
     "_started",
 ]
 
@@ -54,56 +46,7 @@ T = TypeVar("T")
 _PIPELINES = psycopg.Pipeline.is_supported()
 """Whether libpq can pipeline statements (14+); else a batch is a transaction."""
 
-_BEGIN = _Q(sql.Composed([sql.SQL("BEGIN")]))
-_END = _Q(sql.Composed([sql.SQL("COMMIT")]))
-
-
-class _Transaction:
-    """A pipelined transaction: whether its ``BEGIN`` went, and whether it ended."""
-
-    __slots__ = ("begun", "ended")
-
-    def __init__(self) -> None:
-        self.begun = False
-        self.ended = False
-
-    def wrap(self, batch: tuple[_Q, ...], *, commit: bool) -> tuple[_Q, ...]:
-        """The statements to send for ``batch``: after ``BEGIN`` if it is the first."""
-        lead = () if self.begun else (_BEGIN,)
-        self.begun = True
-        self.ended = commit
-        return (*lead, *batch, *((_END,) if commit else ()))
-
-    def unwrap(self, rows: list[_Rows], batch: tuple[_Q, ...]) -> list[_Rows]:
-        """The rows of ``batch``'s own statements, without ``BEGIN`` and ``COMMIT``."""
-        lead = len(rows) - len(batch) - (1 if self.ended else 0)
-        return rows[lead : lead + len(batch)]
-
-
 _FORGET = sql.SQL("DEALLOCATE ALL")
-
-
-def _forgets(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
-    """Whether a pipeline that failed on ``conn`` must forget prepared statements.
-
-    A statement skipped after the error may have been due to be prepared: psycopg
-    then believes it prepared, and the server does not have it. ``DEALLOCATE ALL``
-    resets both (psycopg clears its cache when it sees it). Outside autocommit the
-    rollback that follows does it.
-    """
-    return (
-        _PIPELINES
-        and conn.prepare_threshold is not None
-        and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    )
-
-
-def _pipelined(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
-    """Whether a transaction on ``conn`` can be pipelined with ``BEGIN``/``COMMIT``.
-
-    Only in autocommit, where psycopg sends no ``BEGIN`` of its own.
-    """
-    return _PIPELINES and conn.autocommit
 
 
 @contextmanager
@@ -120,6 +63,21 @@ def _errors(label: str) -> Iterator[None]:
         raise unencodable_error(exc) from exc
     except psycopg.Error as exc:
         raise StoreError(f"PostgreSQL error in {label}: {exc}") from exc
+
+
+def _forgets(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether a pipeline that failed on ``conn`` must forget prepared statements.
+
+    A statement skipped after the error may have been due to be prepared: psycopg
+    then believes it prepared, and the server does not have it. ``DEALLOCATE ALL``
+    resets both (psycopg clears its cache when it sees it). Outside autocommit the
+    rollback that follows does it.
+    """
+    return (
+        _PIPELINES
+        and conn.prepare_threshold is not None
+        and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    )
 
 
 def _started(first: _Step, op: _Op[T]) -> _Op[T]:
@@ -151,42 +109,11 @@ def _started(first: _Step, op: _Op[T]) -> _Op[T]:
 # --- sync --------------------------------------------------------------------------
 
 
-@contextmanager
-def _session(
-    conn: psycopg.Connection[Any], *, transaction: bool, pipelined: bool
-) -> Iterator[_Transaction | None]:
-    """Run an operation in autocommit, or in a transaction.
-
-    Yields the pipelined transaction the steps take part in, if it is one (with
-    libpq older than 14, or a connection not in autocommit, it is a plain
-    transaction). One not ended by a `_Commit` step is committed here, or rolled
-    back if the operation fails.
-    """
-    if not transaction:
-        yield None
-    elif pipelined and _pipelined(conn):
-        try:
-            yield _Transaction()
-        except BaseException:
-            with contextlib.suppress(psycopg.Error):  # a broken one is discarded
-                conn.rollback()
-            raise
-        conn.commit()  # nothing to do if a _Commit step ended it
-    else:
-        with conn.transaction():
-            yield None
-
-
 def _perform(
-    conn: psycopg.Connection[Any],
-    cursor: psycopg.Cursor[tuple[Any, ...]],
-    tx: _Transaction | None,
-    step: _Step,
+    conn: psycopg.Connection[Any], cursor: psycopg.Cursor[tuple[Any, ...]], step: _Step
 ) -> Any:
     """Perform one step: its rows, ``[]`` for a copy, a list of rows for a batch."""
     if isinstance(step, _Q):
-        if tx is not None:  # it rides with BEGIN, if first
-            return _batch(conn, tx, (step,))[0]
         cursor.execute(step.query, step.params)
         return _rows(cursor)
     if isinstance(step, _Copy):
@@ -194,15 +121,13 @@ def _perform(
             for row in step.rows:
                 copy.write_row(row)
         return []
-    if isinstance(step, _Commit):
-        return _batch(conn, tx, step.batch, commit=True)
-    return _batch(conn, tx, step)
+    return _batch(conn, step)
 
 
-def _drive(conn: psycopg.Connection[Any], tx: _Transaction | None, op: _Op[T]) -> T:
+def _drive(conn: psycopg.Connection[Any], op: _Op[T]) -> T:
     """Run an operation on a connection; a statement's error is thrown into it."""
     cursor = conn.cursor(row_factory=tuple_row)
-    perform = functools.partial(_perform, conn, cursor, tx)
+    perform = functools.partial(_perform, conn, cursor)
     return drive(op, perform, throw=(psycopg.Error,))
 
 
@@ -210,61 +135,30 @@ def _rows(cursor: psycopg.Cursor[tuple[Any, ...]]) -> _Rows:
     return cursor.fetchall() if cursor.description is not None else []
 
 
-def _batch(
-    conn: psycopg.Connection[Any],
-    tx: _Transaction | None,
-    batch: tuple[_Q, ...],
-    *,
-    commit: bool = False,
-) -> list[_Rows]:
-    sent = batch if tx is None else tx.wrap(batch, commit=commit)
-    cursors = [conn.cursor(row_factory=tuple_row) for _ in sent]
+def _batch(conn: psycopg.Connection[Any], batch: tuple[_Q, ...]) -> list[_Rows]:
+    cursors = [conn.cursor(row_factory=tuple_row) for _ in batch]
     try:
         with conn.pipeline() if _PIPELINES else conn.transaction():
-            for cursor, query in zip(cursors, sent, strict=True):
+            for cursor, query in zip(cursors, batch, strict=True):
                 cursor.execute(query.query, query.params)
     except psycopg.Error:
         if _forgets(conn):
             with contextlib.suppress(psycopg.Error):
                 conn.execute(_FORGET)
         raise
-    rows = [_rows(cursor) for cursor in cursors]
-    return rows if tx is None else tx.unwrap(rows, batch)
+    return [_rows(cursor) for cursor in cursors]
 
 
 # --- async -------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def _asession(
-    conn: psycopg.AsyncConnection[Any], *, transaction: bool, pipelined: bool
-) -> AsyncIterator[_Transaction | None]:
-    """Async twin of `_session`."""
-    if not transaction:
-        yield None
-    elif pipelined and _pipelined(conn):
-        try:
-            yield _Transaction()
-        except BaseException:
-            with contextlib.suppress(psycopg.Error):
-                await conn.rollback()
-            raise
-        await conn.commit()
-    else:
-        async with conn.transaction():
-            yield None
-
-
 async def _aperform(
     conn: psycopg.AsyncConnection[Any],
     cursor: psycopg.AsyncCursor[tuple[Any, ...]],
-    tx: _Transaction | None,
     step: _Step,
 ) -> Any:
     """Async twin of `_perform`."""
     if isinstance(step, _Q):
-        if tx is not None:
-            return (await _abatch(conn, tx, (step,)))[0]
         await cursor.execute(step.query, step.params)
         return await _arows(cursor)
     if isinstance(step, _Copy):
@@ -272,17 +166,13 @@ async def _aperform(
             for row in step.rows:
                 await copy.write_row(row)
         return []
-    if isinstance(step, _Commit):
-        return await _abatch(conn, tx, step.batch, commit=True)
-    return await _abatch(conn, tx, step)
+    return await _abatch(conn, step)
 
 
-async def _adrive(
-    conn: psycopg.AsyncConnection[Any], tx: _Transaction | None, op: _Op[T]
-) -> T:
+async def _adrive(conn: psycopg.AsyncConnection[Any], op: _Op[T]) -> T:
     """Async twin of `_drive`."""
     cursor = conn.cursor(row_factory=tuple_row)
-    perform = functools.partial(_aperform, conn, cursor, tx)
+    perform = functools.partial(_aperform, conn, cursor)
     return await adrive(op, perform, throw=(psycopg.Error,))
 
 
@@ -291,22 +181,16 @@ async def _arows(cursor: psycopg.AsyncCursor[tuple[Any, ...]]) -> _Rows:
 
 
 async def _abatch(
-    conn: psycopg.AsyncConnection[Any],
-    tx: _Transaction | None,
-    batch: tuple[_Q, ...],
-    *,
-    commit: bool = False,
+    conn: psycopg.AsyncConnection[Any], batch: tuple[_Q, ...]
 ) -> list[_Rows]:
-    sent = batch if tx is None else tx.wrap(batch, commit=commit)
-    cursors = [conn.cursor(row_factory=tuple_row) for _ in sent]
+    cursors = [conn.cursor(row_factory=tuple_row) for _ in batch]
     try:
         async with conn.pipeline() if _PIPELINES else conn.transaction():
-            for cursor, query in zip(cursors, sent, strict=True):
+            for cursor, query in zip(cursors, batch, strict=True):
                 await cursor.execute(query.query, query.params)
     except psycopg.Error:
         if _forgets(conn):
             with contextlib.suppress(psycopg.Error):
                 await conn.execute(_FORGET)
         raise
-    rows = [await _arows(cursor) for cursor in cursors]
-    return rows if tx is None else tx.unwrap(rows, batch)
+    return [await _arows(cursor) for cursor in cursors]

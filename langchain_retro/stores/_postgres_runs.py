@@ -55,10 +55,10 @@ except ImportError as exc:
 __all__ = [
     "_LeaseState",
     "_lease_of",
-    "_q_lease_lock",
     "_q_run_begin",
     "_q_run_context",
     "_q_run_cursors",
+    "_q_run_finish",
     "_q_run_get",
     "_q_run_messages",
     "_q_run_renew",
@@ -68,6 +68,7 @@ __all__ = [
     "_q_runs_list",
     "_q_thread_usage",
     "_run_of",
+    "_run_read",
     "_stored_body",
 ]
 
@@ -120,6 +121,39 @@ def _run_of(row: Sequence[Any], thread_id: str) -> StoredRun:
 def _lease_of(row: Sequence[Any]) -> _LeaseState:
     """The lease and clocks of a row of `_RUN_COLUMNS` then `_LEASE_COLUMNS`."""
     return _LeaseState(row[5], row[6], row[7], row[8])
+
+
+class _RunRead(NamedTuple):
+    """A row of `_q_run_get`, taken apart."""
+
+    run: StoredRun
+    """The run as stored."""
+    lease_owner: str | None
+    """Its lease owner."""
+    lease: _LeaseState
+    """The thread's lease and the clocks."""
+    version: str
+    """The run row's version, which every write of the row changes."""
+    thread_created_at: int
+    """The thread's ``created_at``."""
+    thread_metadata: Any
+    """The thread's metadata, as stored."""
+
+    @property
+    def settled(self) -> StoredRun:
+        """The run as read now (`settle`)."""
+        return self.lease.settled(self.run, self.lease_owner)
+
+
+def _run_read(row: Sequence[Any], thread_id: str) -> _RunRead:
+    """A `_q_run_get` row whose run was found, taken apart.
+
+    Raises:
+        CorruptDataError: If the run no longer rebuilds.
+    """
+    return _RunRead(
+        _run_of(row, thread_id), row[4], _lease_of(row), row[9], row[10], row[11]
+    )
 
 
 def _stored_body(run: StoredRun) -> str:
@@ -209,45 +243,50 @@ def _q_run_begin(
     # The run resumed or inserted, then the thread's row updated (and locked) as
     # appends do: the new run takes the assistant of the row as updated.
     return _Q(
-        names.sql(
-            "WITH th AS (SELECT seq FROM {threads} WHERE id = %(thread_id)s), "
-            "held AS (SELECT FROM {run_leases} "
-            "WHERE thread_id = %(thread_id)s AND owner = %(owner)s), "
-            "{clash}, "
-            "waiting AS (SELECT * FROM (SELECT {run_columns} FROM {runs} r "
-            "WHERE r.thread_seq = (SELECT seq FROM th) ORDER BY r.seq DESC LIMIT 1) "
-            "newest WHERE %(resume)s AND newest.status = 'requires_action'), "
-            "taken_id AS (SELECT FROM {runs} WHERE id = %(run_id)s "
-            "AND NOT EXISTS (SELECT FROM waiting)), "
-            "go AS (SELECT FROM held WHERE NOT EXISTS (SELECT FROM clash) "
-            "AND NOT EXISTS (SELECT FROM taken_id)), "
-            "resumed AS (UPDATE {runs} r SET status = 'in_progress', "
-            "lease_owner = %(owner)s, "
-            "body = r.body || jsonb_build_object('started_at', {now}) "
-            "FROM waiting w WHERE r.id = w.id AND r.status = 'requires_action' "
-            "AND EXISTS (SELECT FROM go) RETURNING r.id), "
-            "t AS (UPDATE {threads} SET next_seq = next_seq + %(n)s, "
-            "message_count = message_count + %(n)s "
-            "WHERE id = %(thread_id)s AND EXISTS (SELECT FROM go) "
-            "AND (NOT EXISTS (SELECT FROM waiting) OR EXISTS (SELECT FROM resumed)) "
-            "RETURNING seq, metadata, next_seq - %(n)s AS first_seq, "
-            "{now} AS created_at), "
-            "{insert}, "
-            "run AS ({insert_run} WHERE NOT EXISTS (SELECT FROM waiting)), "
-            "lapsed AS ({lapse}), "
-            "dropped AS (DELETE FROM {run_leases} WHERE thread_id = %(thread_id)s "
-            "AND owner = %(owner)s AND NOT EXISTS (SELECT FROM go)) "
-            "SELECT EXISTS (SELECT FROM held), (SELECT id FROM clash), "
-            "EXISTS (SELECT FROM taken_id), w.*, EXISTS (SELECT FROM resumed), "
-            "(SELECT created_at FROM t) "
-            "FROM (SELECT 1) one LEFT JOIN waiting w ON true",
-            clash=names.sql(_clash(messages)),
-            run_columns=_RUN_COLUMNS,
-            insert=names.sql(
-                _insert_after_t("COALESCE(new.run_id, (SELECT id FROM resumed))")
+        names.built(
+            ("run_begin", _clash(messages)),
+            lambda: names.sql(
+                "WITH th AS (SELECT seq FROM {threads} WHERE id = %(thread_id)s), "
+                "held AS (SELECT FROM {run_leases} "
+                "WHERE thread_id = %(thread_id)s AND owner = %(owner)s), "
+                "{clash}, "
+                "waiting AS (SELECT * FROM (SELECT {run_columns} FROM {runs} r "
+                "WHERE r.thread_seq = (SELECT seq FROM th) "
+                "ORDER BY r.seq DESC LIMIT 1) "
+                "newest WHERE %(resume)s AND newest.status = 'requires_action'), "
+                "taken_id AS (SELECT FROM {runs} WHERE id = %(run_id)s "
+                "AND NOT EXISTS (SELECT FROM waiting)), "
+                "go AS (SELECT FROM held WHERE NOT EXISTS (SELECT FROM clash) "
+                "AND NOT EXISTS (SELECT FROM taken_id)), "
+                "resumed AS (UPDATE {runs} r SET status = 'in_progress', "
+                "lease_owner = %(owner)s, "
+                "body = r.body || jsonb_build_object('started_at', {now}) "
+                "FROM waiting w WHERE r.id = w.id AND r.status = 'requires_action' "
+                "AND EXISTS (SELECT FROM go) RETURNING r.id), "
+                "t AS (UPDATE {threads} SET next_seq = next_seq + %(n)s, "
+                "message_count = message_count + %(n)s "
+                "WHERE id = %(thread_id)s AND EXISTS (SELECT FROM go) "
+                "AND (NOT EXISTS (SELECT FROM waiting) "
+                "OR EXISTS (SELECT FROM resumed)) "
+                "RETURNING seq, metadata, next_seq - %(n)s AS first_seq, "
+                "{now} AS created_at), "
+                "{insert}, "
+                "run AS ({insert_run} WHERE NOT EXISTS (SELECT FROM waiting)), "
+                "lapsed AS ({lapse}), "
+                "dropped AS (DELETE FROM {run_leases} WHERE thread_id = %(thread_id)s "
+                "AND owner = %(owner)s AND NOT EXISTS (SELECT FROM go)) "
+                "SELECT EXISTS (SELECT FROM held), (SELECT id FROM clash), "
+                "EXISTS (SELECT FROM taken_id), w.*, EXISTS (SELECT FROM resumed), "
+                "(SELECT created_at FROM t) "
+                "FROM (SELECT 1) one LEFT JOIN waiting w ON true",
+                clash=names.sql(_clash(messages)),
+                run_columns=_RUN_COLUMNS,
+                insert=names.sql(
+                    _insert_after_t("COALESCE(new.run_id, (SELECT id FROM resumed))")
+                ),
+                insert_run=names.sql(_INSERT_RUN),
+                lapse=_lapse(names, "EXISTS (SELECT FROM t)"),
             ),
-            insert_run=names.sql(_INSERT_RUN),
-            lapse=_lapse(names, "EXISTS (SELECT FROM t)"),
         ),
         {
             **_new_rows(ids, messages),
@@ -261,12 +300,15 @@ def _q_run_begin(
 def _q_run_thread(names: _Names, thread_id: str, owner: str) -> _Q:
     """A thread and its assistant's columns, if ``owner`` holds the lease."""
     return _Q(
-        names.sql(
-            "SELECT t.created_at, t.metadata, {joined_assistant_columns} "
-            "FROM {threads} t "
-            "LEFT JOIN {assistants} a ON a.id = t.metadata ->> {assistant_key} "
-            "WHERE t.id = %(thread_id)s AND {leased}",
-            leased=names.sql(_LEASED),
+        names.built(
+            "run_thread",
+            lambda: names.sql(
+                "SELECT t.created_at, t.metadata, {joined_assistant_columns} "
+                "FROM {threads} t "
+                "LEFT JOIN {assistants} a ON a.id = t.metadata ->> {assistant_key} "
+                "WHERE t.id = %(thread_id)s AND {leased}",
+                leased=names.sql(_LEASED),
+            ),
         ),
         {"thread_id": thread_id, "owner": owner},
     )
@@ -275,11 +317,15 @@ def _q_run_thread(names: _Names, thread_id: str, owner: str) -> _Q:
 def _q_run_context(names: _Names, thread_id: str, owner: str, limit: int | None) -> _Q:
     """A thread's newest messages, newest first, if ``owner`` holds the lease."""
     return _Q(
-        names.sql(
-            "SELECT {message_columns} FROM {messages} m "
-            "WHERE m.thread_seq = (SELECT seq FROM {threads} WHERE id = %(thread_id)s) "
-            "AND {leased} ORDER BY m.seq DESC LIMIT %(limit)s",
-            leased=names.sql(_LEASED),
+        names.built(
+            "run_context",
+            lambda: names.sql(
+                "SELECT {message_columns} FROM {messages} m "
+                "WHERE m.thread_seq = "
+                "(SELECT seq FROM {threads} WHERE id = %(thread_id)s) "
+                "AND {leased} ORDER BY m.seq DESC LIMIT %(limit)s",
+                leased=names.sql(_LEASED),
+            ),
         ),
         {"thread_id": thread_id, "owner": owner, "limit": limit},
     )
@@ -322,49 +368,121 @@ def _q_run_undo(
 # --- reading, writing and renewing runs -----------------------------------------
 
 
-def _q_run_get(names: _Names, thread_id: str, run_id: str, *, lock: bool) -> _Q:
-    """A run, its thread's lease and the clocks.
+def _q_run_get(names: _Names, thread_id: str, run_id: str) -> _Q:
+    """A run, its thread's lease and the clocks, then its version and the thread's.
 
-    Without ``lock``: one row if the thread exists, the run's columns NULL if the run
-    is not on it. With ``lock``: the run's row, locked for update, if on the thread.
+    One row if the thread exists, the run's columns NULL if the run is not on it:
+    `_RUN_COLUMNS`, `_LEASE_COLUMNS`, the run row's version (``xmin``, which every
+    write of the row changes), and the thread's ``created_at`` and metadata.
     """
     return _Q(
-        names.sql(
-            "SELECT {run_columns}, {lease_columns} FROM {threads} t "
-            "{join} {runs} r ON r.thread_seq = t.seq AND r.id = %(run_id)s "
-            "LEFT JOIN {run_leases} l ON l.thread_id = t.id "
-            "WHERE t.id = %(thread_id)s{lock}",
-            run_columns=_RUN_COLUMNS,
-            lease_columns=names.sql(_LEASE_COLUMNS),
-            join=sql.SQL("JOIN" if lock else "LEFT JOIN"),
-            lock=sql.SQL(" FOR UPDATE OF r" if lock else ""),
+        names.built(
+            "run_get",
+            lambda: names.sql(
+                "SELECT {run_columns}, {lease_columns}, r.xmin::text, t.created_at, "
+                "t.metadata FROM {threads} t "
+                "LEFT JOIN {runs} r ON r.thread_seq = t.seq AND r.id = %(run_id)s "
+                "LEFT JOIN {run_leases} l ON l.thread_id = t.id "
+                "WHERE t.id = %(thread_id)s",
+                run_columns=_RUN_COLUMNS,
+                lease_columns=names.sql(_LEASE_COLUMNS),
+            ),
         ),
         {"thread_id": thread_id, "run_id": run_id},
     )
 
 
-def _q_lease_lock(names: _Names, thread_id: str) -> _Q:
-    """Lock a thread's lease row: its owner and expiry (none if no lease)."""
-    # Locked first, as begin_run takes it first: the two cannot deadlock.
+def _q_run_write(names: _Names, run: StoredRun, version: str) -> _Q:
+    """Write a run's status and body if its row is still at ``version``; whether."""
     return _Q(
-        names.sql(
-            "SELECT owner, extract(epoch FROM expires_at)::float8 FROM {run_leases} "
-            "WHERE thread_id = %s FOR UPDATE"
+        names.built(
+            "run_write",
+            lambda: names.sql(
+                "UPDATE {runs} SET status = %s, body = %s::jsonb "
+                "WHERE id = %s AND xmin = %s::text::xid RETURNING 1"
+            ),
         ),
-        (thread_id,),
+        (run.status, _stored_body(run), run.id, version),
     )
 
 
-def _q_run_write(
-    names: _Names, run: StoredRun, *, lease_owner: str | None = None
+def _q_run_finish(
+    names: _Names,
+    thread_id: str,
+    *,
+    owner: str,
+    run: StoredRun,
+    version: str,
+    write: bool,
+    release: bool,
+    ids: list[str],
+    messages: Sequence[NewMessage],
+    metadata: tuple[dict[str, str], dict[str, str]] | None,
+    usage: tuple[int, int, int],
 ) -> _Q:
-    """Write a run's status and body, and its lease owner if given."""
+    """A run's step or end, in one statement, if nothing changed since it was read.
+
+    Only if the run's row is still at ``version`` and the thread's metadata is still
+    the first of ``metadata`` (when a patch gives the second): appends the messages
+    (none if a caller id is already in the thread), replaces the thread's metadata,
+    adds the usage to its sums, writes the run (if ``write``) and gives ``owner``'s
+    lease back (if ``release``). One row: whether the run and the thread were as
+    read, the ``created_at`` given to the messages (NULL if nothing was written) and
+    the first caller id already in the thread.
+    """
+    # Rows are locked lease, thread, run: the order begin_run takes them in, so the
+    # two cannot deadlock. Each step reads the one before it to run after it.
+    old, new = (None, None) if metadata is None else metadata
     return _Q(
-        names.sql(
-            "UPDATE {runs} SET status = %s, body = %s::jsonb, "
-            "lease_owner = COALESCE(%s, lease_owner) WHERE id = %s"
+        names.built(
+            ("run_finish", _clash(messages)),
+            lambda: names.sql(
+                "WITH lease AS (SELECT FROM {run_leases} "
+                "WHERE thread_id = %(thread_id)s "
+                "AND owner = %(owner)s AND %(release)s FOR UPDATE), "
+                "th AS (SELECT seq FROM {threads} WHERE id = %(thread_id)s "
+                "AND (%(old)s::jsonb IS NULL OR metadata = %(old)s::jsonb) "
+                "AND (SELECT count(*) FROM lease) >= 0 FOR UPDATE), "
+                "r AS (SELECT FROM {runs} WHERE id = %(run_id)s "
+                "AND xmin = %(version)s::text::xid AND EXISTS (SELECT FROM th) "
+                "FOR UPDATE), "
+                "{clash}, "
+                "t AS (UPDATE {threads} SET next_seq = next_seq + %(n)s, "
+                "message_count = message_count + %(n)s, "
+                "metadata = COALESCE(%(metadata)s::jsonb, metadata), "
+                "prompt_tokens = prompt_tokens + %(prompt_tokens)s, "
+                "completion_tokens = completion_tokens + %(completion_tokens)s, "
+                "total_tokens = total_tokens + %(total_tokens)s "
+                "WHERE id = %(thread_id)s AND EXISTS (SELECT FROM r) "
+                "AND NOT EXISTS (SELECT FROM clash) "
+                "RETURNING seq, next_seq - %(n)s AS first_seq, {now} AS created_at), "
+                "{insert}, "
+                "w AS (UPDATE {runs} SET status = %(status)s, body = %(body)s::jsonb "
+                "WHERE id = %(run_id)s AND %(write)s AND EXISTS (SELECT FROM t)), "
+                "released AS (DELETE FROM {run_leases} WHERE thread_id = %(thread_id)s "
+                "AND owner = %(owner)s AND %(release)s AND EXISTS (SELECT FROM t)) "
+                "SELECT EXISTS (SELECT FROM r), (SELECT created_at FROM t), "
+                "(SELECT id FROM clash)",
+                clash=names.sql(_clash(messages)),
+                insert=names.sql(_insert_after_t()),
+            ),
         ),
-        (run.status, _stored_body(run), lease_owner, run.id),
+        {
+            **_new_rows(ids, messages),
+            "thread_id": thread_id,
+            "owner": owner,
+            "release": release,
+            "old": None if old is None else Jsonb(old),
+            "metadata": None if new is None else Jsonb(new),
+            "run_id": run.id,
+            "version": version,
+            "status": run.status,
+            "body": _stored_body(run),
+            "write": write,
+            "prompt_tokens": usage[0],
+            "completion_tokens": usage[1],
+            "total_tokens": usage[2],
+        },
     )
 
 
@@ -377,17 +495,21 @@ def _q_run_renew(names: _Names, thread_id: str, owner: str, ttl: float) -> _Q:
     """
     # The renewal and the drop exclude each other, so no row is written twice.
     return _Q(
-        names.sql(
-            "WITH r AS (SELECT status FROM {runs} "
-            "WHERE thread_seq = (SELECT seq FROM {threads} WHERE id = %(thread_id)s) "
-            "AND lease_owner = %(owner)s ORDER BY seq DESC LIMIT 1), "
-            "renewed AS (UPDATE {run_leases} SET expires_at = clock_timestamp() "
-            "+ make_interval(secs => %(ttl)s::float8) "
-            "WHERE thread_id = %(thread_id)s AND owner = %(owner)s "
-            "AND (SELECT status FROM r) IS DISTINCT FROM 'expired' RETURNING 1), "
-            "dropped AS (DELETE FROM {run_leases} WHERE thread_id = %(thread_id)s "
-            "AND owner = %(owner)s AND (SELECT status FROM r) = 'expired') "
-            "SELECT EXISTS (SELECT FROM renewed), (SELECT status FROM r)"
+        names.built(
+            "run_renew",
+            lambda: names.sql(
+                "WITH r AS (SELECT status FROM {runs} "
+                "WHERE thread_seq = "
+                "(SELECT seq FROM {threads} WHERE id = %(thread_id)s) "
+                "AND lease_owner = %(owner)s ORDER BY seq DESC LIMIT 1), "
+                "renewed AS (UPDATE {run_leases} SET expires_at = clock_timestamp() "
+                "+ make_interval(secs => %(ttl)s::float8) "
+                "WHERE thread_id = %(thread_id)s AND owner = %(owner)s "
+                "AND (SELECT status FROM r) IS DISTINCT FROM 'expired' RETURNING 1), "
+                "dropped AS (DELETE FROM {run_leases} WHERE thread_id = %(thread_id)s "
+                "AND owner = %(owner)s AND (SELECT status FROM r) = 'expired') "
+                "SELECT EXISTS (SELECT FROM renewed), (SELECT status FROM r)"
+            ),
         ),
         {"thread_id": thread_id, "owner": owner, "ttl": float(ttl)},
     )
@@ -398,11 +520,14 @@ def _q_run_cursors(
 ) -> _Q:
     """A thread's ``seq`` and those of the runs used as cursors."""
     return _Q(
-        names.sql(
-            "SELECT t.seq, "
-            "(SELECT seq FROM {runs} WHERE id = %s AND thread_seq = t.seq), "
-            "(SELECT seq FROM {runs} WHERE id = %s AND thread_seq = t.seq) "
-            "FROM {threads} t WHERE t.id = %s"
+        names.built(
+            "run_cursors",
+            lambda: names.sql(
+                "SELECT t.seq, "
+                "(SELECT seq FROM {runs} WHERE id = %s AND thread_seq = t.seq), "
+                "(SELECT seq FROM {runs} WHERE id = %s AND thread_seq = t.seq) "
+                "FROM {threads} t WHERE t.id = %s"
+            ),
         ),
         (after, before, thread_id),
     )
@@ -423,15 +548,18 @@ def _q_runs_list(
     # thread's index gives: no plan can walk the primary key (seq) in order instead,
     # filtering out the runs of every other thread on the way.
     return _Q(
-        names.sql(
-            "SELECT {run_columns}, {lease_columns} FROM {runs} r "
-            "LEFT JOIN {run_leases} l ON l.thread_id = %(thread_id)s "
-            "WHERE (r.thread_seq, r.seq) > (%(thread_seq)s, %(after)s) "
-            "AND (r.thread_seq, r.seq) < (%(thread_seq)s, %(before)s) "
-            "ORDER BY r.thread_seq {order}, r.seq {order} LIMIT %(limit)s",
-            run_columns=_RUN_COLUMNS,
-            lease_columns=names.sql(_LEASE_COLUMNS),
-            order=sql.SQL("DESC" if desc else "ASC"),
+        names.built(
+            ("runs_list", desc),
+            lambda: names.sql(
+                "SELECT {run_columns}, {lease_columns} FROM {runs} r "
+                "LEFT JOIN {run_leases} l ON l.thread_id = %(thread_id)s "
+                "WHERE (r.thread_seq, r.seq) > (%(thread_seq)s, %(after)s) "
+                "AND (r.thread_seq, r.seq) < (%(thread_seq)s, %(before)s) "
+                "ORDER BY r.thread_seq {order}, r.seq {order} LIMIT %(limit)s",
+                run_columns=_RUN_COLUMNS,
+                lease_columns=names.sql(_LEASE_COLUMNS),
+                order=sql.SQL("DESC" if desc else "ASC"),
+            ),
         ),
         {
             "thread_id": thread_id,
@@ -450,11 +578,14 @@ def _q_run_messages(names: _Names, thread_id: str, run_id: str) -> _Q:
     thread names the run.
     """
     return _Q(
-        names.sql(
-            "SELECT {message_columns} FROM {threads} t "
-            "LEFT JOIN {messages} m ON m.thread_seq = t.seq "
-            "AND m.run_id = %(run_id)s "
-            "WHERE t.id = %(thread_id)s ORDER BY m.seq"
+        names.built(
+            "run_messages",
+            lambda: names.sql(
+                "SELECT {message_columns} FROM {threads} t "
+                "LEFT JOIN {messages} m ON m.thread_seq = t.seq "
+                "AND m.run_id = %(run_id)s "
+                "WHERE t.id = %(thread_id)s ORDER BY m.seq"
+            ),
         ),
         {"thread_id": thread_id, "run_id": run_id},
     )
@@ -463,9 +594,12 @@ def _q_run_messages(names: _Names, thread_id: str, run_id: str) -> _Q:
 def _q_thread_usage(names: _Names, thread_id: str) -> _Q:
     """A thread's running sums of tokens."""
     return _Q(
-        names.sql(
-            "SELECT prompt_tokens, completion_tokens, total_tokens FROM {threads} "
-            "WHERE id = %s"
+        names.built(
+            "thread_usage",
+            lambda: names.sql(
+                "SELECT prompt_tokens, completion_tokens, total_tokens FROM {threads} "
+                "WHERE id = %s"
+            ),
         ),
         (thread_id,),
     )

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Hashable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 from pydantic import ValidationError
@@ -59,7 +59,6 @@ __all__ = [
     "_NO_SEQ",
     "_Q",
     "_THREAD_COLUMNS",
-    "_Commit",
     "_Copy",
     "_Names",
     "_Op",
@@ -331,26 +330,14 @@ class _Copy(NamedTuple):
     rows: Sequence[Sequence[Any]]
 
 
-class _Commit(NamedTuple):
-    """The last statements of a transaction, sent in one round trip with its COMMIT.
-
-    Answered like a batch. The operation must not fail once it yields them: what
-    could go wrong must be an error of a statement (a unique key, say), which undoes
-    the transaction instead.
-    """
-
-    batch: tuple[_Q, ...]
-
-
 _Rows = list[tuple[Any, ...]]
-_Step = _Q | _Copy | _Commit | tuple[_Q, ...]
+_Step = _Q | _Copy | tuple[_Q, ...]
 """A statement, a copy, or a batch of statements sent in one round trip."""
 _Op = Generator[_Step, Any, T]
 """An operation: yields statements, receives their rows, returns its result.
 
 A batch is pipelined in one implicit transaction (each statement sees the writes of
-those before it) and answered with a list of rows, one per statement. In an
-operation run as a transaction, a batch is part of it, and `_Commit` ends it.
+those before it) and answered with a list of rows, one per statement.
 """
 
 
@@ -393,6 +380,9 @@ def _sync_bodies(schema: str, prefix: str) -> dict[str, sql.Composable]:
         "on_thread_insert_body": sql.Literal(on_insert),
         "on_thread_update_body": sql.Literal(on_update),
     }
+
+
+_Composed = sql.Composed
 
 
 class _Names:
@@ -441,10 +431,23 @@ class _Names:
         )
         self.by_name.update(_sync_bodies(schema, prefix))
         self.by_name.update(_FRAGMENTS)
+        self._built: dict[Hashable, _Composed] = {}
 
     def sql(self, template: str, **fragments: sql.Composable) -> sql.Composed:
         """Fill a template's ``{name}`` placeholders: tables, fragments, these."""
         return sql.SQL(template).format(**self.by_name, **fragments)
+
+    def built(self, key: Hashable, build: Callable[[], _Composed]) -> _Composed:
+        """The statement ``key`` names, built once per store by ``build``.
+
+        For the statements of every run, which cost more to compose and render than
+        to send: kept rendered, as one piece of SQL that psycopg only encodes.
+        """
+        statement = self._built.get(key)
+        if statement is None:
+            text = build().as_string(None)
+            statement = self._built[key] = sql.Composed([sql.SQL(text)])
+        return statement
 
 
 def _for_update(lock: bool) -> sql.SQL:
@@ -1164,16 +1167,20 @@ def _q_lease_acquire(names: _Names, thread_id: str, owner: str, ttl: float) -> _
     # clock_timestamp(), not the client's clock nor the transaction's start: hosts
     # with skewed clocks agree on when a lease expires.
     return _Q(
-        names.sql(
-            "WITH t AS (SELECT id FROM {threads} WHERE id = %(thread_id)s), "
-            "taken AS (INSERT INTO {run_leases} AS l (thread_id, owner, expires_at) "
-            "SELECT id, %(owner)s, "
-            "clock_timestamp() + make_interval(secs => %(ttl)s::float8) FROM t "
-            "ON CONFLICT (thread_id) DO UPDATE "
-            "SET owner = excluded.owner, expires_at = excluded.expires_at "
-            "WHERE l.expires_at < clock_timestamp() OR l.owner = excluded.owner "
-            "RETURNING extract(epoch FROM l.expires_at)::float8 AS expires_at) "
-            "SELECT EXISTS (SELECT FROM t), (SELECT expires_at FROM taken)"
+        names.built(
+            "lease_acquire",
+            lambda: names.sql(
+                "WITH t AS (SELECT id FROM {threads} WHERE id = %(thread_id)s), "
+                "taken AS (INSERT INTO {run_leases} AS l "
+                "(thread_id, owner, expires_at) "
+                "SELECT id, %(owner)s, "
+                "clock_timestamp() + make_interval(secs => %(ttl)s::float8) FROM t "
+                "ON CONFLICT (thread_id) DO UPDATE "
+                "SET owner = excluded.owner, expires_at = excluded.expires_at "
+                "WHERE l.expires_at < clock_timestamp() OR l.owner = excluded.owner "
+                "RETURNING extract(epoch FROM l.expires_at)::float8 AS expires_at) "
+                "SELECT EXISTS (SELECT FROM t), (SELECT expires_at FROM taken)"
+            ),
         ),
         {"thread_id": thread_id, "owner": owner, "ttl": float(ttl)},
     )

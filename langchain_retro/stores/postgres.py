@@ -46,10 +46,11 @@ are one round trip; calls that read before they write run in a transaction. A tu
 takes three round trips: `PostgresStore.begin_run` pipelines its statements (the
 lease; the new or resumed run, the input and the lapsed runs in one statement; the
 thread with its assistant; the newest messages) in one implicit transaction, each
-reading after the previous one's locks and writes; `PostgresStore.finish_run` is a
-pipelined transaction of two (lock and read the lease, thread and run, with
-``BEGIN``; write the messages, thread, run and lease, with ``COMMIT``), as is
-`PostgresStore.cancel_run`.
+reading after the previous one's locks and writes; `PostgresStore.finish_run` reads
+the run, its lease and its thread, then writes the messages, thread, run and lease
+in one statement that writes nothing if the run or the thread's metadata changed
+since (and is then sent again after a new read), as `PostgresStore.cancel_run` does.
+No explicit transaction, so no ``BEGIN`` or ``COMMIT`` round trips.
 
 The statements are built by the pure functions of
 `langchain_retro.stores._postgres_sql` (and, for runs,
@@ -77,7 +78,7 @@ costs no failed call; pools you build get the same with
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import closing
+from contextlib import closing, nullcontext
 from typing import Any, NoReturn, TypeVar, cast
 
 from pydantic import ValidationError
@@ -104,21 +105,14 @@ from langchain_retro.stores._postgres_checks import (
     _message_ids,
     _run_taken,
 )
-from langchain_retro.stores._postgres_io import (
-    _adrive,
-    _asession,
-    _drive,
-    _errors,
-    _session,
-    _started,
-)
+from langchain_retro.stores._postgres_io import _adrive, _drive, _errors, _started
 from langchain_retro.stores._postgres_pool import _Pools
 from langchain_retro.stores._postgres_runs import (
     _lease_of,
-    _q_lease_lock,
     _q_run_begin,
     _q_run_context,
     _q_run_cursors,
+    _q_run_finish,
     _q_run_get,
     _q_run_messages,
     _q_run_renew,
@@ -128,19 +122,18 @@ from langchain_retro.stores._postgres_runs import (
     _q_runs_list,
     _q_thread_usage,
     _run_of,
+    _run_read,
 )
 from langchain_retro.stores._postgres_sql import (
     _DEFAULT_SCHEMA,
     _FRAGMENTS,
     _MAX_SEQ,
     _NO_SEQ,
-    _Q,
     _THREAD_COLUMNS,
     SCHEMA_VERSION,
     _assistant,
     _check_prefix,
     _check_schema,
-    _Commit,
     _copy_messages,
     _filters,
     _message,
@@ -425,14 +418,8 @@ class PostgresStore(BaseStore):
         """Async twin of `close`."""
         await self._pools.aclose()
 
-    def _run(
-        self, op: _Op[T], *, transaction: bool = False, pipelined: bool = False
-    ) -> T:
-        """Run an operation on a pooled connection, in a transaction if asked.
-
-        A ``pipelined`` transaction sends ``BEGIN`` and ``COMMIT`` with its first and
-        last statements, sparing their round trips.
-        """
+    def _run(self, op: _Op[T], *, transaction: bool = False) -> T:
+        """Run an operation on a pooled connection, in a transaction if asked."""
         self._pools.check_open()
         try:
             first = next(op)  # checks needing no I/O run before taking a connection
@@ -442,13 +429,11 @@ class PostgresStore(BaseStore):
             _errors(self._pools.label),
             closing(op),
             self._pools.connection() as conn,
-            _session(conn, transaction=transaction, pipelined=pipelined) as tx,
+            conn.transaction() if transaction else nullcontext(),
         ):
-            return _drive(conn, tx, _started(first, op))
+            return _drive(conn, _started(first, op))
 
-    async def _arun(
-        self, op: _Op[T], *, transaction: bool = False, pipelined: bool = False
-    ) -> T:
+    async def _arun(self, op: _Op[T], *, transaction: bool = False) -> T:
         """Async twin of `_run`."""
         self._pools.check_open()
         try:
@@ -456,11 +441,11 @@ class PostgresStore(BaseStore):
         except StopIteration as stop:
             return cast(T, stop.value)
         with _errors(self._pools.label), closing(op):
-            async with (
-                self._pools.aconnection() as conn,
-                _asession(conn, transaction=transaction, pipelined=pipelined) as tx,
-            ):
-                return await _adrive(conn, tx, _started(first, op))
+            async with self._pools.aconnection() as conn:
+                if not transaction:
+                    return await _adrive(conn, _started(first, op))
+                async with conn.transaction():
+                    return await _adrive(conn, _started(first, op))
 
     # --- schema ----------------------------------------------------------------------
 
@@ -1409,67 +1394,59 @@ class PostgresStore(BaseStore):
         for message in messages:
             check_limits(message.metadata, self.limits)
         names = self._names
-        # The lease first, as begin_run locks it first, then the thread, then the run.
-        _, thread_rows, run_rows = yield (
-            _q_lease_lock(names, thread_id),
-            _q_thread_get(names, thread_id, lock=True),
-            _q_run_get(names, thread_id, run_id, lock=True),
-        )
-        if not thread_rows:
-            raise ThreadNotFoundError(thread_id)
-        if not run_rows:
-            raise RunNotFoundError(run_id, hint=f"(on thread {thread_id!r})")
-        row = run_rows[0]
-        run, lease = _run_of(row, thread_id), _lease_of(row)
-        batch: list[_Q] = []
-        if run.status in ("cancelling", "cancelled"):
-            # A cancel came while it ran (and another run may have taken the thread
-            # over since, which wrote it cancelled): it ends cancelled, and nothing
-            # else is kept.
-            update = RunUpdate(status="cancelled")
-            messages = []
-        ids = _message_ids(messages)
-        if run.status not in ("cancelling", "cancelled"):
+        while True:
+            rows = yield _q_run_get(names, thread_id, run_id)
+            if not rows:
+                raise ThreadNotFoundError(thread_id)
+            if rows[0][0] is None:
+                raise RunNotFoundError(run_id, hint=f"(on thread {thread_id!r})")
+            read = _run_read(rows[0], thread_id)
+            run = read.run
             metadata = None
-            if thread_patch is not None:
-                _, created_at, current = thread_rows[0]
-                metadata = thread_patch.apply(
-                    _thread(thread_id, created_at, current).metadata, self.limits
-                )
-            if messages or metadata is not None or update.usage is not None:
-                usage = update.usage or RunUsage()
-                batch.append(
-                    _q_messages_append(
-                        names,
-                        thread_id,
-                        ids,
-                        messages,
-                        metadata,
-                        usage=(
-                            usage.prompt_tokens,
-                            usage.completion_tokens,
-                            usage.total_tokens,
-                        ),
-                        check_ids=False,
-                    )
-                )
-        done = run if run.status == "cancelled" else updated_run(run, update, lease.now)
-        if done is not run:
-            batch.append(_q_run_write(names, done))
-        if done.status not in ACTIVE_RUN_STATUSES and lease.holder == owner:
-            batch.append(_q_lease_release(names, thread_id, owner))
-        try:
-            results = yield _Commit(tuple(batch))
-        except psycopg.errors.UniqueViolation as exc:  # all undone
-            raise _conflict(exc, names, thread_id, messages) from exc
-        stored: list[StoredMessage] = []
-        if messages:
-            ((appended_at, _),) = results[0]
-            stored = [
+            if run.status in ("cancelling", "cancelled"):
+                # A cancel came while it ran (written cancelled if another run took
+                # the thread over since): it ends cancelled, nothing else is kept.
+                ended = run
+                if run.status == "cancelling":
+                    ended = updated_run(run, _CANCELLED, read.lease.now)
+                saving: list[NewMessage] = []
+                usage = None
+            else:
+                ended = updated_run(run, update, read.lease.now)
+                saving, usage = list(messages), update.usage
+                if thread_patch is not None:
+                    current = _thread(
+                        thread_id, read.thread_created_at, read.thread_metadata
+                    ).metadata
+                    metadata = current, thread_patch.apply(current, self.limits)
+            ids = _message_ids(saving)
+            done = yield _q_run_finish(
+                names,
+                thread_id,
+                owner=owner,
+                run=ended,
+                version=read.version,
+                write=ended is not run,
+                release=ended.status not in ACTIVE_RUN_STATUSES
+                and read.lease.holder == owner,
+                ids=ids,
+                messages=saving,
+                metadata=metadata,
+                usage=_tokens(usage),
+            )
+            ((as_read, appended_at, clash),) = done
+            if clash is not None:
+                raise MessageIdConflictError(thread_id, clash)
+            if as_read:
+                break
+            # The run or the thread's metadata changed since it was read: again.
+        return RunSaved(
+            messages=[
                 message.stored(message_id, thread_id, appended_at)
-                for message_id, message in zip(ids, messages, strict=True)
-            ]
-        return RunSaved(messages=stored, run=lease.settled(done, row[4]))
+                for message_id, message in zip(ids, saving, strict=True)
+            ],
+            run=read.lease.settled(ended, read.lease_owner),
+        )
 
     def finish_run(
         self,
@@ -1481,11 +1458,12 @@ class PostgresStore(BaseStore):
         messages: Sequence[NewMessage] = (),
         thread_patch: MetadataPatch | None = None,
     ) -> RunSaved:
-        """Write a run's step or end, in one transaction of two round trips.
+        """Write a run's step or end in two statements, the second all or nothing.
 
-        The first locks the lease, the thread and the run, and reads them; the
-        second appends, patches the thread, adds the usage, writes the run and gives
-        the lease back, and commits.
+        The first reads the run, its lease and the thread; the second, if neither the
+        run nor the thread's metadata changed meanwhile (else both are sent again),
+        appends, patches the thread, adds the usage, writes the run and gives the
+        lease back.
         """
         return self._run(
             self._finish_run(
@@ -1496,8 +1474,6 @@ class PostgresStore(BaseStore):
                 messages=messages,
                 thread_patch=thread_patch,
             ),
-            transaction=True,
-            pipelined=True,
         )
 
     async def afinish_run(
@@ -1520,8 +1496,6 @@ class PostgresStore(BaseStore):
                 messages=messages,
                 thread_patch=thread_patch,
             ),
-            transaction=True,
-            pipelined=True,
         )
 
     def _renew_run(self, thread_id: str, owner: str, ttl: float) -> _Op[RunLeaseState]:
@@ -1553,13 +1527,12 @@ class PostgresStore(BaseStore):
         raise RunNotFoundError(run_id, hint=f"(on thread {thread_id!r})")
 
     def _get_run(self, thread_id: str, run_id: str) -> _Op[StoredRun]:
-        rows = yield _q_run_get(self._names, thread_id, run_id, lock=False)
+        rows = yield _q_run_get(self._names, thread_id, run_id)
         if not rows:
             raise ThreadNotFoundError(thread_id)
-        row = rows[0]
-        if row[0] is None:
+        if rows[0][0] is None:
             raise RunNotFoundError(run_id, hint=f"(on thread {thread_id!r})")
-        return _lease_of(row).settled(_run_of(row, thread_id), row[4])
+        return _run_read(rows[0], thread_id).settled
 
     def get_run(self, thread_id: str, run_id: str) -> StoredRun:
         """Read a run of a thread, settled by its lease and the database clock."""
@@ -1626,38 +1599,41 @@ class PostgresStore(BaseStore):
         return await self._arun(self._list_runs(thread_id, after, before, order, limit))
 
     def _cancel_run(self, thread_id: str, run_id: str) -> _Op[StoredRun]:
-        rows = yield _q_run_get(self._names, thread_id, run_id, lock=True)
-        if not rows:
-            yield from self._missing_run(thread_id, run_id)
-        row = rows[0]
-        lease = _lease_of(row)
-        settled = lease.settled(_run_of(row, thread_id), row[4])
-        try:
-            cancelled = cancel_requested(settled, lease.now)
-        except RunStateError:
-            # Ended: refused, but a lapse only read so far is written as it reads.
-            if settled.status != row[1]:
-                yield _Commit((_q_run_write(self._names, settled),))
-            raise
-        if cancelled != settled:
-            yield _Commit((_q_run_write(self._names, cancelled),))
-        return cancelled
+        while True:
+            rows = yield _q_run_get(self._names, thread_id, run_id)
+            if not rows:
+                raise ThreadNotFoundError(thread_id)
+            if rows[0][0] is None:
+                raise RunNotFoundError(run_id, hint=f"(on thread {thread_id!r})")
+            read = _run_read(rows[0], thread_id)
+            settled = read.settled
+            try:
+                cancelled = cancel_requested(settled, read.lease.now)
+            except RunStateError:
+                # Ended: refused, but a lapse only read so far is written as it
+                # reads.
+                if settled.status == read.run.status or (
+                    yield _q_run_write(self._names, settled, read.version)
+                ):
+                    raise
+                continue
+            if cancelled == settled or (
+                yield _q_run_write(self._names, cancelled, read.version)
+            ):
+                return cancelled
+            # The run changed since it was read: again.
 
     def cancel_run(self, thread_id: str, run_id: str) -> StoredRun:
-        """Ask a run to stop, in one transaction of two round trips.
+        """Ask a run to stop: read it, then write it if it did not change meanwhile.
 
         A run that lapsed is settled first, and its lapsed status written even when
         the cancel is then refused with `RunStateError`.
         """
-        return self._run(
-            self._cancel_run(thread_id, run_id), transaction=True, pipelined=True
-        )
+        return self._run(self._cancel_run(thread_id, run_id))
 
     async def acancel_run(self, thread_id: str, run_id: str) -> StoredRun:
         """Async twin of `cancel_run`."""
-        return await self._arun(
-            self._cancel_run(thread_id, run_id), transaction=True, pipelined=True
-        )
+        return await self._arun(self._cancel_run(thread_id, run_id))
 
     def _list_run_messages(
         self, thread_id: str, run_id: str
@@ -1706,3 +1682,14 @@ def _thread_and_assistant(
     created_at, metadata, *assistant = row
     thread = _thread(thread_id, created_at, metadata)
     return thread, None if assistant[0] is None else _assistant(assistant)
+
+
+_CANCELLED = RunUpdate(status="cancelled")
+"""What `PostgresStore.finish_run` writes of a run that was being cancelled."""
+
+
+def _tokens(usage: RunUsage | None) -> tuple[int, int, int]:
+    """Prompt, completion and total tokens of ``usage`` (none: zeros)."""
+    if usage is None:
+        return 0, 0, 0
+    return usage.prompt_tokens, usage.completion_tokens, usage.total_tokens
