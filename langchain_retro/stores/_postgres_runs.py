@@ -13,9 +13,15 @@ parts that save a round trip, and gives what the rules give:
   inserts it fills in the database's time (``created_at``, ``started_at``) and, if
   the run names no assistant, the thread's ``assistant_id``, as `new_run_row` would
   with the thread it reads;
+* a run resumed is made ``in_progress`` from the database's time, as `resumed_run`
+  makes it, in the statement that finds it waiting;
 * the runs a new lease takes over are lapsed in SQL: their status from
   `lapsed_status`, ``expires_at`` dropped and ``cancelled_at`` stamped, as `settle`
   reports them.
+
+A run that is changed after it was read (`finish_run`, `cancel_run`) is written by a
+statement that writes only if the row is still the version read (``xmin``), so a
+change made meanwhile is never overwritten: the store reads it again and retries.
 """
 
 from __future__ import annotations

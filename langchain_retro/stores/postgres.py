@@ -1257,8 +1257,6 @@ class PostgresStore(BaseStore):
         new = NewRun(id=owner) if new is None else new
         names = self._names
         while True:
-            # Resumed, the input without a run id is the waiting run's; the ids
-            # stay the ones sent.
             ids = _message_ids(messages)
             # One batch, so one round trip and one transaction: the lease, the
             # writes, then the reads. Each statement reads a snapshot taken after
