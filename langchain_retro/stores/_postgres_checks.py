@@ -36,6 +36,7 @@ __all__ = [
     "_check_partitions",
     "_conflict",
     "_message_ids",
+    "_run_taken",
 ]
 
 MAX_MESSAGE_PARTITIONS = 1024
@@ -119,15 +120,40 @@ def _conflict(
     names: _Names,
     thread_id: str,
     messages: Sequence[NewMessage],
-) -> MessageIdConflictError:
-    """A clash on ``(thread_seq, id)`` that a concurrent append won, as our error.
+    *,
+    run_id: str | None = None,
+) -> RetroValueError:
+    """A clash on a unique key as our error: a message id, or a run id, taken.
+
+    A clash on ``(thread_seq, id)`` of ``messages`` (the table's key, or the key of
+    one of its partitions) becomes `MessageIdConflictError`; one on the runs' ``id``
+    a `RetroValueError` naming ``run_id``.
 
     Raises:
         psycopg.errors.UniqueViolation: ``exc`` again, if another key was violated.
     """
-    if exc.diag.constraint_name != names.prefix + "messages_thread_id_key":
+    diag = exc.diag
+    if run_id is not None and diag.constraint_name == names.prefix + "runs_id_key":
+        return _run_taken(thread_id, run_id)
+    detail = diag.message_detail or ""
+    on_messages = diag.constraint_name == names.prefix + "messages_thread_id_key" or (
+        (diag.table_name or "").startswith(names.prefix + "messages")
+        and detail.startswith("Key (thread_seq, id)=")
+    )
+    if not on_messages:
         raise exc
-    found = _CLASHING_ID.search(exc.diag.message_detail or "")
+    found = _CLASHING_ID.search(detail)
     caller_ids = [m.id for m in messages if m.id is not None]
     message_id = found.group(1) if found else (caller_ids or ["?"])[0]
     return MessageIdConflictError(thread_id, message_id)
+
+
+def _run_taken(thread_id: str, run_id: str) -> RetroValueError:
+    """The error of a new run whose id another run has."""
+    return RetroValueError(
+        f"A run with id {run_id!r} already exists in this store, so a new run on "
+        f"thread {thread_id!r} cannot take it; nothing was written and the thread's "
+        "lease was not taken. Run ids are unique across the store: give the new run "
+        "an unused id (without a NewRun, the run takes the owner's id, so use a new "
+        "owner per attempt)."
+    )

@@ -1,27 +1,31 @@
-"""The I/O of `PostgresStore`: drivers that send an operation's statements, and pools.
+"""The I/O of `PostgresStore`: performing an operation's statements, sync and async.
 
 The operations of `langchain_retro.stores.postgres` are generators of statements
-(`langchain_retro.stores._postgres_sql`); the drivers here send them, sync or async,
-and are the only code that differs between the two: `_drive` and `_adrive` run an
-operation on a connection (a statement, a ``COPY``, or a pipelined batch at a time),
-throwing a statement's error into the operation so it can name it. The pool helpers
-check connections on checkout without a round trip, and stop an event loop's pool
-from outside that loop.
+(`langchain_retro.stores._postgres_sql`). They are run by the generic drivers of
+`langchain_retro._steps`, with the functions here performing each step on a
+connection: a statement, a ``COPY``, or a pipelined batch at a time. A statement's
+error (a ``psycopg.Error``) is thrown into the operation so it can name it; any other
+error leaves at once. These functions are the only code that differs between the
+sync and the async store.
 """
 
 from __future__ import annotations
 
-import asyncio
-import select
-from typing import Any, NamedTuple, TypeVar, cast
+import contextlib
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar, cast
 
-from langchain_retro.errors import MissingDependencyError
+from langchain_retro._steps import adrive, drive
+from langchain_retro.errors import MissingDependencyError, StoreError
 from langchain_retro.stores._postgres_sql import _Q, _Copy, _Op, _Rows, _Step
+from langchain_retro.stores.base import unencodable_error
 
 try:
     import psycopg
+    from psycopg import sql
     from psycopg.rows import tuple_row
-    from psycopg_pool import AsyncConnectionPool, ConnectionPool
 except ImportError as exc:
     raise MissingDependencyError(
         "PostgresStore needs psycopg 3 and psycopg-pool: "
@@ -30,13 +34,11 @@ except ImportError as exc:
 
 __all__ = [
     "_PIPELINES",
-    "_LoopPool",
-    "_acheck_connection",
     "_adrive",
-    "_check_connection",
     "_drive",
-    "_server_spoke",
-    "_stop",
+    "_errors",
+    "_perform",
+    "_started",
 ]
 
 T = TypeVar("T")
@@ -44,71 +46,89 @@ T = TypeVar("T")
 _PIPELINES = psycopg.Pipeline.is_supported()
 """Whether libpq can pipeline statements (14+); else a batch is a transaction."""
 
-
-class _LoopPool(NamedTuple):
-    """One event loop's pool: ready once open; the task closes it when cancelled."""
-
-    ready: asyncio.Future[AsyncConnectionPool[Any]]
-    task: asyncio.Task[None]
+_FORGET = sql.SQL("DEALLOCATE ALL")
 
 
-def _server_spoke(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
-    """Whether an idle connection's socket has something to read, or is gone.
+@contextmanager
+def _errors(label: str) -> Iterator[None]:
+    """Turn psycopg's errors into `StoreError` naming ``label``, chained; ours pass."""
+    try:
+        yield
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
+        raise StoreError(
+            f"{label}: {exc.diag.message_primary}. Create the tables first with "
+            "store.setup() (or await store.asetup())."
+        ) from exc
+    except UnicodeEncodeError as exc:
+        raise unencodable_error(exc) from exc
+    except psycopg.Error as exc:
+        raise StoreError(f"PostgreSQL error in {label}: {exc}") from exc
 
-    An idle connection is sent nothing unless the server ends it (a restart, an
-    administrator's ``pg_terminate_backend``, an idle timeout), so a live one is told
-    from a dead one without a round trip.
+
+def _forgets(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether a pipeline that failed on ``conn`` must forget prepared statements.
+
+    A statement skipped after the error may have been due to be prepared: psycopg
+    then believes it prepared, and the server does not have it. ``DEALLOCATE ALL``
+    resets both (psycopg clears its cache when it sees it). Outside autocommit the
+    rollback that follows does it.
     """
-    if conn.closed:
-        return True
-    try:
-        fileno = conn.fileno()
-        if hasattr(select, "poll"):
-            poller = select.poll()
-            poller.register(fileno, select.POLLIN | select.POLLERR | select.POLLHUP)
-            return bool(poller.poll(0))
-        return bool(select.select([fileno], [], [], 0)[0])
-    except (OSError, ValueError, psycopg.Error):
-        return True
+    return (
+        _PIPELINES
+        and conn.prepare_threshold is not None
+        and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    )
 
 
-def _check_connection(conn: psycopg.Connection[Any]) -> None:
-    """The sync pool's checkout check: a round trip only if the server spoke."""
-    if _server_spoke(conn):
-        ConnectionPool.check_connection(conn)
+def _started(first: _Step, op: _Op[T]) -> _Op[T]:
+    """``op``, already advanced to its ``first`` step, as a fresh operation.
 
-
-async def _acheck_connection(conn: psycopg.AsyncConnection[Any]) -> None:
-    """The async pool's checkout check: a round trip only if the server spoke."""
-    if _server_spoke(conn):
-        await AsyncConnectionPool.check_connection(conn)
-
-
-def _drive(conn: psycopg.Connection[Any], step: _Step, op: _Op[T]) -> T:
-    # A statement's error is thrown into the operation, which may turn it into one
-    # of ours (or, in autocommit, go on); uncaught, it leaves through here.
-    cursor = conn.cursor(row_factory=tuple_row)
-    try:
-        while True:
+    `PostgresStore` advances an operation to its first statement before it takes a
+    connection, so that checks needing no I/O cost none; the drivers take it from
+    there through this.
+    """
+    step = first
+    while True:
+        try:
+            result = yield step
+        except GeneratorExit:
+            op.close()
+            raise
+        except BaseException as exc:  # thrown in by the driver: the op's to handle
             try:
-                if isinstance(step, _Q):
-                    cursor.execute(step.query, step.params)
-                    result: Any = _rows(cursor)
-                elif isinstance(step, _Copy):
-                    with cursor.copy(step.statement) as copy:
-                        for row in step.rows:
-                            copy.write_row(row)
-                    result = []
-                else:
-                    result = _batch(conn, step)
-            except psycopg.Error as exc:
                 step = op.throw(exc)
-                continue
+            except StopIteration as stop:
+                return cast("T", stop.value)
+            continue
+        try:
             step = op.send(result)
-    except StopIteration as stop:
-        return cast(T, stop.value)
-    finally:
-        op.close()
+        except StopIteration as stop:
+            return cast("T", stop.value)
+
+
+# --- sync --------------------------------------------------------------------------
+
+
+def _perform(
+    conn: psycopg.Connection[Any], cursor: psycopg.Cursor[tuple[Any, ...]], step: _Step
+) -> Any:
+    """Perform one step: its rows, ``[]`` for a copy, a list of rows for a batch."""
+    if isinstance(step, _Q):
+        cursor.execute(step.query, step.params)
+        return _rows(cursor)
+    if isinstance(step, _Copy):
+        with cursor.copy(step.statement) as copy:
+            for row in step.rows:
+                copy.write_row(row)
+        return []
+    return _batch(conn, step)
+
+
+def _drive(conn: psycopg.Connection[Any], op: _Op[T]) -> T:
+    """Run an operation on a connection; a statement's error is thrown into it."""
+    cursor = conn.cursor(row_factory=tuple_row)
+    perform = functools.partial(_perform, conn, cursor)
+    return drive(op, perform, throw=(psycopg.Error,))
 
 
 def _rows(cursor: psycopg.Cursor[tuple[Any, ...]]) -> _Rows:
@@ -117,35 +137,43 @@ def _rows(cursor: psycopg.Cursor[tuple[Any, ...]]) -> _Rows:
 
 def _batch(conn: psycopg.Connection[Any], batch: tuple[_Q, ...]) -> list[_Rows]:
     cursors = [conn.cursor(row_factory=tuple_row) for _ in batch]
-    with conn.pipeline() if _PIPELINES else conn.transaction():
-        for cursor, query in zip(cursors, batch, strict=True):
-            cursor.execute(query.query, query.params)
+    try:
+        with conn.pipeline() if _PIPELINES else conn.transaction():
+            for cursor, query in zip(cursors, batch, strict=True):
+                cursor.execute(query.query, query.params)
+    except psycopg.Error:
+        if _forgets(conn):
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(_FORGET)
+        raise
     return [_rows(cursor) for cursor in cursors]
 
 
-async def _adrive(conn: psycopg.AsyncConnection[Any], step: _Step, op: _Op[T]) -> T:
+# --- async -------------------------------------------------------------------------
+
+
+async def _aperform(
+    conn: psycopg.AsyncConnection[Any],
+    cursor: psycopg.AsyncCursor[tuple[Any, ...]],
+    step: _Step,
+) -> Any:
+    """Async twin of `_perform`."""
+    if isinstance(step, _Q):
+        await cursor.execute(step.query, step.params)
+        return await _arows(cursor)
+    if isinstance(step, _Copy):
+        async with cursor.copy(step.statement) as copy:
+            for row in step.rows:
+                await copy.write_row(row)
+        return []
+    return await _abatch(conn, step)
+
+
+async def _adrive(conn: psycopg.AsyncConnection[Any], op: _Op[T]) -> T:
+    """Async twin of `_drive`."""
     cursor = conn.cursor(row_factory=tuple_row)
-    try:
-        while True:
-            try:
-                if isinstance(step, _Q):
-                    await cursor.execute(step.query, step.params)
-                    result: Any = await _arows(cursor)
-                elif isinstance(step, _Copy):
-                    async with cursor.copy(step.statement) as copy:
-                        for row in step.rows:
-                            await copy.write_row(row)
-                    result = []
-                else:
-                    result = await _abatch(conn, step)
-            except psycopg.Error as exc:
-                step = op.throw(exc)
-                continue
-            step = op.send(result)
-    except StopIteration as stop:
-        return cast(T, stop.value)
-    finally:
-        op.close()
+    perform = functools.partial(_aperform, conn, cursor)
+    return await adrive(op, perform, throw=(psycopg.Error,))
 
 
 async def _arows(cursor: psycopg.AsyncCursor[tuple[Any, ...]]) -> _Rows:
@@ -156,31 +184,13 @@ async def _abatch(
     conn: psycopg.AsyncConnection[Any], batch: tuple[_Q, ...]
 ) -> list[_Rows]:
     cursors = [conn.cursor(row_factory=tuple_row) for _ in batch]
-    async with conn.pipeline() if _PIPELINES else conn.transaction():
-        for cursor, query in zip(cursors, batch, strict=True):
-            await cursor.execute(query.query, query.params)
+    try:
+        async with conn.pipeline() if _PIPELINES else conn.transaction():
+            for cursor, query in zip(cursors, batch, strict=True):
+                await cursor.execute(query.query, query.params)
+    except psycopg.Error:
+        if _forgets(conn):
+            with contextlib.suppress(psycopg.Error):
+                await conn.execute(_FORGET)
+        raise
     return [await _arows(cursor) for cursor in cursors]
-
-
-_stopping: set[asyncio.Task[None]] = set()
-"""Pool tasks cancelled from sync code, kept referenced until they finish."""
-
-
-def _stop(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
-    """Cancel an event loop's pool task (which closes the pool) from outside it.
-
-    A closed loop's pool cannot be awaited any more; its connections are freed with it.
-    """
-    if loop.is_closed() or task.done():
-        return
-    if not loop.is_running():
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # no loop runs in this thread: drive that one to the end
-            task.cancel()
-            loop.run_until_complete(asyncio.wait([task]))
-            return
-    # The loop runs (here or in another thread), or may run again: let it finish.
-    _stopping.add(task)
-    task.add_done_callback(_stopping.discard)
-    loop.call_soon_threadsafe(task.cancel)

@@ -1,8 +1,8 @@
-"""`PostgresStore`: assistants, threads and messages in PostgreSQL (extra ``postgres``).
+"""`PostgresStore`: assistants, threads, messages and runs in PostgreSQL.
 
 Install with ``pip install "langchain-retro[postgres]"`` (psycopg 3 and psycopg-pool).
 
-Layout (schema version 2). Every table name is ``{table_prefix}{name}``, qualified by
+Layout (schema version 3). Every table name is ``{table_prefix}{name}``, qualified by
 the store's schema, so several apps can share one database:
 
 * ``schema_migrations``: one row per applied migration; `PostgresStore.setup` creates
@@ -11,7 +11,8 @@ the store's schema, so several apps can share one database:
 * ``assistants``: one row per assistant, ``metadata`` as ``jsonb``;
 * ``threads``: one row per thread, ``metadata`` as ``jsonb``; ``next_seq`` hands out
   the per-thread message sequence and ``message_count`` keeps the count, so counting
-  a thread's messages reads one row;
+  a thread's messages reads one row; ``prompt_tokens``, ``completion_tokens`` and
+  ``total_tokens`` are the running sums of its runs' usage;
 * ``thread_metadata``: one row per thread metadata entry, primary key
   ``(key, value, thread_seq)``, kept by triggers in the transaction that writes
   ``threads.metadata`` (whatever writes it). Filtered listings walk this key: each
@@ -23,7 +24,13 @@ the store's schema, so several apps can share one database:
   thread (``UNIQUE (thread_seq, id)``), so every unique key holds the thread and the
   table can be hash-partitioned by thread (``message_partitions``); ``payload`` is
   ``text``, read back as stored with no JSON decoding on either side; ``run_id``,
-  ``assistant_id`` and ``reply_to`` link a reply to its run and what it answered;
+  ``assistant_id`` and ``reply_to`` link a reply to its run and what it answered, and
+  a partial index on ``(thread_seq, run_id)`` reads a run's messages;
+* ``runs``: one row per run: its id (unique in the store), thread, status, creation
+  time and lease owner as columns, the rest as a ``jsonb`` body
+  (``stores/_runs.py``); indexed by ``(thread_seq, seq)`` for listings, and by thread
+  for the few runs in an active status, which a new run lapses when it takes the
+  thread over;
 * ``run_leases``: the one-active-run-per-thread lease, expiring by the database clock.
 
 Appending takes the thread's row lock to allocate the sequence
@@ -35,18 +42,23 @@ holds writes nothing, and takes no sequence numbers. Timestamps (``created_at``,
 lease expiry) come from the database clock, so hosts with skewed clocks agree.
 
 Connections run in autocommit: single-statement calls (most of them, appends included)
-are one round trip; calls that read before they write run in a transaction. A run
-takes two round trips: `PostgresStore.begin_run` pipelines its statements (lease,
-append, thread with its assistant, newest messages) in one implicit transaction, each
-reading after the previous one's locks and writes; `PostgresStore.finish_run` is one
-statement (reply, thread patch applied in SQL, lease released).
+are one round trip; calls that read before they write run in a transaction. A turn
+takes three round trips: `PostgresStore.begin_run` pipelines its statements (the
+lease; the new or resumed run, the input and the lapsed runs in one statement; the
+thread with its assistant; the newest messages) in one implicit transaction, each
+reading after the previous one's locks and writes; `PostgresStore.finish_run` reads
+the run, its lease and its thread, then writes the messages, thread, run and lease
+in one statement that writes nothing if the run or the thread's metadata changed
+since (and is then sent again after a new read), as `PostgresStore.cancel_run` does.
+No explicit transaction, so no ``BEGIN`` or ``COMMIT`` round trips.
 
 The statements are built by the pure functions of
-`langchain_retro.stores._postgres_sql`, input is checked before any of them by
-`langchain_retro.stores._postgres_checks`, and `langchain_retro.stores._postgres_io`
-holds the drivers that send them, sync and async, and the pools' checks; this module
-holds the store: its operations, written once as generators of statements, and the
-pools it owns.
+`langchain_retro.stores._postgres_sql` (and, for runs,
+`langchain_retro.stores._postgres_runs`); input is checked before any of them by
+`langchain_retro.stores._postgres_checks`; `langchain_retro.stores._postgres_io`
+performs them, sync and async, through the drivers of `langchain_retro._steps`; and
+`langchain_retro.stores._postgres_pool` holds the pools. This module holds the store:
+its operations, each written once as a generator of statements.
 
 PgBouncer in transaction mode works: the store keeps no session state across
 transactions. It never runs ``SET``, holds only transaction-level advisory locks,
@@ -65,22 +77,14 @@ costs no failed call; pools you build get the same with
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Any, TypeVar, cast
+from collections.abc import Mapping, Sequence
+from contextlib import closing, nullcontext
+from typing import Any, NoReturn, TypeVar, cast
 
 from pydantic import ValidationError
 
 from langchain_retro._ids import new_id
-from langchain_retro._metadata import (
-    CLASS_KEY,
-    UNLIMITED,
-    MetadataPatch,
-    check_limits,
-    dumps,
-)
+from langchain_retro._metadata import CLASS_KEY, MetadataPatch, check_limits, dumps
 from langchain_retro.errors import (
     AssistantInUseError,
     AssistantNotFoundError,
@@ -89,9 +93,9 @@ from langchain_retro.errors import (
     MessageNotFoundError,
     MissingDependencyError,
     RetroValueError,
+    RunNotFoundError,
+    RunStateError,
     SchemaVersionError,
-    StoreClosedError,
-    StoreError,
     ThreadNotFoundError,
 )
 from langchain_retro.stores._postgres_checks import (
@@ -99,14 +103,26 @@ from langchain_retro.stores._postgres_checks import (
     _check_partitions,
     _conflict,
     _message_ids,
+    _run_taken,
 )
-from langchain_retro.stores._postgres_io import (
-    _acheck_connection,
-    _adrive,
-    _check_connection,
-    _drive,
-    _LoopPool,
-    _stop,
+from langchain_retro.stores._postgres_io import _adrive, _drive, _errors, _started
+from langchain_retro.stores._postgres_pool import _Pools
+from langchain_retro.stores._postgres_runs import (
+    _lease_of,
+    _q_run_begin,
+    _q_run_context,
+    _q_run_cursors,
+    _q_run_finish,
+    _q_run_get,
+    _q_run_messages,
+    _q_run_renew,
+    _q_run_thread,
+    _q_run_undo,
+    _q_run_write,
+    _q_runs_list,
+    _q_thread_usage,
+    _run_of,
+    _run_read,
 )
 from langchain_retro.stores._postgres_sql import (
     _DEFAULT_SCHEMA,
@@ -152,9 +168,6 @@ from langchain_retro.stores._postgres_sql import (
     _q_migrate,
     _q_record_migration,
     _q_record_version,
-    _q_run_context,
-    _q_run_finish,
-    _q_run_thread,
     _q_schema_version,
     _q_seq_of,
     _q_setup_state,
@@ -171,28 +184,37 @@ from langchain_retro.stores._postgres_sql import (
     _thread,
 )
 from langchain_retro.stores.base import (
+    ACTIVE_RUN_STATUSES,
     AssistantThreads,
     BaseStore,
     Lease,
     NewMessage,
+    NewRun,
     Order,
+    RunLeaseState,
+    RunSaved,
     RunStart,
+    RunUpdate,
+    RunUsage,
     StoredAssistant,
     StoredMessage,
+    StoredRun,
     StoredThread,
     ThreadQuery,
     answered_in_batch,
+    cancel_requested,
     check_assistant_fields,
     check_hwm_key,
     check_metadata,
     check_new_ids,
     has_reply,
-    unencodable_error,
+    new_run_row,
+    resumed_run,
+    updated_run,
 )
 
 try:
     import psycopg
-    from psycopg.conninfo import conninfo_to_dict
     from psycopg_pool import AsyncConnectionPool, ConnectionPool
 except ImportError as exc:
     raise MissingDependencyError(
@@ -204,13 +226,9 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
 T = TypeVar("T")
 
-_PER_POOL_OPTIONS = frozenset(
-    {"open", "connection_class", "configure", "reset", "check", "reconnect_failed"}
-)
-
 
 class PostgresStore(BaseStore):
-    """Assistants, threads and messages in PostgreSQL, over psycopg connection pools.
+    """Assistants, threads, messages and runs in PostgreSQL, over psycopg pools.
 
     Setup:
         Install the extra and create the tables once (safe to repeat, and safe from
@@ -296,23 +314,14 @@ class PostgresStore(BaseStore):
                 "PostgresStore.from_connection_string(url)."
             )
         self._init(
-            pool,
-            async_pool,
             schema=schema,
             table_prefix=table_prefix,
             message_partitions=message_partitions,
-            owned=None,
         )
+        self._pools = _Pools(pool, async_pool, label=repr(self))
 
     def _init(
-        self,
-        pool: ConnectionPool[Any] | None,
-        async_pool: AsyncConnectionPool[Any] | None,
-        *,
-        schema: str | None,
-        table_prefix: str,
-        message_partitions: int | None,
-        owned: dict[str, Any] | None,
+        self, *, schema: str | None, table_prefix: str, message_partitions: int | None
     ) -> None:
         _check_prefix(table_prefix)
         self.schema = _DEFAULT_SCHEMA if schema is None else schema
@@ -322,16 +331,6 @@ class PostgresStore(BaseStore):
         self._names = _Names(
             self.schema, table_prefix, partitions=self.message_partitions or 0
         )
-        self._pool = pool
-        self._async_pool = async_pool
-        # Pools made by from_connection_string: how to open the async pool of each
-        # event loop, and whether the sync pool still needs opening.
-        self._owned = owned
-        self._pool_opened = owned is None
-        self._async_pools: dict[asyncio.AbstractEventLoop, _LoopPool] = {}
-        self._lock = threading.Lock()  # held briefly: async code takes it too
-        self._opening_lock = threading.Lock()  # held while the sync pool connects
-        self._closed = False
 
     @classmethod
     def from_connection_string(
@@ -386,49 +385,21 @@ class PostgresStore(BaseStore):
             TypeError: If ``options`` holds an option that differs between sync and
                 async pools (pass it in ``pool_kwargs`` and ``async_pool_kwargs``).
         """
-        per_pool = _PER_POOL_OPTIONS & set(options)
-        if per_pool:
-            raise TypeError(
-                f"{sorted(per_pool)} cannot be shared by the sync and async pools: "
-                "pass them in pool_kwargs= and async_pool_kwargs=, or build the "
-                "pools yourself and pass them to PostgresStore(pool=..., "
-                "async_pool=...)."
-            )
-        try:
-            conninfo_to_dict(url)
-        except psycopg.Error as exc:
-            raise StoreError(f"Invalid PostgreSQL connection string: {exc}") from exc
-        kwargs = {
-            **options.get("kwargs", {}),
-            "autocommit": True,
-            "prepare_threshold": prepare_threshold,
-        }
-        shared: dict[str, Any] = {**options, "min_size": min_size, "max_size": max_size}
-
-        def per(check: Any, own: Mapping[str, Any] | None) -> dict[str, Any]:
-            own = dict(own or {})
-            own_kwargs = own.pop("kwargs", {})
-            return {
-                "check": check,
-                **shared,
-                **own,
-                "kwargs": {**kwargs, **own_kwargs},
-            }
-
-        owned: dict[str, Any] = {
-            "conninfo": url,
-            "kwargs": kwargs,
-            "sync": per(_check_connection, pool_kwargs),
-            "async": per(_acheck_connection, async_pool_kwargs),
-        }
         store = cls.__new__(cls)
         store._init(
-            ConnectionPool(url, open=False, **owned["sync"]),
-            None,
             schema=schema,
             table_prefix=table_prefix,
             message_partitions=message_partitions,
-            owned=owned,
+        )
+        store._pools = _Pools.from_url(
+            url,
+            label=repr(store),
+            min_size=min_size,
+            max_size=max_size,
+            prepare_threshold=prepare_threshold,
+            pool_kwargs=pool_kwargs,
+            async_pool_kwargs=async_pool_kwargs,
+            options=options,
         )
         return store
 
@@ -437,174 +408,44 @@ class PostgresStore(BaseStore):
             f"PostgresStore(schema={self.schema!r}, table_prefix={self.table_prefix!r})"
         )
 
-    # --- plumbing: pools -------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreClosedError(f"{self!r} is closed; open a new store.")
-
-    def _sync_pool(self) -> ConnectionPool[Any]:
-        self._check_open()
-        pool = self._pool
-        if pool is None:
-            raise StoreError(
-                f"{self!r} was given no sync pool: pass pool=ConnectionPool(...) or "
-                "use the async methods."
-            )
-        if not self._pool_opened:
-            with self._opening_lock:
-                self._check_open()
-                if not self._pool_opened:
-                    owned = cast(dict[str, Any], self._owned)
-                    pool.open()
-                    try:
-                        # One direct connection while the pool fills: a wrong URL
-                        # fails now with the server's reason, not after the pool's
-                        # timeout.
-                        with _errors(self):
-                            psycopg.connect(
-                                owned["conninfo"], **owned["kwargs"]
-                            ).close()
-                            pool.wait()
-                    except BaseException:
-                        pool.close()
-                        self._pool = ConnectionPool(
-                            owned["conninfo"], open=False, **owned["sync"]
-                        )
-                        raise
-                    self._pool_opened = True
-        return pool
-
-    async def _apool(self) -> AsyncConnectionPool[Any]:
-        self._check_open()
-        if self._async_pool is not None:
-            return self._async_pool
-        if self._owned is None:
-            raise StoreError(
-                f"{self!r} was given no async pool: pass "
-                "async_pool=AsyncConnectionPool(...) or use the sync methods."
-            )
-        loop = asyncio.get_running_loop()
-        entry = self._async_pools.get(loop)
-        if entry is None:
-            with self._lock:
-                for old in [lp for lp in self._async_pools if lp.is_closed()]:
-                    del self._async_pools[old]  # its loop is gone: nothing to await
-                ready: asyncio.Future[AsyncConnectionPool[Any]] = loop.create_future()
-                task = loop.create_task(self._serve_async_pool(ready))
-                entry = self._async_pools[loop] = _LoopPool(ready, task)
-        try:
-            return await asyncio.shield(entry.ready)
-        except BaseException:
-            if entry.ready.done():  # it failed to open: the next call tries again
-                with self._lock:
-                    if self._async_pools.get(loop) is entry:
-                        del self._async_pools[loop]
-            raise
-
-    async def _serve_async_pool(
-        self, ready: asyncio.Future[AsyncConnectionPool[Any]]
-    ) -> None:
-        """Open this event loop's pool, hand it out, and close it when cancelled.
-
-        `close` and `aclose` cancel this task; so does the loop shutting down
-        (``asyncio.run`` ending cancels every task). psycopg_pool's workers can
-        swallow that cancellation while connecting, and hang the shutdown, unless the
-        pool is closed first: this task does it, also for stores nobody closed.
-        """
-        owned = cast(dict[str, Any], self._owned)
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            owned["conninfo"], open=False, **owned["async"]
-        )
-        try:
-            await pool.open()
-            try:
-                with _errors(self):
-                    # One direct connection while the pool fills: a wrong URL fails
-                    # now with the server's reason, not after the pool's timeout.
-                    probe = await psycopg.AsyncConnection.connect(
-                        owned["conninfo"], **owned["kwargs"]
-                    )
-                    await probe.close()
-                    await pool.wait()
-            except BaseException:
-                await pool.close()
-                raise
-        except asyncio.CancelledError:
-            ready.cancel()
-            raise
-        except Exception as exc:  # handed to the caller through ready
-            ready.set_exception(exc)
-            return
-        ready.set_result(pool)
-        try:
-            await asyncio.get_running_loop().create_future()
-        finally:
-            await pool.close()
+    # --- plumbing ------------------------------------------------------------------
 
     def close(self) -> None:
         """Close the pools the store made; later calls raise `StoreClosedError`."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            pools, self._async_pools = self._async_pools, {}
-        if self._owned is None:
-            return
-        if self._pool is not None:
-            self._pool.close()
-        for loop, entry in pools.items():
-            _stop(loop, entry.task)
+        self._pools.close()
 
     async def aclose(self) -> None:
         """Async twin of `close`."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            pools, self._async_pools = self._async_pools, {}
-        if self._owned is None:
-            return
-        if self._pool is not None:
-            await asyncio.to_thread(self._pool.close)
-        current = asyncio.get_running_loop()
-        for loop, entry in pools.items():
-            if loop is current:
-                entry.task.cancel()
-                await asyncio.wait([entry.task])
-            else:
-                _stop(loop, entry.task)
-
-    # --- plumbing: running operations ------------------------------------------------
+        await self._pools.aclose()
 
     def _run(self, op: _Op[T], *, transaction: bool = False) -> T:
         """Run an operation on a pooled connection, in a transaction if asked."""
-        self._check_open()
+        self._pools.check_open()
         try:
-            query = next(op)  # checks needing no I/O run before taking a connection
+            first = next(op)  # checks needing no I/O run before taking a connection
         except StopIteration as stop:
             return cast(T, stop.value)
-        pool = self._sync_pool()
-        with _errors(self), pool.connection() as conn:
-            if not transaction:
-                return _drive(conn, query, op)
-            with conn.transaction():
-                return _drive(conn, query, op)
+        with (
+            _errors(self._pools.label),
+            closing(op),
+            self._pools.connection() as conn,
+            conn.transaction() if transaction else nullcontext(),
+        ):
+            return _drive(conn, _started(first, op))
 
     async def _arun(self, op: _Op[T], *, transaction: bool = False) -> T:
         """Async twin of `_run`."""
-        self._check_open()
+        self._pools.check_open()
         try:
-            query = next(op)
+            first = next(op)
         except StopIteration as stop:
             return cast(T, stop.value)
-        pool = await self._apool()
-        with _errors(self):
-            async with pool.connection() as conn:
+        with _errors(self._pools.label), closing(op):
+            async with self._pools.aconnection() as conn:
                 if not transaction:
-                    return await _adrive(conn, query, op)
+                    return await _adrive(conn, _started(first, op))
                 async with conn.transaction():
-                    return await _adrive(conn, query, op)
+                    return await _adrive(conn, _started(first, op))
 
     # --- schema ----------------------------------------------------------------------
 
@@ -1349,12 +1190,12 @@ class PostgresStore(BaseStore):
     # --- run leases ------------------------------------------------------------------
 
     def _acquire_lease(self, thread_id: str, owner: str, ttl: float) -> _Op[bool]:
-        ((thread_found, taken),) = yield _q_lease_acquire(
+        ((thread_found, expires_at),) = yield _q_lease_acquire(
             self._names, thread_id, owner, ttl
         )
         if not thread_found:
             raise ThreadNotFoundError(thread_id)
-        return bool(taken)
+        return expires_at is not None
 
     def acquire_lease(self, thread_id: str, owner: str, ttl: float) -> bool:
         """Take the thread's run lease for ``ttl`` seconds if free, expired or ours.
@@ -1402,61 +1243,88 @@ class PostgresStore(BaseStore):
     def _begin_run(
         self,
         thread_id: str,
+        *,
         owner: str,
         ttl: float,
+        new: NewRun | None,
         messages: Sequence[NewMessage],
         context_limit: int | None,
+        resume: bool,
     ) -> _Op[RunStart | None]:
         check_new_ids(thread_id, messages)
         for message in messages:
             check_limits(message.metadata, self.limits)
+        new = NewRun(id=owner) if new is None else new
         names = self._names
-        ids = _message_ids(messages)
-        # One batch, so one round trip and one transaction. Each statement after the
-        # lease reads a snapshot taken after the lease (and after the append's wait
-        # for the thread's row lock), so it sees what the previous run committed.
-        batch = [_q_lease_acquire(names, thread_id, owner, ttl)]
-        if messages:
-            batch.append(
-                _q_messages_append(
-                    names, thread_id, ids, messages, None, leased_by=owner
+        while True:
+            ids = _message_ids(messages)
+            # One batch, so one round trip and one transaction: the lease, the
+            # writes, then the reads. Each statement reads a snapshot taken after
+            # the previous one (and its wait for the lease or the thread's row), so
+            # it sees what the previous run committed.
+            try:
+                leased, began, thread_rows, newest = yield (
+                    _q_lease_acquire(names, thread_id, owner, ttl),
+                    _q_run_begin(
+                        names,
+                        thread_id,
+                        owner=owner,
+                        row=new_run_row(new, thread_id, {}, 0),
+                        ids=ids,
+                        messages=messages,
+                        resume=resume,
+                    ),
+                    _q_run_thread(names, thread_id, owner),
+                    _q_run_context(names, thread_id, owner, context_limit),
                 )
-            )
-        batch += [
-            _q_run_thread(names, thread_id, owner),
-            _q_run_context(names, thread_id, owner, context_limit),
-        ]
+            except psycopg.errors.UniqueViolation as exc:  # a race the checks missed
+                raise _conflict(exc, names, thread_id, messages, run_id=new.id) from exc
+            ((thread_found, expires_at),) = leased
+            if not thread_found:
+                raise ThreadNotFoundError(thread_id)
+            if expires_at is None:
+                return None
+            ((held, clash, run_taken, *waiting, resumed, now),) = began
+            if clash is not None:
+                raise MessageIdConflictError(thread_id, clash)
+            if run_taken:
+                raise _run_taken(thread_id, new.id)
+            if not held or not thread_rows:
+                raise ThreadNotFoundError(thread_id)  # deleted while we took the lease
+            if now is not None:
+                break
+            # The run to resume was cancelled meanwhile: begin again, a new run.
         try:
-            results = yield tuple(batch)
-        except psycopg.errors.UniqueViolation as exc:  # the batch, lease too, undone
-            raise _conflict(exc, names, thread_id, messages) from exc
-        ((thread_found, taken),) = results[0]
-        if not thread_found:
-            raise ThreadNotFoundError(thread_id)
-        if not taken:
-            return None
-        appended_at, clash = results[1][0] if messages else (0, None)
-        if clash is not None:
-            yield _q_lease_release(names, thread_id, owner)
-            raise MessageIdConflictError(thread_id, clash)
-        if not results[-2] or appended_at is None:
-            raise ThreadNotFoundError(thread_id)  # deleted while we took the lease
-        created_at, metadata, *assistant = results[-2][0]
-        appended = [
-            message.stored(message_id, thread_id, appended_at)
-            for message_id, message in zip(ids, messages, strict=True)
-        ]
-        try:
-            return RunStart.model_construct(
-                thread=_thread(thread_id, created_at, metadata),
-                assistant=None if assistant[0] is None else _assistant(assistant),
-                appended=appended,
-                context=[_message(row, thread_id) for row in reversed(results[-1])],
-            )
+            thread, assistant = _thread_and_assistant(thread_id, thread_rows[0])
+            context = [_message(row, thread_id) for row in reversed(newest)]
+            if resumed:
+                run = resumed_run(_run_of(waiting, thread_id), now)
+                mark = {"run_id": run.id}
+                messages = [
+                    m if m.run_id is not None else m.model_copy(update=mark)
+                    for m in messages
+                ]
+            else:
+                run = new_run_row(new, thread_id, thread.metadata, now)
         except CorruptDataError:
-            # A run that cannot read its thread holds no lease (its input stays).
-            yield _q_lease_release(names, thread_id, owner)
+            # A run that cannot read its thread holds no lease and is left as it
+            # was (its input stays).
+            undone = new.id if not resumed else waiting[0]
+            yield _q_run_undo(
+                names, thread_id, owner, undone, waiting if resumed else None
+            )
             raise
+        return RunStart.model_construct(
+            thread=thread,
+            assistant=assistant,
+            appended=[
+                message.stored(message_id, thread_id, now)
+                for message_id, message in zip(ids, messages, strict=True)
+            ],
+            context=context,
+            run=run.model_copy(update={"expires_at": int(expires_at)}),
+            resumed=bool(resumed),
+        )
 
     def begin_run(
         self,
@@ -1464,16 +1332,26 @@ class PostgresStore(BaseStore):
         *,
         owner: str,
         ttl: float,
+        run: NewRun | None = None,
         messages: Sequence[NewMessage] = (),
         context_limit: int | None = None,
+        resume: bool = False,
     ) -> RunStart | None:
-        """Start a run in one round trip: lease, thread, assistant, input, context.
+        """Start a run in one round trip: lease, run, thread, assistant, input, context.
 
         The statements are pipelined in one transaction (with libpq older than 14,
-        which cannot pipeline, they take a round trip each).
+        which cannot pipeline, they take a round trip each), resuming a run or not.
         """
         return self._run(
-            self._begin_run(thread_id, owner, ttl, messages, context_limit)
+            self._begin_run(
+                thread_id,
+                owner=owner,
+                ttl=ttl,
+                new=run,
+                messages=messages,
+                context_limit=context_limit,
+                resume=resume,
+            ),
         )
 
     async def abegin_run(
@@ -1482,70 +1360,118 @@ class PostgresStore(BaseStore):
         *,
         owner: str,
         ttl: float,
+        run: NewRun | None = None,
         messages: Sequence[NewMessage] = (),
         context_limit: int | None = None,
+        resume: bool = False,
     ) -> RunStart | None:
         """Async twin of `begin_run`."""
         return await self._arun(
-            self._begin_run(thread_id, owner, ttl, messages, context_limit)
+            self._begin_run(
+                thread_id,
+                owner=owner,
+                ttl=ttl,
+                new=run,
+                messages=messages,
+                context_limit=context_limit,
+                resume=resume,
+            ),
         )
 
     def _finish_run(
         self,
         thread_id: str,
+        *,
         owner: str,
-        reply: NewMessage,
-        thread_patch: MetadataPatch,
-    ) -> _Op[StoredMessage]:
-        check_new_ids(thread_id, [reply])
-        check_limits(reply.metadata, self.limits)
+        run_id: str,
+        update: RunUpdate,
+        messages: Sequence[NewMessage],
+        thread_patch: MetadataPatch | None,
+    ) -> _Op[RunSaved]:
+        check_new_ids(thread_id, messages)
+        for message in messages:
+            check_limits(message.metadata, self.limits)
         names = self._names
-        (message_id,) = _message_ids([reply])
-        try:
-            if self.limits == UNLIMITED:
-                rows = yield _q_run_finish(
-                    names, thread_id, owner, (message_id, reply), thread_patch
-                )
+        while True:
+            rows = yield _q_run_get(names, thread_id, run_id)
+            if not rows:
+                raise ThreadNotFoundError(thread_id)
+            if rows[0][0] is None:
+                raise RunNotFoundError(run_id, hint=f"(on thread {thread_id!r})")
+            read = _run_read(rows[0], thread_id)
+            run = read.run
+            metadata = None
+            if run.status in ("cancelling", "cancelled"):
+                # A cancel came while it ran (written cancelled if another run took
+                # the thread over since): it ends cancelled, nothing else is kept.
+                ended = run
+                if run.status == "cancelling":
+                    ended = updated_run(run, _CANCELLED, read.lease.now)
+                saving: list[NewMessage] = []
+                usage = None
             else:
-                # The patched metadata is checked against the limits before it is
-                # written.
-                rows = yield _q_thread_get(names, thread_id, lock=True)
-                if not rows:
-                    raise ThreadNotFoundError(thread_id)
-                _, created_at, current = rows[0]
-                metadata = thread_patch.apply(
-                    _thread(thread_id, created_at, current).metadata, self.limits
-                )
-                rows = yield _q_messages_append(
-                    names, thread_id, [message_id], [reply], metadata
-                )
-                if rows[0][0] is not None:
-                    yield _q_lease_release(names, thread_id, owner)
-        except psycopg.errors.UniqueViolation as exc:
-            raise _conflict(exc, names, thread_id, [reply]) from exc
-        appended_at, clash = rows[0]
-        if clash is not None:
-            raise MessageIdConflictError(thread_id, clash)
-        if appended_at is None:
-            raise ThreadNotFoundError(thread_id)
-        return reply.stored(message_id, thread_id, appended_at)
+                ended = updated_run(run, update, read.lease.now)
+                saving, usage = list(messages), update.usage
+                if thread_patch is not None:
+                    current = _thread(
+                        thread_id, read.thread_created_at, read.thread_metadata
+                    ).metadata
+                    metadata = current, thread_patch.apply(current, self.limits)
+            ids = _message_ids(saving)
+            done = yield _q_run_finish(
+                names,
+                thread_id,
+                owner=owner,
+                run=ended,
+                version=read.version,
+                write=ended is not run,
+                release=ended.status not in ACTIVE_RUN_STATUSES
+                and read.lease.holder == owner,
+                ids=ids,
+                messages=saving,
+                metadata=metadata,
+                usage=_tokens(usage),
+            )
+            ((as_read, appended_at, clash),) = done
+            if clash is not None:
+                raise MessageIdConflictError(thread_id, clash)
+            if as_read:
+                break
+            # The run or the thread's metadata changed since it was read: again.
+        return RunSaved(
+            messages=[
+                message.stored(message_id, thread_id, appended_at)
+                for message_id, message in zip(ids, saving, strict=True)
+            ],
+            run=read.lease.settled(ended, read.lease_owner),
+        )
 
     def finish_run(
         self,
         thread_id: str,
         *,
         owner: str,
-        reply: NewMessage,
-        thread_patch: MetadataPatch,
-    ) -> StoredMessage:
-        """End a run in one statement: reply, thread patch, lease released.
+        run_id: str,
+        update: RunUpdate,
+        messages: Sequence[NewMessage] = (),
+        thread_patch: MetadataPatch | None = None,
+    ) -> RunSaved:
+        """Write a run's step or end in two statements, the second all or nothing.
 
-        A store given metadata `limits` reads the thread first, in a transaction, to
-        check the patched metadata before writing it.
+        The first reads the run, its lease and the thread; the second, if neither the
+        run nor the thread's metadata changed meanwhile (else both are sent again),
+        appends, patches the thread, adds the usage, writes the run and gives the
+        lease back.
         """
         return self._run(
-            self._finish_run(thread_id, owner, reply, thread_patch),
-            transaction=self.limits != UNLIMITED,
+            self._finish_run(
+                thread_id,
+                owner=owner,
+                run_id=run_id,
+                update=update,
+                messages=messages,
+                thread_patch=thread_patch,
+            ),
         )
 
     async def afinish_run(
@@ -1553,27 +1479,215 @@ class PostgresStore(BaseStore):
         thread_id: str,
         *,
         owner: str,
-        reply: NewMessage,
-        thread_patch: MetadataPatch,
-    ) -> StoredMessage:
+        run_id: str,
+        update: RunUpdate,
+        messages: Sequence[NewMessage] = (),
+        thread_patch: MetadataPatch | None = None,
+    ) -> RunSaved:
         """Async twin of `finish_run`."""
         return await self._arun(
-            self._finish_run(thread_id, owner, reply, thread_patch),
-            transaction=self.limits != UNLIMITED,
+            self._finish_run(
+                thread_id,
+                owner=owner,
+                run_id=run_id,
+                update=update,
+                messages=messages,
+                thread_patch=thread_patch,
+            ),
         )
 
+    def _renew_run(self, thread_id: str, owner: str, ttl: float) -> _Op[RunLeaseState]:
+        ((renewed, status),) = yield _q_run_renew(self._names, thread_id, owner, ttl)
+        if not renewed:
+            return "lost"
+        return "cancelling" if status in ("cancelling", "cancelled") else "held"
 
-@contextmanager
-def _errors(store: PostgresStore) -> Iterator[None]:
-    """Turn psycopg's errors into `StoreError`, chained; ours pass through."""
-    try:
-        yield
-    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
-        raise StoreError(
-            f"{store!r}: {exc.diag.message_primary}. Create the tables first with "
-            "store.setup() (or await store.asetup())."
-        ) from exc
-    except UnicodeEncodeError as exc:
-        raise unencodable_error(exc) from exc
-    except psycopg.Error as exc:
-        raise StoreError(f"PostgreSQL error in {store!r}: {exc}") from exc
+    def renew_run(self, thread_id: str, *, owner: str, ttl: float) -> RunLeaseState:
+        """Renew a running run's lease, in one statement, and say if it may go on.
+
+        The lease is renewed while ``owner`` still holds it, even past its expiry
+        (nobody took it over). A run whose lapse was already written ``expired`` (a
+        cancel read it while its lease had lapsed) has ended: its lease is given
+        back and the answer is ``lost``.
+        """
+        return self._run(self._renew_run(thread_id, owner, ttl))
+
+    async def arenew_run(
+        self, thread_id: str, *, owner: str, ttl: float
+    ) -> RunLeaseState:
+        """Async twin of `renew_run`."""
+        return await self._arun(self._renew_run(thread_id, owner, ttl))
+
+    def _missing_run(self, thread_id: str, run_id: str) -> _Op[NoReturn]:
+        """Raise `ThreadNotFoundError` or `RunNotFoundError`, whichever is missing."""
+        if not (yield _q_seq_of(self._names, "threads", thread_id)):
+            raise ThreadNotFoundError(thread_id)
+        raise RunNotFoundError(run_id, hint=f"(on thread {thread_id!r})")
+
+    def _get_run(self, thread_id: str, run_id: str) -> _Op[StoredRun]:
+        rows = yield _q_run_get(self._names, thread_id, run_id)
+        if not rows:
+            raise ThreadNotFoundError(thread_id)
+        if rows[0][0] is None:
+            raise RunNotFoundError(run_id, hint=f"(on thread {thread_id!r})")
+        return _run_read(rows[0], thread_id).settled
+
+    def get_run(self, thread_id: str, run_id: str) -> StoredRun:
+        """Read a run of a thread, settled by its lease and the database clock."""
+        return self._run(self._get_run(thread_id, run_id))
+
+    async def aget_run(self, thread_id: str, run_id: str) -> StoredRun:
+        """Async twin of `get_run`."""
+        return await self._arun(self._get_run(thread_id, run_id))
+
+    def _list_runs(
+        self,
+        thread_id: str,
+        after: str | None,
+        before: str | None,
+        order: Order,
+        limit: int,
+    ) -> _Op[list[StoredRun]]:
+        if limit < 0:
+            raise RetroValueError(f"limit must be >= 0, not {limit}")
+        rows = yield _q_run_cursors(self._names, thread_id, after, before)
+        if not rows:
+            raise ThreadNotFoundError(thread_id)
+        thread_seq, after_seq, before_seq = rows[0]
+        for cursor_id, seq in ((after, after_seq), (before, before_seq)):
+            if cursor_id is not None and seq is None:
+                raise RunNotFoundError(cursor_id, hint=f"(on thread {thread_id!r})")
+        # A page before a cursor is the one nearest it: oldest first, read towards
+        # the cursor, then turn (as list_messages reads).
+        backwards = before is not None and order == "asc"
+        rows = yield _q_runs_list(
+            self._names,
+            thread_id,
+            thread_seq,
+            _NO_SEQ if after_seq is None else after_seq,
+            _MAX_SEQ if before_seq is None else before_seq,
+            desc=order == "desc" or backwards,
+            limit=limit,
+        )
+        runs = [_lease_of(row).settled(_run_of(row, thread_id), row[4]) for row in rows]
+        return runs[::-1] if backwards else runs
+
+    def list_runs(
+        self,
+        thread_id: str,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        order: Order = "desc",
+        limit: int = 20,
+    ) -> list[StoredRun]:
+        """List a thread's runs by creation, newest first by default, settled."""
+        return self._run(self._list_runs(thread_id, after, before, order, limit))
+
+    async def alist_runs(
+        self,
+        thread_id: str,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        order: Order = "desc",
+        limit: int = 20,
+    ) -> list[StoredRun]:
+        """Async twin of `list_runs`."""
+        return await self._arun(self._list_runs(thread_id, after, before, order, limit))
+
+    def _cancel_run(self, thread_id: str, run_id: str) -> _Op[StoredRun]:
+        while True:
+            rows = yield _q_run_get(self._names, thread_id, run_id)
+            if not rows:
+                raise ThreadNotFoundError(thread_id)
+            if rows[0][0] is None:
+                raise RunNotFoundError(run_id, hint=f"(on thread {thread_id!r})")
+            read = _run_read(rows[0], thread_id)
+            settled = read.settled
+            try:
+                cancelled = cancel_requested(settled, read.lease.now)
+            except RunStateError:
+                # Ended: refused, but a lapse only read so far is written as it
+                # reads.
+                if settled.status == read.run.status or (
+                    yield _q_run_write(self._names, settled, read.version)
+                ):
+                    raise
+                continue
+            if cancelled == settled or (
+                yield _q_run_write(self._names, cancelled, read.version)
+            ):
+                return cancelled
+            # The run changed since it was read: again.
+
+    def cancel_run(self, thread_id: str, run_id: str) -> StoredRun:
+        """Ask a run to stop: read it, then write it if it did not change meanwhile.
+
+        A run that lapsed is settled first, and its lapsed status written even when
+        the cancel is then refused with `RunStateError`.
+        """
+        return self._run(self._cancel_run(thread_id, run_id))
+
+    async def acancel_run(self, thread_id: str, run_id: str) -> StoredRun:
+        """Async twin of `cancel_run`."""
+        return await self._arun(self._cancel_run(thread_id, run_id))
+
+    def _list_run_messages(
+        self, thread_id: str, run_id: str
+    ) -> _Op[list[StoredMessage]]:
+        rows = yield _q_run_messages(self._names, thread_id, run_id)
+        if not rows:
+            raise ThreadNotFoundError(thread_id)
+        return [_message(row, thread_id) for row in rows if row[0] is not None]
+
+    def list_run_messages(self, thread_id: str, run_id: str) -> list[StoredMessage]:
+        """The messages a run wrote, in thread order, read by the run's index."""
+        return self._run(self._list_run_messages(thread_id, run_id))
+
+    async def alist_run_messages(
+        self, thread_id: str, run_id: str
+    ) -> list[StoredMessage]:
+        """Async twin of `list_run_messages`."""
+        return await self._arun(self._list_run_messages(thread_id, run_id))
+
+    def _get_thread_usage(self, thread_id: str) -> _Op[RunUsage]:
+        rows = yield _q_thread_usage(self._names, thread_id)
+        if not rows:
+            raise ThreadNotFoundError(thread_id)
+        prompt, completion, total = rows[0]
+        return RunUsage(
+            prompt_tokens=prompt, completion_tokens=completion, total_tokens=total
+        )
+
+    def get_thread_usage(self, thread_id: str) -> RunUsage:
+        """The tokens of all the thread's runs: a running total, read in O(1)."""
+        return self._run(self._get_thread_usage(thread_id))
+
+    async def aget_thread_usage(self, thread_id: str) -> RunUsage:
+        """Async twin of `get_thread_usage`."""
+        return await self._arun(self._get_thread_usage(thread_id))
+
+
+def _thread_and_assistant(
+    thread_id: str, row: Sequence[Any]
+) -> tuple[StoredThread, StoredAssistant | None]:
+    """The thread and assistant of a `_q_run_thread` row.
+
+    Raises:
+        CorruptDataError: If either no longer rebuilds.
+    """
+    created_at, metadata, *assistant = row
+    thread = _thread(thread_id, created_at, metadata)
+    return thread, None if assistant[0] is None else _assistant(assistant)
+
+
+_CANCELLED = RunUpdate(status="cancelled")
+"""What `PostgresStore.finish_run` writes of a run that was being cancelled."""
+
+
+def _tokens(usage: RunUsage | None) -> tuple[int, int, int]:
+    """Prompt, completion and total tokens of ``usage`` (none: zeros)."""
+    if usage is None:
+        return 0, 0, 0
+    return usage.prompt_tokens, usage.completion_tokens, usage.total_tokens
