@@ -1,19 +1,26 @@
 """`SQLiteStore`'s schema, its forward migrations, and opening a file safely.
 
-Layout (schema version 2, kept in ``PRAGMA user_version``):
+Layout (schema version 3, kept in ``PRAGMA user_version``):
 
 * ``threads``: one row per thread; ``next_seq`` hands out the per-thread message
   sequence, so message order never depends on clocks; ``message_count`` is kept by
-  every write, so counting a thread's messages reads one row;
+  every write, so counting a thread's messages reads one row; ``prompt_tokens``,
+  ``completion_tokens`` and ``total_tokens`` sum the usage of the thread's runs;
 * ``messages``: clustered by ``(thread_seq, seq)`` (a ``WITHOUT ROWID`` table), so a
   thread's messages, its newest N and those after a cursor are one contiguous range
   read; ``(thread_seq, id)`` is unique, so a caller's message id is unique within its
   thread (every unique key holds the thread); ``run_id``, ``assistant_id`` and
-  ``reply_to`` link a run's reply to what it answered;
+  ``reply_to`` link a run's reply to what it answered; a partial index on
+  ``(thread_seq, run_id)`` reads the messages of one run;
 * ``thread_metadata``: one row per metadata entry, keyed ``(key, value, thread_seq)``:
   the thread listing's filters are driven from it in thread order;
 * ``run_leases``: the one-active-run-per-thread lease, shared by every process that
-  opens the file.
+  opens the file;
+* ``runs``: one row per run: the columns a query needs (``id``, its thread, ``status``,
+  ``created_at``, ``lease_owner``) and the rest as one JSON ``body``
+  (`langchain_retro.stores._runs.run_body`); listed by ``(thread_seq, seq)``, and a
+  partial index holds only the runs that may hold a lease, which a new run of the
+  thread marks as lapsed.
 
 Opening never writes to a database that is already current: the schema version is
 read first, and only a file that needs creating or migrating is written to.
@@ -102,6 +109,26 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE threads ADD COLUMN message_count INTEGER NOT NULL DEFAULT 0;
     UPDATE threads SET message_count =
         (SELECT count(*) FROM messages m WHERE m.thread_seq = threads.seq);
+    """,
+    # 2 -> 3: runs, a thread's running token totals, a run's messages by index.
+    """
+    CREATE TABLE runs (
+        seq INTEGER PRIMARY KEY,
+        thread_seq INTEGER NOT NULL REFERENCES threads(seq) ON DELETE CASCADE,
+        id TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        lease_owner TEXT,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX runs_by_thread ON runs(thread_seq, seq);
+    CREATE INDEX runs_active ON runs(thread_seq)
+        WHERE status IN ('queued', 'in_progress', 'cancelling');
+    ALTER TABLE threads ADD COLUMN prompt_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE threads ADD COLUMN completion_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE threads ADD COLUMN total_tokens INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX messages_by_run ON messages(thread_seq, run_id)
+        WHERE run_id IS NOT NULL;
     """,
 )
 """Forward migrations; entry N brings the schema from version N to N + 1."""

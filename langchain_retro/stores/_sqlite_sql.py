@@ -1,4 +1,4 @@
-"""`SQLiteStore`'s pure parts: row decoding and the thread listing's queries.
+"""`SQLiteStore`'s pure parts: row decoding, the thread listing's and the runs' queries.
 
 Nothing here does I/O; `langchain_retro.stores.sqlite` runs what these build.
 """
@@ -18,22 +18,33 @@ from langchain_retro.stores.base import (
     NewMessage,
     StoredAssistant,
     StoredMessage,
+    StoredRun,
     StoredThread,
+    run_body,
+    run_from_row,
+    settle,
 )
 
 __all__ = [
+    "ACTIVE_RUN",
     "ASSISTANT_COLUMNS",
     "CLASS_KEY",
     "ESTIMATE_CAP",
     "MESSAGE_COLUMNS",
+    "RUN_COLUMNS",
+    "RUN_READ",
     "assistant",
     "bulk_rows",
     "check_bulk_ids",
     "conflict_ids",
     "is_id_conflict",
+    "is_run_id_conflict",
     "listing_sql",
     "load_metadata",
     "message",
+    "run",
+    "run_listing_sql",
+    "stored_body",
     "thread",
 ]
 
@@ -42,6 +53,22 @@ MESSAGE_COLUMNS = (
     "m.id, m.created_at, m.metadata, m.role, m.payload, "
     "m.run_id, m.assistant_id, m.reply_to"
 )
+RUN_COLUMNS = "r.id, r.status, r.created_at, r.body, r.lease_owner"
+"""A run's columns, as `run` decodes them."""
+
+ACTIVE_RUN = "status IN ('queued', 'in_progress', 'cancelling')"
+"""The runs that may hold their thread's lease: the ``runs_active`` partial index's
+condition, written the same way so that SQLite uses that index."""
+
+RUN_READ = (
+    "SELECT t.seq, l.owner, l.expires_at, "  # noqa: S608 - constant columns
+    f"{RUN_COLUMNS}, r.seq FROM threads t "
+    "LEFT JOIN runs r ON r.thread_seq = t.seq AND r.id = ? "
+    "LEFT JOIN run_leases l ON l.thread_id = t.id WHERE t.id = ?"
+)
+"""One run of a thread with the thread's lease, from ``(run_id, thread_id)``: no row
+for an unknown thread, a row of ``NULL`` run columns for an unknown run."""
+
 CLASS_KEY = "retro_class"
 """The metadata key holding a record's class marker."""
 
@@ -149,6 +176,59 @@ def message(row: Sequence[Any], thread_id: str) -> StoredMessage:
         ids = {"object_id": str(row[0]), "thread_id": thread_id}
         load_metadata(row[2], what, **ids)  # the precise error, if it is that
         raise _corrupt(what, exc, **ids) from exc
+
+
+def run(
+    row: Sequence[Any], thread_id: str, lease: Sequence[Any], now: float
+) -> StoredRun:
+    """Rebuild a run from ``RUN_COLUMNS``, settled against its thread's lease.
+
+    Args:
+        row: The run's columns.
+        thread_id: Its thread.
+        lease: ``(owner, expires_at)`` of the thread's lease, ``NULL`` if none.
+        now: The store's clock, in Unix seconds.
+    """
+    stored = run_from_row(row[0], thread_id, row[1], row[2], row[3])
+    held = row[4] is not None and lease[0] == row[4]
+    return settle(
+        stored, held=held, lease_expires_at=lease[1] if held else None, now=now
+    )
+
+
+def stored_body(run: StoredRun) -> str:
+    """The body to write for ``run``: without ``expires_at``, which the lease keeps.
+
+    A renewal then writes only the lease, and every read settles the run from it.
+    """
+    if run.expires_at is not None:
+        run = run.model_copy(update={"expires_at": None})
+    return run_body(run)
+
+
+def run_listing_sql(bounds: Mapping[str, int], desc: bool) -> str:
+    """A page of a thread's runs by ``(thread_seq, seq)``, from cursor bounds.
+
+    Args:
+        bounds: ``{"gt": seq}`` and/or ``{"lt": seq}``, in that order of parameters.
+        desc: Read newest first.
+
+    Returns:
+        The query; its parameters are the thread's seq, the bounds' values, the limit.
+    """
+    where = "".join(
+        " AND r.seq > ?" if key == "gt" else " AND r.seq < ?" for key in bounds
+    )
+    return (
+        f"SELECT {RUN_COLUMNS} FROM runs r "  # noqa: S608 - constant columns
+        f"WHERE r.thread_seq = ?{where} "
+        f"ORDER BY r.seq {'DESC' if desc else 'ASC'} LIMIT ?"
+    )
+
+
+def is_run_id_conflict(exc: sqlite3.IntegrityError) -> bool:
+    """Whether an insert failed on the runs' unique ``id``."""
+    return "runs.id" in str(exc)
 
 
 def is_id_conflict(exc: sqlite3.IntegrityError) -> bool:

@@ -1,9 +1,11 @@
 """`SQLiteStore`: the embedded default store, one SQLite file.
 
 The schema (``threads``, ``messages`` clustered by ``(thread_seq, seq)``,
-``thread_metadata`` keyed ``(key, value, thread_seq)``, ``run_leases``) and its
-migrations are in ``langchain_retro.stores._sqlite_schema``; row decoding and the
-listing's queries in ``langchain_retro.stores._sqlite_sql``.
+``thread_metadata`` keyed ``(key, value, thread_seq)``, ``run_leases``, ``runs``) and
+its migrations are in ``langchain_retro.stores._sqlite_schema``; row decoding and the
+listings' queries in ``langchain_retro.stores._sqlite_sql``. A run's rules (how it
+starts, changes, lapses and is cancelled) are the pure functions of
+``langchain_retro.stores._runs``; this module only reads and writes their rows.
 
 The file runs in WAL mode with ``synchronous=NORMAL`` by default: a committed write
 survives the application crashing; a power loss may drop the last few commits, never
@@ -39,6 +41,8 @@ from langchain_retro.errors import (
     MessageNotFoundError,
     RetroError,
     RetroValueError,
+    RunNotFoundError,
+    RunStateError,
     StoreClosedError,
     StoreError,
     ThreadNotFoundError,
@@ -51,25 +55,38 @@ from langchain_retro.stores._sqlite_schema import (
     rollback,
 )
 from langchain_retro.stores.base import (
+    ACTIVE_RUN_STATUSES,
     ASSISTANT_FIELDS,
     THREAD_ASSISTANT_KEY,
     AssistantThreads,
     BaseStore,
     Lease,
     NewMessage,
+    NewRun,
     Order,
+    RunLeaseState,
+    RunSaved,
     RunStart,
+    RunUpdate,
+    RunUsage,
     StoredAssistant,
     StoredMessage,
+    StoredRun,
     StoredThread,
     ThreadQuery,
     answered_in_batch,
+    cancel_requested,
     check_assistant_fields,
     check_hwm_key,
     check_metadata,
     check_new_ids,
     has_reply,
+    new_run_row,
+    resumed_run,
+    run_from_row,
+    settle,
     unencodable_error,
+    updated_run,
 )
 
 __all__ = ["DEFAULT_PATH", "PATH_ENV", "SCHEMA_VERSION", "SQLiteStore"]
@@ -267,11 +284,15 @@ class SQLiteStore(BaseStore):
         thread_id: str,
         next_seq: int,
         messages: Sequence[NewMessage],
+        *,
+        usage: RunUsage | None = None,
     ) -> list[StoredMessage]:
         """Insert a checked batch; a caller id already in the thread raises.
 
         The thread's unique key ``(thread_seq, id)`` finds a clash in the insert
         itself, so appends cost no extra statement; the transaction is rolled back.
+        A run's ``usage`` is added to the thread's totals by the same update that
+        moves its message sequence.
         """
         created_at = _now()
         stored = [
@@ -303,18 +324,39 @@ class SQLiteStore(BaseStore):
             raise self._conflict(
                 conn, thread_seq, thread_id, next_seq, messages
             ) from exc
-        conn.execute(
-            "UPDATE threads SET next_seq = ?, message_count = message_count + ? "
-            "WHERE seq = ?",
-            (next_seq + len(stored), len(stored), thread_seq),
-        )
+        if usage is None:
+            conn.execute(
+                "UPDATE threads SET next_seq = ?, message_count = message_count + ? "
+                "WHERE seq = ?",
+                (next_seq + len(stored), len(stored), thread_seq),
+            )
+        else:
+            conn.execute(
+                "UPDATE threads SET next_seq = ?, message_count = message_count + ?, "
+                "prompt_tokens = prompt_tokens + ?, "
+                "completion_tokens = completion_tokens + ?, "
+                "total_tokens = total_tokens + ? WHERE seq = ?",
+                (
+                    next_seq + len(stored),
+                    len(stored),
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                    usage.total_tokens,
+                    thread_seq,
+                ),
+            )
         return stored
 
     @staticmethod
     def _take_lease(
-        conn: sqlite3.Connection, thread_id: str, owner: str, ttl: float
+        conn: sqlite3.Connection,
+        thread_id: str,
+        owner: str,
+        ttl: float,
+        now: float | None = None,
     ) -> bool:
-        now = time.time()
+        if now is None:
+            now = time.time()
         cursor = conn.execute(
             "INSERT INTO run_leases (thread_id, owner, expires_at) "
             "VALUES (?, ?, ?) "
@@ -683,10 +725,11 @@ class SQLiteStore(BaseStore):
         conn.execute("DELETE FROM messages WHERE thread_seq = ?", (thread_seq,))
         conn.execute("DELETE FROM thread_metadata WHERE thread_seq = ?", (thread_seq,))
         conn.execute("DELETE FROM run_leases WHERE thread_id = ?", (thread_id,))
+        conn.execute("DELETE FROM runs WHERE thread_seq = ?", (thread_seq,))
         conn.execute("DELETE FROM threads WHERE seq = ?", (thread_seq,))
 
     def delete_thread(self, thread_id: str) -> None:
-        """Delete a thread with all its messages."""
+        """Delete a thread with all its messages, runs and lease."""
         with self._tx(write=True) as conn:
             thread_seq, _, _ = self._thread_row(conn, thread_id)
             self._delete_thread(conn, thread_seq, thread_id)
@@ -794,30 +837,64 @@ class SQLiteStore(BaseStore):
             check_hwm_key(hwm_key, self.limits)
         with self._tx(write=True) as conn:
             thread_seq, current, next_seq = self._thread_row(conn, thread_id)
-            stored = self._append(conn, thread_seq, thread_id, next_seq, messages)
-            target: str | None = None
-            if hwm_key is not None:
-                replies = has_reply(messages)
-                target = answered_in_batch(messages, [s.id for s in stored])
-                if replies and target is None:
-                    row = conn.execute(
-                        "SELECT id FROM messages WHERE thread_seq = ? AND seq < ? "
-                        "AND role != 'assistant' ORDER BY seq DESC LIMIT 1",
-                        (thread_seq, next_seq),
-                    ).fetchone()
-                    target = None if row is None else row[0]
-            if thread_patch is not None or target is not None:
-                what = f"Thread {thread_id!r}"
-                old = sql_.load_metadata(current, what, object_id=thread_id)
-                metadata = (
-                    old
-                    if thread_patch is None
-                    else thread_patch.apply(old, self.limits)
-                )
-                if target is not None and hwm_key is not None:
-                    metadata = {**metadata, hwm_key: target}
-                    check_limits(metadata, self.limits)
-                self._write_thread_metadata(conn, thread_seq, old, metadata)
+            return self._write_messages(
+                conn,
+                (thread_seq, current, next_seq),
+                thread_id,
+                messages,
+                thread_patch=thread_patch,
+                hwm_key=hwm_key,
+            )
+
+    def _write_messages(
+        self,
+        conn: sqlite3.Connection,
+        head: tuple[int, str, int],
+        thread_id: str,
+        messages: Sequence[NewMessage],
+        *,
+        thread_patch: MetadataPatch | None,
+        hwm_key: str | None = None,
+        usage: RunUsage | None = None,
+    ) -> list[StoredMessage]:
+        """`add_messages`'s writes, inside a transaction (`finish_run` makes them too).
+
+        Args:
+            conn: The connection, in a write transaction.
+            head: The thread's ``(seq, metadata, next_seq)``, as `_thread_row` reads.
+            thread_id: The thread.
+            messages: The checked batch.
+            thread_patch: A patch applied to the thread's metadata.
+            hwm_key: See `BaseStore.add_messages`.
+            usage: Tokens added to the thread's running totals.
+        """
+        thread_seq, current, next_seq = head
+        stored = (
+            self._append(conn, thread_seq, thread_id, next_seq, messages, usage=usage)
+            if messages or usage is not None
+            else []
+        )
+        target: str | None = None
+        if hwm_key is not None:
+            replies = has_reply(messages)
+            target = answered_in_batch(messages, [s.id for s in stored])
+            if replies and target is None:
+                row = conn.execute(
+                    "SELECT id FROM messages WHERE thread_seq = ? AND seq < ? "
+                    "AND role != 'assistant' ORDER BY seq DESC LIMIT 1",
+                    (thread_seq, next_seq),
+                ).fetchone()
+                target = None if row is None else row[0]
+        if thread_patch is not None or target is not None:
+            what = f"Thread {thread_id!r}"
+            old = sql_.load_metadata(current, what, object_id=thread_id)
+            metadata = (
+                old if thread_patch is None else thread_patch.apply(old, self.limits)
+            )
+            if target is not None and hwm_key is not None:
+                metadata = {**metadata, hwm_key: target}
+                check_limits(metadata, self.limits)
+            self._write_thread_metadata(conn, thread_seq, old, metadata)
         return stored
 
     async def aadd_messages(
@@ -1139,23 +1216,41 @@ class SQLiteStore(BaseStore):
         *,
         owner: str,
         ttl: float,
+        run: NewRun | None = None,
         messages: Sequence[NewMessage] = (),
         context_limit: int | None = None,
+        resume: bool = False,
     ) -> RunStart | None:
-        """Start a run in one transaction: lease, thread, assistant, input, context."""
+        """Start a run in one transaction: lease, run record, input, context.
+
+        See `BaseStore.begin_run`. In the usual case (no other run of the thread
+        left active) it is a read of the thread, the lease, the assistant, the run's
+        insert, the input's and the context's statements.
+
+        Raises:
+            ThreadNotFoundError: If the thread does not exist.
+            RetroValueError: If the new run's id is already a run's; nothing is
+                written and the lease is not taken.
+        """
         self._check_batch(thread_id, messages)
+        new = NewRun(id=owner) if run is None else run
         with self._tx(write=True) as conn:
             row = conn.execute(
-                "SELECT seq, next_seq, id, created_at, metadata FROM threads "
-                "WHERE id = ?",
-                (thread_id,),
+                "SELECT seq, next_seq, id, created_at, metadata, "  # noqa: S608
+                f"EXISTS (SELECT 1 FROM runs WHERE thread_seq = threads.seq AND "
+                f"{sql_.ACTIVE_RUN} AND lease_owner IS NOT ?) "
+                "FROM threads WHERE id = ?",
+                (owner, thread_id),
             ).fetchone()
             if row is None:
                 raise ThreadNotFoundError(thread_id)
-            thread = sql_.thread(row[2:])
-            if not self._take_lease(conn, thread_id, owner, ttl):
+            thread = sql_.thread(row[2:5])
+            now = time.time()
+            if not self._take_lease(conn, thread_id, owner, ttl, now):
                 return None
             thread_seq, next_seq = row[0], row[1]
+            if row[5]:
+                self._lapse_others(conn, thread_seq, thread_id, owner, now)
             assistant = None
             assistant_id = thread.metadata.get(THREAD_ASSISTANT_KEY)
             if assistant_id is not None:
@@ -1164,6 +1259,24 @@ class SQLiteStore(BaseStore):
                     (assistant_id,),
                 ).fetchone()
                 assistant = None if found is None else sql_.assistant(found)
+            waiting = self._waiting_run(conn, thread_seq, thread_id) if resume else None
+            if waiting is not None:
+                seq, stored = waiting
+                started = resumed_run(stored, int(now))
+                conn.execute(
+                    "UPDATE runs SET status = ?, lease_owner = ?, body = ? "
+                    "WHERE seq = ?",
+                    (started.status, owner, sql_.stored_body(started), seq),
+                )
+                messages = [
+                    m
+                    if m.run_id is not None
+                    else m.model_copy(update={"run_id": stored.id})
+                    for m in messages
+                ]
+            else:
+                started = new_run_row(new, thread_id, thread.metadata, int(now))
+                self._insert_run(conn, thread_seq, started, owner)
             appended = (
                 self._append(conn, thread_seq, thread_id, next_seq, messages)
                 if messages
@@ -1178,7 +1291,12 @@ class SQLiteStore(BaseStore):
             # the lease and the input back.
             context = [sql_.message(r, thread_id) for r in reversed(rows)]
         return RunStart.model_construct(
-            thread=thread, assistant=assistant, appended=appended, context=context
+            thread=thread,
+            assistant=assistant,
+            appended=appended,
+            context=context,
+            run=settle(started, held=True, lease_expires_at=now + ttl, now=now),
+            resumed=waiting is not None,
         )
 
     async def abegin_run(
@@ -1187,8 +1305,10 @@ class SQLiteStore(BaseStore):
         *,
         owner: str,
         ttl: float,
+        run: NewRun | None = None,
         messages: Sequence[NewMessage] = (),
         context_limit: int | None = None,
+        resume: bool = False,
     ) -> RunStart | None:
         """Async twin of `begin_run`."""
         return await self._run(
@@ -1196,44 +1316,356 @@ class SQLiteStore(BaseStore):
             thread_id,
             owner=owner,
             ttl=ttl,
+            run=run,
             messages=messages,
             context_limit=context_limit,
+            resume=resume,
         )
+
+    @staticmethod
+    def _lapse_others(
+        conn: sqlite3.Connection,
+        thread_seq: int,
+        thread_id: str,
+        owner: str,
+        now: float,
+    ) -> None:
+        """Write the lapsed status of the thread's runs that lost the lease to us."""
+        rows = conn.execute(
+            "SELECT seq, id, status, created_at, body FROM runs "  # noqa: S608
+            f"WHERE thread_seq = ? AND {sql_.ACTIVE_RUN} AND lease_owner IS NOT ?",
+            (thread_seq, owner),
+        ).fetchall()
+        lapsed = [
+            (
+                row[0],
+                settle(
+                    run_from_row(row[1], thread_id, *row[2:]),
+                    held=False,
+                    lease_expires_at=None,
+                    now=now,
+                ),
+            )
+            for row in rows
+        ]
+        conn.executemany(
+            "UPDATE runs SET status = ?, body = ? WHERE seq = ?",
+            [(r.status, sql_.stored_body(r), seq) for seq, r in lapsed],
+        )
+
+    @staticmethod
+    def _waiting_run(
+        conn: sqlite3.Connection, thread_seq: int, thread_id: str
+    ) -> tuple[int, StoredRun] | None:
+        """The thread's newest run if it waits for tool results, with its seq."""
+        row = conn.execute(
+            "SELECT seq, id, status, created_at, body FROM runs "
+            "WHERE thread_seq = ? ORDER BY seq DESC LIMIT 1",
+            (thread_seq,),
+        ).fetchone()
+        if row is None or row[2] != "requires_action":
+            return None
+        return row[0], run_from_row(row[1], thread_id, *row[2:])
+
+    @staticmethod
+    def _insert_run(
+        conn: sqlite3.Connection, thread_seq: int, run: StoredRun, owner: str
+    ) -> None:
+        try:
+            conn.execute(
+                "INSERT INTO runs (thread_seq, id, status, created_at, lease_owner, "
+                "body) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    thread_seq,
+                    run.id,
+                    run.status,
+                    run.created_at,
+                    owner,
+                    sql_.stored_body(run),
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            if not sql_.is_run_id_conflict(exc):
+                raise
+            raise RetroValueError(
+                f"A run with id {run.id!r} already exists in this store, so a new run "
+                f"on thread {run.thread_id!r} cannot take it; nothing was written and "
+                "the thread's lease was not taken. Give the new run an unused id "
+                "(run ids are unique across the store), or pass none to use the "
+                "owner's."
+            ) from exc
 
     def finish_run(
         self,
         thread_id: str,
         *,
         owner: str,
-        reply: NewMessage,
-        thread_patch: MetadataPatch,
-    ) -> StoredMessage:
-        """End a run in one transaction: reply, thread patch, lease released."""
-        self._check_batch(thread_id, [reply])
+        run_id: str,
+        update: RunUpdate,
+        messages: Sequence[NewMessage] = (),
+        thread_patch: MetadataPatch | None = None,
+    ) -> RunSaved:
+        """Write a run's step or end in one transaction; see `BaseStore.finish_run`.
+
+        A run already ``cancelled`` (a cancel that came while it ran, settled when
+        another run took the thread over) is treated as a ``cancelling`` one: nothing
+        is written but the lease given back.
+
+        Raises:
+            ThreadNotFoundError: If the thread does not exist.
+            RunNotFoundError: If the run is not on the thread; nothing is written.
+        """
+        self._check_batch(thread_id, messages)
         with self._tx(write=True) as conn:
-            thread_seq, current, next_seq = self._thread_row(conn, thread_id)
-            old = sql_.load_metadata(
-                current, f"Thread {thread_id!r}", object_id=thread_id
-            )
-            metadata = thread_patch.apply(old, self.limits)
-            (stored,) = self._append(conn, thread_seq, thread_id, next_seq, [reply])
-            self._write_thread_metadata(conn, thread_seq, old, metadata)
-            self._release(conn, thread_id, owner)
-        return stored
+            row = conn.execute(
+                "SELECT t.seq, t.metadata, t.next_seq, "  # noqa: S608
+                f"{sql_.RUN_COLUMNS}, r.seq, l.owner, l.expires_at FROM threads t "
+                "LEFT JOIN runs r ON r.thread_seq = t.seq AND r.id = ? "
+                "LEFT JOIN run_leases l ON l.thread_id = t.id WHERE t.id = ?",
+                (run_id, thread_id),
+            ).fetchone()
+            if row is None:
+                raise ThreadNotFoundError(thread_id)
+            head, columns, (run_seq, *lease) = row[:3], row[3:8], row[8:]
+            if columns[0] is None:
+                raise RunNotFoundError(run_id, hint=f"(not on thread {thread_id!r})")
+            now = time.time()
+            stored = run_from_row(run_id, thread_id, *columns[1:4])
+            saved: list[StoredMessage] = []
+            if stored.status == "cancelled":
+                ended = stored
+            elif stored.status == "cancelling":
+                ended = updated_run(stored, RunUpdate(status="cancelled"), int(now))
+                self._write_run(conn, run_seq, ended)
+            else:
+                saved = self._write_messages(
+                    conn,
+                    head,
+                    thread_id,
+                    messages,
+                    thread_patch=thread_patch,
+                    usage=update.usage,
+                )
+                ended = updated_run(stored, update, int(now))
+                self._write_run(conn, run_seq, ended)
+            if lease[0] == owner and ended.status not in ACTIVE_RUN_STATUSES:
+                self._release(conn, thread_id, owner)
+        held = columns[4] is not None and lease[0] == columns[4]
+        run = settle(ended, held=held, lease_expires_at=lease[1], now=now)
+        return RunSaved(messages=saved, run=run)
 
     async def afinish_run(
         self,
         thread_id: str,
         *,
         owner: str,
-        reply: NewMessage,
-        thread_patch: MetadataPatch,
-    ) -> StoredMessage:
+        run_id: str,
+        update: RunUpdate,
+        messages: Sequence[NewMessage] = (),
+        thread_patch: MetadataPatch | None = None,
+    ) -> RunSaved:
         """Async twin of `finish_run`."""
         return await self._run(
             self.finish_run,
             thread_id,
             owner=owner,
-            reply=reply,
+            run_id=run_id,
+            update=update,
+            messages=messages,
             thread_patch=thread_patch,
         )
+
+    @staticmethod
+    def _write_run(conn: sqlite3.Connection, run_seq: int, run: StoredRun) -> None:
+        conn.execute(
+            "UPDATE runs SET status = ?, body = ? WHERE seq = ?",
+            (run.status, sql_.stored_body(run), run_seq),
+        )
+
+    def renew_run(self, thread_id: str, *, owner: str, ttl: float) -> RunLeaseState:
+        """Renew a running run's lease and say if it may go on; see `BaseStore`.
+
+        The lease is renewed while ``owner`` still holds it, even past its expiry
+        (nobody took it over). A run whose lapse was already written as
+        ``expired`` (a cancel read it while its lease had lapsed) has ended: its
+        lease is given back and the answer is ``lost``.
+        """
+        with self._tx(write=True) as conn:
+            renewed = conn.execute(
+                "UPDATE run_leases SET expires_at = ? "
+                "WHERE thread_id = ? AND owner = ?",
+                (time.time() + ttl, thread_id, owner),
+            ).rowcount
+            if not renewed:
+                return "lost"
+            row = conn.execute(
+                "SELECT r.status FROM threads t JOIN runs r ON r.thread_seq = t.seq "
+                "WHERE t.id = ? AND r.lease_owner = ? ORDER BY r.seq DESC LIMIT 1",
+                (thread_id, owner),
+            ).fetchone()
+            status = None if row is None else row[0]
+            if status == "expired":
+                self._release(conn, thread_id, owner)
+                return "lost"
+        return "cancelling" if status in ("cancelling", "cancelled") else "held"
+
+    async def arenew_run(
+        self, thread_id: str, *, owner: str, ttl: float
+    ) -> RunLeaseState:
+        """Async twin of `renew_run`."""
+        return await self._run(self.renew_run, thread_id, owner=owner, ttl=ttl)
+
+    @staticmethod
+    def _read_run(
+        conn: sqlite3.Connection, thread_id: str, run_id: str
+    ) -> tuple[Any, ...]:
+        """``(thread seq, lease owner, lease expiry, *RUN_COLUMNS, run seq)``."""
+        row = conn.execute(sql_.RUN_READ, (run_id, thread_id)).fetchone()
+        if row is None:
+            raise ThreadNotFoundError(thread_id)
+        if row[3] is None:
+            raise RunNotFoundError(run_id, hint=f"(not on thread {thread_id!r})")
+        return tuple(row)
+
+    def get_run(self, thread_id: str, run_id: str) -> StoredRun:
+        """Read a run of a thread, settled; raises `RunNotFoundError`.
+
+        Raises `ThreadNotFoundError` for an unknown thread.
+        """
+        with self._tx(write=False) as conn:
+            row = self._read_run(conn, thread_id, run_id)
+        return sql_.run(row[3:8], thread_id, row[1:3], time.time())
+
+    async def aget_run(self, thread_id: str, run_id: str) -> StoredRun:
+        """Async twin of `get_run`."""
+        return await self._run(self.get_run, thread_id, run_id)
+
+    def list_runs(
+        self,
+        thread_id: str,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        order: Order = "desc",
+        limit: int = 20,
+    ) -> list[StoredRun]:
+        """List a thread's runs by creation, newest first by default, settled.
+
+        Cursors work as for `list_messages`: ``after`` / ``before`` bound the runs in
+        creation order, and a limited ascending page before a cursor is the one
+        nearest it. Reads by ``(thread_seq, seq)``: O(limit) whatever the count.
+        """
+        if limit < 0:
+            raise RetroValueError(f"limit must be >= 0, not {limit}")
+        with self._tx(write=False) as conn:
+            head = conn.execute(
+                "SELECT t.seq, l.owner, l.expires_at FROM threads t "
+                "LEFT JOIN run_leases l ON l.thread_id = t.id WHERE t.id = ?",
+                (thread_id,),
+            ).fetchone()
+            if head is None:
+                raise ThreadNotFoundError(thread_id)
+            bounds: dict[str, int] = {}
+            for key, cursor in (("gt", after), ("lt", before)):
+                if cursor is not None:
+                    found = conn.execute(
+                        "SELECT seq FROM runs WHERE id = ? AND thread_seq = ?",
+                        (cursor, head[0]),
+                    ).fetchone()
+                    if found is None:
+                        raise RunNotFoundError(
+                            cursor, hint=f"(used as a cursor on thread {thread_id!r})"
+                        )
+                    bounds[key] = found[0]
+            backwards = before is not None and order == "asc"
+            rows = conn.execute(
+                sql_.run_listing_sql(bounds, desc=order == "desc" or backwards),
+                (head[0], *bounds.values(), limit),
+            ).fetchall()
+        if backwards:
+            rows.reverse()
+        now = time.time()
+        return [sql_.run(row, thread_id, head[1:], now) for row in rows]
+
+    async def alist_runs(
+        self,
+        thread_id: str,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        order: Order = "desc",
+        limit: int = 20,
+    ) -> list[StoredRun]:
+        """Async twin of `list_runs`."""
+        return await self._run(
+            self.list_runs,
+            thread_id,
+            after=after,
+            before=before,
+            order=order,
+            limit=limit,
+        )
+
+    def cancel_run(self, thread_id: str, run_id: str) -> StoredRun:
+        """Ask a run to stop, in one transaction; see `BaseStore.cancel_run`.
+
+        A run that lapsed is settled first, and its lapsed status written even when
+        the cancel is then refused with `RunStateError`.
+        """
+        refused: RunStateError | None = None
+        with self._tx(write=True) as conn:
+            row = self._read_run(conn, thread_id, run_id)
+            now = time.time()
+            settled = sql_.run(row[3:8], thread_id, row[1:3], now)
+            try:
+                cancelled = cancel_requested(settled, int(now))
+            except RunStateError as exc:
+                refused, cancelled = exc, settled
+            if cancelled.status != row[4]:
+                self._write_run(conn, row[8], cancelled)
+        if refused is not None:
+            raise refused
+        return cancelled
+
+    async def acancel_run(self, thread_id: str, run_id: str) -> StoredRun:
+        """Async twin of `cancel_run`."""
+        return await self._run(self.cancel_run, thread_id, run_id)
+
+    def list_run_messages(self, thread_id: str, run_id: str) -> list[StoredMessage]:
+        """The messages a run wrote, in thread order, read by the run's index.
+
+        An id no message carries gives ``[]``; an unknown thread raises
+        `ThreadNotFoundError`.
+        """
+        with self._tx(write=False) as conn:
+            thread_seq, _, _ = self._thread_row(conn, thread_id)
+            rows = conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages m "  # noqa: S608
+                "WHERE m.thread_seq = ? AND m.run_id = ? ORDER BY m.seq",
+                (thread_seq, run_id),
+            ).fetchall()
+        return [sql_.message(row, thread_id) for row in rows]
+
+    async def alist_run_messages(
+        self, thread_id: str, run_id: str
+    ) -> list[StoredMessage]:
+        """Async twin of `list_run_messages`."""
+        return await self._run(self.list_run_messages, thread_id, run_id)
+
+    def get_thread_usage(self, thread_id: str) -> RunUsage:
+        """The tokens of all the thread's runs: one row read."""
+        with self._tx(write=False) as conn:
+            row = conn.execute(
+                "SELECT prompt_tokens, completion_tokens, total_tokens FROM threads "
+                "WHERE id = ?",
+                (thread_id,),
+            ).fetchone()
+        if row is None:
+            raise ThreadNotFoundError(thread_id)
+        return RunUsage(
+            prompt_tokens=row[0], completion_tokens=row[1], total_tokens=row[2]
+        )
+
+    async def aget_thread_usage(self, thread_id: str) -> RunUsage:
+        """Async twin of `get_thread_usage`."""
+        return await self._run(self.get_thread_usage, thread_id)
