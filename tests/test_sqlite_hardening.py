@@ -40,7 +40,7 @@ from langchain_retro import (
 )
 from langchain_retro._messages import to_payload
 from langchain_retro._metadata import MetadataPatch
-from langchain_retro.stores.base import NewMessage, ThreadQuery
+from langchain_retro.stores.base import NewMessage, NewRun, RunUpdate, ThreadQuery
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,7 +93,7 @@ def _refusals(store: SQLiteStore) -> list[tuple[str, Callable[[], object]]]:
     thread = store.create_thread({"k": "v"})
     store.add_messages(thread.id, [new("kept", id="m1")])
     assistant = store.create_assistant({"model": "m"}, {})
-    store.acquire_lease(thread.id, "run_1", 30.0)
+    store.begin_run(thread.id, owner="run_1", ttl=30.0)
     too_long = "x" * 600
     return [
         ("thread metadata not strings", lambda: store.create_thread({"k": 1})),  # type: ignore[dict-item]
@@ -170,7 +170,9 @@ def _refusals(store: SQLiteStore) -> list[tuple[str, Callable[[], object]]]:
                 lambda: store.finish_run(
                     thread.id,
                     owner="run_1",
-                    reply=new("r"),
+                    run_id="run_1",
+                    update=RunUpdate(status="completed"),
+                    messages=[new("r")],
                     thread_patch=MetadataPatch(set={"k": too_long}),
                 ),
             ),
@@ -178,8 +180,16 @@ def _refusals(store: SQLiteStore) -> list[tuple[str, Callable[[], object]]]:
         (
             "begin with a bad id",
             lambda: store.begin_run(
-                thread.id, owner="run_1", ttl=5.0, messages=[new("q", id="m1")]
+                thread.id,
+                owner="run_1",
+                ttl=5.0,
+                run=NewRun(id="run_2"),
+                messages=[new("q", id="m1")],
             ),
+        ),
+        (
+            "begin with a taken run id",
+            lambda: store.begin_run(thread.id, owner="run_1", ttl=5.0),
         ),
         (
             "delete_assistant mode",
@@ -292,6 +302,46 @@ async def test_a_hand_edited_message_names_thread_and_message(
     assert store.get_message(thread.id, rows[0].id) == rows[0]
     assert [m.payload for m in store.list_messages(other.id)] == [new("fine").payload]
     assert store.get_lease(thread.id) is None
+
+
+@pytest.mark.parametrize("body", ["not json", '{"usage": "lots"}', "[]"])
+def test_a_hand_edited_run_is_named(store: SQLiteStore, path: Path, body: str) -> None:
+    thread = store.create_thread({})
+    store.begin_run(thread.id, owner="run_bad", ttl=30.0)
+    edit(path, "UPDATE runs SET body = ? WHERE id = 'run_bad'", body)
+    edit(path, "UPDATE run_leases SET expires_at = 0")  # lapsed: a takeover reads it
+    readers: list[Callable[[], object]] = [
+        lambda: store.get_run(thread.id, "run_bad"),
+        lambda: store.list_runs(thread.id),
+        lambda: store.cancel_run(thread.id, "run_bad"),
+        lambda: store.finish_run(
+            thread.id,
+            owner="run_bad",
+            run_id="run_bad",
+            update=RunUpdate(status="completed"),
+            messages=[new("a")],
+        ),
+        lambda: store.begin_run(thread.id, owner="run_next", ttl=30.0),
+    ]
+    before = snapshot(path)
+    for read in readers:
+        with pytest.raises(CorruptDataError) as caught:
+            read()
+        assert (caught.value.object_id, caught.value.thread_id) == (
+            "run_bad",
+            thread.id,
+        )
+        assert "run_bad" in str(caught.value)
+    assert snapshot(path) == before
+    conn = sqlite3.connect(path)
+    try:  # the takeover took nothing
+        assert conn.execute("SELECT owner FROM run_leases").fetchall() == [("run_bad",)]
+    finally:
+        conn.close()
+    edit(path, "UPDATE runs SET status = 'failed' WHERE id = 'run_bad'")
+    start = store.begin_run(thread.id, owner="run_next", ttl=30.0)  # not active: kept
+    assert start is not None
+    assert store.list_runs(thread.id, limit=1) == [start.run]
 
 
 def test_a_hand_edited_assistant_is_named(store: SQLiteStore, path: Path) -> None:

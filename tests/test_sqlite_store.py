@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import json
 import multiprocessing
 import sqlite3
 import time
@@ -24,7 +25,8 @@ from langchain_retro import (
 )
 from langchain_retro._messages import to_payload
 from langchain_retro._metadata import MetadataPatch
-from langchain_retro.stores.base import NewMessage
+from langchain_retro.errors import RunStateError
+from langchain_retro.stores.base import NewMessage, NewRun, RunUpdate, RunUsage
 from langchain_retro.stores.sqlite import DEFAULT_PATH, PATH_ENV, SCHEMA_VERSION
 
 
@@ -178,15 +180,17 @@ def test_deleting_a_thread_leaves_no_rows(store: SQLiteStore, path: Path) -> Non
     keep = store.create_thread({"a": "1"})
     store.add_messages(thread.id, [new("x"), new("y")])
     store.add_messages(keep.id, [new("z")])
-    store.acquire_lease(thread.id, "w", 30.0)
+    store.begin_run(thread.id, owner="w", ttl=30.0, messages=[new("q")])
+    store.begin_run(keep.id, owner="k", ttl=30.0)
     store.delete_thread(thread.id)
     conn = raw(path)
     try:
         assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 1
+        assert conn.execute("SELECT id FROM runs").fetchall() == [("k",)]
         (seq,) = conn.execute("SELECT seq FROM threads").fetchone()
         keys = conn.execute("SELECT DISTINCT thread_seq FROM thread_metadata")
         assert [r[0] for r in keys] == [seq]
-        assert conn.execute("SELECT count(*) FROM run_leases").fetchone()[0] == 0
+        assert conn.execute("SELECT owner FROM run_leases").fetchall() == [("k",)]
     finally:
         conn.close()
 
@@ -218,8 +222,8 @@ def test_thread_patch_writes_only_the_changed_index_rows(
 # --- query plans ---------------------------------------------------------------------
 
 
-def _plans(store: SQLiteStore, action: object) -> list[str]:
-    """The query plans of every statement on ``messages`` that ``action`` runs."""
+def _statements(store: SQLiteStore, action: object) -> list[str]:
+    """The statements ``action`` runs, ``BEGIN`` and ``COMMIT`` left out."""
     statements: list[str] = []
     assert store._conn is not None
     store._conn.set_trace_callback(statements.append)
@@ -227,9 +231,16 @@ def _plans(store: SQLiteStore, action: object) -> list[str]:
         action()  # type: ignore[operator]
     finally:
         store._conn.set_trace_callback(None)
+    return [s for s in statements if not s.startswith(("BEGIN", "COMMIT"))]
+
+
+def _plans(store: SQLiteStore, action: object, table: str = "messages") -> list[str]:
+    """The query plans of every ``SELECT`` reading ``table`` that ``action`` runs."""
+    statements = _statements(store, action)
+    assert store._conn is not None
     plans = []
     for sql in statements:
-        if "FROM messages" not in sql or not sql.lstrip().upper().startswith("SELECT"):
+        if f"FROM {table}" not in sql or not sql.lstrip().upper().startswith("SELECT"):
             continue
         rows = store._conn.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()
         plans.append(" | ".join(row[-1] for row in rows))
@@ -271,6 +282,162 @@ def test_cursor_reads_by_primary_key(store: SQLiteStore, order: str) -> None:
     plans = _plans(store, lambda: store.count_messages(tid, after=ids[150]))
     for plan in plans:
         assert "SCAN" not in plan, plan
+
+
+def _busy_runs(store: SQLiteStore) -> tuple[str, list[str]]:
+    """A thread with 30 ended runs among other threads' runs, and its run ids."""
+    ids = []
+    for t in range(3):
+        thread = store.create_thread({})
+        for i in range(30):
+            owner = f"run_{t}_{i}"
+            store.begin_run(thread.id, owner=owner, ttl=30.0, messages=[new("q")])
+            store.finish_run(
+                thread.id,
+                owner=owner,
+                run_id=owner,
+                update=RunUpdate(status="completed"),
+                messages=[NewMessage(role="assistant", payload="{}", run_id=owner)],
+            )
+            if t == 1:
+                ids.append(owner)
+        if t == 1:
+            middle = thread.id
+    return middle, ids
+
+
+@pytest.mark.parametrize("order", ["asc", "desc"])
+def test_runs_are_listed_by_their_index(store: SQLiteStore, order: str) -> None:
+    tid, ids = _busy_runs(store)
+    for kwargs in ({}, {"after": ids[10]}, {"before": ids[20]}):
+        plans = _plans(
+            store,
+            lambda kw=kwargs: store.list_runs(tid, order=order, limit=5, **kw),  # type: ignore[arg-type, misc]
+            "runs",
+        )
+        for plan in plans:
+            assert "SCAN" not in plan, plan
+            assert "TEMP B-TREE" not in plan, plan
+        assert any("runs_by_thread (thread_seq=?" in plan for plan in plans), plans
+
+
+def test_a_runs_messages_are_read_by_their_index(store: SQLiteStore) -> None:
+    tid, ids = _busy_runs(store)
+    plans = _plans(store, lambda: store.list_run_messages(tid, ids[5]))
+    (plan,) = plans
+    assert "USING INDEX messages_by_run (thread_seq=? AND run_id=?)" in plan
+    assert "TEMP B-TREE" not in plan
+    assert len(store.list_run_messages(tid, ids[5])) == 1
+
+
+def test_a_turn_is_a_few_statements_on_indexes(store: SQLiteStore) -> None:
+    """begin_run and finish_run stay one transaction of a few indexed statements."""
+    thread = store.create_thread(
+        {"assistant_id": store.create_assistant({"model": "m"}, {}).id}
+    )
+    store.begin_run(thread.id, owner="run_0", ttl=30.0)
+    store.finish_run(
+        thread.id, owner="run_0", run_id="run_0", update=RunUpdate(status="completed")
+    )
+    begun = _statements(
+        store,
+        lambda: store.begin_run(
+            thread.id, owner="run_1", ttl=30.0, messages=[new("q")], context_limit=50
+        ),
+    )
+    finished = _statements(
+        store,
+        lambda: store.finish_run(
+            thread.id,
+            owner="run_1",
+            run_id="run_1",
+            update=RunUpdate(
+                status="completed",
+                usage=RunUsage(prompt_tokens=1, completion_tokens=1, total_tokens=2),
+            ),
+            messages=[NewMessage(role="assistant", payload="{}", run_id="run_1")],
+            thread_patch=MetadataPatch(set={"hwm": "x"}),
+        ),
+    )
+    # Thread (with a probe for runs left active), lease, assistant, run, input,
+    # thread row, context.
+    assert len(begun) == 7, begun
+    # Thread with run and lease, reply, the hwm index entry in, the thread row, the
+    # run, the lease.
+    assert len(finished) == 6, finished
+    assert store._conn is not None
+    for sql in begun + finished:
+        if sql.startswith("INSERT"):
+            continue
+        plan = " | ".join(
+            row[-1] for row in store._conn.execute(f"EXPLAIN QUERY PLAN {sql}")
+        )
+        assert "SCAN" not in plan, (sql, plan)
+    assert "runs_active" in " ".join(
+        row[-1] for row in store._conn.execute(f"EXPLAIN QUERY PLAN {begun[0]}")
+    )
+
+
+# --- runs' rows ----------------------------------------------------------------------
+
+
+def _run_row(path: Path, run_id: str) -> tuple[str, dict[str, object], str | None]:
+    conn = raw(path)
+    try:
+        status, body, owner = conn.execute(
+            "SELECT status, body, lease_owner FROM runs WHERE id = ?", (run_id,)
+        ).fetchone()
+    finally:
+        conn.close()
+    return status, json.loads(body), owner
+
+
+def test_a_takeover_writes_the_lapsed_runs(store: SQLiteStore, path: Path) -> None:
+    expired = store.create_thread({})
+    store.begin_run(expired.id, owner="run_old", ttl=0.05)
+    cancelled = store.create_thread({})
+    store.begin_run(cancelled.id, owner="run_asked", ttl=0.05)
+    store.cancel_run(cancelled.id, "run_asked")
+    time.sleep(0.1)
+    # Read as lapsed, but still stored as they were until a new run takes over.
+    assert _run_row(path, "run_old")[0] == "in_progress"
+    assert _run_row(path, "run_asked")[0] == "cancelling"
+    store.begin_run(expired.id, owner="run_new", ttl=30.0)
+    store.begin_run(cancelled.id, owner="run_next", ttl=30.0)
+    status, body, owner = _run_row(path, "run_old")
+    assert (status, owner) == ("expired", "run_old")
+    assert "expires_at" not in body
+    status, body, _ = _run_row(path, "run_asked")
+    assert status == "cancelled"
+    assert isinstance(body["cancelled_at"], int)
+    assert _run_row(path, "run_new")[0] == "in_progress"
+
+
+def test_renewing_writes_only_the_lease(store: SQLiteStore, path: Path) -> None:
+    thread = store.create_thread({})
+    store.begin_run(thread.id, owner="run_1", ttl=30.0, run=NewRun(id="run_1"))
+    assert "expires_at" not in _run_row(path, "run_1")[1]
+    assert store._conn is not None
+    changes = store._conn.total_changes
+    assert store.renew_run(thread.id, owner="run_1", ttl=60.0) == "held"
+    assert store._conn.total_changes - changes == 1
+    lease = store.get_lease(thread.id)
+    assert lease is not None
+    assert store.get_run(thread.id, "run_1").expires_at == int(lease.expires_at)
+
+
+def test_a_cancel_of_a_lapsed_run_writes_it_expired(
+    store: SQLiteStore, path: Path
+) -> None:
+    thread = store.create_thread({})
+    store.begin_run(thread.id, owner="run_1", ttl=0.05)
+    time.sleep(0.1)
+    with pytest.raises(RunStateError):
+        store.cancel_run(thread.id, "run_1")
+    assert _run_row(path, "run_1")[0] == "expired"
+    # Its process comes back: the lease is still its own, but the run has ended.
+    assert store.renew_run(thread.id, owner="run_1", ttl=30.0) == "lost"
+    assert store.get_lease(thread.id) is None
 
 
 # --- processes -----------------------------------------------------------------------

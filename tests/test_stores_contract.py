@@ -7,7 +7,6 @@ it), never a backend's internals, so any new store must pass it unchanged.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import re
 from collections.abc import Callable
@@ -31,7 +30,13 @@ from langchain_retro import (
 )
 from langchain_retro._messages import to_payload
 from langchain_retro._metadata import MetadataPatch
-from langchain_retro.stores.base import BaseStore, NewMessage, StoredThread, ThreadQuery
+from langchain_retro.stores.base import (
+    BaseStore,
+    NewMessage,
+    RunUpdate,
+    StoredThread,
+    ThreadQuery,
+)
 
 if TYPE_CHECKING:
     from _helpers import Caller as Call
@@ -681,25 +686,7 @@ async def test_deleted_thread_drops_its_lease(store: BaseStore, call: Call) -> N
 
 # --- runs: begin_run and finish_run ------------------------------------------------
 
-RUN_METHODS = ("begin_run", "abegin_run", "finish_run", "afinish_run")
-
-
-class DefaultRuns:
-    """A store whose run methods are `BaseStore`'s, built from the other methods."""
-
-    def __init__(self, store: BaseStore) -> None:
-        self.store = store
-
-    def __getattr__(self, name: str) -> object:
-        if name in RUN_METHODS:
-            return functools.partial(getattr(BaseStore, name), self.store)
-        return getattr(self.store, name)
-
-
-@pytest.fixture(params=["own", "default"])
-def runs(request: pytest.FixtureRequest, store: BaseStore) -> object:
-    """The store's own run methods, or the defaults every new backend inherits."""
-    return store if request.param == "own" else DefaultRuns(store)
+COMPLETED = RunUpdate(status="completed")
 
 
 async def run_thread(call: Call, store: BaseStore, count: int) -> tuple[str, list]:
@@ -712,11 +699,11 @@ async def run_thread(call: Call, store: BaseStore, count: int) -> tuple[str, lis
 
 
 async def test_begin_run_takes_the_lease_appends_and_reads(
-    store: BaseStore, runs: object, call: Call
+    store: BaseStore, call: Call
 ) -> None:
     tid, rows = await run_thread(call, store, 4)
     start = await call(
-        runs,
+        store,
         "begin_run",
         tid,
         owner="me",
@@ -737,19 +724,20 @@ async def test_begin_run_takes_the_lease_appends_and_reads(
     assert start.context == stored[-3:]
     assert not await call(store, "acquire_lease", tid, "other", 30.0)
 
-    # Again, as the lease's owner: no input, the whole thread.
-    again = await call(runs, "begin_run", tid, owner="me", ttl=30.0)
+    # Again, after the run ended: no input, the whole thread.
+    await call(store, "finish_run", tid, owner="me", run_id="me", update=COMPLETED)
+    again = await call(store, "begin_run", tid, owner="me-again", ttl=30.0)
     assert again.appended == []
     assert again.context == stored
 
 
 async def test_begin_run_on_a_busy_thread_writes_nothing(
-    store: BaseStore, runs: object, call: Call
+    store: BaseStore, call: Call
 ) -> None:
     tid, rows = await run_thread(call, store, 2)
     assert await call(store, "acquire_lease", tid, "other", 30.0)
     start = await call(
-        runs, "begin_run", tid, owner="me", ttl=30.0, messages=[new("waits")]
+        store, "begin_run", tid, owner="me", ttl=30.0, messages=[new("waits")]
     )
     assert start is None
     assert await call(store, "list_messages", tid) == rows
@@ -758,11 +746,11 @@ async def test_begin_run_on_a_busy_thread_writes_nothing(
 
 
 async def test_begin_run_on_an_unknown_thread_writes_nothing(
-    store: BaseStore, runs: object, call: Call
+    store: BaseStore, call: Call
 ) -> None:
     with pytest.raises(ThreadNotFoundError) as caught:
         await call(
-            runs,
+            store,
             "begin_run",
             UNKNOWN_THREAD,
             owner="me",
@@ -773,28 +761,26 @@ async def test_begin_run_on_an_unknown_thread_writes_nothing(
     assert await call(store, "list_threads", ThreadQuery()) == []
 
 
-async def test_begin_run_without_an_assistant(
-    store: BaseStore, runs: object, call: Call
-) -> None:
+async def test_begin_run_without_an_assistant(store: BaseStore, call: Call) -> None:
     plain = await call(store, "create_thread", {})
-    start = await call(runs, "begin_run", plain.id, owner="me", ttl=30.0)
+    start = await call(store, "begin_run", plain.id, owner="me", ttl=30.0)
     assert start.assistant is None
     orphan = await call(store, "create_thread", {"assistant_id": UNKNOWN_ASSISTANT})
     start = await call(
-        runs, "begin_run", orphan.id, owner="me", ttl=30.0, messages=[new("hi")]
+        store, "begin_run", orphan.id, owner="me-too", ttl=30.0, messages=[new("hi")]
     )
     assert start.assistant is None
     assert texts(start.context) == ["hi"]
 
 
 async def test_begin_run_refuses_input_over_the_limits(
-    store: BaseStore, runs: object, call: Call
+    store: BaseStore, call: Call
 ) -> None:
     store.limits = OPENAI_LIMITS
     tid, rows = await run_thread(call, store, 1)
     with pytest.raises(MetadataLimitError):
         await call(
-            runs,
+            store,
             "begin_run",
             tid,
             owner="me",
@@ -806,7 +792,7 @@ async def test_begin_run_refuses_input_over_the_limits(
 
 
 async def test_finish_run_appends_patches_and_releases(
-    store: BaseStore, runs: object, call: Call
+    store: BaseStore, call: Call
 ) -> None:
     thread = await call(
         store,
@@ -821,16 +807,25 @@ async def test_finish_run_appends_patches_and_releases(
         },
     )
     await call(store, "add_messages", thread.id, [new("q")])
-    assert await call(runs, "begin_run", thread.id, owner="me", ttl=30.0)
+    assert await call(store, "begin_run", thread.id, owner="me", ttl=30.0)
     patch = MetadataPatch(
         set={"hwm": "new", "added": "y"},
         remove=frozenset({"drop"}),
         clear_fields=frozenset({"hwm"}),
     )
     reply = new("a", role="assistant", rating="5")
-    stored = await call(
-        runs, "finish_run", thread.id, owner="me", reply=reply, thread_patch=patch
+    saved = await call(
+        store,
+        "finish_run",
+        thread.id,
+        owner="me",
+        run_id="me",
+        update=COMPLETED,
+        messages=[reply],
+        thread_patch=patch,
     )
+    (stored,) = saved.messages
+    assert saved.run.status == "completed"
     assert (stored.role, stored.payload, stored.metadata) == (
         "assistant",
         reply.payload,
@@ -850,46 +845,61 @@ async def test_finish_run_appends_patches_and_releases(
     assert await call(store, "acquire_lease", thread.id, "other", 30.0)
 
 
-async def test_finish_run_is_all_or_nothing(
-    store: BaseStore, runs: object, call: Call
-) -> None:
+async def test_finish_run_is_all_or_nothing(store: BaseStore, call: Call) -> None:
     store.limits = OPENAI_LIMITS
     tid, rows = await run_thread(call, store, 1)
     thread = await call(store, "get_thread", tid)
-    assert await call(runs, "begin_run", tid, owner="me", ttl=30.0)
+    assert await call(store, "begin_run", tid, owner="me", ttl=30.0)
     hwm = MetadataPatch(set={"hwm": rows[0].id})
     too_much = new("a", role="assistant", **{f"k{i}": "v" for i in range(17)})
-    with pytest.raises(MetadataLimitError):
-        await call(
-            runs, "finish_run", tid, owner="me", reply=too_much, thread_patch=hwm
-        )
     too_long = MetadataPatch(set={"hwm": "y" * 600})
-    with pytest.raises(MetadataLimitError):
-        await call(
-            runs, "finish_run", tid, owner="me", reply=new("a"), thread_patch=too_long
-        )
+    for reply, patch in ((too_much, hwm), (new("a"), too_long)):
+        with pytest.raises(MetadataLimitError):
+            await call(
+                store,
+                "finish_run",
+                tid,
+                owner="me",
+                run_id="me",
+                update=COMPLETED,
+                messages=[reply],
+                thread_patch=patch,
+            )
     assert await call(store, "list_messages", tid) == rows
     assert await call(store, "get_thread", tid) == thread
+    assert (await call(store, "get_run", tid, "me")).status == "in_progress"
     assert not await call(store, "acquire_lease", tid, "other", 30.0)  # still held
-    stored = await call(
-        runs, "finish_run", tid, owner="me", reply=new("a"), thread_patch=hwm
+    saved = await call(
+        store,
+        "finish_run",
+        tid,
+        owner="me",
+        run_id="me",
+        update=COMPLETED,
+        messages=[new("a")],
+        thread_patch=hwm,
     )
-    assert (await call(store, "list_messages", tid))[-1] == stored
+    assert (await call(store, "list_messages", tid))[-1] == saved.messages[0]
     assert (await call(store, "get_thread", tid)).metadata["hwm"] == rows[0].id
 
 
-async def test_finish_run_after_losing_the_lease(
-    store: BaseStore, runs: object, call: Call
-) -> None:
+async def test_finish_run_after_losing_the_lease(store: BaseStore, call: Call) -> None:
     tid, _ = await run_thread(call, store, 1)
-    assert await call(runs, "begin_run", tid, owner="me", ttl=0.05)
+    assert await call(store, "begin_run", tid, owner="me", ttl=0.05)
     await asyncio.sleep(0.1)
     assert await call(store, "acquire_lease", tid, "next", 30.0)
     patch = MetadataPatch(set={"hwm": "x"})
-    stored = await call(
-        runs, "finish_run", tid, owner="me", reply=new("late"), thread_patch=patch
+    saved = await call(
+        store,
+        "finish_run",
+        tid,
+        owner="me",
+        run_id="me",
+        update=COMPLETED,
+        messages=[new("late")],
+        thread_patch=patch,
     )
-    assert (await call(store, "list_messages", tid))[-1] == stored
+    assert (await call(store, "list_messages", tid))[-1] == saved.messages[0]
     assert not await call(store, "acquire_lease", tid, "third", 30.0)  # next's still
 
 

@@ -27,6 +27,7 @@ from langchain_retro.stores.base import (
     MAX_MESSAGE_ID_LENGTH,
     BaseStore,
     NewMessage,
+    RunUpdate,
     ThreadQuery,
 )
 
@@ -166,20 +167,25 @@ async def test_finish_run_keeps_the_reply_links(store: BaseStore, call: Call) ->
         store, "begin_run", thread.id, owner="run_x", ttl=30.0, messages=[new("q")]
     )
     question = start.appended[0]
-    stored = await call(
+    saved = await call(
         store,
         "finish_run",
         thread.id,
         owner="run_x",
-        reply=new(
-            "a",
-            role="assistant",
-            run_id="run_x",
-            assistant_id=assistant.id,
-            reply_to=question.id,
-        ),
+        run_id="run_x",
+        update=RunUpdate(status="completed"),
+        messages=[
+            new(
+                "a",
+                role="assistant",
+                run_id="run_x",
+                assistant_id=assistant.id,
+                reply_to=question.id,
+            )
+        ],
         thread_patch=MetadataPatch(set={"hwm": question.id}),
     )
+    (stored,) = saved.messages
     got = await call(store, "get_message", thread.id, stored.id)
     assert (got.run_id, got.assistant_id, got.reply_to) == (
         "run_x",

@@ -284,15 +284,25 @@ class SQLiteStore(BaseStore):
         thread_id: str,
         next_seq: int,
         messages: Sequence[NewMessage],
-        *,
-        usage: RunUsage | None = None,
+    ) -> list[StoredMessage]:
+        """Insert a checked batch and move the thread's sequence past it."""
+        stored = self._insert_messages(conn, thread_seq, thread_id, next_seq, messages)
+        self._bump_thread(conn, thread_seq, next_seq, len(stored))
+        return stored
+
+    def _insert_messages(
+        self,
+        conn: sqlite3.Connection,
+        thread_seq: int,
+        thread_id: str,
+        next_seq: int,
+        messages: Sequence[NewMessage],
     ) -> list[StoredMessage]:
         """Insert a checked batch; a caller id already in the thread raises.
 
         The thread's unique key ``(thread_seq, id)`` finds a clash in the insert
         itself, so appends cost no extra statement; the transaction is rolled back.
-        A run's ``usage`` is added to the thread's totals by the same update that
-        moves its message sequence.
+        The caller moves the thread's sequence (`_bump_thread`).
         """
         created_at = _now()
         stored = [
@@ -324,28 +334,36 @@ class SQLiteStore(BaseStore):
             raise self._conflict(
                 conn, thread_seq, thread_id, next_seq, messages
             ) from exc
-        if usage is None:
-            conn.execute(
-                "UPDATE threads SET next_seq = ?, message_count = message_count + ? "
-                "WHERE seq = ?",
-                (next_seq + len(stored), len(stored), thread_seq),
-            )
-        else:
-            conn.execute(
-                "UPDATE threads SET next_seq = ?, message_count = message_count + ?, "
-                "prompt_tokens = prompt_tokens + ?, "
-                "completion_tokens = completion_tokens + ?, "
-                "total_tokens = total_tokens + ? WHERE seq = ?",
-                (
-                    next_seq + len(stored),
-                    len(stored),
-                    usage.prompt_tokens,
-                    usage.completion_tokens,
-                    usage.total_tokens,
-                    thread_seq,
-                ),
-            )
         return stored
+
+    @staticmethod
+    def _bump_thread(
+        conn: sqlite3.Connection,
+        thread_seq: int,
+        next_seq: int,
+        added: int,
+        *,
+        usage: RunUsage | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """Update the thread's row once: sequence, count, token totals, metadata.
+
+        The sequence moves past ``added`` new messages from ``next_seq``; ``usage``
+        is added to the totals; ``metadata``, if given, replaces the row's.
+        """
+        sets = "next_seq = ?, message_count = message_count + ?"
+        params: list[Any] = [next_seq + added, added]
+        if usage is not None:
+            sets += (
+                ", prompt_tokens = prompt_tokens + ?, "
+                "completion_tokens = completion_tokens + ?, "
+                "total_tokens = total_tokens + ?"
+            )
+            params += [usage.prompt_tokens, usage.completion_tokens, usage.total_tokens]
+        if metadata is not None:
+            sets += ", metadata = ?"
+            params.append(dumps(metadata))
+        conn.execute(f"UPDATE threads SET {sets} WHERE seq = ?", (*params, thread_seq))  # noqa: S608
 
     @staticmethod
     def _take_lease(
@@ -380,11 +398,18 @@ class SQLiteStore(BaseStore):
         thread_seq: int,
         old: Mapping[str, str],
         metadata: Mapping[str, str],
+        *,
+        row: bool = True,
     ) -> None:
-        conn.execute(
-            "UPDATE threads SET metadata = ? WHERE seq = ?",
-            (dumps(metadata), thread_seq),
-        )
+        """Write a thread's new metadata: its row and the changed index entries.
+
+        With ``row`` false the caller's own update of the row writes it.
+        """
+        if row:
+            conn.execute(
+                "UPDATE threads SET metadata = ? WHERE seq = ?",
+                (dumps(metadata), thread_seq),
+            )
         # Only the entries that changed: a run moving hwm rewrites one row, not all.
         conn.executemany(
             "DELETE FROM thread_metadata "
@@ -870,8 +895,8 @@ class SQLiteStore(BaseStore):
         """
         thread_seq, current, next_seq = head
         stored = (
-            self._append(conn, thread_seq, thread_id, next_seq, messages, usage=usage)
-            if messages or usage is not None
+            self._insert_messages(conn, thread_seq, thread_id, next_seq, messages)
+            if messages
             else []
         )
         target: str | None = None
@@ -885,6 +910,7 @@ class SQLiteStore(BaseStore):
                     (thread_seq, next_seq),
                 ).fetchone()
                 target = None if row is None else row[0]
+        metadata: dict[str, str] | None = None
         if thread_patch is not None or target is not None:
             what = f"Thread {thread_id!r}"
             old = sql_.load_metadata(current, what, object_id=thread_id)
@@ -894,7 +920,16 @@ class SQLiteStore(BaseStore):
             if target is not None and hwm_key is not None:
                 metadata = {**metadata, hwm_key: target}
                 check_limits(metadata, self.limits)
-            self._write_thread_metadata(conn, thread_seq, old, metadata)
+            self._write_thread_metadata(conn, thread_seq, old, metadata, row=False)
+        if stored or usage is not None or metadata is not None:
+            self._bump_thread(
+                conn,
+                thread_seq,
+                next_seq,
+                len(stored),
+                usage=usage,
+                metadata=metadata,
+            )
         return stored
 
     async def aadd_messages(
@@ -1224,8 +1259,9 @@ class SQLiteStore(BaseStore):
         """Start a run in one transaction: lease, run record, input, context.
 
         See `BaseStore.begin_run`. In the usual case (no other run of the thread
-        left active) it is a read of the thread, the lease, the assistant, the run's
-        insert, the input's and the context's statements.
+        left active) that is seven statements: the thread (with a probe of the
+        runs left active), the lease, the assistant, the run, the input, the
+        thread's row and the context.
 
         Raises:
             ThreadNotFoundError: If the thread does not exist.
@@ -1237,7 +1273,7 @@ class SQLiteStore(BaseStore):
         with self._tx(write=True) as conn:
             row = conn.execute(
                 "SELECT seq, next_seq, id, created_at, metadata, "  # noqa: S608
-                f"EXISTS (SELECT 1 FROM runs WHERE thread_seq = threads.seq AND "
+                "EXISTS (SELECT 1 FROM runs WHERE thread_seq = threads.seq AND "
                 f"{sql_.ACTIVE_RUN} AND lease_owner IS NOT ?) "
                 "FROM threads WHERE id = ?",
                 (owner, thread_id),
@@ -1390,9 +1426,9 @@ class SQLiteStore(BaseStore):
             raise RetroValueError(
                 f"A run with id {run.id!r} already exists in this store, so a new run "
                 f"on thread {run.thread_id!r} cannot take it; nothing was written and "
-                "the thread's lease was not taken. Give the new run an unused id "
-                "(run ids are unique across the store), or pass none to use the "
-                "owner's."
+                "the thread's lease was not taken. Run ids are unique across the "
+                "store: give the new run an unused id (without a NewRun, the run "
+                "takes the owner's id, so use a new owner per attempt)."
             ) from exc
 
     def finish_run(
@@ -1639,8 +1675,11 @@ class SQLiteStore(BaseStore):
         """
         with self._tx(write=False) as conn:
             thread_seq, _, _ = self._thread_row(conn, thread_id)
+            # Without statistics SQLite would rather read the whole thread in order
+            # by its primary key than sort a run's few rows: name the index.
             rows = conn.execute(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages m "  # noqa: S608
+                "INDEXED BY messages_by_run "
                 "WHERE m.thread_seq = ? AND m.run_id = ? ORDER BY m.seq",
                 (thread_seq, run_id),
             ).fetchall()
