@@ -38,13 +38,14 @@ from openai.resources.chat.completions import Completions
 
 from langchain_retro import _messages
 from langchain_retro.errors import RetroValueError
-from langchain_retro.stores.base import NewMessage
+from langchain_retro.stores.base import NewMessage, TruncationStrategy
 
 __all__ = [
     "THREAD_ID_KEY",
     "RunInput",
     "check_call_kwargs",
     "check_config",
+    "check_run_options",
     "run_input",
     "thread_id_of",
 ]
@@ -255,3 +256,50 @@ def thread_id_of(config: Mapping[str, Any] | None) -> str:
             f'config={{"configurable": {{"{THREAD_ID_KEY}": thread.id}}}}.'
         )
     return value
+
+
+def check_run_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Run options checked and normalised, before anything is written.
+
+    Raises:
+        RetroValueError: Naming the option, what it got and what it takes.
+    """
+    checked: dict[str, Any] = {}
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name in ("instructions", "additional_instructions"):
+            if not isinstance(value, str):
+                raise RetroValueError(
+                    f"Run option {name} must be a string, got {value!r}."
+                )
+        elif name == "max_prompt_tokens":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise RetroValueError(
+                    "Run option max_prompt_tokens must be a positive int, got "
+                    f"{value!r}."
+                )
+        elif name == "truncation_strategy":
+            try:
+                value = TruncationStrategy.model_validate(value)  # noqa: PLW2901
+            except Exception as exc:
+                raise RetroValueError(
+                    "Run option truncation_strategy must be {'type': 'auto'} or "
+                    "{'type': 'last_messages', 'last_messages': N} (N >= 1), got "
+                    f"{value!r}."
+                ) from exc
+            if value.type == "last_messages" and value.last_messages is None:
+                raise RetroValueError(
+                    "truncation_strategy {'type': 'last_messages'} needs "
+                    "last_messages=N."
+                )
+        elif name == "metadata":
+            if not isinstance(value, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+            ):
+                raise RetroValueError(
+                    f"Run option metadata must map strings to strings, got {value!r}."
+                )
+            value = dict(value)  # noqa: PLW2901
+        checked[name] = value
+    return checked

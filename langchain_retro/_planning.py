@@ -33,15 +33,20 @@ from langchain_core.messages import (
 from langchain_core.messages import BaseMessage as LCBaseMessage
 
 from langchain_retro import _messages
+from langchain_retro._metadata import MetadataPatch
 from langchain_retro.errors import NothingToRunError
 from langchain_retro.records import BaseAssistant, ChatCompletionThread
 from langchain_retro.stores.base import StoredMessage
 
 __all__ = [
+    "AI_ROLE",
     "CHAT_COMPLETION_PARAMETERS",
+    "HWM_KEY",
     "Plan",
     "conversation_order",
+    "hwm_patch",
     "model_kwargs",
+    "pending_count",
     "pending_start",
     "plan_run",
     "retried",
@@ -49,6 +54,9 @@ __all__ = [
 
 AI_ROLE = "assistant"
 _TOOL_ROLE = "tool"
+
+HWM_KEY = "hwm"
+"""The metadata key of `ChatCompletionThread.hwm`: the last message a run answered."""
 
 CHAT_COMPLETION_PARAMETERS: frozenset[str] = frozenset(
     {
@@ -181,6 +189,25 @@ def pending_start(
     return 0
 
 
+def pending_count(
+    rows: Sequence[StoredMessage], hwm: str | None, complete: bool
+) -> int:
+    """How many of ``rows`` the next run answers: after ``hwm``, not the assistant's.
+
+    Args:
+        rows: The thread's newest messages, in append order.
+        hwm: The id of the last message answered, if any.
+        complete: Whether ``rows`` is the whole thread.
+    """
+    start = pending_start(rows, hwm, complete)
+    return sum(1 for row in rows[start:] if row.role != AI_ROLE)
+
+
+def hwm_patch(message_id: str) -> MetadataPatch:
+    """The thread patch that moves ``hwm`` to ``message_id``."""
+    return MetadataPatch(set={HWM_KEY: message_id}, clear_fields=frozenset({HWM_KEY}))
+
+
 def retried(
     rows: Sequence[StoredMessage],
     appended: Sequence[StoredMessage],
@@ -228,6 +255,9 @@ class Plan:
     ``reply_to``."""
     assistant_id: str
     """The assistant the run answers as."""
+    over_budget: bool = False
+    """Whether what must be sent (the newest message, or the tool turn being
+    answered) alone goes over ``max_tokens_context``: it is sent anyway."""
 
 
 def _without_orphans(messages: Sequence[LCBaseMessage]) -> list[LCBaseMessage]:
@@ -239,17 +269,50 @@ def _without_orphans(messages: Sequence[LCBaseMessage]) -> list[LCBaseMessage]:
     while start < len(messages) and isinstance(messages[start], ToolMessage):
         start += 1
     calls: set[str] = set()
+    answered: set[str] = set()
     kept: list[LCBaseMessage] = []
     for message in messages[start:]:
         # Messages rebuilt from the store are of the exact allowed classes.
         kind = type(message)
         if kind is ToolMessage:
-            if cast("ToolMessage", message).tool_call_id not in calls:
+            call_id = cast("ToolMessage", message).tool_call_id
+            if call_id not in calls:
                 continue
+            answered.add(call_id)
         elif kind is AIMessage:
             tool_calls = cast("AIMessage", message).tool_calls
             if tool_calls:
                 calls.update(call["id"] for call in tool_calls if call["id"])
+        kept.append(message)
+    if len(answered) < len(calls):
+        return _without_unanswered(kept, answered)
+    return kept
+
+
+def _without_unanswered(
+    messages: list[LCBaseMessage], answered: set[str]
+) -> list[LCBaseMessage]:
+    """Strip the tool calls no result answers (their run was cancelled, say).
+
+    The API refuses a tool-call message whose calls are not all answered; the
+    message's text, if any, is kept.
+    """
+    kept: list[LCBaseMessage] = []
+    for message in messages:
+        if type(message) is AIMessage:
+            ai = message
+            calls = [call for call in ai.tool_calls if call["id"] in answered]
+            if len(calls) < len(ai.tool_calls):
+                if not calls and not ai.content:
+                    continue
+                # ChatOpenAI sends additional_kwargs' raw calls when tool_calls is
+                # empty: drop them too.
+                extra = {
+                    k: v for k, v in ai.additional_kwargs.items() if k != "tool_calls"
+                }
+                message = ai.model_copy(  # noqa: PLW2901
+                    update={"tool_calls": calls, "additional_kwargs": extra}
+                )
         kept.append(message)
     return kept
 
@@ -429,15 +492,18 @@ def plan_run(
         [SystemMessage(assistant.instructions)] if assistant.instructions else []
     )
     system.extend(instructions)
+    over_budget = False
     if max_tokens_context is not None and token_counter is not None:
         turn_id = ordered[turn].id if 0 <= turn < len(ordered) - 1 else None
         required = len(conversation) - _required_start(conversation, turn_id)
         conversation = _fit_budget(
             conversation, system, max_tokens_context, token_counter, required
         )
+        over_budget = token_counter([*system, *conversation]) > max_tokens_context
     return Plan(
         messages=[*system, *conversation],
         kwargs=model_kwargs(thread, assistant),
         snapshot=rows[last].id,
         assistant_id=assistant.id,
+        over_budget=over_budget,
     )

@@ -15,6 +15,7 @@ from langchain_core.messages import BaseMessage
 
 from langchain_retro import _messages
 from langchain_retro._metadata import MetadataPatch
+from langchain_retro._planning import HWM_KEY
 from langchain_retro.errors import (
     RetroValueError,
     ThreadBusyError,
@@ -31,7 +32,6 @@ from langchain_retro.stores.base import (
 
 __all__ = ["AssistantThreadChatMessageHistory"]
 
-_HWM = "hwm"
 """The metadata entry of a run thread that marks what its runs have answered."""
 
 _HINT = (
@@ -40,7 +40,7 @@ _HINT = (
     "find or create a thread for a free-form session id on first use."
 )
 
-_RESET_HWM = MetadataPatch(clear_fields=frozenset({_HWM}))
+_RESETHWM_KEY = MetadataPatch(clear_fields=frozenset({HWM_KEY}))
 
 
 _OFFLOAD_ROWS = 100
@@ -546,7 +546,7 @@ class AssistantThreadChatMessageHistory(BaseChatMessageHistory):
             if reply and self._run_thread is None:
                 self._run_thread = _is_run_thread(self.store.get_thread(thread_id))
             if reply and self._run_thread:
-                self.store.add_messages(thread_id, new, hwm_key=_HWM)
+                self.store.add_messages(thread_id, new, hwm_key=HWM_KEY)
             else:  # a plain thread has no hwm: leave the store nothing to look up
                 self.store.add_messages(thread_id, new)
 
@@ -560,7 +560,7 @@ class AssistantThreadChatMessageHistory(BaseChatMessageHistory):
                 thread = await self.store.aget_thread(thread_id)
                 self._run_thread = _is_run_thread(thread)
             if reply and self._run_thread:
-                await self.store.aadd_messages(thread_id, new, hwm_key=_HWM)
+                await self.store.aadd_messages(thread_id, new, hwm_key=HWM_KEY)
             else:
                 await self.store.aadd_messages(thread_id, new)
 
@@ -572,10 +572,10 @@ class AssistantThreadChatMessageHistory(BaseChatMessageHistory):
         """Delete the thread's messages and reset its ``hwm``; the thread stays."""
         thread_id = self.thread_id
         with _not_found_hint(thread_id):
-            self.store.clear_messages(thread_id, thread_patch=_RESET_HWM)
+            self.store.clear_messages(thread_id, thread_patch=_RESETHWM_KEY)
 
     async def aclear(self) -> None:
         """Async twin of `clear`."""
         thread_id = await self.aget_thread_id()
         with _not_found_hint(thread_id):
-            await self.store.aclear_messages(thread_id, thread_patch=_RESET_HWM)
+            await self.store.aclear_messages(thread_id, thread_patch=_RESETHWM_KEY)

@@ -1,37 +1,14 @@
 """`ThreadRunner`: runs on threads, completed through Chat Completions.
 
-The runner is the execution plane: it reads a thread and its assistant from a store,
-sends the conversation to ``ChatOpenAI`` and stores the reply, moving the thread's
-high-water mark (``hwm``) in the same write. One run is active per thread at a time,
-enforced by a lease kept in the store, so it holds across processes.
-
-A run, step by step:
-
-0. check the config and the input (``_inputs``): nothing is read or written for a
-   run whose input is not message-like;
-1. take the thread's run lease (waiting up to ``wait_timeout``), read the thread and
-   its assistant, append the input messages as one batch, and read the thread's
-   messages (the newest ``window`` of them, if set): one store call, `begin_run`;
-2. plan (``_planning``): put the rows in conversation order; the pending messages
-   are those after ``hwm`` that are not the assistant's; the last of them is the
-   snapshot; the context ends at it;
-3. call the model with the assistant's settings as per-call parameters;
-4. store the reply (with its run, assistant and the snapshot it answered), set
-   ``hwm`` to the snapshot and give the lease back: one store call, `finish_run`.
-
-Step 2 is written once as the (rare) further store calls it may need, which a sync
-and an async driver execute (`_prepare`); the planning itself and the reply's write
-are pure functions.
+The runner is the LCEL face of the run engine (``_engine``): it checks its options,
+the input and the config, and hands each run to the engine, which takes the
+thread's lease, records the run, plans the context (``_planning``), calls the model,
+executes tools when asked, and stores the reply with the run's end in one write.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
-import random
-import threading
-import time
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -41,8 +18,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass, field
-from typing import Any, TypeAlias, TypeVar, cast
+from typing import Any, Self, TypeAlias, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForChainRun,
@@ -53,7 +29,6 @@ from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
     MessageLikeRepresentation,
-    message_chunk_to_message,
 )
 from langchain_core.messages import BaseMessage as LCBaseMessage
 from langchain_core.messages.utils import count_tokens_approximately
@@ -65,50 +40,34 @@ from langchain_core.runnables import (
     RunnableSerializable,
 )
 from langchain_core.tools import BaseTool
+from langchain_core.tools import tool as as_tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import ConfigDict, Field, PrivateAttr, SkipValidation, ValidationError
 from typing_extensions import override
 
 from langchain_retro import _messages
-from langchain_retro._ids import new_id
+from langchain_retro._engine import RUN_OPTIONS, EngineSettings, RunEngine, RunRequest
 from langchain_retro._inputs import (
     THREAD_ID_KEY,
     check_call_kwargs,
     check_config,
+    check_run_options,
     run_input,
     thread_id_of,
 )
-from langchain_retro._metadata import MetadataPatch
-from langchain_retro._planning import (
-    AI_ROLE,
-    CHAT_COMPLETION_PARAMETERS,
-    Plan,
-    plan_run,
-    retried,
-)
-from langchain_retro.errors import (
-    AssistantNotFoundError,
-    ModelCallError,
-    RecordClassError,
-    RetroValueError,
-    ThreadBusyError,
-)
-from langchain_retro.records import BaseAssistant, ChatCompletionThread
-from langchain_retro.stores.base import BaseStore, NewMessage, RunStart, StoredMessage
+from langchain_retro._planning import CHAT_COMPLETION_PARAMETERS
+from langchain_retro.errors import RetroValueError
+from langchain_retro.records import BaseAssistant
+from langchain_retro.stores.base import BaseStore
 
 __all__ = ["CHAT_COMPLETION_PARAMETERS", "THREAD_ID_KEY", "RunnerInput", "ThreadRunner"]
-
-logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 RunnerInput: TypeAlias = (
     str | LCBaseMessage | PromptValue | Sequence[MessageLikeRepresentation] | None
 )
 """What a run accepts: text, a message, messages, a prompt value, or ``None``."""
 
-_HWM = "hwm"
 # ChatOpenAI settings that only the Responses API understands.
 _RESPONSES_ONLY = (
     "reasoning",
@@ -117,82 +76,6 @@ _RESPONSES_ONLY = (
     "context_management",
     "use_previous_response_id",
 )
-_READ_SLACK = 8
-"""Rows read beyond the window, so that a reply stored after messages posted while
-its run was in flight still finds the message it answered."""
-_POLL_FIRST = 0.005
-_POLL_MAX = 0.25
-
-
-# --- pure steps ----------------------------------------------------------------------
-
-
-def _reply_write(
-    reply: LCBaseMessage, plan: Plan, run_id: str
-) -> tuple[NewMessage, MetadataPatch]:
-    """The store write of a run's end: the reply, and ``hwm`` moved to the snapshot.
-
-    The reply records the run, its assistant and the message it answered.
-    """
-    if not isinstance(reply, AIMessage):
-        raise TypeError(
-            f"The model returned a {type(reply).__name__}, not an AIMessage"
-        )
-    new = NewMessage(
-        role=AI_ROLE,
-        payload=_messages.to_payload(reply),
-        run_id=run_id,
-        assistant_id=plan.assistant_id,
-        reply_to=plan.snapshot,
-    )
-    patch = MetadataPatch(set={_HWM: plan.snapshot}, clear_fields=frozenset({_HWM}))
-    return new, patch
-
-
-def _stored_reply(stored: StoredMessage) -> AIMessage:
-    return cast(
-        "AIMessage",
-        _messages.from_payload(stored.payload, stored.id, thread_id=stored.thread_id),
-    )
-
-
-def _merged(chunks: Sequence[AIMessageChunk]) -> AIMessage:
-    total = chunks[0] + list(chunks[1:]) if len(chunks) > 1 else chunks[0]
-    return cast("AIMessage", message_chunk_to_message(total))
-
-
-def _id_chunk(reply: AIMessage) -> AIMessageChunk:
-    """The stream's closing chunk: empty, carrying the stored reply's id."""
-    empty: str | list[str | dict[str, Any]] = (
-        "" if isinstance(reply.content, str) else []
-    )
-    return AIMessageChunk(content=empty, id=reply.id, chunk_position="last")
-
-
-def _model_call_error(thread_id: str, exc: Exception) -> ModelCallError:
-    return ModelCallError(
-        f"The Chat Completions call of the run on thread {thread_id!r} failed: "
-        f"{type(exc).__name__}: {exc}. The thread is unchanged apart from the run's "
-        "input, which is kept: run again (with the same input or none) to retry.",
-        thread_id=thread_id,
-    )
-
-
-def _busy_error(thread_id: str, timeout: float) -> ThreadBusyError:
-    return ThreadBusyError(
-        f"Thread {thread_id!r} is busy: another run held it for the whole "
-        f"wait_timeout of {timeout:g}s. Retry later or raise wait_timeout.",
-        thread_id=thread_id,
-    )
-
-
-def _next_poll(delay: float) -> float:
-    return min(delay * 2, _POLL_MAX)
-
-
-def _jittered(delay: float, remaining: float) -> float:
-    # Jitter keeps waiting runs from polling in lockstep.
-    return max(0.0, min(delay * (0.5 + random.random()), remaining))  # noqa: S311
 
 
 def _chat_completions_model(llm: BaseChatOpenAI) -> BaseChatOpenAI:
@@ -221,21 +104,22 @@ def _check_llm(llm: object) -> None:
     )
 
 
-def _with_tools(
-    llm: BaseChatOpenAI, tools: Sequence[Any]
-) -> Runnable[LanguageModelInput, LCBaseMessage]:
-    """``llm`` with ``tools`` bound, each form checked as ``bind_tools`` converts it."""
+def _tool_specs(tools: Sequence[Any]) -> list[dict[str, Any]]:
+    """``tools`` as OpenAI tool dicts, each form checked as ``bind_tools`` converts it.
+
+    Raises:
+        RetroValueError: For ``tools`` that are not a list, or a tool it cannot bind.
+    """
     if isinstance(tools, str | bytes | Mapping) or not isinstance(tools, Sequence):
         raise RetroValueError(
             f"ThreadRunner's tools must be a list, got {type(tools).__name__}. Pass "
             "tools=[...] (OpenAI tool dicts, functions, pydantic models, TypedDicts "
             "or BaseTools)."
         )
-    if not tools:
-        return llm
+    specs: list[dict[str, Any]] = []
     for index, tool in enumerate(tools):
         try:
-            convert_to_openai_tool(tool)
+            specs.append(convert_to_openai_tool(tool))
         except Exception as exc:
             raise RetroValueError(
                 f"ThreadRunner cannot bind tool {index} ({type(tool).__name__}: "
@@ -244,162 +128,35 @@ def _with_tools(
                 "schema, a function with a docstring, a pydantic model, a TypedDict "
                 "or a BaseTool."
             ) from exc
-    return llm.bind_tools(list(tools))
+    return specs
 
 
-# --- the run's store calls, written once ---------------------------------------------
+def _executable(tools: Sequence[Any]) -> dict[str, BaseTool]:
+    """The tools a run executes itself, by name: BaseTools and plain functions.
 
-
-@dataclass(frozen=True, slots=True)
-class _StoreCall:
-    """One store call, made by `ThreadRunner._drive` or by its async twin."""
-
-    method: str
-    """The sync method's name; the async driver calls ``"a" + method``."""
-    args: tuple[Any, ...] = ()
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-
-
-_Steps: TypeAlias = Generator[_StoreCall, Any, T]
-
-
-def _read_step(thread_id: str, limit: int | None) -> _Steps[list[StoredMessage]]:
-    if limit is None:
-        rows: list[StoredMessage] = yield _StoreCall("list_messages", (thread_id,))
-        return rows
-    newest: list[StoredMessage] = yield _StoreCall(
-        "list_messages", (thread_id,), {"order": "desc", "limit": limit}
-    )
-    return newest[::-1]
-
-
-def _delete_step(thread_id: str, messages: Sequence[StoredMessage]) -> _Steps[None]:
-    for message in messages:
-        yield _StoreCall("delete_message", (thread_id, message.id))
-
-
-def _as_run_thread(stored: Any, thread_id: str) -> ChatCompletionThread:
-    try:
-        return ChatCompletionThread._from(stored)
-    except RecordClassError as exc:
-        raise RecordClassError(
-            f"Thread {thread_id!r} is not a ChatCompletionThread, so it names no "
-            "assistant to run with. Create run threads with "
-            "ChatCompletionThread.create(store, assistant_id=...) or a subclass, "
-            "and import that subclass before running."
-        ) from exc
-
-
-# --- lease renewal -------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class _Held:
-    store: BaseStore
-    thread_id: str
-    owner: str
-    ttl: float
-    due: float
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    dropped: bool = False
-
-
-class _Renewals:
-    """One daemon thread renewing the leases of this process's sync runs in flight.
-
-    A run's lease is renewed every third of its time to live, so it expires only when
-    the process holding it is gone.
+    Raises:
+        RetroValueError: For a tool that only describes a function (a dict, a JSON
+            schema, a pydantic model, a TypedDict), or two tools of one name.
     """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._held: set[_Held] = set()
-        self._thread: threading.Thread | None = None
-        self._wake = float("inf")  # when the loop wakes up next
-
-    def hold(self, store: BaseStore, thread_id: str, owner: str, ttl: float) -> _Held:
-        held = _Held(store, thread_id, owner, ttl, time.monotonic() + ttl / 3)
-        with self._cond:
-            self._held.add(held)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._loop, name="langchain-retro-leases", daemon=True
-                )
-                self._thread.start()
-            if held.due < self._wake:  # else the loop wakes in time anyway
-                self._cond.notify()
-        return held
-
-    def drop(self, held: _Held) -> None:
-        with held.lock:  # waits for a renewal in flight, so none lands after release
-            held.dropped = True
-        with self._cond:
-            self._held.discard(held)
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                now = time.monotonic()
-                due = [h for h in self._held if h.due <= now]
-                if not due:
-                    self._wake = min((h.due for h in self._held), default=float("inf"))
-                    timeout = self._wake - now if self._held else None
-                    self._cond.wait(timeout)
-                    self._wake = 0.0  # awake: hold() need not notify
-                    continue
-            for held in due:
-                with held.lock:
-                    if not held.dropped:
-                        _renew(held)
-                        held.due = time.monotonic() + held.ttl / 3
-
-
-def _renew(held: _Held) -> None:
-    try:
-        kept = held.store.acquire_lease(held.thread_id, held.owner, held.ttl)
-    except Exception:
-        logger.exception("Cannot renew the run lease of thread %s", held.thread_id)
-        return
-    if not kept:
-        _lease_lost(held.thread_id)
-
-
-def _lease_lost(thread_id: str) -> None:
-    logger.warning(
-        "The run lease of thread %s expired and was taken by another run; two runs "
-        "may now answer the same messages. Raise lease_ttl.",
-        thread_id,
-    )
-
-
-_RENEWALS = _Renewals()
-
-
-@dataclass(eq=False)
-class _Run:
-    """A run holding its thread's lease, from `begin_run` to `finish_run`."""
-
-    thread_id: str
-    owner: str
-    """The lease's owner: this run's unique id."""
-    start: RunStart
-    """What `begin_run` read and wrote."""
-    held: _Held | None = None
-    """A sync run's lease renewals."""
-    renewals: tuple[asyncio.Event, asyncio.Task[None]] | None = None
-    """An async run's lease renewals: the event that stops them, and their task."""
-    finished: bool = False
-    """Whether `finish_run` stored the reply and gave the lease back."""
-
-    def stop_renewals(self) -> None:
-        if self.held is not None:
-            _RENEWALS.drop(self.held)
-
-    async def astop_renewals(self) -> None:
-        if self.renewals is not None:
-            stop, task = self.renewals
-            stop.set()
-            await task  # a renewal in flight lands before the lease is given back
+    executable: dict[str, BaseTool] = {}
+    for index, tool in enumerate(tools):
+        if isinstance(tool, BaseTool):
+            made = tool
+        elif callable(tool) and not isinstance(tool, type):
+            made = as_tool(tool)
+        else:
+            raise RetroValueError(
+                f"execute_tools=True runs the tools itself, but tool {index} "
+                f"({type(tool).__name__}) only describes a function. Pass a BaseTool "
+                "or a function (with a docstring), or leave execute_tools off and "
+                "answer the run's tool calls with ToolMessages."
+            )
+        if made.name in executable:
+            raise RetroValueError(
+                f"Two tools are named {made.name!r}; execute_tools needs unique names."
+            )
+        executable[made.name] = made
+    return executable
 
 
 # --- the runner ----------------------------------------------------------------------
@@ -564,9 +321,17 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
     """Seconds a run's lease outlives a crashed process; renewed while a run lives."""
     message_cache_size: int = Field(default=20_000, ge=0)
     """Messages kept rebuilt in memory, so a turn rebuilds only new ones; 0 for none."""
+    execute_tools: bool = False
+    """Run the tools the model calls inside the run (BaseTools and functions), and
+    send their results back, until a reply without calls; else a reply with tool
+    calls ends the run ``requires_action``."""
+    max_steps: int = Field(default=10, ge=1)
+    """With ``execute_tools``: the most model calls a run makes; past it the run
+    ends ``incomplete`` (`RunIncompleteError`) with every step stored."""
+    max_tool_concurrency: int = Field(default=8, ge=1)
+    """With ``execute_tools``: how many tool calls of one reply run at once."""
 
-    _model: Runnable[LanguageModelInput, LCBaseMessage] = PrivateAttr()
-    _cache: _messages.MessageCache = PrivateAttr()
+    _engine: RunEngine = PrivateAttr()
 
     def __init__(self, **data: Any) -> None:
         """Check every option; raise `RetroValueError` naming the bad ones.
@@ -586,8 +351,39 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
     def model_post_init(self, context: Any, /) -> None:
         super().model_post_init(context)
         llm = _chat_completions_model(self.llm)
-        self._model = _with_tools(llm, self.tools)
-        self._cache = _messages.MessageCache(self.message_cache_size)
+        specs = _tool_specs(self.tools)
+        model: Runnable[LanguageModelInput, LCBaseMessage] = (
+            llm.bind_tools(list[Any](self.tools)) if specs else llm
+        )
+        executable = _executable(self.tools) if self.execute_tools else {}
+        settings = EngineSettings(
+            window=self.window,
+            max_tokens_context=self.max_tokens_context,
+            token_counter=self.token_counter,
+            assistant_class=self.assistant_class,
+            wait_timeout=self.wait_timeout,
+            lease_ttl=self.lease_ttl,
+            execute_tools=self.execute_tools,
+            max_steps=self.max_steps,
+            max_tool_concurrency=self.max_tool_concurrency,
+            tool_specs=tuple(specs),
+        )
+        self._engine = RunEngine(
+            self.store,
+            model,
+            settings,
+            tools=executable,
+            cache=_messages.MessageCache(self.message_cache_size),
+        )
+
+    @override
+    def model_copy(
+        self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+    ) -> Self:
+        """A copy with ``update`` applied, its engine rebuilt from the new options."""
+        copied = super().model_copy(update=update, deep=deep)
+        copied.model_post_init(None)
+        return copied
 
     @property
     @override
@@ -603,12 +399,25 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
             )
         ]
 
-    @property
-    def _read_limit(self) -> int | None:
-        """How many of a thread's newest messages a run reads first."""
-        return None if self.window is None else self.window + _READ_SLACK
-
     # --- invoke ----------------------------------------------------------------------
+
+    def _request(
+        self, input: RunnerInput, config: RunnableConfig, kwargs: Mapping[str, Any]
+    ) -> RunRequest:
+        """Check a run's input, config and keyword arguments; nothing is written."""
+        thread_id = thread_id_of(config)
+        given = run_input(input)
+        options = {k: v for k, v in kwargs.items() if k in RUN_OPTIONS}
+        call_kwargs = {k: v for k, v in kwargs.items() if k not in RUN_OPTIONS}
+        check_call_kwargs(call_kwargs)
+        return RunRequest(
+            thread_id=thread_id,
+            messages=given.messages,
+            instructions=given.instructions,
+            options=check_run_options(options),
+            call_kwargs=call_kwargs,
+            config=config,
+        )
 
     @override
     def invoke(
@@ -631,18 +440,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
         config: RunnableConfig,
         **kwargs: Any,
     ) -> AIMessage:
-        thread_id = thread_id_of(config)
-        given = run_input(input)
-        check_call_kwargs(kwargs)
-        with self._leased(thread_id, given.messages) as run:
-            plan = self._drive(self._prepare(run, given.instructions))
-            try:
-                reply = self._model.invoke(
-                    plan.messages, config, **{**plan.kwargs, **kwargs}
-                )
-            except Exception as exc:
-                raise _model_call_error(thread_id, exc) from exc
-            return self._finish(run, plan, reply)
+        return self._engine.invoke(self._request(input, config, kwargs)).reply
 
     async def _arun(
         self,
@@ -651,18 +449,8 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
         config: RunnableConfig,
         **kwargs: Any,
     ) -> AIMessage:
-        thread_id = thread_id_of(config)
-        given = run_input(input)
-        check_call_kwargs(kwargs)
-        async with self._aleased(thread_id, given.messages) as run:
-            plan = await self._adrive(self._prepare(run, given.instructions))
-            try:
-                reply = await self._model.ainvoke(
-                    plan.messages, config, **{**plan.kwargs, **kwargs}
-                )
-            except Exception as exc:
-                raise _model_call_error(thread_id, exc) from exc
-            return await self._afinish(run, plan, reply)
+        result = await self._engine.ainvoke(self._request(input, config, kwargs))
+        return result.reply
 
     # --- stream ----------------------------------------------------------------------
 
@@ -675,9 +463,11 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
     ) -> Iterator[AIMessageChunk]:
         """Stream the reply's chunks; the thread gets one complete reply at the end.
 
-        The last chunk is empty and carries the stored reply's ``id``, so the sum of
-        the chunks has the store's id, as ``invoke``'s reply does. A stream closed
-        before its end stores nothing and frees the thread.
+        Each model call's chunks end with an empty chunk carrying the id of the
+        message it stored, so the sum of a reply's chunks has the store's id, as
+        ``invoke``'s reply does. With ``execute_tools``, every model call of the run
+        streams in turn. A stream closed before its end cancels the run: it stores
+        nothing more and frees the thread.
         """
         check_config(config)
         runs: list[Generator[AIMessageChunk, None, None]] = []
@@ -688,7 +478,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
             config: RunnableConfig,
             **kw: Any,
         ) -> Iterator[AIMessageChunk]:
-            runs.append(self._stream_run(input, config, **kw))
+            runs.append(self._stream_run(input, config, kw))
             return runs[-1]
 
         chunks = self._transform_stream_with_config(
@@ -721,7 +511,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
             config: RunnableConfig,
             **kw: Any,
         ) -> AsyncIterator[AIMessageChunk]:
-            return self._astream_run(input, config, **kw)
+            return self._astream_run(input, config, kw)
 
         chunks = self._atransform_stream_with_config(one(), transform, config, **kwargs)
         # Closing this stream closes the run at once, so its lease is freed.
@@ -730,230 +520,19 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
                 yield cast("AIMessageChunk", chunk)
 
     def _stream_run(
-        self, input: RunnerInput, config: RunnableConfig, **kwargs: Any
+        self, input: RunnerInput, config: RunnableConfig, kwargs: Mapping[str, Any]
     ) -> Generator[AIMessageChunk, None, None]:
-        thread_id = thread_id_of(config)
-        given = run_input(input)
-        check_call_kwargs(kwargs)
-        with self._leased(thread_id, given.messages) as run:
-            plan = self._drive(self._prepare(run, given.instructions))
-            chunks: list[AIMessageChunk] = []
-            model_stream = self._model.stream(
-                plan.messages, config, **{**plan.kwargs, **kwargs}
-            )
-            with contextlib.closing(cast("Generator[Any, None, None]", model_stream)):
-                while True:
-                    try:
-                        chunk = next(model_stream)
-                    except StopIteration:
-                        break
-                    except Exception as exc:
-                        raise _model_call_error(thread_id, exc) from exc
-                    chunks.append(cast("AIMessageChunk", chunk))
-                    yield chunks[-1]
-            if not chunks:
-                raise _model_call_error(thread_id, ValueError("empty stream"))
-            reply = self._finish(run, plan, _merged(chunks))
-        yield _id_chunk(reply)
+        # A generator, so that bad input raises where the stream is read.
+        chunks = self._engine.stream(self._request(input, config, kwargs))
+        with contextlib.closing(cast("Generator[AIMessageChunk, None, None]", chunks)):
+            yield from chunks
 
     async def _astream_run(
-        self, input: RunnerInput, config: RunnableConfig, **kwargs: Any
+        self, input: RunnerInput, config: RunnableConfig, kwargs: Mapping[str, Any]
     ) -> AsyncGenerator[AIMessageChunk, None]:
-        thread_id = thread_id_of(config)
-        given = run_input(input)
-        check_call_kwargs(kwargs)
-        async with self._aleased(thread_id, given.messages) as run:
-            plan = await self._adrive(self._prepare(run, given.instructions))
-            chunks: list[AIMessageChunk] = []
-            model_stream = self._model.astream(
-                plan.messages, config, **{**plan.kwargs, **kwargs}
-            )
-            async with contextlib.aclosing(
-                cast("AsyncGenerator[Any, None]", model_stream)
-            ):
-                while True:
-                    try:
-                        chunk = await anext(model_stream)
-                    except StopAsyncIteration:
-                        break
-                    except Exception as exc:
-                        raise _model_call_error(thread_id, exc) from exc
-                    chunks.append(cast("AIMessageChunk", chunk))
-                    yield chunks[-1]
-            if not chunks:
-                raise _model_call_error(thread_id, ValueError("empty stream"))
-            reply = await self._afinish(run, plan, _merged(chunks))
-        yield _id_chunk(reply)
-
-    # --- the store side of a run -----------------------------------------------------
-
-    def _prepare(
-        self, run: _Run, instructions: Sequence[LCBaseMessage] = ()
-    ) -> _Steps[Plan]:
-        """Check what `begin_run` read, drop a retried input, plan the context.
-
-        Written once as the further store calls it may make (rarely any); `_drive`
-        and `_adrive` run it.
-        """
-        thread_id = run.thread_id
-        start = run.start
-        try:
-            thread = _as_run_thread(start.thread, thread_id)
-            if start.assistant is None:
-                raise AssistantNotFoundError(thread.assistant_id)  # noqa: TRY301
-            assistant = self.assistant_class._from(start.assistant)
-        except Exception:
-            # A run that cannot start stores nothing: take its input back out.
-            yield from _delete_step(thread_id, start.appended)
-            raise
-        appended = start.appended
-        rows = start.context
-        limit = self._read_limit
-        while True:
-            complete = limit is None or len(rows) < limit
-            if appended:
-                is_retry = retried(rows, appended, thread.hwm, complete)
-                if is_retry is None:
-                    limit = 2 * cast("int", limit)
-                    rows = yield from _read_step(thread_id, limit)
-                    continue
-                if is_retry:  # rare: deleting beats reading the tail on every run
-                    yield from _delete_step(thread_id, appended)
-                    dropped = {message.id for message in appended}
-                    rows = [row for row in rows if row.id not in dropped]
-                appended = []
-            plan = plan_run(
-                thread=thread,
-                assistant=assistant,
-                rows=rows,
-                complete=complete,
-                window=self.window,
-                instructions=instructions,
-                max_tokens_context=self.max_tokens_context,
-                token_counter=self.token_counter,
-                rebuild=lambda rows: self._cache.rebuild(
-                    [(row.id, row.payload) for row in rows], thread_id=thread_id
-                ),
-            )
-            if plan is not None:
-                return plan
-            limit = 2 * cast("int", limit)
-            rows = yield from _read_step(thread_id, limit)
-
-    def _drive(self, steps: _Steps[T]) -> T:
-        result: Any = None
-        while True:
-            try:
-                call = steps.send(result)
-            except StopIteration as done:
-                return cast("T", done.value)
-            result = getattr(self.store, call.method)(*call.args, **call.kwargs)
-
-    async def _adrive(self, steps: _Steps[T]) -> T:
-        result: Any = None
-        while True:
-            try:
-                call = steps.send(result)
-            except StopIteration as done:
-                return cast("T", done.value)
-            method = getattr(self.store, "a" + call.method)
-            result = await method(*call.args, **call.kwargs)
-
-    def _finish(self, run: _Run, plan: Plan, reply: LCBaseMessage) -> AIMessage:
-        new, patch = _reply_write(reply, plan, run.owner)
-        run.stop_renewals()  # so that none lands after finish_run's release
-        stored = self.store.finish_run(
-            run.thread_id, owner=run.owner, reply=new, thread_patch=patch
-        )
-        run.finished = True
-        return _stored_reply(stored)
-
-    async def _afinish(self, run: _Run, plan: Plan, reply: LCBaseMessage) -> AIMessage:
-        new, patch = _reply_write(reply, plan, run.owner)
-        await run.astop_renewals()
-        stored = await self.store.afinish_run(
-            run.thread_id, owner=run.owner, reply=new, thread_patch=patch
-        )
-        run.finished = True
-        return _stored_reply(stored)
-
-    # --- the run lease ---------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _leased(self, thread_id: str, new: Sequence[NewMessage]) -> Iterator[_Run]:
-        """Begin a run (waiting for a busy thread), then hold its lease until done."""
-        owner = new_id("run")
-        deadline = time.monotonic() + self.wait_timeout
-        delay = _POLL_FIRST
-        while True:
-            start = self.store.begin_run(
-                thread_id,
-                owner=owner,
-                ttl=self.lease_ttl,
-                messages=new,
-                context_limit=self._read_limit,
-            )
-            if start is not None:
-                break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _busy_error(thread_id, self.wait_timeout)
-            time.sleep(_jittered(delay, remaining))
-            delay = _next_poll(delay)
-        held = _RENEWALS.hold(self.store, thread_id, owner, self.lease_ttl)
-        run = _Run(thread_id, owner, start, held=held)
-        try:
-            yield run
-        finally:
-            run.stop_renewals()
-            if not run.finished:  # finish_run gave the lease back with the reply
-                self.store.release_lease(thread_id, owner)
-
-    @contextlib.asynccontextmanager
-    async def _aleased(
-        self, thread_id: str, new: Sequence[NewMessage]
-    ) -> AsyncIterator[_Run]:
-        """Async twin of `_leased`."""
-        owner = new_id("run")
-        deadline = time.monotonic() + self.wait_timeout
-        delay = _POLL_FIRST
-        while True:
-            start = await self.store.abegin_run(
-                thread_id,
-                owner=owner,
-                ttl=self.lease_ttl,
-                messages=new,
-                context_limit=self._read_limit,
-            )
-            if start is not None:
-                break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _busy_error(thread_id, self.wait_timeout)
-            await asyncio.sleep(_jittered(delay, remaining))
-            delay = _next_poll(delay)
-        stop = asyncio.Event()
-        renewals = asyncio.create_task(self._arenew(thread_id, owner, stop))
-        run = _Run(thread_id, owner, start, renewals=(stop, renewals))
-        try:
-            yield run
-        finally:
-            await run.astop_renewals()
-            if not run.finished:
-                await self.store.arelease_lease(thread_id, owner)
-
-    async def _arenew(self, thread_id: str, owner: str, stop: asyncio.Event) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(stop.wait(), self.lease_ttl / 3)
-            except TimeoutError:
-                pass
-            else:
-                return
-            try:
-                kept = await self.store.aacquire_lease(thread_id, owner, self.lease_ttl)
-            except Exception:
-                logger.exception("Cannot renew the run lease of thread %s", thread_id)
-                continue
-            if not kept:
-                _lease_lost(thread_id)
+        chunks = self._engine.astream(self._request(input, config, kwargs))
+        async with contextlib.aclosing(
+            cast("AsyncGenerator[AIMessageChunk, None]", chunks)
+        ):
+            async for chunk in chunks:
+                yield chunk

@@ -31,7 +31,13 @@ from langchain_retro import (
     StoreError,
 )
 from langchain_retro._metadata import MetadataPatch
-from langchain_retro.stores.base import NewMessage, ThreadQuery
+from langchain_retro.stores.base import (
+    NewMessage,
+    NewRun,
+    RunUpdate,
+    RunUsage,
+    ThreadQuery,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -390,31 +396,30 @@ async def test_a_run_keeps_caller_ids_and_a_clash_writes_nothing(
     )
     assert [m.id for m in start.appended] == ["client-q"]
     assert [m.id for m in start.context] == ["client-q"]
-    # A reply whose id the thread holds: nothing written, and the run keeps its lease.
+    # A reply whose id the thread holds: nothing written, and the run keeps its
+    # lease, its status and the thread its token count.
+    used = RunUsage(prompt_tokens=3, completion_tokens=2, total_tokens=5)
+    end = {
+        "owner": "run_a",
+        "run_id": "run_a",
+        "update": RunUpdate(status="completed", usage=used),
+        "thread_patch": MetadataPatch(set={"hwm": "client-q"}),
+    }
     clash = NewMessage(role="assistant", payload="{}", id="client-q")
     with pytest.raises(MessageIdConflictError):
-        await call(
-            store,
-            "finish_run",
-            thread.id,
-            owner="run_a",
-            reply=clash,
-            thread_patch=MetadataPatch(set={"hwm": "client-q"}),
-        )
+        await call(store, "finish_run", thread.id, messages=[clash], **end)
     assert (await call(store, "get_lease", thread.id)).owner == "run_a"
     assert (await call(store, "get_thread", thread.id)).metadata == {}
+    assert (await call(store, "get_run", thread.id, "run_a")).status == "in_progress"
+    assert await call(store, "get_thread_usage", thread.id) == RunUsage()
     reply = NewMessage(role="assistant", payload="{}", id="client-a", run_id="run_a")
-    stored = await call(
-        store,
-        "finish_run",
-        thread.id,
-        owner="run_a",
-        reply=reply,
-        thread_patch=MetadataPatch(set={"hwm": "client-q"}),
-    )
+    saved = await call(store, "finish_run", thread.id, messages=[reply], **end)
+    (stored,) = saved.messages
     assert (stored.id, stored.run_id) == ("client-a", "run_a")
+    assert saved.run.status == "completed"
     assert await call(store, "get_lease", thread.id) is None
-    # A run whose input clashes takes no lease and writes nothing.
+    assert await call(store, "get_thread_usage", thread.id) == used
+    # A run whose input clashes takes no lease and writes nothing, its run included.
     with pytest.raises(MessageIdConflictError) as caught:
         await call(
             store,
@@ -427,6 +432,21 @@ async def test_a_run_keeps_caller_ids_and_a_clash_writes_nothing(
     assert caught.value.message_id == "client-q"
     assert await call(store, "get_lease", thread.id) is None
     assert await call(store, "count_messages", thread.id) == 2
+    assert [r.id for r in await call(store, "list_runs", thread.id)] == ["run_a"]
+    # So does a run whose id is taken.
+    with pytest.raises(RetroValueError, match="run_a"):
+        await call(
+            store,
+            "begin_run",
+            thread.id,
+            owner="run_c",
+            ttl=30.0,
+            run=NewRun(id="run_a"),
+            messages=[user("new")],
+        )
+    assert await call(store, "get_lease", thread.id) is None
+    assert await call(store, "count_messages", thread.id) == 2
+    assert [r.id for r in await call(store, "list_runs", thread.id)] == ["run_a"]
 
 
 async def test_bulk_refuses_an_id_given_twice_across_pairs(
@@ -456,7 +476,7 @@ async def test_bulk_refuses_an_id_given_twice_across_pairs(
 
 
 def test_the_checkout_check_pings_only_ended_connections() -> None:
-    spoke = pytest.importorskip("langchain_retro.stores._postgres_io")._server_spoke
+    spoke = pytest.importorskip("langchain_retro.stores._postgres_pool")._server_spoke
     app = f"retro_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(postgres_url(), autocommit=True, application_name=app) as conn:
         conn.execute("SELECT 1").fetchall()

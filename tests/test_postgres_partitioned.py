@@ -1,9 +1,9 @@
 """PostgreSQL with ``messages`` hash-partitioned by thread.
 
-The whole store contract (`test_stores_contract`, `test_stores_contract_messages`)
-runs again here, sync and async, on a store made with ``message_partitions=4``: the
-fixtures below replace the ``store_kind`` and ``store_factory`` of ``conftest.py``
-for the tests this module imports. Then what only a partitioned store has: the
+The whole store contract (`test_stores_contract`, `test_stores_contract_messages`,
+`test_stores_contract_runs`) runs again here, sync and async, on a store made with
+``message_partitions=4``: the fixtures below replace the ``store_kind`` and
+``store_factory`` of ``conftest.py`` for the tests this module imports. Then what only a partitioned store has: the
 partitions, a thread's reads touching one of them, and the option's checks.
 """
 
@@ -19,6 +19,7 @@ import pytest
 from conftest import explaining_store, postgres_url
 from test_stores_contract import *  # noqa: F403 - the contract, run again here
 from test_stores_contract_messages import *  # noqa: F403
+from test_stores_contract_runs import *  # noqa: F403
 
 from langchain_retro import MessageIdConflictError, RetroValueError, SchemaVersionError
 from langchain_retro.stores.base import NewMessage

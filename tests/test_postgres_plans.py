@@ -74,7 +74,7 @@ def loaded(request: pytest.FixtureRequest, tmp_path_factory: Any) -> Any:
         made = store.create_threads([metadata(n) for n in range(1, THREADS + 1)])
         number = {thread.id: n for n, thread in enumerate(made, start=1)}
         if request.param == "analysed":
-            with store._sync_pool().connection() as conn:
+            with store._pools.connection() as conn:
                 conn.execute(f'ANALYZE "{store.schema}"."retro_threads"')
                 conn.execute(f'ANALYZE "{store.schema}"."retro_thread_metadata"')
         yield store, number

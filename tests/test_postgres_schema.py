@@ -1,10 +1,11 @@
-"""PostgreSQL schema versions: upgrading a version-1 database keeps its data.
+"""PostgreSQL schema versions: upgrading a version 1 or 2 database keeps its data.
 
-A schema is built at version 1 with the statements version 1 shipped, filled through
-SQL as that version wrote it, then upgraded by `PostgresStore.setup`. The upgraded
-layout must be the one a new schema gets, and the data must read back through the
-store unchanged, with the new parts (per-thread message ids, counts, the metadata
-index) filled in.
+A schema is built at an older version with the statements that version shipped,
+filled through SQL as that version wrote it, then upgraded by `PostgresStore.setup`.
+The upgraded layout must be the one a new schema gets (partitioned too), and the data
+must read back through the store unchanged, with the new parts filled in: per-thread
+message ids, counts and the metadata index (version 2), runs and the threads' token
+sums (version 3).
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from conftest import postgres_url
 
 from langchain_retro import MessageIdConflictError
 from langchain_retro._metadata import MetadataPatch
-from langchain_retro.stores.base import NewMessage, ThreadQuery
+from langchain_retro.stores.base import (
+    ACTIVE_RUN_STATUSES,
+    NewMessage,
+    RunUpdate,
+    RunUsage,
+    ThreadQuery,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -57,15 +64,55 @@ def run(query: Any, *params: Any) -> list[tuple[Any, ...]]:
         return cursor.fetchall() if cursor.description is not None else []
 
 
-def create_version_1(schema: str) -> None:
-    """The schema as version 1 of the package created it."""
+def create_version(schema: str, version: int) -> None:
+    """The schema as a version of the package migrated it from version 1."""
     names = sql_module._Names(schema, "retro_")
     with psycopg.connect(postgres_url(), autocommit=True) as conn:
         conn.execute(sql_module._q_create_schema(names).query)
         conn.execute(sql_module._q_create_migrations_table(names).query)
-        conn.execute(sql_module._q_migrate(names, 0).query)
-        record = sql_module._q_record_migration(names, 0)
-        conn.execute(record.query, record.params)
+        for number in range(version):
+            conn.execute(sql_module._q_migrate(names, number).query)
+            record = sql_module._q_record_migration(names, number)
+            conn.execute(record.query, record.params)
+
+
+def create_version_1(schema: str) -> None:
+    """The schema as version 1 of the package created it."""
+    create_version(schema, 1)
+
+
+# The threads table as version 2 created it in a new schema; its other tables were
+# created as version 3 creates them.
+THREADS_V2 = """CREATE TABLE {threads} (
+    seq bigserial PRIMARY KEY,
+    id text NOT NULL UNIQUE,
+    created_at bigint NOT NULL,
+    metadata jsonb NOT NULL,
+    next_seq bigint NOT NULL DEFAULT 1,
+    message_count bigint NOT NULL DEFAULT 0
+)"""
+
+
+def create_partitioned_version_2(schema: str, partitions: int) -> None:
+    """A new schema as version 2 created it with ``message_partitions``."""
+    names = sql_module._Names(schema, "retro_", partitions=partitions)
+    layout = [
+        THREADS_V2 if "CREATE TABLE {threads}" in statement else statement
+        for statement in sql_module._LAYOUT
+        if statement not in sql_module._RUNS
+    ]
+    with psycopg.connect(postgres_url(), autocommit=True) as conn:
+        conn.execute(sql_module._q_create_schema(names).query)
+        conn.execute(sql_module._q_create_migrations_table(names).query)
+        for statement in layout:
+            conn.execute(names.sql(statement))
+        for remainder in range(partitions):
+            conn.execute(
+                f'CREATE TABLE "{schema}".retro_messages_p{remainder} PARTITION OF '
+                f'"{schema}".retro_messages FOR VALUES WITH (MODULUS {partitions}, '
+                f"REMAINDER {remainder})"
+            )
+        conn.execute(f'INSERT INTO "{schema}".retro_schema_migrations VALUES (2)')
 
 
 def payload(text: str) -> str:
@@ -103,7 +150,7 @@ def test_upgrade_from_version_1_keeps_the_data(schemas: Callable[[], str]) -> No
     with PostgresStore.from_connection_string(postgres_url(), schema=schema) as store:
         store.setup()
         versions = run(f'SELECT version FROM "{schema}".retro_schema_migrations')
-        assert [v for (v,) in versions] == [1, 2]
+        assert [v for (v,) in versions] == [1, 2, 3]
 
         a = store.get_thread("thread_a")
         assert (a.created_at, a.metadata) == (
@@ -154,7 +201,7 @@ def test_upgrade_from_version_1_keeps_the_data(schemas: Callable[[], str]) -> No
         # A second setup is a no-op.
         store.setup()
         versions = run(f'SELECT version FROM "{schema}".retro_schema_migrations')
-        assert [v for (v,) in versions] == [1, 2]
+        assert [v for (v,) in versions] == [1, 2, 3]
 
 
 def layout(schema: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -194,9 +241,12 @@ def layout(schema: str) -> dict[str, list[tuple[Any, ...]]]:
     }
 
 
-def test_an_upgraded_schema_has_the_new_layout(schemas: Callable[[], str]) -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_upgraded_schema_has_the_new_layout(
+    schemas: Callable[[], str], version: int
+) -> None:
     old, new = schemas(), schemas()
-    create_version_1(old)
+    create_version(old, version)
     for schema in (old, new):
         with PostgresStore.from_connection_string(
             postgres_url(), schema=schema
@@ -211,3 +261,109 @@ def test_an_upgraded_schema_has_the_new_layout(schemas: Callable[[], str]) -> No
         "PRIMARY KEY (thread_seq, seq)",
         "UNIQUE (thread_seq, id)",
     ]
+    indexes = {name: definition for _, name, definition in created["indexes"]}
+    assert indexes["retro_runs_active_index"].endswith(
+        "(thread_seq) WHERE (status = ANY (ARRAY['queued'::text, "
+        "'in_progress'::text, 'cancelling'::text]))"
+    )
+    assert indexes["retro_messages_run_index"].endswith(
+        "(thread_seq, run_id) WHERE (run_id IS NOT NULL)"
+    )
+
+
+def test_the_active_statuses_are_the_runs_rules() -> None:
+    assert set(sql_module._ACTIVE) == ACTIVE_RUN_STATUSES
+
+
+def fill_version_2(schema: str) -> None:
+    """A thread with a run's messages and a lease: written as version 2 wrote them."""
+    q = f'"{schema}".'
+    run(
+        f"INSERT INTO {q}retro_threads (id, created_at, metadata, next_seq, "
+        "message_count) VALUES ('thread_a', 100, '{\"hwm\": \"msg_1\"}', 3, 2)"
+    )
+    run(
+        f"INSERT INTO {q}retro_messages (thread_seq, seq, id, created_at, role, "
+        "payload, metadata, run_id, assistant_id, reply_to) VALUES "
+        "(1, 1, 'msg_1', 101, 'user', %s, '{}', NULL, NULL, NULL), "
+        "(1, 2, 'msg_2', 102, 'assistant', %s, '{}', 'run_old', 'asst_1', 'msg_1')",
+        payload("q"),
+        payload("a"),
+    )
+    run(
+        f"INSERT INTO {q}retro_run_leases (thread_id, owner, expires_at) "
+        "VALUES ('thread_a', 'run_old', now() - interval '1 hour')"
+    )
+
+
+def test_upgrade_from_version_2_keeps_the_data(schemas: Callable[[], str]) -> None:
+    schema = schemas()
+    create_version(schema, 2)
+    fill_version_2(schema)
+    with PostgresStore.from_connection_string(postgres_url(), schema=schema) as store:
+        before = run(f'SELECT * FROM "{schema}".retro_messages ORDER BY seq')
+        store.setup()
+        versions = run(f'SELECT version FROM "{schema}".retro_schema_migrations')
+        assert [v for (v,) in versions] == [1, 2, 3]
+        assert run(f'SELECT * FROM "{schema}".retro_messages ORDER BY seq') == before
+        rows = store.list_messages("thread_a")
+        assert [(r.id, r.run_id, r.reply_to) for r in rows] == [
+            ("msg_1", None, None),
+            ("msg_2", "run_old", "msg_1"),
+        ]
+        assert store.get_thread("thread_a").metadata == {"hwm": "msg_1"}
+        assert store.count_messages("thread_a") == 2
+        # The thread has no runs and no tokens yet; runs start where messages end.
+        assert store.list_runs("thread_a") == []
+        assert store.get_thread_usage("thread_a") == RunUsage()
+        start = store.begin_run(
+            "thread_a", owner="run_new", ttl=30.0, messages=[user_message("more")]
+        )
+        assert start is not None
+        assert [m.id for m in start.context][:2] == ["msg_1", "msg_2"]
+        used = RunUsage(prompt_tokens=5, completion_tokens=2, total_tokens=7)
+        saved = store.finish_run(
+            "thread_a",
+            owner="run_new",
+            run_id="run_new",
+            update=RunUpdate(status="completed", usage=used),
+            messages=[NewMessage(role="assistant", payload=payload("b"))],
+        )
+        assert saved.run.status == "completed"
+        assert store.get_thread_usage("thread_a") == used
+        assert store.count_messages("thread_a") == 4
+
+
+def user_message(text: str) -> NewMessage:
+    return NewMessage(role="user", payload=payload(text))
+
+
+def test_a_partitioned_schema_upgrades_to_the_new_layout(
+    schemas: Callable[[], str],
+) -> None:
+    old, new = schemas(), schemas()
+    create_partitioned_version_2(old, 4)
+    for schema in (old, new):
+        with PostgresStore.from_connection_string(
+            postgres_url(), schema=schema, message_partitions=4
+        ) as store:
+            store.setup()
+            thread = store.create_thread({})
+            start = store.begin_run(
+                thread.id, owner="run_1", ttl=30.0, messages=[user_message("q")]
+            )
+            assert start is not None
+            reply = NewMessage(role="assistant", payload=payload("a"), run_id="run_1")
+            store.finish_run(
+                thread.id,
+                owner="run_1",
+                run_id="run_1",
+                update=RunUpdate(status="completed"),
+                messages=[reply],
+            )
+            (written,) = store.list_run_messages(thread.id, "run_1")
+            assert written.payload == reply.payload
+    assert layout(old) == layout(new)
+    indexes = [name for _, name, _ in layout(new)["indexes"]]
+    # The run index of messages is on every partition.
+    assert sum("run_id_idx" in name for name in indexes) == 4

@@ -30,7 +30,7 @@ from langchain_retro import (
     ThreadNotFoundError,
 )
 from langchain_retro._metadata import MetadataPatch
-from langchain_retro.stores.base import NewMessage, ThreadQuery
+from langchain_retro.stores.base import NewMessage, RunUpdate, ThreadQuery
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -495,24 +495,27 @@ async def test_runs_over_pools_that_do_not_autocommit(
         thread = store.create_thread({})
         reply = NewMessage(role="assistant", payload="{}")
         for turn in range(2):
+            begin = {"owner": f"run_{turn}", "ttl": 30.0, "messages": [user("q")]}
             if turn == 0:
-                start = store.begin_run(
-                    thread.id, owner="me", ttl=30.0, messages=[user("q")]
-                )
+                start = store.begin_run(thread.id, **begin)
             else:
-                start = await store.abegin_run(
-                    thread.id, owner="me", ttl=30.0, messages=[user("q")]
-                )
+                start = await store.abegin_run(thread.id, **begin)
             assert start is not None
             assert len(start.context) == 2 * turn + 1
             assert not store.acquire_lease(thread.id, "other", 30.0)
-            patch = MetadataPatch(set={"hwm": start.appended[0].id})
+            finish = {
+                "owner": f"run_{turn}",
+                "run_id": start.run.id,
+                "update": RunUpdate(status="completed"),
+                "messages": [reply],
+                "thread_patch": MetadataPatch(set={"hwm": start.appended[0].id}),
+            }
             if turn == 0:
-                store.finish_run(thread.id, owner="me", reply=reply, thread_patch=patch)
+                saved = store.finish_run(thread.id, **finish)
             else:
-                await store.afinish_run(
-                    thread.id, owner="me", reply=reply, thread_patch=patch
-                )
+                saved = await store.afinish_run(thread.id, **finish)
+            assert saved.run.status == "completed"
+            assert store.get_run(thread.id, start.run.id) == saved.run
         assert len(await store.alist_messages(thread.id)) == 4
         assert store.get_thread(thread.id).metadata == {"hwm": start.appended[0].id}
         assert store.acquire_lease(thread.id, "other", 30.0)
@@ -649,7 +652,7 @@ def test_prepare_threshold_reaches_the_connections(
     thread = store.create_thread({})
     for _ in range(6):
         store.get_thread(thread.id)
-    with store._pool.connection() as conn:
+    with store._pools.connection() as conn:
         (count,) = conn.execute(
             "SELECT count(*) FROM pg_prepared_statements"
         ).fetchone()

@@ -38,7 +38,6 @@ from langchain_retro import (
     RecordClassError,
     RetroValueError,
     SQLiteStore,
-    ThreadBusyError,
     ThreadMessage,
     ThreadNotFoundError,
     ThreadRunner,
@@ -852,41 +851,3 @@ async def test_a_turn_is_two_store_transactions(
             store._conn.set_trace_callback(None)
     # begin_run (lease, thread, assistant, input, context), then finish_run.
     assert [s for s in statements if s.startswith("BEGIN")] == ["BEGIN IMMEDIATE"] * 2
-
-
-class DefaultRunsStore(SQLiteStore):
-    """A store with `BaseStore`'s begin_run and finish_run, as a new backend has."""
-
-    begin_run = BaseStore.begin_run
-    abegin_run = BaseStore.abegin_run
-    finish_run = BaseStore.finish_run
-    afinish_run = BaseStore.afinish_run
-
-
-@pytest.mark.parametrize("window", [None, 1])
-async def test_runs_on_a_store_with_the_default_run_methods(
-    tmp_path: Path,
-    server: FakeChatServer,
-    llm: ChatOpenAI,
-    call: Call,
-    window: int | None,
-) -> None:
-    with DefaultRunsStore(tmp_path / "default.db") as store:
-        thread = new_thread(store)
-        runner = ThreadRunner(store=store, llm=llm, window=window, wait_timeout=0)
-        await call(runner, "invoke", "one", cfg(thread))
-        server.fail_next(500)
-        with pytest.raises(ModelCallError):
-            await call(runner, "invoke", "two", cfg(thread))
-        await call(runner, "invoke", "two", cfg(thread))  # a retry: stored once
-        assert kinds(stored(store, thread)) == [
-            ("human", "one"),
-            ("ai", "echo: one"),
-            ("human", "two"),
-            ("ai", "echo: two"),
-        ]
-        assert hwm(store, thread) == stored(store, thread)[2].id
-        assert store.acquire_lease(thread.id, "another run", 30.0)
-        with pytest.raises(ThreadBusyError):
-            await call(runner, "invoke", "three", cfg(thread))
-        assert len(stored(store, thread)) == 4

@@ -382,7 +382,8 @@ async def test_requires_action_then_resume_continues_the_same_run(
     )
     assert start.resumed is True
     assert (start.run.id, start.run.status) == ("run_1", "in_progress")
-    assert start.run.required_action is None
+    # Kept until the run's next write (resumed_run), which replaces it.
+    assert start.run.required_action == WAITING
     assert start.run.created_at == waiting.run.created_at
     assert start.run.started_at is not None
     assert start.run.expires_at is not None
@@ -398,6 +399,7 @@ async def test_requires_action_then_resume_continues_the_same_run(
         messages=[reply("answer", "run_1")],
     )
     assert done.run.status == "completed"
+    assert done.run.required_action is None
     assert await free(call, store, tid)  # the resuming owner gave it back
     written = await call(store, "list_run_messages", tid, "run_1")
     assert texts(written) == ["calling", "42", "answer"]

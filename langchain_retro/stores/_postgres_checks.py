@@ -119,15 +119,33 @@ def _conflict(
     names: _Names,
     thread_id: str,
     messages: Sequence[NewMessage],
-) -> MessageIdConflictError:
-    """A clash on ``(thread_seq, id)`` that a concurrent append won, as our error.
+    *,
+    run_id: str | None = None,
+) -> RetroValueError:
+    """A clash on a unique key as our error: a message id, or a run id, taken.
+
+    A clash on ``(thread_seq, id)`` of ``messages`` (the table's key, or the key of
+    one of its partitions) becomes `MessageIdConflictError`; one on the runs' ``id``
+    a `RetroValueError` naming ``run_id``.
 
     Raises:
         psycopg.errors.UniqueViolation: ``exc`` again, if another key was violated.
     """
-    if exc.diag.constraint_name != names.prefix + "messages_thread_id_key":
+    diag = exc.diag
+    if run_id is not None and diag.constraint_name == names.prefix + "runs_id_key":
+        return RetroValueError(
+            f"Run id {run_id!r} is taken: run ids are unique in the store. Begin the "
+            "run with another id (or none, to use the owner's); nothing was written "
+            f"and thread {thread_id!r} holds no lease for it."
+        )
+    detail = diag.message_detail or ""
+    on_messages = diag.constraint_name == names.prefix + "messages_thread_id_key" or (
+        (diag.table_name or "").startswith(names.prefix + "messages")
+        and detail.startswith("Key (thread_seq, id)=")
+    )
+    if not on_messages:
         raise exc
-    found = _CLASHING_ID.search(exc.diag.message_detail or "")
+    found = _CLASHING_ID.search(detail)
     caller_ids = [m.id for m in messages if m.id is not None]
     message_id = found.group(1) if found else (caller_ids or ["?"])[0]
     return MessageIdConflictError(thread_id, message_id)

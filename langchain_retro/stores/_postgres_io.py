@@ -1,27 +1,36 @@
-"""The I/O of `PostgresStore`: drivers that send an operation's statements, and pools.
+"""The I/O of `PostgresStore`: performing an operation's statements, sync and async.
 
 The operations of `langchain_retro.stores.postgres` are generators of statements
-(`langchain_retro.stores._postgres_sql`); the drivers here send them, sync or async,
-and are the only code that differs between the two: `_drive` and `_adrive` run an
-operation on a connection (a statement, a ``COPY``, or a pipelined batch at a time),
-throwing a statement's error into the operation so it can name it. The pool helpers
-check connections on checkout without a round trip, and stop an event loop's pool
-from outside that loop.
+(`langchain_retro.stores._postgres_sql`). They are run by the generic drivers of
+`langchain_retro._steps`, with the functions here performing each step on a
+connection: a statement, a ``COPY``, or a pipelined batch at a time. A statement's
+error (a ``psycopg.Error``) is thrown into the operation so it can name it; any other
+error leaves at once. These functions are the only code that differs between the
+sync and the async store.
+
+An operation runs in autocommit (each step its own transaction), in a transaction,
+or in a pipelined transaction: ``BEGIN`` is sent with its first step and ``COMMIT``
+with its `_Commit` step, so a transaction of two steps costs two round trips, not
+four.
 """
 
 from __future__ import annotations
 
-import asyncio
-import select
-from typing import Any, NamedTuple, TypeVar, cast
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, TypeVar, cast
 
-from langchain_retro.errors import MissingDependencyError
-from langchain_retro.stores._postgres_sql import _Q, _Copy, _Op, _Rows, _Step
+from langchain_retro._steps import adrive, drive
+from langchain_retro.errors import MissingDependencyError, StoreError
+from langchain_retro.stores._postgres_sql import _Q, _Commit, _Copy, _Op, _Rows, _Step
+from langchain_retro.stores.base import unencodable_error
 
 try:
     import psycopg
+    from psycopg import sql
     from psycopg.rows import tuple_row
-    from psycopg_pool import AsyncConnectionPool, ConnectionPool
 except ImportError as exc:
     raise MissingDependencyError(
         "PostgresStore needs psycopg 3 and psycopg-pool: "
@@ -30,13 +39,14 @@ except ImportError as exc:
 
 __all__ = [
     "_PIPELINES",
-    "_LoopPool",
-    "_acheck_connection",
+    "_Transaction",
     "_adrive",
-    "_check_connection",
+    "_asession",
     "_drive",
-    "_server_spoke",
-    "_stop",
+    "_errors",
+    "_perform",
+    "_session",
+    "_started",
 ]
 
 T = TypeVar("T")
@@ -44,108 +54,212 @@ T = TypeVar("T")
 _PIPELINES = psycopg.Pipeline.is_supported()
 """Whether libpq can pipeline statements (14+); else a batch is a transaction."""
 
-
-class _LoopPool(NamedTuple):
-    """One event loop's pool: ready once open; the task closes it when cancelled."""
-
-    ready: asyncio.Future[AsyncConnectionPool[Any]]
-    task: asyncio.Task[None]
+_BEGIN = _Q(sql.Composed([sql.SQL("BEGIN")]))
+_END = _Q(sql.Composed([sql.SQL("COMMIT")]))
 
 
-def _server_spoke(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
-    """Whether an idle connection's socket has something to read, or is gone.
+class _Transaction:
+    """A pipelined transaction: whether its ``BEGIN`` went, and whether it ended."""
 
-    An idle connection is sent nothing unless the server ends it (a restart, an
-    administrator's ``pg_terminate_backend``, an idle timeout), so a live one is told
-    from a dead one without a round trip.
+    __slots__ = ("begun", "ended")
+
+    def __init__(self) -> None:
+        self.begun = False
+        self.ended = False
+
+    def wrap(self, batch: tuple[_Q, ...], *, commit: bool) -> tuple[_Q, ...]:
+        """The statements to send for ``batch``: after ``BEGIN`` if it is the first."""
+        lead = () if self.begun else (_BEGIN,)
+        self.begun = True
+        self.ended = commit
+        return (*lead, *batch, *((_END,) if commit else ()))
+
+    def unwrap(self, rows: list[_Rows], batch: tuple[_Q, ...]) -> list[_Rows]:
+        """The rows of ``batch``'s own statements, without ``BEGIN`` and ``COMMIT``."""
+        lead = len(rows) - len(batch) - (1 if self.ended else 0)
+        return rows[lead : lead + len(batch)]
+
+
+def _pipelined(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether a transaction on ``conn`` can be pipelined with ``BEGIN``/``COMMIT``.
+
+    Only in autocommit, where psycopg sends no ``BEGIN`` of its own.
     """
-    if conn.closed:
-        return True
+    return _PIPELINES and conn.autocommit
+
+
+@contextmanager
+def _errors(label: str) -> Iterator[None]:
+    """Turn psycopg's errors into `StoreError` naming ``label``, chained; ours pass."""
     try:
-        fileno = conn.fileno()
-        if hasattr(select, "poll"):
-            poller = select.poll()
-            poller.register(fileno, select.POLLIN | select.POLLERR | select.POLLHUP)
-            return bool(poller.poll(0))
-        return bool(select.select([fileno], [], [], 0)[0])
-    except (OSError, ValueError, psycopg.Error):
-        return True
+        yield
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
+        raise StoreError(
+            f"{label}: {exc.diag.message_primary}. Create the tables first with "
+            "store.setup() (or await store.asetup())."
+        ) from exc
+    except UnicodeEncodeError as exc:
+        raise unencodable_error(exc) from exc
+    except psycopg.Error as exc:
+        raise StoreError(f"PostgreSQL error in {label}: {exc}") from exc
 
 
-def _check_connection(conn: psycopg.Connection[Any]) -> None:
-    """The sync pool's checkout check: a round trip only if the server spoke."""
-    if _server_spoke(conn):
-        ConnectionPool.check_connection(conn)
+def _started(first: _Step, op: _Op[T]) -> _Op[T]:
+    """``op``, already advanced to its ``first`` step, as a fresh operation.
 
-
-async def _acheck_connection(conn: psycopg.AsyncConnection[Any]) -> None:
-    """The async pool's checkout check: a round trip only if the server spoke."""
-    if _server_spoke(conn):
-        await AsyncConnectionPool.check_connection(conn)
-
-
-def _drive(conn: psycopg.Connection[Any], step: _Step, op: _Op[T]) -> T:
-    # A statement's error is thrown into the operation, which may turn it into one
-    # of ours (or, in autocommit, go on); uncaught, it leaves through here.
-    cursor = conn.cursor(row_factory=tuple_row)
-    try:
-        while True:
+    `PostgresStore` advances an operation to its first statement before it takes a
+    connection, so that checks needing no I/O cost none; the drivers take it from
+    there through this.
+    """
+    step = first
+    while True:
+        try:
+            result = yield step
+        except GeneratorExit:
+            op.close()
+            raise
+        except BaseException as exc:  # thrown in by the driver: the op's to handle
             try:
-                if isinstance(step, _Q):
-                    cursor.execute(step.query, step.params)
-                    result: Any = _rows(cursor)
-                elif isinstance(step, _Copy):
-                    with cursor.copy(step.statement) as copy:
-                        for row in step.rows:
-                            copy.write_row(row)
-                    result = []
-                else:
-                    result = _batch(conn, step)
-            except psycopg.Error as exc:
                 step = op.throw(exc)
-                continue
+            except StopIteration as stop:
+                return cast("T", stop.value)
+            continue
+        try:
             step = op.send(result)
-    except StopIteration as stop:
-        return cast(T, stop.value)
-    finally:
-        op.close()
+        except StopIteration as stop:
+            return cast("T", stop.value)
+
+
+# --- sync --------------------------------------------------------------------------
+
+
+@contextmanager
+def _session(
+    conn: psycopg.Connection[Any], *, transaction: bool, pipelined: bool
+) -> Iterator[_Transaction | None]:
+    """Run an operation in autocommit, or in a transaction.
+
+    Yields the pipelined transaction the steps take part in, if it is one (with
+    libpq older than 14, or a connection not in autocommit, it is a plain
+    transaction). One not ended by a `_Commit` step is committed here, or rolled
+    back if the operation fails.
+    """
+    if not transaction:
+        yield None
+    elif pipelined and _pipelined(conn):
+        try:
+            yield _Transaction()
+        except BaseException:
+            with contextlib.suppress(psycopg.Error):  # a broken one is discarded
+                conn.rollback()
+            raise
+        conn.commit()  # nothing to do if a _Commit step ended it
+    else:
+        with conn.transaction():
+            yield None
+
+
+def _perform(
+    conn: psycopg.Connection[Any],
+    cursor: psycopg.Cursor[tuple[Any, ...]],
+    tx: _Transaction | None,
+    step: _Step,
+) -> Any:
+    """Perform one step: its rows, ``[]`` for a copy, a list of rows for a batch."""
+    if isinstance(step, _Q):
+        if tx is not None:  # it rides with BEGIN, if first
+            return _batch(conn, tx, (step,))[0]
+        cursor.execute(step.query, step.params)
+        return _rows(cursor)
+    if isinstance(step, _Copy):
+        with cursor.copy(step.statement) as copy:
+            for row in step.rows:
+                copy.write_row(row)
+        return []
+    if isinstance(step, _Commit):
+        return _batch(conn, tx, step.batch, commit=True)
+    return _batch(conn, tx, step)
+
+
+def _drive(conn: psycopg.Connection[Any], tx: _Transaction | None, op: _Op[T]) -> T:
+    """Run an operation on a connection; a statement's error is thrown into it."""
+    cursor = conn.cursor(row_factory=tuple_row)
+    perform = functools.partial(_perform, conn, cursor, tx)
+    return drive(op, perform, throw=(psycopg.Error,))
 
 
 def _rows(cursor: psycopg.Cursor[tuple[Any, ...]]) -> _Rows:
     return cursor.fetchall() if cursor.description is not None else []
 
 
-def _batch(conn: psycopg.Connection[Any], batch: tuple[_Q, ...]) -> list[_Rows]:
-    cursors = [conn.cursor(row_factory=tuple_row) for _ in batch]
+def _batch(
+    conn: psycopg.Connection[Any],
+    tx: _Transaction | None,
+    batch: tuple[_Q, ...],
+    *,
+    commit: bool = False,
+) -> list[_Rows]:
+    sent = batch if tx is None else tx.wrap(batch, commit=commit)
+    cursors = [conn.cursor(row_factory=tuple_row) for _ in sent]
     with conn.pipeline() if _PIPELINES else conn.transaction():
-        for cursor, query in zip(cursors, batch, strict=True):
+        for cursor, query in zip(cursors, sent, strict=True):
             cursor.execute(query.query, query.params)
-    return [_rows(cursor) for cursor in cursors]
+    rows = [_rows(cursor) for cursor in cursors]
+    return rows if tx is None else tx.unwrap(rows, batch)
 
 
-async def _adrive(conn: psycopg.AsyncConnection[Any], step: _Step, op: _Op[T]) -> T:
+# --- async -------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def _asession(
+    conn: psycopg.AsyncConnection[Any], *, transaction: bool, pipelined: bool
+) -> AsyncIterator[_Transaction | None]:
+    """Async twin of `_session`."""
+    if not transaction:
+        yield None
+    elif pipelined and _pipelined(conn):
+        try:
+            yield _Transaction()
+        except BaseException:
+            with contextlib.suppress(psycopg.Error):
+                await conn.rollback()
+            raise
+        await conn.commit()
+    else:
+        async with conn.transaction():
+            yield None
+
+
+async def _aperform(
+    conn: psycopg.AsyncConnection[Any],
+    cursor: psycopg.AsyncCursor[tuple[Any, ...]],
+    tx: _Transaction | None,
+    step: _Step,
+) -> Any:
+    """Async twin of `_perform`."""
+    if isinstance(step, _Q):
+        if tx is not None:
+            return (await _abatch(conn, tx, (step,)))[0]
+        await cursor.execute(step.query, step.params)
+        return await _arows(cursor)
+    if isinstance(step, _Copy):
+        async with cursor.copy(step.statement) as copy:
+            for row in step.rows:
+                await copy.write_row(row)
+        return []
+    if isinstance(step, _Commit):
+        return await _abatch(conn, tx, step.batch, commit=True)
+    return await _abatch(conn, tx, step)
+
+
+async def _adrive(
+    conn: psycopg.AsyncConnection[Any], tx: _Transaction | None, op: _Op[T]
+) -> T:
+    """Async twin of `_drive`."""
     cursor = conn.cursor(row_factory=tuple_row)
-    try:
-        while True:
-            try:
-                if isinstance(step, _Q):
-                    await cursor.execute(step.query, step.params)
-                    result: Any = await _arows(cursor)
-                elif isinstance(step, _Copy):
-                    async with cursor.copy(step.statement) as copy:
-                        for row in step.rows:
-                            await copy.write_row(row)
-                    result = []
-                else:
-                    result = await _abatch(conn, step)
-            except psycopg.Error as exc:
-                step = op.throw(exc)
-                continue
-            step = op.send(result)
-    except StopIteration as stop:
-        return cast(T, stop.value)
-    finally:
-        op.close()
+    perform = functools.partial(_aperform, conn, cursor, tx)
+    return await adrive(op, perform, throw=(psycopg.Error,))
 
 
 async def _arows(cursor: psycopg.AsyncCursor[tuple[Any, ...]]) -> _Rows:
@@ -153,34 +267,16 @@ async def _arows(cursor: psycopg.AsyncCursor[tuple[Any, ...]]) -> _Rows:
 
 
 async def _abatch(
-    conn: psycopg.AsyncConnection[Any], batch: tuple[_Q, ...]
+    conn: psycopg.AsyncConnection[Any],
+    tx: _Transaction | None,
+    batch: tuple[_Q, ...],
+    *,
+    commit: bool = False,
 ) -> list[_Rows]:
-    cursors = [conn.cursor(row_factory=tuple_row) for _ in batch]
+    sent = batch if tx is None else tx.wrap(batch, commit=commit)
+    cursors = [conn.cursor(row_factory=tuple_row) for _ in sent]
     async with conn.pipeline() if _PIPELINES else conn.transaction():
-        for cursor, query in zip(cursors, batch, strict=True):
+        for cursor, query in zip(cursors, sent, strict=True):
             await cursor.execute(query.query, query.params)
-    return [await _arows(cursor) for cursor in cursors]
-
-
-_stopping: set[asyncio.Task[None]] = set()
-"""Pool tasks cancelled from sync code, kept referenced until they finish."""
-
-
-def _stop(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> None:
-    """Cancel an event loop's pool task (which closes the pool) from outside it.
-
-    A closed loop's pool cannot be awaited any more; its connections are freed with it.
-    """
-    if loop.is_closed() or task.done():
-        return
-    if not loop.is_running():
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # no loop runs in this thread: drive that one to the end
-            task.cancel()
-            loop.run_until_complete(asyncio.wait([task]))
-            return
-    # The loop runs (here or in another thread), or may run again: let it finish.
-    _stopping.add(task)
-    task.add_done_callback(_stopping.discard)
-    loop.call_soon_threadsafe(task.cancel)
+    rows = [await _arows(cursor) for cursor in cursors]
+    return rows if tx is None else tx.unwrap(rows, batch)

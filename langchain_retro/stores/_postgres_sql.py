@@ -26,7 +26,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from pydantic import ValidationError
 
-from langchain_retro._metadata import CLASS_KEY, MetadataPatch, dumps
+from langchain_retro._metadata import CLASS_KEY, dumps
 from langchain_retro.errors import CorruptDataError, MissingDependencyError
 from langchain_retro.stores.base import (
     ASSISTANT_FIELDS,
@@ -48,12 +48,16 @@ except ImportError as exc:
 
 __all__ = [
     "SCHEMA_VERSION",
+    "_ACTIVE",
+    "_ACTIVE_SQL",
     "_DEFAULT_SCHEMA",
     "_FRAGMENTS",
+    "_LEASED",
     "_MAX_SEQ",
     "_NO_SEQ",
     "_Q",
     "_THREAD_COLUMNS",
+    "_Commit",
     "_Copy",
     "_Names",
     "_Op",
@@ -64,6 +68,7 @@ __all__ = [
     "_check_schema",
     "_copy_messages",
     "_filters",
+    "_for_update",
     "_message",
     "_new_rows",
     "_q_assistant_delete",
@@ -95,9 +100,6 @@ __all__ = [
     "_q_migrate",
     "_q_record_migration",
     "_q_record_version",
-    "_q_run_context",
-    "_q_run_finish",
-    "_q_run_thread",
     "_q_schema_version",
     "_q_seq_of",
     "_q_setup_state",
@@ -211,6 +213,33 @@ _THREAD_METADATA: tuple[str, ...] = (
     "EXECUTE FUNCTION {on_thread_update}()",
 )
 
+_ACTIVE: tuple[str, ...] = ("queued", "in_progress", "cancelling")
+"""The statuses of a run holding its thread's lease (`ACTIVE_RUN_STATUSES`), in the
+order the partial index ``runs_active_index`` names them."""
+
+_ACTIVE_SQL = "status IN (" + ", ".join(f"'{status}'" for status in _ACTIVE) + ")"
+"""The predicate of ``runs_active_index``; queries repeat it to use the index."""
+
+_RUNS: tuple[str, ...] = (
+    # The Assistants API's runs: the columns queries use, and the rest as one body.
+    """CREATE TABLE {runs} (
+        seq bigserial PRIMARY KEY,
+        thread_seq bigint NOT NULL REFERENCES {threads} (seq) ON DELETE CASCADE,
+        id text NOT NULL,
+        status text NOT NULL,
+        created_at bigint NOT NULL,
+        lease_owner text,
+        body jsonb NOT NULL,
+        CONSTRAINT {runs_id_key} UNIQUE (id)
+    )""",
+    "CREATE INDEX {runs_thread_index} ON {runs} (thread_seq, seq)",
+    # The few runs that may hold a thread's lease: what begin_run lapses.
+    "CREATE INDEX {runs_active_index} ON {runs} (thread_seq) WHERE " + _ACTIVE_SQL,
+    # A run's messages, without a scan of its thread.
+    "CREATE INDEX {messages_run_index} ON {messages} (thread_seq, run_id) "
+    "WHERE run_id IS NOT NULL",
+)
+
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     _V1,
     (
@@ -232,6 +261,14 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX {threads_class_index_qualified}",
         *_THREAD_METADATA[2:],
     ),
+    (
+        # Runs as records, and each thread's running sum of their tokens.
+        "ALTER TABLE {threads} "
+        "ADD COLUMN prompt_tokens bigint NOT NULL DEFAULT 0, "
+        "ADD COLUMN completion_tokens bigint NOT NULL DEFAULT 0, "
+        "ADD COLUMN total_tokens bigint NOT NULL DEFAULT 0",
+        *_RUNS,
+    ),
 )
 """Forward migrations; entry N brings the schema from version N to N + 1."""
 
@@ -243,7 +280,10 @@ _LAYOUT: tuple[str, ...] = (
         created_at bigint NOT NULL,
         metadata jsonb NOT NULL,
         next_seq bigint NOT NULL DEFAULT 1,
-        message_count bigint NOT NULL DEFAULT 0
+        message_count bigint NOT NULL DEFAULT 0,
+        prompt_tokens bigint NOT NULL DEFAULT 0,
+        completion_tokens bigint NOT NULL DEFAULT 0,
+        total_tokens bigint NOT NULL DEFAULT 0
     )""",
     """CREATE TABLE {messages} (
         thread_seq bigint NOT NULL REFERENCES {threads} (seq) ON DELETE CASCADE,
@@ -261,6 +301,7 @@ _LAYOUT: tuple[str, ...] = (
     ){partitioning}""",
     _V1[-1],
     *_THREAD_METADATA,
+    *_RUNS,
 )
 """The current layout, created at once in a new schema (the same as the migrations
 give, except that ``messages`` may be partitioned)."""
@@ -286,14 +327,26 @@ class _Copy(NamedTuple):
     rows: Sequence[Sequence[Any]]
 
 
+class _Commit(NamedTuple):
+    """The last statements of a transaction, sent in one round trip with its COMMIT.
+
+    Answered like a batch. The operation must not fail once it yields them: what
+    could go wrong must be an error of a statement (a unique key, say), which undoes
+    the transaction instead.
+    """
+
+    batch: tuple[_Q, ...]
+
+
 _Rows = list[tuple[Any, ...]]
-_Step = _Q | _Copy | tuple[_Q, ...]
+_Step = _Q | _Copy | _Commit | tuple[_Q, ...]
 """A statement, a copy, or a batch of statements sent in one round trip."""
 _Op = Generator[_Step, Any, T]
 """An operation: yields statements, receives their rows, returns its result.
 
 A batch is pipelined in one implicit transaction (each statement sees the writes of
-those before it) and answered with a list of rows, one per statement.
+those before it) and answered with a list of rows, one per statement. In an
+operation run as a transaction, a batch is part of it, and `_Commit` ends it.
 """
 
 
@@ -353,6 +406,7 @@ class _Names:
                 "thread_metadata",
                 "messages",
                 "run_leases",
+                "runs",
                 "schema_migrations",
                 "on_thread_insert",
                 "on_thread_update",
@@ -368,6 +422,10 @@ class _Names:
             "messages_thread_id_key",
             "threads_metadata_insert",
             "threads_metadata_update",
+            "runs_id_key",
+            "runs_thread_index",
+            "runs_active_index",
+            "messages_run_index",
         ):
             self.by_name[name] = sql.Identifier(prefix + name)
         for index in ("threads_metadata_index", "threads_class_index"):
@@ -829,11 +887,25 @@ def _q_messages_append(
     thread_metadata: dict[str, str] | None,
     *,
     leased_by: str | None = None,
+    usage: tuple[int, int, int] = (0, 0, 0),
+    check_ids: bool = True,
 ) -> _Q:
     """Append messages to a thread, replacing its metadata if given.
 
     One row: the ``created_at`` given to the messages (NULL if nothing was written),
     and the first caller id already in the thread (then nothing was written).
+
+    Args:
+        names: The store's names.
+        thread_id: The thread.
+        ids: The messages' ids.
+        messages: The messages.
+        thread_metadata: The thread's new metadata; ``None`` keeps it.
+        leased_by: Append only if this owner holds the thread's lease.
+        usage: Prompt, completion and total tokens added to the thread's sums.
+        check_ids: Look for caller ids the thread already holds first, and write
+            nothing if there is one; without it the unique key refuses them, which
+            ends the statement's transaction with an error.
     """
     # The UPDATE takes the thread's row lock, so appenders to one thread take turns
     # and each gets a contiguous block of the sequence; the INSERT is in the same
@@ -844,12 +916,15 @@ def _q_messages_append(
             "WITH {clash}, t AS ("
             "UPDATE {threads} SET next_seq = next_seq + %(n)s, "
             "message_count = message_count + %(n)s, "
-            "metadata = COALESCE(%(metadata)s::jsonb, metadata) "
+            "metadata = COALESCE(%(metadata)s::jsonb, metadata), "
+            "prompt_tokens = prompt_tokens + %(prompt_tokens)s, "
+            "completion_tokens = completion_tokens + %(completion_tokens)s, "
+            "total_tokens = total_tokens + %(total_tokens)s "
             "WHERE id = %(thread_id)s AND NOT EXISTS (SELECT FROM clash) "
             "AND (%(owner)s::text IS NULL OR {leased}) "
             "RETURNING seq, next_seq - %(n)s AS first_seq, {now} AS created_at"
             "), {insert} SELECT (SELECT created_at FROM t), (SELECT id FROM clash)",
-            clash=names.sql(_clash(messages)),
+            clash=names.sql(_clash(messages) if check_ids else _NO_CLASH),
             leased=names.sql(_LEASED),
             insert=names.sql(_INSERT_AFTER_T),
         ),
@@ -858,6 +933,9 @@ def _q_messages_append(
             "metadata": None if thread_metadata is None else Jsonb(thread_metadata),
             "thread_id": thread_id,
             "owner": leased_by,
+            "prompt_tokens": usage[0],
+            "completion_tokens": usage[1],
+            "total_tokens": usage[2],
         },
     )
 
@@ -932,82 +1010,6 @@ def _q_bulk_advance(names: _Names, thread_seqs: list[int], counts: list[int]) ->
             "FROM unnest(%s::bigint[], %s::bigint[]) AS c (seq, n) WHERE t.seq = c.seq"
         ),
         (thread_seqs, counts),
-    )
-
-
-def _q_run_thread(names: _Names, thread_id: str, owner: str) -> _Q:
-    """A thread and its assistant's columns, if ``owner`` holds the lease."""
-    # The thread and the assistant it names, if the owner holds the lease.
-    return _Q(
-        names.sql(
-            "SELECT t.created_at, t.metadata, {joined_assistant_columns} "
-            "FROM {threads} t "
-            "LEFT JOIN {assistants} a ON a.id = t.metadata ->> {assistant_key} "
-            "WHERE t.id = %(thread_id)s AND {leased}",
-            leased=names.sql(_LEASED),
-        ),
-        {"thread_id": thread_id, "owner": owner},
-    )
-
-
-def _q_run_context(names: _Names, thread_id: str, owner: str, limit: int | None) -> _Q:
-    """A thread's newest messages, newest first, if ``owner`` holds the lease."""
-    # The newest messages, newest first, if the owner holds the lease.
-    return _Q(
-        names.sql(
-            "SELECT {message_columns} FROM {messages} m "
-            "WHERE m.thread_seq = (SELECT seq FROM {threads} WHERE id = %(thread_id)s) "
-            "AND {leased} ORDER BY m.seq DESC LIMIT %(limit)s",
-            leased=names.sql(_LEASED),
-        ),
-        {"thread_id": thread_id, "owner": owner, "limit": limit},
-    )
-
-
-def _q_run_finish(
-    names: _Names,
-    thread_id: str,
-    owner: str,
-    reply: tuple[str, NewMessage],
-    patch: MetadataPatch,
-) -> _Q:
-    """Append the reply, patch the thread and release the lease, in one statement.
-
-    One row, as `_q_messages_append` returns; the lease goes only if the reply was
-    written.
-    """
-    # MetadataPatch.apply in SQL, on the row the UPDATE locked: drop the removed keys
-    # and the keys of cleared fields (``name`` and its pieces ``name#1``...), then
-    # merge the entries set. Only for stores without limits: nothing checks them here.
-    message_id, message = reply
-    return _Q(
-        names.sql(
-            "WITH {clash}, t AS ("
-            "UPDATE {threads} th SET next_seq = next_seq + %(n)s, "
-            "message_count = message_count + %(n)s, metadata = ("
-            "SELECT COALESCE(jsonb_object_agg(e.key, e.value), jsonb_build_object()) "
-            "FROM jsonb_each(th.metadata) e "
-            "WHERE e.key <> ALL(%(remove)s::text[]) "
-            "AND COALESCE(substring(e.key FROM '^(.+)#[1-9][0-9]*$'), e.key) "
-            "<> ALL(%(clear)s::text[])"
-            ") || %(set)s::jsonb "
-            "WHERE id = %(thread_id)s AND NOT EXISTS (SELECT FROM clash) "
-            "RETURNING seq, next_seq - %(n)s AS first_seq, {now} AS created_at"
-            "), {insert}, released AS (DELETE FROM {run_leases} "
-            "WHERE thread_id = %(thread_id)s AND owner = %(owner)s "
-            "AND EXISTS (SELECT FROM t)) "
-            "SELECT (SELECT created_at FROM t), (SELECT id FROM clash)",
-            clash=names.sql(_clash([message])),
-            insert=names.sql(_INSERT_AFTER_T),
-        ),
-        {
-            **_new_rows([message_id], [message]),
-            "thread_id": thread_id,
-            "owner": owner,
-            "remove": sorted(patch.remove),
-            "clear": sorted(patch.clear_fields),
-            "set": Jsonb(patch.set),
-        },
     )
 
 
@@ -1143,7 +1145,11 @@ def _q_messages_count(names: _Names, thread_id: str, after: str | None) -> _Q:
 
 
 def _q_lease_acquire(names: _Names, thread_id: str, owner: str, ttl: float) -> _Q:
-    """Take or renew a thread's lease: whether the thread exists, whether taken."""
+    """Take or renew a thread's lease: whether the thread exists; if taken, until when.
+
+    One row: whether the thread exists, and the lease's expiry in Unix seconds (NULL
+    if another owner holds it).
+    """
     # clock_timestamp(), not the client's clock nor the transaction's start: hosts
     # with skewed clocks agree on when a lease expires.
     return _Q(
@@ -1155,8 +1161,8 @@ def _q_lease_acquire(names: _Names, thread_id: str, owner: str, ttl: float) -> _
             "ON CONFLICT (thread_id) DO UPDATE "
             "SET owner = excluded.owner, expires_at = excluded.expires_at "
             "WHERE l.expires_at < clock_timestamp() OR l.owner = excluded.owner "
-            "RETURNING 1) "
-            "SELECT EXISTS (SELECT FROM t), EXISTS (SELECT FROM taken)"
+            "RETURNING extract(epoch FROM l.expires_at)::float8 AS expires_at) "
+            "SELECT EXISTS (SELECT FROM t), (SELECT expires_at FROM taken)"
         ),
         {"thread_id": thread_id, "owner": owner, "ttl": float(ttl)},
     )

@@ -296,6 +296,8 @@ def new_run_row(
 def resumed_run(run: StoredRun, now: int) -> StoredRun:
     """A ``requires_action`` run continued by its tool results: in progress again.
 
+    Its ``required_action`` is kept until `updated_run` replaces it.
+
     Raises:
         RunStateError: If the run is not in ``requires_action``.
     """
@@ -307,9 +309,9 @@ def resumed_run(run: StoredRun, now: int) -> StoredRun:
             run_id=run.id,
             status=run.status,
         )
-    return run.model_copy(
-        update={"status": "in_progress", "started_at": now, "required_action": None}
-    )
+    # required_action stays until the run's next write, so the caller can check the
+    # results against it (and put it back if they do not fit).
+    return run.model_copy(update={"status": "in_progress", "started_at": now})
 
 
 def updated_run(run: StoredRun, update: RunUpdate, now: int) -> StoredRun:

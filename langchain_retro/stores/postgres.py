@@ -65,22 +65,14 @@ costs no failed call; pools you build get the same with
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Any, TypeVar, cast
+from collections.abc import Mapping, Sequence
+from contextlib import closing
+from typing import Any, NoReturn, TypeVar, cast
 
 from pydantic import ValidationError
 
 from langchain_retro._ids import new_id
-from langchain_retro._metadata import (
-    CLASS_KEY,
-    UNLIMITED,
-    MetadataPatch,
-    check_limits,
-    dumps,
-)
+from langchain_retro._metadata import CLASS_KEY, MetadataPatch, check_limits, dumps
 from langchain_retro.errors import (
     AssistantInUseError,
     AssistantNotFoundError,
@@ -89,9 +81,9 @@ from langchain_retro.errors import (
     MessageNotFoundError,
     MissingDependencyError,
     RetroValueError,
+    RunNotFoundError,
+    RunStateError,
     SchemaVersionError,
-    StoreClosedError,
-    StoreError,
     ThreadNotFoundError,
 )
 from langchain_retro.stores._postgres_checks import (
@@ -101,23 +93,44 @@ from langchain_retro.stores._postgres_checks import (
     _message_ids,
 )
 from langchain_retro.stores._postgres_io import (
-    _acheck_connection,
     _adrive,
-    _check_connection,
+    _asession,
     _drive,
-    _LoopPool,
-    _stop,
+    _errors,
+    _session,
+    _started,
+)
+from langchain_retro.stores._postgres_pool import _Pools
+from langchain_retro.stores._postgres_runs import (
+    _lease_of,
+    _q_lease_lock,
+    _q_run_context,
+    _q_run_cursors,
+    _q_run_get,
+    _q_run_insert,
+    _q_run_messages,
+    _q_run_newest,
+    _q_run_renew,
+    _q_run_thread,
+    _q_run_undo,
+    _q_run_write,
+    _q_runs_lapse,
+    _q_runs_list,
+    _q_thread_usage,
+    _run_of,
 )
 from langchain_retro.stores._postgres_sql import (
     _DEFAULT_SCHEMA,
     _FRAGMENTS,
     _MAX_SEQ,
     _NO_SEQ,
+    _Q,
     _THREAD_COLUMNS,
     SCHEMA_VERSION,
     _assistant,
     _check_prefix,
     _check_schema,
+    _Commit,
     _copy_messages,
     _filters,
     _message,
@@ -152,9 +165,6 @@ from langchain_retro.stores._postgres_sql import (
     _q_migrate,
     _q_record_migration,
     _q_record_version,
-    _q_run_context,
-    _q_run_finish,
-    _q_run_thread,
     _q_schema_version,
     _q_seq_of,
     _q_setup_state,
@@ -171,28 +181,37 @@ from langchain_retro.stores._postgres_sql import (
     _thread,
 )
 from langchain_retro.stores.base import (
+    ACTIVE_RUN_STATUSES,
     AssistantThreads,
     BaseStore,
     Lease,
     NewMessage,
+    NewRun,
     Order,
+    RunLeaseState,
+    RunSaved,
     RunStart,
+    RunUpdate,
+    RunUsage,
     StoredAssistant,
     StoredMessage,
+    StoredRun,
     StoredThread,
     ThreadQuery,
     answered_in_batch,
+    cancel_requested,
     check_assistant_fields,
     check_hwm_key,
     check_metadata,
     check_new_ids,
     has_reply,
-    unencodable_error,
+    new_run_row,
+    resumed_run,
+    updated_run,
 )
 
 try:
     import psycopg
-    from psycopg.conninfo import conninfo_to_dict
     from psycopg_pool import AsyncConnectionPool, ConnectionPool
 except ImportError as exc:
     raise MissingDependencyError(
@@ -203,10 +222,6 @@ except ImportError as exc:
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
 T = TypeVar("T")
-
-_PER_POOL_OPTIONS = frozenset(
-    {"open", "connection_class", "configure", "reset", "check", "reconnect_failed"}
-)
 
 
 class PostgresStore(BaseStore):
@@ -296,23 +311,14 @@ class PostgresStore(BaseStore):
                 "PostgresStore.from_connection_string(url)."
             )
         self._init(
-            pool,
-            async_pool,
             schema=schema,
             table_prefix=table_prefix,
             message_partitions=message_partitions,
-            owned=None,
         )
+        self._pools = _Pools(pool, async_pool, label=repr(self))
 
     def _init(
-        self,
-        pool: ConnectionPool[Any] | None,
-        async_pool: AsyncConnectionPool[Any] | None,
-        *,
-        schema: str | None,
-        table_prefix: str,
-        message_partitions: int | None,
-        owned: dict[str, Any] | None,
+        self, *, schema: str | None, table_prefix: str, message_partitions: int | None
     ) -> None:
         _check_prefix(table_prefix)
         self.schema = _DEFAULT_SCHEMA if schema is None else schema
@@ -322,16 +328,6 @@ class PostgresStore(BaseStore):
         self._names = _Names(
             self.schema, table_prefix, partitions=self.message_partitions or 0
         )
-        self._pool = pool
-        self._async_pool = async_pool
-        # Pools made by from_connection_string: how to open the async pool of each
-        # event loop, and whether the sync pool still needs opening.
-        self._owned = owned
-        self._pool_opened = owned is None
-        self._async_pools: dict[asyncio.AbstractEventLoop, _LoopPool] = {}
-        self._lock = threading.Lock()  # held briefly: async code takes it too
-        self._opening_lock = threading.Lock()  # held while the sync pool connects
-        self._closed = False
 
     @classmethod
     def from_connection_string(
@@ -386,49 +382,21 @@ class PostgresStore(BaseStore):
             TypeError: If ``options`` holds an option that differs between sync and
                 async pools (pass it in ``pool_kwargs`` and ``async_pool_kwargs``).
         """
-        per_pool = _PER_POOL_OPTIONS & set(options)
-        if per_pool:
-            raise TypeError(
-                f"{sorted(per_pool)} cannot be shared by the sync and async pools: "
-                "pass them in pool_kwargs= and async_pool_kwargs=, or build the "
-                "pools yourself and pass them to PostgresStore(pool=..., "
-                "async_pool=...)."
-            )
-        try:
-            conninfo_to_dict(url)
-        except psycopg.Error as exc:
-            raise StoreError(f"Invalid PostgreSQL connection string: {exc}") from exc
-        kwargs = {
-            **options.get("kwargs", {}),
-            "autocommit": True,
-            "prepare_threshold": prepare_threshold,
-        }
-        shared: dict[str, Any] = {**options, "min_size": min_size, "max_size": max_size}
-
-        def per(check: Any, own: Mapping[str, Any] | None) -> dict[str, Any]:
-            own = dict(own or {})
-            own_kwargs = own.pop("kwargs", {})
-            return {
-                "check": check,
-                **shared,
-                **own,
-                "kwargs": {**kwargs, **own_kwargs},
-            }
-
-        owned: dict[str, Any] = {
-            "conninfo": url,
-            "kwargs": kwargs,
-            "sync": per(_check_connection, pool_kwargs),
-            "async": per(_acheck_connection, async_pool_kwargs),
-        }
         store = cls.__new__(cls)
         store._init(
-            ConnectionPool(url, open=False, **owned["sync"]),
-            None,
             schema=schema,
             table_prefix=table_prefix,
             message_partitions=message_partitions,
-            owned=owned,
+        )
+        store._pools = _Pools.from_url(
+            url,
+            label=repr(store),
+            min_size=min_size,
+            max_size=max_size,
+            prepare_threshold=prepare_threshold,
+            pool_kwargs=pool_kwargs,
+            async_pool_kwargs=async_pool_kwargs,
+            options=options,
         )
         return store
 
@@ -437,174 +405,52 @@ class PostgresStore(BaseStore):
             f"PostgresStore(schema={self.schema!r}, table_prefix={self.table_prefix!r})"
         )
 
-    # --- plumbing: pools -------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreClosedError(f"{self!r} is closed; open a new store.")
-
-    def _sync_pool(self) -> ConnectionPool[Any]:
-        self._check_open()
-        pool = self._pool
-        if pool is None:
-            raise StoreError(
-                f"{self!r} was given no sync pool: pass pool=ConnectionPool(...) or "
-                "use the async methods."
-            )
-        if not self._pool_opened:
-            with self._opening_lock:
-                self._check_open()
-                if not self._pool_opened:
-                    owned = cast(dict[str, Any], self._owned)
-                    pool.open()
-                    try:
-                        # One direct connection while the pool fills: a wrong URL
-                        # fails now with the server's reason, not after the pool's
-                        # timeout.
-                        with _errors(self):
-                            psycopg.connect(
-                                owned["conninfo"], **owned["kwargs"]
-                            ).close()
-                            pool.wait()
-                    except BaseException:
-                        pool.close()
-                        self._pool = ConnectionPool(
-                            owned["conninfo"], open=False, **owned["sync"]
-                        )
-                        raise
-                    self._pool_opened = True
-        return pool
-
-    async def _apool(self) -> AsyncConnectionPool[Any]:
-        self._check_open()
-        if self._async_pool is not None:
-            return self._async_pool
-        if self._owned is None:
-            raise StoreError(
-                f"{self!r} was given no async pool: pass "
-                "async_pool=AsyncConnectionPool(...) or use the sync methods."
-            )
-        loop = asyncio.get_running_loop()
-        entry = self._async_pools.get(loop)
-        if entry is None:
-            with self._lock:
-                for old in [lp for lp in self._async_pools if lp.is_closed()]:
-                    del self._async_pools[old]  # its loop is gone: nothing to await
-                ready: asyncio.Future[AsyncConnectionPool[Any]] = loop.create_future()
-                task = loop.create_task(self._serve_async_pool(ready))
-                entry = self._async_pools[loop] = _LoopPool(ready, task)
-        try:
-            return await asyncio.shield(entry.ready)
-        except BaseException:
-            if entry.ready.done():  # it failed to open: the next call tries again
-                with self._lock:
-                    if self._async_pools.get(loop) is entry:
-                        del self._async_pools[loop]
-            raise
-
-    async def _serve_async_pool(
-        self, ready: asyncio.Future[AsyncConnectionPool[Any]]
-    ) -> None:
-        """Open this event loop's pool, hand it out, and close it when cancelled.
-
-        `close` and `aclose` cancel this task; so does the loop shutting down
-        (``asyncio.run`` ending cancels every task). psycopg_pool's workers can
-        swallow that cancellation while connecting, and hang the shutdown, unless the
-        pool is closed first: this task does it, also for stores nobody closed.
-        """
-        owned = cast(dict[str, Any], self._owned)
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            owned["conninfo"], open=False, **owned["async"]
-        )
-        try:
-            await pool.open()
-            try:
-                with _errors(self):
-                    # One direct connection while the pool fills: a wrong URL fails
-                    # now with the server's reason, not after the pool's timeout.
-                    probe = await psycopg.AsyncConnection.connect(
-                        owned["conninfo"], **owned["kwargs"]
-                    )
-                    await probe.close()
-                    await pool.wait()
-            except BaseException:
-                await pool.close()
-                raise
-        except asyncio.CancelledError:
-            ready.cancel()
-            raise
-        except Exception as exc:  # handed to the caller through ready
-            ready.set_exception(exc)
-            return
-        ready.set_result(pool)
-        try:
-            await asyncio.get_running_loop().create_future()
-        finally:
-            await pool.close()
+    # --- plumbing ------------------------------------------------------------------
 
     def close(self) -> None:
         """Close the pools the store made; later calls raise `StoreClosedError`."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            pools, self._async_pools = self._async_pools, {}
-        if self._owned is None:
-            return
-        if self._pool is not None:
-            self._pool.close()
-        for loop, entry in pools.items():
-            _stop(loop, entry.task)
+        self._pools.close()
 
     async def aclose(self) -> None:
         """Async twin of `close`."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            pools, self._async_pools = self._async_pools, {}
-        if self._owned is None:
-            return
-        if self._pool is not None:
-            await asyncio.to_thread(self._pool.close)
-        current = asyncio.get_running_loop()
-        for loop, entry in pools.items():
-            if loop is current:
-                entry.task.cancel()
-                await asyncio.wait([entry.task])
-            else:
-                _stop(loop, entry.task)
+        await self._pools.aclose()
 
-    # --- plumbing: running operations ------------------------------------------------
+    def _run(
+        self, op: _Op[T], *, transaction: bool = False, pipelined: bool = False
+    ) -> T:
+        """Run an operation on a pooled connection, in a transaction if asked.
 
-    def _run(self, op: _Op[T], *, transaction: bool = False) -> T:
-        """Run an operation on a pooled connection, in a transaction if asked."""
-        self._check_open()
+        A ``pipelined`` transaction sends ``BEGIN`` and ``COMMIT`` with its first and
+        last statements, sparing their round trips.
+        """
+        self._pools.check_open()
         try:
-            query = next(op)  # checks needing no I/O run before taking a connection
+            first = next(op)  # checks needing no I/O run before taking a connection
         except StopIteration as stop:
             return cast(T, stop.value)
-        pool = self._sync_pool()
-        with _errors(self), pool.connection() as conn:
-            if not transaction:
-                return _drive(conn, query, op)
-            with conn.transaction():
-                return _drive(conn, query, op)
+        with (
+            _errors(self._pools.label),
+            closing(op),
+            self._pools.connection() as conn,
+            _session(conn, transaction=transaction, pipelined=pipelined) as tx,
+        ):
+            return _drive(conn, tx, _started(first, op))
 
-    async def _arun(self, op: _Op[T], *, transaction: bool = False) -> T:
+    async def _arun(
+        self, op: _Op[T], *, transaction: bool = False, pipelined: bool = False
+    ) -> T:
         """Async twin of `_run`."""
-        self._check_open()
+        self._pools.check_open()
         try:
-            query = next(op)
+            first = next(op)
         except StopIteration as stop:
             return cast(T, stop.value)
-        pool = await self._apool()
-        with _errors(self):
-            async with pool.connection() as conn:
-                if not transaction:
-                    return await _adrive(conn, query, op)
-                async with conn.transaction():
-                    return await _adrive(conn, query, op)
+        with _errors(self._pools.label), closing(op):
+            async with (
+                self._pools.aconnection() as conn,
+                _asession(conn, transaction=transaction, pipelined=pipelined) as tx,
+            ):
+                return await _adrive(conn, tx, _started(first, op))
 
     # --- schema ----------------------------------------------------------------------
 
@@ -1349,12 +1195,12 @@ class PostgresStore(BaseStore):
     # --- run leases ------------------------------------------------------------------
 
     def _acquire_lease(self, thread_id: str, owner: str, ttl: float) -> _Op[bool]:
-        ((thread_found, taken),) = yield _q_lease_acquire(
+        ((thread_found, expires_at),) = yield _q_lease_acquire(
             self._names, thread_id, owner, ttl
         )
         if not thread_found:
             raise ThreadNotFoundError(thread_id)
-        return bool(taken)
+        return expires_at is not None
 
     def acquire_lease(self, thread_id: str, owner: str, ttl: float) -> bool:
         """Take the thread's run lease for ``ttl`` seconds if free, expired or ours.
@@ -1402,61 +1248,167 @@ class PostgresStore(BaseStore):
     def _begin_run(
         self,
         thread_id: str,
+        *,
         owner: str,
         ttl: float,
+        new: NewRun | None,
         messages: Sequence[NewMessage],
         context_limit: int | None,
+        resume: bool,
     ) -> _Op[RunStart | None]:
         check_new_ids(thread_id, messages)
         for message in messages:
             check_limits(message.metadata, self.limits)
+        new = NewRun(id=owner) if new is None else new
+        if resume:
+            return (
+                yield from self._resume_run(
+                    thread_id,
+                    owner=owner,
+                    ttl=ttl,
+                    new=new,
+                    messages=messages,
+                    context_limit=context_limit,
+                )
+            )
         names = self._names
         ids = _message_ids(messages)
         # One batch, so one round trip and one transaction. Each statement after the
         # lease reads a snapshot taken after the lease (and after the append's wait
-        # for the thread's row lock), so it sees what the previous run committed.
+        # for the thread's row lock), so it sees what the previous run committed. A
+        # caller id the thread holds, or a run id taken, fails the batch: the unique
+        # keys undo it all, lease included.
         batch = [_q_lease_acquire(names, thread_id, owner, ttl)]
         if messages:
             batch.append(
                 _q_messages_append(
-                    names, thread_id, ids, messages, None, leased_by=owner
+                    names,
+                    thread_id,
+                    ids,
+                    messages,
+                    None,
+                    leased_by=owner,
+                    check_ids=False,
                 )
             )
         batch += [
+            _q_runs_lapse(names, thread_id, owner),
+            _q_run_insert(names, thread_id, owner, new_run_row(new, thread_id, {}, 0)),
             _q_run_thread(names, thread_id, owner),
             _q_run_context(names, thread_id, owner, context_limit),
         ]
         try:
             results = yield tuple(batch)
-        except psycopg.errors.UniqueViolation as exc:  # the batch, lease too, undone
-            raise _conflict(exc, names, thread_id, messages) from exc
-        ((thread_found, taken),) = results[0]
+        except psycopg.errors.UniqueViolation as exc:
+            raise _conflict(exc, names, thread_id, messages, run_id=new.id) from exc
+        ((thread_found, expires_at),) = results[0]
         if not thread_found:
             raise ThreadNotFoundError(thread_id)
-        if not taken:
+        if expires_at is None:
             return None
-        appended_at, clash = results[1][0] if messages else (0, None)
-        if clash is not None:
-            yield _q_lease_release(names, thread_id, owner)
-            raise MessageIdConflictError(thread_id, clash)
-        if not results[-2] or appended_at is None:
+        if not results[-3] or not results[-2]:
             raise ThreadNotFoundError(thread_id)  # deleted while we took the lease
-        created_at, metadata, *assistant = results[-2][0]
-        appended = [
-            message.stored(message_id, thread_id, appended_at)
-            for message_id, message in zip(ids, messages, strict=True)
-        ]
+        ((created_at,),) = results[-3]
         try:
-            return RunStart.model_construct(
-                thread=_thread(thread_id, created_at, metadata),
-                assistant=None if assistant[0] is None else _assistant(assistant),
-                appended=appended,
-                context=[_message(row, thread_id) for row in reversed(results[-1])],
-            )
+            thread, assistant = _thread_and_assistant(thread_id, results[-2][0])
+            context = [_message(row, thread_id) for row in reversed(results[-1])]
         except CorruptDataError:
-            # A run that cannot read its thread holds no lease (its input stays).
-            yield _q_lease_release(names, thread_id, owner)
+            # A run that cannot read its thread holds no lease and leaves no run (its
+            # input stays).
+            yield _q_run_undo(names, thread_id, owner, new.id)
             raise
+        run = new_run_row(new, thread_id, thread.metadata, created_at)
+        return RunStart.model_construct(
+            thread=thread,
+            assistant=assistant,
+            appended=[
+                message.stored(message_id, thread_id, created_at)
+                for message_id, message in zip(ids, messages, strict=True)
+            ],
+            context=context,
+            run=run.model_copy(update={"expires_at": int(expires_at)}),
+            resumed=False,
+        )
+
+    def _resume_run(
+        self,
+        thread_id: str,
+        *,
+        owner: str,
+        ttl: float,
+        new: NewRun,
+        messages: Sequence[NewMessage],
+        context_limit: int | None,
+    ) -> _Op[RunStart | None]:
+        """`begin_run` with ``resume``: two round trips in one transaction."""
+        names = self._names
+        lease_rows, thread_rows, newest = yield (
+            _q_lease_acquire(names, thread_id, owner, ttl),
+            _q_run_thread(names, thread_id, owner),
+            _q_run_newest(names, thread_id, owner),
+        )
+        ((thread_found, expires_at),) = lease_rows
+        if not thread_found:
+            raise ThreadNotFoundError(thread_id)
+        if expires_at is None:
+            return None
+        if not thread_rows:
+            raise ThreadNotFoundError(thread_id)
+        # Raising here rolls the lease back with everything else.
+        thread, assistant = _thread_and_assistant(thread_id, thread_rows[0])
+        resumed: StoredRun | None = None
+        if newest and newest[0][1] == "requires_action":
+            resumed = resumed_run(_run_of(newest[0], thread_id), newest[0][5])
+            mark = {"run_id": resumed.id}
+            messages = [
+                m if m.run_id is not None else m.model_copy(update=mark)
+                for m in messages
+            ]
+        ids = _message_ids(messages)
+        batch: list[_Q] = []
+        if messages:
+            batch.append(
+                _q_messages_append(
+                    names,
+                    thread_id,
+                    ids,
+                    messages,
+                    None,
+                    leased_by=owner,
+                    check_ids=False,
+                )
+            )
+        batch.append(_q_runs_lapse(names, thread_id, owner))
+        if resumed is None:
+            row = new_run_row(new, thread_id, {}, 0)
+            batch.append(_q_run_insert(names, thread_id, owner, row))
+        else:
+            batch.append(_q_run_write(names, resumed, lease_owner=owner))
+        batch.append(_q_run_context(names, thread_id, owner, context_limit))
+        try:
+            results = yield _Commit(tuple(batch))
+        except psycopg.errors.UniqueViolation as exc:  # all undone, lease included
+            raise _conflict(exc, names, thread_id, messages, run_id=new.id) from exc
+        appended: list[StoredMessage] = []
+        if messages:
+            ((appended_at, _),) = results[0]
+            appended = [
+                message.stored(message_id, thread_id, appended_at)
+                for message_id, message in zip(ids, messages, strict=True)
+            ]
+        if resumed is None:
+            ((created_at,),) = results[-2]
+            run = new_run_row(new, thread_id, thread.metadata, created_at)
+        else:
+            run = resumed
+        return RunStart.model_construct(
+            thread=thread,
+            assistant=assistant,
+            appended=appended,
+            context=[_message(row, thread_id) for row in reversed(results[-1])],
+            run=run.model_copy(update={"expires_at": int(expires_at)}),
+            resumed=resumed is not None,
+        )
 
     def begin_run(
         self,
@@ -1464,16 +1416,29 @@ class PostgresStore(BaseStore):
         *,
         owner: str,
         ttl: float,
+        run: NewRun | None = None,
         messages: Sequence[NewMessage] = (),
         context_limit: int | None = None,
+        resume: bool = False,
     ) -> RunStart | None:
-        """Start a run in one round trip: lease, thread, assistant, input, context.
+        """Start a run in one round trip: lease, run, thread, assistant, input, context.
 
         The statements are pipelined in one transaction (with libpq older than 14,
-        which cannot pipeline, they take a round trip each).
+        which cannot pipeline, they take a round trip each). With ``resume`` it takes
+        two round trips, in one transaction.
         """
         return self._run(
-            self._begin_run(thread_id, owner, ttl, messages, context_limit)
+            self._begin_run(
+                thread_id,
+                owner=owner,
+                ttl=ttl,
+                new=run,
+                messages=messages,
+                context_limit=context_limit,
+                resume=resume,
+            ),
+            transaction=resume,
+            pipelined=True,
         )
 
     async def abegin_run(
@@ -1482,70 +1447,129 @@ class PostgresStore(BaseStore):
         *,
         owner: str,
         ttl: float,
+        run: NewRun | None = None,
         messages: Sequence[NewMessage] = (),
         context_limit: int | None = None,
+        resume: bool = False,
     ) -> RunStart | None:
         """Async twin of `begin_run`."""
         return await self._arun(
-            self._begin_run(thread_id, owner, ttl, messages, context_limit)
+            self._begin_run(
+                thread_id,
+                owner=owner,
+                ttl=ttl,
+                new=run,
+                messages=messages,
+                context_limit=context_limit,
+                resume=resume,
+            ),
+            transaction=resume,
+            pipelined=True,
         )
 
     def _finish_run(
         self,
         thread_id: str,
+        *,
         owner: str,
-        reply: NewMessage,
-        thread_patch: MetadataPatch,
-    ) -> _Op[StoredMessage]:
-        check_new_ids(thread_id, [reply])
-        check_limits(reply.metadata, self.limits)
+        run_id: str,
+        update: RunUpdate,
+        messages: Sequence[NewMessage],
+        thread_patch: MetadataPatch | None,
+    ) -> _Op[RunSaved]:
+        check_new_ids(thread_id, messages)
+        for message in messages:
+            check_limits(message.metadata, self.limits)
         names = self._names
-        (message_id,) = _message_ids([reply])
-        try:
-            if self.limits == UNLIMITED:
-                rows = yield _q_run_finish(
-                    names, thread_id, owner, (message_id, reply), thread_patch
-                )
-            else:
-                # The patched metadata is checked against the limits before it is
-                # written.
-                rows = yield _q_thread_get(names, thread_id, lock=True)
-                if not rows:
-                    raise ThreadNotFoundError(thread_id)
-                _, created_at, current = rows[0]
+        # The lease first, as begin_run locks it first, then the thread, then the run.
+        _, thread_rows, run_rows = yield (
+            _q_lease_lock(names, thread_id),
+            _q_thread_get(names, thread_id, lock=True),
+            _q_run_get(names, thread_id, run_id, lock=True),
+        )
+        if not thread_rows:
+            raise ThreadNotFoundError(thread_id)
+        if not run_rows:
+            raise RunNotFoundError(run_id, hint=f"(on thread {thread_id!r})")
+        row = run_rows[0]
+        run, lease = _run_of(row, thread_id), _lease_of(row)
+        batch: list[_Q] = []
+        if run.status in ("cancelling", "cancelled"):
+            # A cancel came while it ran (and another run may have taken the thread
+            # over since, which wrote it cancelled): it ends cancelled, and nothing
+            # else is kept.
+            update = RunUpdate(status="cancelled")
+            messages = []
+        ids = _message_ids(messages)
+        if run.status not in ("cancelling", "cancelled"):
+            metadata = None
+            if thread_patch is not None:
+                _, created_at, current = thread_rows[0]
                 metadata = thread_patch.apply(
                     _thread(thread_id, created_at, current).metadata, self.limits
                 )
-                rows = yield _q_messages_append(
-                    names, thread_id, [message_id], [reply], metadata
+            if messages or metadata is not None or update.usage is not None:
+                usage = update.usage or RunUsage()
+                batch.append(
+                    _q_messages_append(
+                        names,
+                        thread_id,
+                        ids,
+                        messages,
+                        metadata,
+                        usage=(
+                            usage.prompt_tokens,
+                            usage.completion_tokens,
+                            usage.total_tokens,
+                        ),
+                        check_ids=False,
+                    )
                 )
-                if rows[0][0] is not None:
-                    yield _q_lease_release(names, thread_id, owner)
-        except psycopg.errors.UniqueViolation as exc:
-            raise _conflict(exc, names, thread_id, [reply]) from exc
-        appended_at, clash = rows[0]
-        if clash is not None:
-            raise MessageIdConflictError(thread_id, clash)
-        if appended_at is None:
-            raise ThreadNotFoundError(thread_id)
-        return reply.stored(message_id, thread_id, appended_at)
+        done = run if run.status == "cancelled" else updated_run(run, update, lease.now)
+        if done is not run:
+            batch.append(_q_run_write(names, done))
+        if done.status not in ACTIVE_RUN_STATUSES and lease.holder == owner:
+            batch.append(_q_lease_release(names, thread_id, owner))
+        try:
+            results = yield _Commit(tuple(batch))
+        except psycopg.errors.UniqueViolation as exc:  # all undone
+            raise _conflict(exc, names, thread_id, messages) from exc
+        stored: list[StoredMessage] = []
+        if messages:
+            ((appended_at, _),) = results[0]
+            stored = [
+                message.stored(message_id, thread_id, appended_at)
+                for message_id, message in zip(ids, messages, strict=True)
+            ]
+        return RunSaved(messages=stored, run=lease.settled(done, row[4]))
 
     def finish_run(
         self,
         thread_id: str,
         *,
         owner: str,
-        reply: NewMessage,
-        thread_patch: MetadataPatch,
-    ) -> StoredMessage:
-        """End a run in one statement: reply, thread patch, lease released.
+        run_id: str,
+        update: RunUpdate,
+        messages: Sequence[NewMessage] = (),
+        thread_patch: MetadataPatch | None = None,
+    ) -> RunSaved:
+        """Write a run's step or end, in one transaction of two round trips.
 
-        A store given metadata `limits` reads the thread first, in a transaction, to
-        check the patched metadata before writing it.
+        The first locks the lease, the thread and the run, and reads them; the
+        second appends, patches the thread, adds the usage, writes the run and gives
+        the lease back, and commits.
         """
         return self._run(
-            self._finish_run(thread_id, owner, reply, thread_patch),
-            transaction=self.limits != UNLIMITED,
+            self._finish_run(
+                thread_id,
+                owner=owner,
+                run_id=run_id,
+                update=update,
+                messages=messages,
+                thread_patch=thread_patch,
+            ),
+            transaction=True,
+            pipelined=True,
         )
 
     async def afinish_run(
@@ -1553,27 +1577,204 @@ class PostgresStore(BaseStore):
         thread_id: str,
         *,
         owner: str,
-        reply: NewMessage,
-        thread_patch: MetadataPatch,
-    ) -> StoredMessage:
+        run_id: str,
+        update: RunUpdate,
+        messages: Sequence[NewMessage] = (),
+        thread_patch: MetadataPatch | None = None,
+    ) -> RunSaved:
         """Async twin of `finish_run`."""
         return await self._arun(
-            self._finish_run(thread_id, owner, reply, thread_patch),
-            transaction=self.limits != UNLIMITED,
+            self._finish_run(
+                thread_id,
+                owner=owner,
+                run_id=run_id,
+                update=update,
+                messages=messages,
+                thread_patch=thread_patch,
+            ),
+            transaction=True,
+            pipelined=True,
         )
 
+    def _renew_run(self, thread_id: str, owner: str, ttl: float) -> _Op[RunLeaseState]:
+        ((renewed, status),) = yield _q_run_renew(self._names, thread_id, owner, ttl)
+        if not renewed:
+            return "lost"
+        return "cancelling" if status in ("cancelling", "cancelled") else "held"
 
-@contextmanager
-def _errors(store: PostgresStore) -> Iterator[None]:
-    """Turn psycopg's errors into `StoreError`, chained; ours pass through."""
-    try:
-        yield
-    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
-        raise StoreError(
-            f"{store!r}: {exc.diag.message_primary}. Create the tables first with "
-            "store.setup() (or await store.asetup())."
-        ) from exc
-    except UnicodeEncodeError as exc:
-        raise unencodable_error(exc) from exc
-    except psycopg.Error as exc:
-        raise StoreError(f"PostgreSQL error in {store!r}: {exc}") from exc
+    def renew_run(self, thread_id: str, *, owner: str, ttl: float) -> RunLeaseState:
+        """Renew a running run's lease, in one statement, and say if it may go on.
+
+        The lease is renewed while ``owner`` still holds it, even past its expiry
+        (nobody took it over). A run whose lapse was already written ``expired`` (a
+        cancel read it while its lease had lapsed) has ended: its lease is given
+        back and the answer is ``lost``.
+        """
+        return self._run(self._renew_run(thread_id, owner, ttl))
+
+    async def arenew_run(
+        self, thread_id: str, *, owner: str, ttl: float
+    ) -> RunLeaseState:
+        """Async twin of `renew_run`."""
+        return await self._arun(self._renew_run(thread_id, owner, ttl))
+
+    def _missing_run(self, thread_id: str, run_id: str) -> _Op[NoReturn]:
+        """Raise `ThreadNotFoundError` or `RunNotFoundError`, whichever is missing."""
+        if not (yield _q_seq_of(self._names, "threads", thread_id)):
+            raise ThreadNotFoundError(thread_id)
+        raise RunNotFoundError(run_id, hint=f"(on thread {thread_id!r})")
+
+    def _get_run(self, thread_id: str, run_id: str) -> _Op[StoredRun]:
+        rows = yield _q_run_get(self._names, thread_id, run_id, lock=False)
+        if not rows:
+            raise ThreadNotFoundError(thread_id)
+        row = rows[0]
+        if row[0] is None:
+            raise RunNotFoundError(run_id, hint=f"(on thread {thread_id!r})")
+        return _lease_of(row).settled(_run_of(row, thread_id), row[4])
+
+    def get_run(self, thread_id: str, run_id: str) -> StoredRun:
+        """Read a run of a thread, settled by its lease and the database clock."""
+        return self._run(self._get_run(thread_id, run_id))
+
+    async def aget_run(self, thread_id: str, run_id: str) -> StoredRun:
+        """Async twin of `get_run`."""
+        return await self._arun(self._get_run(thread_id, run_id))
+
+    def _list_runs(
+        self,
+        thread_id: str,
+        after: str | None,
+        before: str | None,
+        order: Order,
+        limit: int,
+    ) -> _Op[list[StoredRun]]:
+        if limit < 0:
+            raise RetroValueError(f"limit must be >= 0, not {limit}")
+        rows = yield _q_run_cursors(self._names, thread_id, after, before)
+        if not rows:
+            raise ThreadNotFoundError(thread_id)
+        thread_seq, after_seq, before_seq = rows[0]
+        for cursor_id, seq in ((after, after_seq), (before, before_seq)):
+            if cursor_id is not None and seq is None:
+                raise RunNotFoundError(cursor_id, hint=f"(on thread {thread_id!r})")
+        # A page before a cursor is the one nearest it: oldest first, read towards
+        # the cursor, then turn (as list_messages reads).
+        backwards = before is not None and order == "asc"
+        rows = yield _q_runs_list(
+            self._names,
+            thread_id,
+            thread_seq,
+            _NO_SEQ if after_seq is None else after_seq,
+            _MAX_SEQ if before_seq is None else before_seq,
+            desc=order == "desc" or backwards,
+            limit=limit,
+        )
+        runs = [_lease_of(row).settled(_run_of(row, thread_id), row[4]) for row in rows]
+        return runs[::-1] if backwards else runs
+
+    def list_runs(
+        self,
+        thread_id: str,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        order: Order = "desc",
+        limit: int = 20,
+    ) -> list[StoredRun]:
+        """List a thread's runs by creation, newest first by default, settled."""
+        return self._run(self._list_runs(thread_id, after, before, order, limit))
+
+    async def alist_runs(
+        self,
+        thread_id: str,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        order: Order = "desc",
+        limit: int = 20,
+    ) -> list[StoredRun]:
+        """Async twin of `list_runs`."""
+        return await self._arun(self._list_runs(thread_id, after, before, order, limit))
+
+    def _cancel_run(self, thread_id: str, run_id: str) -> _Op[StoredRun]:
+        rows = yield _q_run_get(self._names, thread_id, run_id, lock=True)
+        if not rows:
+            yield from self._missing_run(thread_id, run_id)
+        row = rows[0]
+        lease = _lease_of(row)
+        settled = lease.settled(_run_of(row, thread_id), row[4])
+        try:
+            cancelled = cancel_requested(settled, lease.now)
+        except RunStateError:
+            # Ended: refused, but a lapse only read so far is written as it reads.
+            if settled.status != row[1]:
+                yield _Commit((_q_run_write(self._names, settled),))
+            raise
+        if cancelled != settled:
+            yield _Commit((_q_run_write(self._names, cancelled),))
+        return cancelled
+
+    def cancel_run(self, thread_id: str, run_id: str) -> StoredRun:
+        """Ask a run to stop, in one transaction of two round trips.
+
+        A run that lapsed is settled first, and its lapsed status written even when
+        the cancel is then refused with `RunStateError`.
+        """
+        return self._run(
+            self._cancel_run(thread_id, run_id), transaction=True, pipelined=True
+        )
+
+    async def acancel_run(self, thread_id: str, run_id: str) -> StoredRun:
+        """Async twin of `cancel_run`."""
+        return await self._arun(
+            self._cancel_run(thread_id, run_id), transaction=True, pipelined=True
+        )
+
+    def _list_run_messages(
+        self, thread_id: str, run_id: str
+    ) -> _Op[list[StoredMessage]]:
+        rows = yield _q_run_messages(self._names, thread_id, run_id)
+        if not rows:
+            raise ThreadNotFoundError(thread_id)
+        return [_message(row, thread_id) for row in rows if row[0] is not None]
+
+    def list_run_messages(self, thread_id: str, run_id: str) -> list[StoredMessage]:
+        """The messages a run wrote, in thread order, read by the run's index."""
+        return self._run(self._list_run_messages(thread_id, run_id))
+
+    async def alist_run_messages(
+        self, thread_id: str, run_id: str
+    ) -> list[StoredMessage]:
+        """Async twin of `list_run_messages`."""
+        return await self._arun(self._list_run_messages(thread_id, run_id))
+
+    def _get_thread_usage(self, thread_id: str) -> _Op[RunUsage]:
+        rows = yield _q_thread_usage(self._names, thread_id)
+        if not rows:
+            raise ThreadNotFoundError(thread_id)
+        prompt, completion, total = rows[0]
+        return RunUsage(
+            prompt_tokens=prompt, completion_tokens=completion, total_tokens=total
+        )
+
+    def get_thread_usage(self, thread_id: str) -> RunUsage:
+        """The tokens of all the thread's runs: a running total, read in O(1)."""
+        return self._run(self._get_thread_usage(thread_id))
+
+    async def aget_thread_usage(self, thread_id: str) -> RunUsage:
+        """Async twin of `get_thread_usage`."""
+        return await self._arun(self._get_thread_usage(thread_id))
+
+
+def _thread_and_assistant(
+    thread_id: str, row: Sequence[Any]
+) -> tuple[StoredThread, StoredAssistant | None]:
+    """The thread and assistant of a `_q_run_thread` row.
+
+    Raises:
+        CorruptDataError: If either no longer rebuilds.
+    """
+    created_at, metadata, *assistant = row
+    thread = _thread(thread_id, created_at, metadata)
+    return thread, None if assistant[0] is None else _assistant(assistant)

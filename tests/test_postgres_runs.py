@@ -1,0 +1,507 @@
+"""PostgreSQL specifics of runs, beyond the runs contract every store passes.
+
+* Round trips, counted by libpq's trace of the protocol (one ``Sync`` per round
+  trip): `begin_run` is one; `finish_run`, `cancel_run` and a resumed `begin_run` are
+  one transaction of two, ``BEGIN`` and ``COMMIT`` riding with their statements.
+* The rows SQL writes by itself equal what the pure rules of ``stores/_runs.py``
+  give: a new run (`new_run_row`, stamped and given the thread's assistant by SQL)
+  and the runs a takeover lapses (`settle`).
+* Plans: a thread's runs are listed by ``(thread_seq, seq)``, a run's messages read
+  by the run index of messages, and a takeover looks only at active runs.
+* Transactions end cleanly: a refused write leaves nothing and no open transaction;
+  runs work without pipelines (libpq before 14) and over pools that do not
+  autocommit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from conftest import explaining_store, postgres_url, stores_of
+
+from langchain_retro import CorruptDataError, RetroValueError
+from langchain_retro._metadata import MetadataPatch
+from langchain_retro.errors import RunNotFoundError
+from langchain_retro.stores.base import (
+    FunctionCall,
+    NewMessage,
+    NewRun,
+    RequiredAction,
+    RequiredToolCall,
+    RunUpdate,
+    RunUsage,
+    SubmitToolOutputs,
+    new_run_row,
+    run_body,
+    settle,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+    from _helpers import Caller as Call
+
+pytest_plugins = ["_helpers"]
+pytestmark = pytest.mark.postgres
+
+psycopg = pytest.importorskip("psycopg")
+psycopg_pool = pytest.importorskip("psycopg_pool")
+postgres_module = pytest.importorskip("langchain_retro.stores.postgres")
+io_module = pytest.importorskip("langchain_retro.stores._postgres_io")
+PostgresStore = postgres_module.PostgresStore
+
+WAITING = RequiredAction(
+    submit_tool_outputs=SubmitToolOutputs(
+        tool_calls=[
+            RequiredToolCall(
+                id="call_1", function=FunctionCall(name="f", arguments="{}")
+            )
+        ]
+    )
+)
+
+
+def user(text: str, **fields: Any) -> NewMessage:
+    return NewMessage(role="user", payload=json.dumps({"content": text}), **fields)
+
+
+def reply(text: str, run_id: str | None = None) -> NewMessage:
+    return NewMessage(
+        role="assistant", payload=json.dumps({"content": text}), run_id=run_id
+    )
+
+
+def run(query: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(postgres_url(), autocommit=True) as conn:
+        cursor = conn.execute(query, params or None)
+        return cursor.fetchall() if cursor.description is not None else []
+
+
+@pytest.fixture
+def make(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Stores on one fresh schema, set up; closed and the schema dropped after."""
+    with stores_of("postgres", tmp_path) as factory:
+        yield factory
+
+
+@pytest.fixture
+def one_connection(make: Callable[..., Any]) -> Iterator[tuple[Any, Any]]:
+    """A store over a pool of one autocommit connection, and that pool."""
+    schema = make().schema
+    pool = psycopg_pool.ConnectionPool(
+        postgres_url(), kwargs={"autocommit": True}, min_size=1, max_size=1, open=True
+    )
+    try:
+        yield PostgresStore(pool, schema=schema), pool
+    finally:
+        pool.close()
+
+
+def round_trips(pool: Any, action: Callable[[], Any]) -> tuple[Any, list[str]]:
+    """What ``action`` returned, and the statements of each round trip it made.
+
+    libpq traces every protocol message of the pool's one connection; each round
+    trip ends with the client's ``Sync`` (psycopg sends nothing else that waits).
+    """
+    fd, path = tempfile.mkstemp()
+    try:
+        with pool.connection() as conn:
+            conn.pgconn.trace(fd)
+            conn.pgconn.set_trace_flags(
+                psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE
+            )
+        try:
+            result = action()
+        finally:
+            with pool.connection() as conn:
+                conn.pgconn.untrace()
+        with open(path) as trace:
+            lines = [line.split("\t") for line in trace.read().splitlines()]
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    trips: list[str] = []
+    statements: list[str] = []
+    for direction, _, kind, *rest in lines:
+        if direction == "F" and kind == "Parse":
+            statements.append(rest[0].split('"')[3].split()[0])  # its first word
+        elif direction == "F" and kind == "Sync":
+            trips.append(" ".join(statements))
+            statements = []
+    return result, trips
+
+
+needs_pipelines = pytest.mark.skipif(
+    not io_module._PIPELINES, reason="libpq before 14 cannot pipeline"
+)
+
+
+@needs_pipelines
+def test_a_turn_is_three_round_trips(one_connection: tuple[Any, Any]) -> None:
+    store, pool = one_connection
+    assistant = store.create_assistant({"model": "m"}, {})
+    thread = store.create_thread({"assistant_id": assistant.id})
+    start, trips = round_trips(
+        pool,
+        lambda: store.begin_run(
+            thread.id, owner="run_1", ttl=30.0, messages=[user("q")], context_limit=50
+        ),
+    )
+    assert start.run.assistant_id == assistant.id
+    # Lease, input, lapse, run, thread with assistant, context: one round trip.
+    assert trips == ["WITH WITH UPDATE INSERT SELECT SELECT"]
+    saved, trips = round_trips(
+        pool,
+        lambda: store.finish_run(
+            thread.id,
+            owner="run_1",
+            run_id="run_1",
+            update=RunUpdate(status="completed", usage=RunUsage(total_tokens=3)),
+            messages=[reply("a", "run_1")],
+            thread_patch=MetadataPatch(set={"hwm": start.appended[0].id}),
+        ),
+    )
+    assert saved.run.status == "completed"
+    # Lease, thread and run locked and read; then written, with the COMMIT.
+    assert trips == [
+        "BEGIN SELECT SELECT SELECT",
+        "WITH UPDATE DELETE COMMIT",
+    ]
+
+
+@needs_pipelines
+def test_resume_and_cancel_are_two_round_trips(
+    one_connection: tuple[Any, Any],
+) -> None:
+    store, pool = one_connection
+    thread = store.create_thread({})
+    store.begin_run(thread.id, owner="run_1", ttl=30.0)
+    store.finish_run(
+        thread.id,
+        owner="run_1",
+        run_id="run_1",
+        update=RunUpdate(status="requires_action", required_action=WAITING),
+    )
+    start, trips = round_trips(
+        pool,
+        lambda: store.begin_run(
+            thread.id, owner="attempt_2", ttl=30.0, messages=[user("r")], resume=True
+        ),
+    )
+    assert (start.resumed, start.run.id) == (True, "run_1")
+    assert trips == ["BEGIN WITH SELECT SELECT", "WITH UPDATE UPDATE SELECT COMMIT"]
+    cancelled, trips = round_trips(pool, lambda: store.cancel_run(thread.id, "run_1"))
+    assert cancelled.status == "cancelling"
+    assert trips == ["BEGIN SELECT", "UPDATE COMMIT"]
+    assert store.renew_run(thread.id, owner="attempt_2", ttl=30.0) == "cancelling"
+
+
+def test_a_new_run_is_the_row_new_run_row_makes(make: Callable[..., Any]) -> None:
+    """SQL stamps the row and fills in the assistant as `new_run_row` would."""
+    store = make()
+    assistant = store.create_assistant({"model": "m"}, {})
+    thread = store.create_thread({"assistant_id": assistant.id, "k": "v"})
+    cases = {
+        "run_plain": NewRun(id="run_plain"),
+        "run_full": NewRun(
+            id="run_full",
+            assistant_id="asst_other",
+            model="gpt-x",
+            instructions="Be brief.",
+            tools=[{"type": "function", "function": {"name": "f"}}],
+            temperature=0.2,
+            max_prompt_tokens=100,
+            metadata={"a": "b"},
+        ),
+        "run_blank": NewRun(id="run_blank", assistant_id=""),
+    }
+    for run_id, new in cases.items():
+        start = store.begin_run(thread.id, owner=run_id, ttl=30.0, run=new)
+        assert start is not None
+        ((created_at, body),) = run(
+            f'SELECT created_at, body FROM "{store.schema}".retro_runs WHERE id = %s',
+            run_id,
+        )
+        expected = new_run_row(new, thread.id, start.thread.metadata, created_at)
+        assert start.run == expected.model_copy(
+            update={"expires_at": start.run.expires_at}
+        )
+        assert body == json.loads(run_body(expected))
+        assert "expires_at" not in body
+        assert store.get_run(thread.id, run_id) == start.run
+        store.finish_run(
+            thread.id, owner=run_id, run_id=run_id, update=RunUpdate(status="failed")
+        )
+    assert store.get_run(thread.id, "run_plain").assistant_id == assistant.id
+    assert store.get_run(thread.id, "run_full").assistant_id == "asst_other"
+    assert store.get_run(thread.id, "run_blank").assistant_id == assistant.id
+
+
+def stored_run(store: Any, run_id: str) -> tuple[str, dict[str, Any], str | None]:
+    ((status, body, owner),) = run(
+        f'SELECT status, body, lease_owner FROM "{store.schema}".retro_runs '
+        "WHERE id = %s",
+        run_id,
+    )
+    return status, body, owner
+
+
+async def test_a_takeover_writes_what_settle_reads(
+    make: Callable[..., Any], call: Call
+) -> None:
+    store = make()
+    expired = await call(store, "create_thread", {})
+    await call(store, "begin_run", expired.id, owner="run_old", ttl=0.05)
+    cancelled = await call(store, "create_thread", {})
+    await call(store, "begin_run", cancelled.id, owner="run_asked", ttl=0.05)
+    await call(store, "cancel_run", cancelled.id, "run_asked")
+    await asyncio.sleep(0.15)
+    # Read as lapsed, still stored as they were until another run takes over.
+    read_old = await call(store, "get_run", expired.id, "run_old")
+    read_asked = await call(store, "get_run", cancelled.id, "run_asked")
+    assert (read_old.status, read_asked.status) == ("expired", "cancelled")
+    assert stored_run(store, "run_old")[0] == "in_progress"
+    assert stored_run(store, "run_asked")[0] == "cancelling"
+    await call(store, "begin_run", expired.id, owner="run_new", ttl=30.0)
+    await call(store, "begin_run", cancelled.id, owner="run_next", ttl=30.0)
+    status, body, owner = stored_run(store, "run_old")
+    assert (status, owner) == ("expired", "run_old")
+    assert "expires_at" not in body
+    assert await call(store, "get_run", expired.id, "run_old") == read_old
+    status, body, _ = stored_run(store, "run_asked")
+    assert status == "cancelled"
+    taken = await call(store, "get_run", cancelled.id, "run_asked")
+    stamps = abs(taken.cancelled_at - read_asked.cancelled_at)
+    assert stamps <= 1  # both the database's clock, a moment apart
+    assert taken == read_asked.model_copy(update={"cancelled_at": taken.cancelled_at})
+    assert body["cancelled_at"] == taken.cancelled_at
+    # settle itself agrees with the row written.
+    unsettled = read_asked.model_copy(update={"status": "cancelling"})
+    assert (
+        settle(unsettled, held=False, lease_expires_at=None, now=taken.cancelled_at)
+        == taken
+    )
+
+
+def test_renewing_writes_only_the_lease(make: Callable[..., Any]) -> None:
+    store = make()
+    thread = store.create_thread({})
+    store.begin_run(thread.id, owner="run_1", ttl=30.0)
+    before = stored_run(store, "run_1")
+    assert store.renew_run(thread.id, owner="run_1", ttl=60.0) == "held"
+    assert stored_run(store, "run_1") == before
+    lease = store.get_lease(thread.id)
+    assert lease is not None
+    assert lease.expires_at > time.time() + 50
+    assert store.get_run(thread.id, "run_1").expires_at == int(lease.expires_at)
+
+
+def test_a_cancel_of_a_lapsed_run_writes_it_expired(make: Callable[..., Any]) -> None:
+    store = make()
+    thread = store.create_thread({})
+    store.begin_run(thread.id, owner="run_1", ttl=0.05)
+    time.sleep(0.15)
+    with pytest.raises(RetroValueError, match="already expired"):
+        store.cancel_run(thread.id, "run_1")
+    assert stored_run(store, "run_1")[0] == "expired"
+    # Its process comes back: the lease is still its own, but the run has ended.
+    assert store.renew_run(thread.id, owner="run_1", ttl=30.0) == "lost"
+    assert run(f'SELECT count(*) FROM "{store.schema}".retro_run_leases') == [(0,)]
+
+
+# --- plans -------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["analysed", "no statistics"])
+def busy(
+    make: Callable[..., Any], request: pytest.FixtureRequest
+) -> tuple[Any, str, list[str]]:
+    """Three threads of 300 ended runs and their messages; the middle one's runs.
+
+    Once analysed, once as loaded (before autovacuum gathers statistics).
+    """
+    store = make()
+    threads = store.create_threads([{}, {}, {}])
+    schema = f'"{store.schema}"'
+    for thread in threads:
+        run(
+            f"INSERT INTO {schema}.retro_runs (thread_seq, id, status, created_at, "
+            "body) SELECT t.seq, t.id || '_run_' || i, 'completed', 0, '{}' "
+            f"FROM {schema}.retro_threads t, generate_series(1, 300) i "
+            "WHERE t.id = %s",
+            thread.id,
+        )
+        store.bulk_add_messages(
+            [(thread.id, [reply(str(i), f"{thread.id}_run_{i}") for i in range(300)])]
+        )
+    if request.param == "analysed":
+        run(f"ANALYZE {schema}.retro_runs")
+        run(f"ANALYZE {schema}.retro_messages")
+    middle = threads[1].id
+    return store, middle, [f"{middle}_run_{i}" for i in range(1, 301)]
+
+
+@pytest.mark.parametrize("mode", ["force_custom_plan", "force_generic_plan"])
+def test_runs_are_read_by_their_indexes(
+    busy: tuple[Any, str, list[str]], mode: str
+) -> None:
+    store, tid, ids = busy
+    with explaining_store(store.schema, f"plan_cache_mode = {mode}") as (
+        explained,
+        plans,
+    ):
+        for order in ("asc", "desc"):
+            for cursor in ({}, {"after": ids[100]}, {"before": ids[200]}):
+                page = explained.list_runs(tid, order=order, limit=5, **cursor)
+                assert len(page) == 5
+                listing = plans[-1]
+                assert "retro_runs_thread_index" in listing, listing
+                assert "Sort" not in listing, listing
+                assert "Seq Scan" not in listing, listing
+        written = explained.list_run_messages(tid, ids[5])
+        assert [m.run_id for m in written] == [ids[5]]
+        assert "retro_messages_run_index" in plans[-1], plans[-1]
+        assert "Seq Scan" not in plans[-1], plans[-1]
+        assert explained.renew_run(tid, owner="nobody", ttl=1.0) == "lost"
+        start = explained.begin_run(tid, owner="run_new", ttl=30.0)
+        assert start is not None
+        lapse = next(p for p in plans if "Update on retro_runs" in p)
+        assert "retro_runs_active_index" in lapse, lapse
+
+
+# --- transactions ------------------------------------------------------------------
+
+
+def test_a_refused_finish_leaves_no_transaction(
+    one_connection: tuple[Any, Any],
+) -> None:
+    store, pool = one_connection
+    thread = store.create_thread({})
+    store.begin_run(thread.id, owner="run_1", ttl=30.0)
+    with pytest.raises(RunNotFoundError):
+        store.finish_run(
+            thread.id,
+            owner="run_1",
+            run_id="run_nope",
+            update=RunUpdate(status="completed"),
+            messages=[reply("a")],
+        )
+    with pool.connection() as conn:
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert store.count_messages(thread.id) == 0
+    assert store.get_lease(thread.id).owner == "run_1"
+    store.finish_run(
+        thread.id, owner="run_1", run_id="run_1", update=RunUpdate(status="completed")
+    )
+    assert store.get_lease(thread.id) is None
+
+
+def test_a_hand_edited_run_is_named_and_nothing_written(
+    make: Callable[..., Any],
+) -> None:
+    store = make()
+    thread = store.create_thread({})
+    store.begin_run(thread.id, owner="run_bad", ttl=30.0)
+    run(
+        f'UPDATE "{store.schema}".retro_runs SET body = \'{{"usage": "lots"}}\' '
+        "WHERE id = 'run_bad'"
+    )
+    readers: list[Callable[[], object]] = [
+        lambda: store.get_run(thread.id, "run_bad"),
+        lambda: store.list_runs(thread.id),
+        lambda: store.cancel_run(thread.id, "run_bad"),
+        lambda: store.finish_run(
+            thread.id,
+            owner="run_bad",
+            run_id="run_bad",
+            update=RunUpdate(status="completed"),
+            messages=[reply("a")],
+        ),
+    ]
+    for read in readers:
+        with pytest.raises(CorruptDataError) as caught:
+            read()
+        assert (caught.value.object_id, caught.value.thread_id) == (
+            "run_bad",
+            thread.id,
+        )
+    assert store.count_messages(thread.id) == 0
+    assert stored_run(store, "run_bad")[0] == "in_progress"
+    assert store.get_lease(thread.id).owner == "run_bad"
+
+
+@pytest.mark.parametrize("setting", ["no pipelines", "no autocommit"])
+async def test_runs_without_pipelined_transactions(
+    make: Callable[..., Any],
+    call: Call,
+    setting: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same run, in plain transactions: libpq before 14, or pools of our users."""
+    schema = make().schema
+    kwargs: dict[str, Any] = {"autocommit": True}
+    if setting == "no pipelines":
+        monkeypatch.setattr(io_module, "_PIPELINES", False)
+    else:
+        kwargs = {}
+    pool = psycopg_pool.ConnectionPool(
+        postgres_url(), kwargs=kwargs, min_size=1, max_size=1, open=True
+    )
+    async_pool = psycopg_pool.AsyncConnectionPool(
+        postgres_url(), kwargs=kwargs, min_size=1, max_size=1, open=False
+    )
+    await async_pool.open()
+    try:
+        store = PostgresStore(pool, async_pool, schema=schema)
+        thread = await call(store, "create_thread", {})
+        start = await call(
+            store, "begin_run", thread.id, owner="run_1", ttl=30.0, messages=[user("q")]
+        )
+        assert start.run.status == "in_progress"
+        step = await call(
+            store,
+            "finish_run",
+            thread.id,
+            owner="run_1",
+            run_id="run_1",
+            update=RunUpdate(status="requires_action", required_action=WAITING),
+            messages=[reply("calling", "run_1")],
+        )
+        assert step.run.status == "requires_action"
+        resumed = await call(
+            store,
+            "begin_run",
+            thread.id,
+            owner="attempt_2",
+            ttl=30.0,
+            messages=[user("result")],
+            resume=True,
+        )
+        assert (resumed.resumed, resumed.appended[0].run_id) == (True, "run_1")
+        cancelling = await call(store, "cancel_run", thread.id, "run_1")
+        assert cancelling.status == "cancelling"
+        ended = await call(
+            store,
+            "finish_run",
+            thread.id,
+            owner="attempt_2",
+            run_id="run_1",
+            update=RunUpdate(status="completed"),
+            messages=[reply("late", "run_1")],
+        )
+        assert (ended.messages, ended.run.status) == ([], "cancelled")
+        assert await call(store, "get_lease", thread.id) is None
+        written = await call(store, "list_run_messages", thread.id, "run_1")
+        assert [m.role for m in written] == ["assistant", "user"]
+        with pool.connection() as conn:
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    finally:
+        pool.close()
+        await async_pool.close()
