@@ -135,6 +135,17 @@ async def test_list_oldest_first_and_before(
     back = await call(Run, "list", store, thread.id, limit=2, before=ids[1])
     assert [r.id for r in back.data] == ids[3:1:-1]
     assert back.has_more is True
+    newer = await call(Run, "list", store, thread.id, limit=2, before=back.first_id)
+    assert [r.id for r in newer.data] == [ids[4]]
+    assert newer.has_more is False
+    between = await call(Run, "list", store, thread.id, after=ids[4], before=ids[0])
+    assert [r.id for r in between.data] == ids[3:0:-1]
+    oldest_between = await call(
+        Run, "list", store, thread.id, order="asc", after=ids[0], before=ids[4]
+    )
+    assert [r.id for r in oldest_between.data] == ids[1:4]
+    with pytest.raises(RunNotFoundError, match="run_nope"):
+        await call(Run, "list", store, thread.id, after="run_nope")
 
 
 async def test_list_of_a_thread_without_runs_is_empty(
