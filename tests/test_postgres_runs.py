@@ -196,11 +196,80 @@ def test_resume_and_cancel_are_two_round_trips(
         ),
     )
     assert (start.resumed, start.run.id) == (True, "run_1")
-    assert trips == ["BEGIN WITH SELECT SELECT", "WITH UPDATE UPDATE SELECT COMMIT"]
+    assert trips == ["BEGIN WITH SELECT SELECT SELECT", "WITH UPDATE UPDATE COMMIT"]
     cancelled, trips = round_trips(pool, lambda: store.cancel_run(thread.id, "run_1"))
     assert cancelled.status == "cancelling"
     assert trips == ["BEGIN SELECT", "UPDATE COMMIT"]
     assert store.renew_run(thread.id, owner="attempt_2", ttl=30.0) == "cancelling"
+
+
+@pytest.mark.parametrize("limit", [None, 0, 3, 10])
+async def test_a_resumed_run_reads_the_context_a_new_run_reads(
+    make: Callable[..., Any], call: Call, limit: int | None
+) -> None:
+    """Resuming reads the context before appending: the same rows in the end."""
+    store = make()
+    thread = await call(store, "create_thread", {})
+    await call(store, "add_messages", thread.id, [user(f"m{i}") for i in range(4)])
+    await call(store, "begin_run", thread.id, owner="run_1", ttl=30.0)
+    await call(
+        store,
+        "finish_run",
+        thread.id,
+        owner="run_1",
+        run_id="run_1",
+        update=RunUpdate(status="requires_action", required_action=WAITING),
+        messages=[reply("calling", "run_1")],
+    )
+    start = await call(
+        store,
+        "begin_run",
+        thread.id,
+        owner="attempt_2",
+        ttl=30.0,
+        messages=[user("r1"), user("r2")],
+        context_limit=limit,
+        resume=True,
+    )
+    assert start.resumed
+    stored = await call(store, "list_messages", thread.id)
+    assert start.appended == stored[-2:]
+    newest = stored if limit is None else stored[max(len(stored) - limit, 0) :]
+    assert start.context == newest
+
+
+async def test_a_resume_that_cannot_read_writes_nothing(
+    make: Callable[..., Any], call: Call
+) -> None:
+    store = make()
+    thread = await call(store, "create_thread", {})
+    (kept,) = await call(store, "add_messages", thread.id, [user("q")])
+    await call(store, "begin_run", thread.id, owner="run_1", ttl=30.0)
+    await call(
+        store,
+        "finish_run",
+        thread.id,
+        owner="run_1",
+        run_id="run_1",
+        update=RunUpdate(status="requires_action", required_action=WAITING),
+    )
+    run(
+        f"UPDATE \"{store.schema}\".retro_messages SET metadata = '[1]' WHERE id = %s",
+        kept.id,
+    )
+    with pytest.raises(CorruptDataError):
+        await call(
+            store,
+            "begin_run",
+            thread.id,
+            owner="attempt_2",
+            ttl=30.0,
+            messages=[user("r")],
+            resume=True,
+        )
+    assert stored_run(store, "run_1")[0] == "requires_action"
+    assert await call(store, "get_lease", thread.id) is None
+    assert await call(store, "count_messages", thread.id) == 1
 
 
 def test_a_new_run_is_the_row_new_run_row_makes(make: Callable[..., Any]) -> None:

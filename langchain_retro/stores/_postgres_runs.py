@@ -187,13 +187,10 @@ def _q_run_insert(names: _Names, thread_id: str, owner: str, row: StoredRun) -> 
 
 
 def _q_run_newest(names: _Names, thread_id: str, owner: str) -> _Q:
-    """The thread's newest run, locked, if ``owner`` holds the lease; and now.
-
-    `_RUN_COLUMNS`, then the database's time as rows are stamped with it.
-    """
+    """The thread's newest run (`_RUN_COLUMNS`), locked, if ``owner`` holds it."""
     return _Q(
         names.sql(
-            "SELECT {run_columns}, {now} FROM {runs} r "
+            "SELECT {run_columns} FROM {runs} r "
             "WHERE r.thread_seq = (SELECT seq FROM {threads} WHERE id = %(thread_id)s) "
             "AND {leased} ORDER BY r.seq DESC LIMIT 1 FOR UPDATE",
             run_columns=_RUN_COLUMNS,
@@ -203,15 +200,21 @@ def _q_run_newest(names: _Names, thread_id: str, owner: str) -> _Q:
     )
 
 
-def _q_run_thread(names: _Names, thread_id: str, owner: str) -> _Q:
-    """A thread and its assistant's columns, if ``owner`` holds the lease."""
+def _q_run_thread(
+    names: _Names, thread_id: str, owner: str, *, lock: bool = False
+) -> _Q:
+    """A thread, its assistant's columns and now, if ``owner`` holds the lease.
+
+    With ``lock``, the thread's row is locked as an append locks it.
+    """
     return _Q(
         names.sql(
-            "SELECT t.created_at, t.metadata, {joined_assistant_columns} "
+            "SELECT t.created_at, t.metadata, {joined_assistant_columns}, {now} "
             "FROM {threads} t "
             "LEFT JOIN {assistants} a ON a.id = t.metadata ->> {assistant_key} "
-            "WHERE t.id = %(thread_id)s AND {leased}",
+            "WHERE t.id = %(thread_id)s AND {leased}{lock}",
             leased=names.sql(_LEASED),
+            lock=sql.SQL(" FOR NO KEY UPDATE OF t" if lock else ""),
         ),
         {"thread_id": thread_id, "owner": owner},
     )

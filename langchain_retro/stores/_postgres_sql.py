@@ -9,7 +9,8 @@ to the server differs between them:
 * names: `_Names` quotes and schema-qualifies one store's tables and indexes, and
   `_check_schema` and `_check_prefix` validate what goes into them;
 * statements: each ``_q_*`` function returns a `_Q`, one statement with its
-  parameters, for an operation (`_Op`) to yield to a driver;
+  parameters, for an operation (`_Op`) to yield to a driver (those of runs are in
+  `langchain_retro.stores._postgres_runs`);
 * rows to records: `_assistant` and `_message` decode rows of our own schema.
 
 The module imports ``psycopg.sql`` to compose statements, so, like

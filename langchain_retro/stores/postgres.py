@@ -1,8 +1,8 @@
-"""`PostgresStore`: assistants, threads and messages in PostgreSQL (extra ``postgres``).
+"""`PostgresStore`: assistants, threads, messages and runs in PostgreSQL.
 
 Install with ``pip install "langchain-retro[postgres]"`` (psycopg 3 and psycopg-pool).
 
-Layout (schema version 2). Every table name is ``{table_prefix}{name}``, qualified by
+Layout (schema version 3). Every table name is ``{table_prefix}{name}``, qualified by
 the store's schema, so several apps can share one database:
 
 * ``schema_migrations``: one row per applied migration; `PostgresStore.setup` creates
@@ -11,7 +11,8 @@ the store's schema, so several apps can share one database:
 * ``assistants``: one row per assistant, ``metadata`` as ``jsonb``;
 * ``threads``: one row per thread, ``metadata`` as ``jsonb``; ``next_seq`` hands out
   the per-thread message sequence and ``message_count`` keeps the count, so counting
-  a thread's messages reads one row;
+  a thread's messages reads one row; ``prompt_tokens``, ``completion_tokens`` and
+  ``total_tokens`` are the running sums of its runs' usage;
 * ``thread_metadata``: one row per thread metadata entry, primary key
   ``(key, value, thread_seq)``, kept by triggers in the transaction that writes
   ``threads.metadata`` (whatever writes it). Filtered listings walk this key: each
@@ -23,7 +24,13 @@ the store's schema, so several apps can share one database:
   thread (``UNIQUE (thread_seq, id)``), so every unique key holds the thread and the
   table can be hash-partitioned by thread (``message_partitions``); ``payload`` is
   ``text``, read back as stored with no JSON decoding on either side; ``run_id``,
-  ``assistant_id`` and ``reply_to`` link a reply to its run and what it answered;
+  ``assistant_id`` and ``reply_to`` link a reply to its run and what it answered, and
+  a partial index on ``(thread_seq, run_id)`` reads a run's messages;
+* ``runs``: one row per run: its id (unique in the store), thread, status, creation
+  time and lease owner as columns, the rest as a ``jsonb`` body
+  (``stores/_runs.py``); indexed by ``(thread_seq, seq)`` for listings, and by thread
+  for the few runs in an active status, which a new run lapses when it takes the
+  thread over;
 * ``run_leases``: the one-active-run-per-thread lease, expiring by the database clock.
 
 Appending takes the thread's row lock to allocate the sequence
@@ -35,18 +42,21 @@ holds writes nothing, and takes no sequence numbers. Timestamps (``created_at``,
 lease expiry) come from the database clock, so hosts with skewed clocks agree.
 
 Connections run in autocommit: single-statement calls (most of them, appends included)
-are one round trip; calls that read before they write run in a transaction. A run
-takes two round trips: `PostgresStore.begin_run` pipelines its statements (lease,
-append, thread with its assistant, newest messages) in one implicit transaction, each
-reading after the previous one's locks and writes; `PostgresStore.finish_run` is one
-statement (reply, thread patch applied in SQL, lease released).
+are one round trip; calls that read before they write run in a transaction. A turn
+takes three round trips: `PostgresStore.begin_run` pipelines its statements (lease,
+input, lapsed runs, the new run, thread with its assistant, newest messages) in one
+implicit transaction, each reading after the previous one's locks and writes;
+`PostgresStore.finish_run` is a pipelined transaction of two (lock and read the
+lease, thread and run, with ``BEGIN``; write the messages, thread, run and lease,
+with ``COMMIT``), as are `PostgresStore.cancel_run` and a resumed ``begin_run``.
 
 The statements are built by the pure functions of
-`langchain_retro.stores._postgres_sql`, input is checked before any of them by
-`langchain_retro.stores._postgres_checks`, and `langchain_retro.stores._postgres_io`
-holds the drivers that send them, sync and async, and the pools' checks; this module
-holds the store: its operations, written once as generators of statements, and the
-pools it owns.
+`langchain_retro.stores._postgres_sql` (and, for runs,
+`langchain_retro.stores._postgres_runs`); input is checked before any of them by
+`langchain_retro.stores._postgres_checks`; `langchain_retro.stores._postgres_io`
+performs them, sync and async, through the drivers of `langchain_retro._steps`; and
+`langchain_retro.stores._postgres_pool` holds the pools. This module holds the store:
+its operations, each written once as a generator of statements.
 
 PgBouncer in transaction mode works: the store keeps no session state across
 transactions. It never runs ``SET``, holds only transaction-level advisory locks,
@@ -225,7 +235,7 @@ T = TypeVar("T")
 
 
 class PostgresStore(BaseStore):
-    """Assistants, threads and messages in PostgreSQL, over psycopg connection pools.
+    """Assistants, threads, messages and runs in PostgreSQL, over psycopg pools.
 
     Setup:
         Install the extra and create the tables once (safe to repeat, and safe from
@@ -1340,12 +1350,20 @@ class PostgresStore(BaseStore):
         messages: Sequence[NewMessage],
         context_limit: int | None,
     ) -> _Op[RunStart | None]:
-        """`begin_run` with ``resume``: two round trips in one transaction."""
+        """`begin_run` with ``resume``: one transaction of two round trips.
+
+        The first takes the lease, locks the thread and its newest run, and reads
+        them with the context; everything is rebuilt before the second writes and
+        commits, so a row that no longer rebuilds leaves nothing written. The
+        thread's lock keeps other appends out until then, so the context read
+        first, with the input after it, is the thread's newest messages.
+        """
         names = self._names
-        lease_rows, thread_rows, newest = yield (
+        lease_rows, thread_rows, newest, newest_messages = yield (
             _q_lease_acquire(names, thread_id, owner, ttl),
-            _q_run_thread(names, thread_id, owner),
+            _q_run_thread(names, thread_id, owner, lock=True),
             _q_run_newest(names, thread_id, owner),
+            _q_run_context(names, thread_id, owner, context_limit),
         )
         ((thread_found, expires_at),) = lease_rows
         if not thread_found:
@@ -1354,11 +1372,12 @@ class PostgresStore(BaseStore):
             return None
         if not thread_rows:
             raise ThreadNotFoundError(thread_id)
-        # Raising here rolls the lease back with everything else.
         thread, assistant = _thread_and_assistant(thread_id, thread_rows[0])
+        now = thread_rows[0][-1]
+        context = [_message(row, thread_id) for row in reversed(newest_messages)]
         resumed: StoredRun | None = None
         if newest and newest[0][1] == "requires_action":
-            resumed = resumed_run(_run_of(newest[0], thread_id), newest[0][5])
+            resumed = resumed_run(_run_of(newest[0], thread_id), now)
             mark = {"run_id": resumed.id}
             messages = [
                 m if m.run_id is not None else m.model_copy(update=mark)
@@ -1384,28 +1403,24 @@ class PostgresStore(BaseStore):
             batch.append(_q_run_insert(names, thread_id, owner, row))
         else:
             batch.append(_q_run_write(names, resumed, lease_owner=owner))
-        batch.append(_q_run_context(names, thread_id, owner, context_limit))
         try:
-            results = yield _Commit(tuple(batch))
+            yield _Commit(tuple(batch))
         except psycopg.errors.UniqueViolation as exc:  # all undone, lease included
             raise _conflict(exc, names, thread_id, messages, run_id=new.id) from exc
-        appended: list[StoredMessage] = []
-        if messages:
-            ((appended_at, _),) = results[0]
-            appended = [
-                message.stored(message_id, thread_id, appended_at)
-                for message_id, message in zip(ids, messages, strict=True)
-            ]
-        if resumed is None:
-            ((created_at,),) = results[-2]
-            run = new_run_row(new, thread_id, thread.metadata, created_at)
-        else:
-            run = resumed
+        # Stamped by the transaction's clock, as the rows were.
+        appended = [
+            message.stored(message_id, thread_id, now)
+            for message_id, message in zip(ids, messages, strict=True)
+        ]
+        context += appended
+        if context_limit is not None:
+            context = context[max(len(context) - context_limit, 0) :]
+        run = resumed or new_run_row(new, thread_id, thread.metadata, now)
         return RunStart.model_construct(
             thread=thread,
             assistant=assistant,
             appended=appended,
-            context=[_message(row, thread_id) for row in reversed(results[-1])],
+            context=context,
             run=run.model_copy(update={"expires_at": int(expires_at)}),
             resumed=resumed is not None,
         )
@@ -1770,11 +1785,11 @@ class PostgresStore(BaseStore):
 def _thread_and_assistant(
     thread_id: str, row: Sequence[Any]
 ) -> tuple[StoredThread, StoredAssistant | None]:
-    """The thread and assistant of a `_q_run_thread` row.
+    """The thread and assistant of a `_q_run_thread` row (then the time).
 
     Raises:
         CorruptDataError: If either no longer rebuilds.
     """
-    created_at, metadata, *assistant = row
+    created_at, metadata, *assistant, _ = row  # the last column is the time
     thread = _thread(thread_id, created_at, metadata)
     return thread, None if assistant[0] is None else _assistant(assistant)
