@@ -21,6 +21,7 @@ from langchain_retro._cli_common import (
     thread_json,
     when,
 )
+from langchain_retro._cli_runs import usage_text
 from langchain_retro.errors import MessageNotFoundError
 from langchain_retro.records import (
     Assistant,
@@ -263,14 +264,16 @@ def threads_list(args: argparse.Namespace, store: BaseStore) -> int:
 
 
 def threads_show(args: argparse.Namespace, store: BaseStore) -> int:
-    """``threads show``: fields, hwm and the newest messages."""
+    """``threads show``: fields, hwm, token usage and the newest messages."""
     thread = BaseThread.retrieve(store, args.thread_id)
     newest = BaseMessage.list(store, thread.id, order="desc", limit=args.limit)
     messages = list(reversed(newest.data))
+    usage = store.get_thread_usage(thread.id)
     if args.json:
         print_json(
             {
                 **thread_json(thread),
+                "usage": usage.model_dump(mode="json"),
                 "messages": [message_json(m) for m in messages],
                 "has_more_messages": newest.has_more,
             }
@@ -285,6 +288,7 @@ def threads_show(args: argparse.Namespace, store: BaseStore) -> int:
     print(f"{'metadata':<22}{pairs(thread.metadata)}")
     waiting = "" if pending is None else f" ({pending} pending: after the hwm)"
     print(f"{'messages':<22}{total}{waiting}")
+    print(f"{'tokens (all runs)':<22}{usage_text(usage)}")
     if not messages:
         return 0
     shown = f"the newest {len(messages)}" if newest.has_more else "all"

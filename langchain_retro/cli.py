@@ -1,4 +1,4 @@
-"""The ``langchain-retro`` command: assistants, threads and chats from a shell.
+"""The ``langchain-retro`` command: assistants, threads, runs and chats from a shell.
 
 Usage::
 
@@ -11,15 +11,18 @@ Usage::
     langchain-retro threads create --assistant ID
     langchain-retro threads list [--assistant ID] [--metadata k=v] [--after ID]
     langchain-retro threads show ID | update ID --model M | delete ID
+    langchain-retro runs list THREAD [--order asc] [--after ID]
+    langchain-retro runs show THREAD RUN | cancel THREAD RUN
     langchain-retro chat [--thread ID]         # a REPL; --offline needs no key
 
 The database is ``--db``, else ``$LANGCHAIN_RETRO_DB`` unless empty, else
 ``langchain-retro.db`` in the working directory (the embedded `SQLiteStore`); an
 empty ``--db`` is refused. The modules behind it: ``_cli_common`` (option types,
 output, the hints printed for the next command), ``_cli_records`` (assistants and
-threads) and ``_cli_chat`` (chat and demo). Chats and the demo reach the
-model through ``ChatOpenAI``, which reads ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL``;
-``--offline`` uses the package's echo model instead, and says so on every reply line.
+threads), ``_cli_runs`` (runs) and ``_cli_chat`` (chat and demo). Chats and the
+demo reach the model through ``ChatOpenAI``, which reads ``OPENAI_API_KEY`` and
+``OPENAI_BASE_URL``; ``--offline`` uses the package's echo model instead, and says so
+on every reply line.
 
 Errors of langchain-retro are printed as one line on stderr with exit status 1;
 usage errors and a missing API key exit with 2; Ctrl-C exits with 130.
@@ -35,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from langchain_retro import _cli_chat, _cli_records
+from langchain_retro import _cli_chat, _cli_records, _cli_runs
 from langchain_retro._cli_common import (
     DEFAULT_LIMIT,
     EXIT_ERROR,
@@ -85,7 +88,7 @@ def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         "--json",
         action="store_true",
         default=default(False),
-        help="print JSON instead of text (create, list, show, update, delete)",
+        help="print JSON instead of text (create, list, show, update, delete, cancel)",
     )
     parser.add_argument(
         "--offline",
@@ -139,6 +142,45 @@ def _listing_options(parser: argparse.ArgumentParser) -> None:
     _metadata_option(parser, "only those with this metadata entry")
     parser.add_argument("--limit", type=positive, default=DEFAULT_LIMIT)
     parser.add_argument("--after", metavar="ID", help="the last id of the page before")
+
+
+def _runs_commands(
+    commands: Any, command: Callable[..., argparse.ArgumentParser]
+) -> None:
+    """The ``runs`` commands, which read and cancel the runs of a thread."""
+    runs = commands.add_parser(
+        "runs", help="list, show and cancel the runs of a thread"
+    ).add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = command(
+        runs, "list", _cli_runs.runs_list, "list a thread's runs, newest first"
+    )
+    listing.add_argument("thread_id", metavar="THREAD")
+    listing.add_argument("--limit", type=positive, default=DEFAULT_LIMIT)
+    listing.add_argument(
+        "--after", metavar="ID", help="the last run id of the page before"
+    )
+    listing.add_argument(
+        "--order",
+        choices=["desc", "asc"],
+        default="desc",
+        help="desc: newest first (default); asc: oldest first",
+    )
+    show = command(
+        runs,
+        "show",
+        _cli_runs.runs_show,
+        "show a run: status, model, usage, errors, required action and its steps",
+    )
+    show.add_argument("thread_id", metavar="THREAD")
+    show.add_argument("run_id", metavar="RUN")
+    cancel = command(
+        runs,
+        "cancel",
+        _cli_runs.runs_cancel,
+        "cancel a run in progress or waiting for tool outputs",
+    )
+    cancel.add_argument("thread_id", metavar="THREAD")
+    cancel.add_argument("run_id", metavar="RUN")
 
 
 def _run_commands(
@@ -279,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     delete = command(threads, "delete", _cli_records.threads_delete, "delete a thread")
     delete.add_argument("thread_id", metavar="ID")
 
+    _runs_commands(commands, command)
     _run_commands(commands, command)
     return parser
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from langchain_core.messages import AIMessage, ToolMessage
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,6 +37,8 @@ from langchain_retro.records import (
     _fetch_limit,
 )
 from langchain_retro.stores.base import BaseStore, Order, RunUsage, StoredRun
+
+R = TypeVar("R", bound=StoredRun)
 
 __all__ = [
     "MessageCreation",
@@ -246,11 +248,15 @@ class Run(StoredRun):
     ) -> Page[Self]:
         """List a thread's runs by creation, newest first.
 
+        Cursors follow the listing's order, as in the Assistants API: ``after`` is
+        the next page in ``order`` (older runs when newest first), ``before`` the
+        page nearest the cursor on the other side.
+
         Args:
             store: The store.
             thread_id: The thread.
             after: A run id from a previous page's ``last_id``: the next page.
-            before: A run id: the page before it.
+            before: A run id from a page's ``first_id``: the page before it.
             order: ``desc`` (newest first, default) or ``asc``.
             limit: Page size, 1 to 10,000.
 
@@ -259,17 +265,15 @@ class Run(StoredRun):
             RunNotFoundError: If a cursor names no run of the thread.
         """
         _check_str(thread_id, "thread_id")
-        _check_listing(order, {"after": after, "before": before}, limit)
+        window = _Window.of(order, after=after, before=before, limit=limit)
         rows = store.list_runs(
             thread_id,
-            after=after,
-            before=before,
-            order=order,
-            limit=_fetch_limit(limit),
+            after=window.after,
+            before=window.before,
+            order=window.order,
+            limit=window.limit,
         )
-        return Page.of_rows(
-            rows, limit, cls._of, toward_start=_backwards(after, before)
-        )
+        return window.page(rows, limit, cls._of)
 
     @classmethod
     async def alist(
@@ -285,17 +289,53 @@ class Run(StoredRun):
     ) -> Page[Self]:
         """Async twin of `list`."""
         _check_str(thread_id, "thread_id")
-        _check_listing(order, {"after": after, "before": before}, limit)
+        window = _Window.of(order, after=after, before=before, limit=limit)
         rows = await store.alist_runs(
             thread_id,
-            after=after,
-            before=before,
-            order=order,
-            limit=_fetch_limit(limit),
+            after=window.after,
+            before=window.before,
+            order=window.order,
+            limit=window.limit,
         )
-        return Page.of_rows(
-            rows, limit, cls._of, toward_start=_backwards(after, before)
-        )
+        return window.page(rows, limit, cls._of)
+
+
+@dataclass(frozen=True)
+class _Window:
+    """A page of runs in listing order, as the store's creation-order read.
+
+    `BaseStore.list_runs` bounds runs by creation (``after``: created later), as
+    for messages; a listing's cursors follow its own order, so newest first they
+    swap, and the page nearest a ``before`` cursor is read oldest first, then turned.
+    """
+
+    after: str | None
+    before: str | None
+    order: Order
+    limit: int
+    turn: bool
+    """Whether the rows come oldest first and the page wants them newest first."""
+    toward_start: bool
+    """Whether the extra row that says more follow is the first one."""
+
+    @classmethod
+    def of(
+        cls, order: Order, *, after: str | None, before: str | None, limit: int
+    ) -> _Window:
+        _check_listing(order, {"after": after, "before": before}, limit)
+        fetch = _fetch_limit(limit)
+        backwards = _backwards(after, before)
+        if order == "asc":
+            return cls(after, before, "asc", fetch, turn=False, toward_start=backwards)
+        if backwards:
+            return cls(before, None, "asc", fetch, turn=True, toward_start=True)
+        return cls(before, after, "desc", fetch, turn=False, toward_start=False)
+
+    def page(
+        self, rows: Sequence[StoredRun], limit: int, build: Callable[[StoredRun], R]
+    ) -> Page[R]:
+        ordered = list(reversed(rows)) if self.turn else rows
+        return Page.of_rows(ordered, limit, build, toward_start=self.toward_start)
 
 
 def _check_ids(thread_id: object, run_id: object) -> None:
