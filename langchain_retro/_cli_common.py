@@ -223,6 +223,8 @@ def message_json(message: BaseMessage) -> dict[str, Any]:
         "thread_id": message.thread_id,
         "role": message.role,
         "content": message.message.content,
+        "assistant_id": message.assistant_id,
+        "run_id": message.run_id,
     }
     if isinstance(message.message, AIMessage) and message.message.tool_calls:
         out["tool_calls"] = message.message.tool_calls

@@ -22,6 +22,7 @@ from langchain_retro._cli_common import (
     when,
 )
 from langchain_retro._cli_runs import usage_text
+from langchain_retro._planning import pending_count
 from langchain_retro.errors import MessageNotFoundError
 from langchain_retro.records import (
     Assistant,
@@ -211,11 +212,13 @@ def thread_status(
         return None, total, None
     hwm = thread.hwm
     try:
-        rows = store.list_messages(thread.id, after=hwm)
+        # Only what follows the hwm message can be pending: read no more.
+        after = store.list_messages(thread.id, after=hwm)
+        return hwm, total, pending_count(after, None, complete=True)
     except MessageNotFoundError:
-        # The hwm message was deleted; ids sort by creation, as the runner relies on.
-        rows = [r for r in store.list_messages(thread.id) if hwm is None or r.id > hwm]
-    return hwm, total, sum(1 for row in rows if row.role != "assistant")
+        # The hwm message was deleted: the runner's rule decides over the whole thread.
+        rows = store.list_messages(thread.id)
+        return hwm, total, pending_count(rows, hwm, complete=True)
 
 
 def threads_create(args: argparse.Namespace, store: BaseStore) -> int:

@@ -157,10 +157,12 @@ class RecordClassError(RetroValueError):
 
 
 class RunStateError(RetroValueError):
-    """The run's status does not allow what was asked; nothing was changed.
+    """The run's status does not allow what was asked.
 
     Cancelling a run that already ended, or giving a thread new input while a run on
-    it waits for tool results (``requires_action``).
+    it waits for tool results (``requires_action``). Nothing the caller asked for was
+    written; a run found past its lease is recorded as ``expired`` on the way, as every
+    read of it would.
     """
 
     def __init__(

@@ -475,6 +475,21 @@ def test_chat_resumes_a_thread_and_stops_at_quit(
         "echo: second",
     ]
     assert shown["hwm"] == shown["messages"][-2]["id"]
+    # Each reply names the run that wrote it and that run's assistant; input does not.
+    assert [m["assistant_id"] for m in shown["messages"]] == [
+        None,
+        assistant_id,
+        None,
+        assistant_id,
+    ]
+    first_run, second_run = (
+        shown["messages"][1]["run_id"],
+        shown["messages"][3]["run_id"],
+    )
+    assert first_run.startswith("run_")
+    assert second_run.startswith("run_")
+    assert first_run != second_run
+    assert shown["messages"][0]["run_id"] is None
 
 
 def test_chat_on_an_assistant_with_a_model_override(

@@ -9,17 +9,19 @@ Every sync method has an ``a``-prefixed async twin. Stores are context managers
 
 What hangs off what:
 
-* deleting a thread deletes its messages and its run lease;
+* deleting a thread deletes its messages, its runs and its run lease;
 * deleting an assistant looks at the threads whose ``assistant_id`` metadata names it
   and, as asked, refuses (`AssistantInUseError`), keeps them, or deletes them with
   their messages, all in one transaction.
 
-A run's store side is two calls: `BaseStore.begin_run` (take the lease, read the
-thread and its assistant, append the input, read the newest messages) and
-`BaseStore.finish_run` (append the reply, patch the thread, give the lease back).
-`BaseStore` builds both from the other methods, so a new backend works unchanged;
-the bundled stores override them to make each one transaction and as few round trips
-as they can.
+A run's store side is two calls: `BaseStore.begin_run` (take the thread's lease, write
+the run record, read the thread and its assistant, append the input, read the newest
+messages) and `BaseStore.finish_run` (append the reply, patch the thread, write the
+run's status and usage and, when the run ended, give the lease back), each one
+transaction. A run is a record (`StoredRun`): it can be read, listed and cancelled from
+any process (`BaseStore.get_run`, `BaseStore.list_runs`, `BaseStore.cancel_run`); a run
+whose lease lapsed reads as ``expired``. The rules a run's status follows live once, in
+`langchain_retro.stores._runs`, and every backend applies them.
 """
 
 from __future__ import annotations
