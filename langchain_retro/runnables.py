@@ -39,6 +39,14 @@ from langchain_core.runnables import (
     RunnableConfig,
     RunnableSerializable,
 )
+from langchain_core.runnables.config import (
+    ensure_config,
+    get_async_callback_manager_for_config,
+    get_callback_manager_for_config,
+    patch_config,
+    set_config_context,
+)
+from langchain_core.runnables.utils import coro_with_context
 from langchain_core.tools import BaseTool
 from langchain_core.tools import tool as as_tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
@@ -423,31 +431,58 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
     def invoke(
         self, input: RunnerInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AIMessage:
+        # What Runnable._call_with_config does, without inspecting _run's signature
+        # on every call: the run is traced as a chain, its model call as its child.
         check_config(config)
-        return self._call_with_config(self._run, input, config, **kwargs)
+        config = ensure_config(config)
+        run_manager = get_callback_manager_for_config(config).on_chain_start(
+            None,
+            input,
+            name=config.get("run_name") or self.get_name(),
+            run_id=config.pop("run_id", None),
+        )
+        try:
+            child = patch_config(config, callbacks=run_manager.get_child())
+            with set_config_context(child) as context:
+                reply = context.run(self._run, input, child, kwargs)
+        except BaseException as exc:
+            run_manager.on_chain_error(exc)
+            raise
+        run_manager.on_chain_end(reply)
+        return reply
 
     @override
     async def ainvoke(
         self, input: RunnerInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AIMessage:
         check_config(config)
-        return await self._acall_with_config(self._arun, input, config, **kwargs)
+        config = ensure_config(config)
+        manager = get_async_callback_manager_for_config(config)
+        run_manager = await manager.on_chain_start(
+            None,
+            input,
+            name=config.get("run_name") or self.get_name(),
+            run_id=config.pop("run_id", None),
+        )
+        try:
+            child = patch_config(config, callbacks=run_manager.get_child())
+            with set_config_context(child) as context:
+                reply = await coro_with_context(
+                    self._arun(input, child, kwargs), context
+                )
+        except BaseException as exc:
+            await run_manager.on_chain_error(exc)
+            raise
+        await run_manager.on_chain_end(reply)
+        return reply
 
     def _run(
-        self,
-        input: RunnerInput,
-        run_manager: CallbackManagerForChainRun,
-        config: RunnableConfig,
-        **kwargs: Any,
+        self, input: RunnerInput, config: RunnableConfig, kwargs: Mapping[str, Any]
     ) -> AIMessage:
         return self._engine.invoke(self._request(input, config, kwargs)).reply
 
     async def _arun(
-        self,
-        input: RunnerInput,
-        run_manager: AsyncCallbackManagerForChainRun,
-        config: RunnableConfig,
-        **kwargs: Any,
+        self, input: RunnerInput, config: RunnableConfig, kwargs: Mapping[str, Any]
     ) -> AIMessage:
         result = await self._engine.ainvoke(self._request(input, config, kwargs))
         return result.reply

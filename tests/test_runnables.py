@@ -760,6 +760,16 @@ class Recorder(BaseCallbackHandler):
         self.chains: list[str] = []
         self.chat_parents: list[Any] = []
         self.runner_ids: list[Any] = []
+        self.errors: list[tuple[str, Any]] = []
+        self.ends: list[Any] = []
+
+    def on_chain_error(
+        self, error: BaseException, *, run_id: Any, **kwargs: Any
+    ) -> None:
+        self.errors.append((type(error).__name__, run_id))
+
+    def on_chain_end(self, outputs: Any, *, run_id: Any, **kwargs: Any) -> None:
+        self.ends.append(run_id)
 
     def on_chain_start(
         self, serialized: Any, inputs: Any, *, run_id: Any, **kwargs: Any
@@ -785,6 +795,13 @@ async def test_callbacks_see_the_run_and_its_model_call(
     await collect(runner, call.mode, "streamed", config)
     assert recorder.chains == ["ThreadRunner", "ThreadRunner"]
     assert recorder.chat_parents == recorder.runner_ids
+    assert recorder.ends == recorder.runner_ids
+    assert recorder.errors == []
+
+    server.fail_next(400)
+    with pytest.raises(ModelCallError):
+        await call(runner, "invoke", "fails", config)
+    assert recorder.errors == [("ModelCallError", recorder.runner_ids[-1])]
 
 
 def test_config_specs_name_the_thread_id(store: BaseStore, llm: ChatOpenAI) -> None:
