@@ -383,7 +383,7 @@ def measure(
         for size in sizes:
             setups: list[Setup] = []
 
-            def setup(size: int = size) -> Setup:
+            def setup(size: int = size, setups: list[Setup] = setups) -> Setup:
                 directory = Path(tmp) / f"{size}-{len(setups)}"
                 directory.mkdir()
                 setups.append(Setup(llm, server, directory, random.Random(size)))
@@ -398,7 +398,7 @@ def measure(
             for round_ in range(-1, repeat):  # round -1 warms up
                 if round_ > 0 and size < 1000 and round_ % RESET_EVERY == 0:
                     turns = _fresh(all_subjects, setup, size)
-                    for name, turn in turns.items():  # a warm-up turn on each
+                    for turn in turns.values():  # a warm-up turn on each
                         turn("Hello again")
                 spent: dict[str, float] = {}
                 shift = max(round_, 0) % len(names)

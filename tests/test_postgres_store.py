@@ -24,13 +24,18 @@ from conftest import explaining_store, postgres_url, stores_of
 
 from langchain_retro import (
     MissingDependencyError,
+    RetroValueError,
     SchemaVersionError,
     StoreClosedError,
     StoreError,
     ThreadNotFoundError,
 )
-from langchain_retro._metadata import MetadataPatch
-from langchain_retro.stores.base import NewMessage, RunUpdate, ThreadQuery
+from langchain_retro.stores.base import (
+    MetadataPatch,
+    NewMessage,
+    RunUpdate,
+    ThreadQuery,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -231,7 +236,7 @@ def test_schemas_share_a_database_without_seeing_each_other(
 
 @pytest.mark.parametrize("prefix", ["Retro_", "1retro", "re-tro", "x" * 31])
 def test_invalid_table_prefix_is_refused(url: str, prefix: str) -> None:
-    with pytest.raises(ValueError, match="table_prefix"):
+    with pytest.raises(RetroValueError, match="table_prefix"):
         PostgresStore.from_connection_string(url, table_prefix=prefix)
 
 
@@ -561,7 +566,7 @@ async def test_missing_pool_for_the_api_used_is_a_clear_error(
     make: Callable[..., PostgresStore],
 ) -> None:
     schema = make().schema
-    with pytest.raises(ValueError, match="pool"):
+    with pytest.raises(RetroValueError, match="pool"):
         PostgresStore()
     pool = psycopg_pool.ConnectionPool(postgres_url(), open=True, min_size=1)
     try:

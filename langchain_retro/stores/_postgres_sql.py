@@ -28,7 +28,11 @@ from typing import Any, NamedTuple, TypeVar
 from pydantic import ValidationError
 
 from langchain_retro._metadata import CLASS_KEY, dumps
-from langchain_retro.errors import CorruptDataError, MissingDependencyError
+from langchain_retro.errors import (
+    CorruptDataError,
+    MissingDependencyError,
+    RetroValueError,
+)
 from langchain_retro.stores.base import (
     ASSISTANT_FIELDS,
     THREAD_ASSISTANT_KEY,
@@ -1269,11 +1273,11 @@ def _check_prefix(table_prefix: str) -> None:
     """Check a table prefix.
 
     Raises:
-        ValueError: If it is not lowercase letters, digits and underscores
+        RetroValueError: If it is not lowercase letters, digits and underscores
             (not starting with a digit), at most 30 characters.
     """
     if not _PREFIX_RE.fullmatch(table_prefix):
-        raise ValueError(
+        raise RetroValueError(
             f"table_prefix must be lowercase letters, digits and underscores, not "
             f"starting with a digit, at most 30 characters; got {table_prefix!r}"
         )
@@ -1283,10 +1287,10 @@ def _check_schema(schema: str) -> None:
     """Check a schema name.
 
     Raises:
-        ValueError: If it is empty, longer than 63 bytes or holds a NUL.
+        RetroValueError: If it is empty, longer than 63 bytes or holds a NUL.
     """
     if not schema or len(schema.encode()) > 63 or "\x00" in schema:
-        raise ValueError(
+        raise RetroValueError(
             f"schema must be a PostgreSQL identifier of 1 to 63 bytes; got {schema!r}"
         )
 

@@ -305,11 +305,11 @@ class PostgresStore(BaseStore):
                 ``docs/postgres-partitioning.md``); ``None`` for one table.
 
         Raises:
-            ValueError: If both pools are ``None``, or the schema or prefix is invalid.
-            RetroValueError: If ``message_partitions`` is not 1 to 1024 or ``None``.
+            RetroValueError: If both pools are ``None``, the schema or prefix is
+                invalid, or ``message_partitions`` is not 1 to 1024 or ``None``.
         """
         if pool is None and async_pool is None:
-            raise ValueError(
+            raise RetroValueError(
                 "PostgresStore needs a pool, an async_pool or both; or use "
                 "PostgresStore.from_connection_string(url)."
             )
