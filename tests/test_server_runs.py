@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import openai
 import pytest
-
 from _server import KEY_A, KEY_B, SDK_DEPRECATIONS, Served, served
+
 from langchain_retro.testing import FakeChatServer, ScriptedReply, ScriptedToolCall
 
 pytestmark = SDK_DEPRECATIONS
