@@ -16,6 +16,7 @@ and it can be mounted in an existing app. Around the routes:
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -94,7 +95,9 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
-        return JSONResponse({"status": "ok", "runs_in_flight": len(runs_service)})
+        return JSONResponse(
+            {"status": "ok", "worker": os.getpid(), "runs_in_flight": len(runs_service)}
+        )
 
     _install_error_handlers(app)
     app.add_middleware(_AuthMiddleware, keyring=keyring)
