@@ -266,9 +266,19 @@ class Served:
             self.process.kill()
             self.process.wait()
 
+    def stop_async(self) -> None:
+        """Ask the server to stop (SIGTERM) without waiting for it."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait(self) -> int:
+        """Wait for the server to exit; its exit status."""
+        assert self.process is not None
+        return self.process.wait(timeout=30)
+
     def kill(self) -> None:
         """Kill the server and its workers at once, as a crash would."""
-        if self.process is None:
+        if self.process is None or self.process.poll() is not None:
             return
         self.process.kill()
         self.process.wait()

@@ -9,6 +9,7 @@ the thread is then usable again.
 from __future__ import annotations
 
 import concurrent.futures
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,3 +124,34 @@ def test_a_run_whose_worker_died_expires_and_frees_the_thread(
         with pytest.raises(openai.BadRequestError, match="expired"):
             client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
         assert second.checked() == []
+
+
+def test_a_stopping_server_lets_its_streams_finish(
+    fake: FakeChatServer, tmp_path: Path
+) -> None:
+    api = Served(fake, tmp_path).start()
+    try:
+        client = api.client(KEY_A)
+        assistant = client.beta.assistants.create(model="m")
+        thread = client.beta.threads.create(
+            messages=[{"role": "user", "content": "a b c d e f g h"}]
+        )
+        fake.set_delay(0, per_chunk=0.15)
+        names: list[str] = []
+        text = ""
+        with client.beta.threads.runs.stream(
+            thread_id=thread.id, assistant_id=assistant.id
+        ) as stream:
+            for event in stream:
+                names.append(event.event)
+                if event.event == "thread.message.delta":
+                    if text == "":
+                        api.stop_async()
+                    text += event.data.delta.content[0].text.value  # type: ignore[index, union-attr]
+        assert names[-1] == "thread.run.completed"
+        assert text == "echo: a b c d e f g h"
+        # uvicorn ends by the signal it was stopped with, after shutting down.
+        assert api.wait() in (0, -signal.SIGTERM)
+    finally:
+        api.kill()
+        api.close_clients()

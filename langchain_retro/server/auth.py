@@ -28,6 +28,10 @@ __all__ = [
     "OWNER_KEY",
     "RESERVED_PREFIX",
     "Keyring",
+    "check_reserved",
+    "owned",
+    "owns",
+    "parse_key",
     "visible_metadata",
 ]
 
