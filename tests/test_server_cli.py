@@ -85,3 +85,11 @@ def test_a_missing_fastapi_names_the_extra() -> None:
     )
     assert "missing:" in result.stdout
     assert "pip install 'langchain-retro[server]'" in result.stdout
+
+
+def test_the_server_package_api_is_pinned() -> None:
+    import langchain_retro.server as server  # noqa: PLC0415
+
+    assert sorted(server.__all__) == ["ServedAssistant", "ServerSettings", "create_app"]
+    for name in server.__all__:
+        assert getattr(server, name).__module__.startswith("langchain_retro.server")
