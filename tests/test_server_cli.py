@@ -88,7 +88,7 @@ def test_a_missing_fastapi_names_the_extra() -> None:
 
 
 def test_the_server_package_api_is_pinned() -> None:
-    import langchain_retro.server as server  # noqa: PLC0415
+    from langchain_retro import server  # noqa: PLC0415
 
     assert sorted(server.__all__) == ["ServedAssistant", "ServerSettings", "create_app"]
     for name in server.__all__:
