@@ -113,11 +113,8 @@ class RunEvents:
         records = [BaseMessage._from(row) for row in saved.messages]
         replies = [r for r in records if r.id == self._reply_id]
         if replies and self._kind == "message_creation":
-            ended = (
-                "completed"
-                if status in ("completed", "requires_action")
-                else ("incomplete")
-            )
+            cut = status not in ("completed", "requires_action")
+            ended = "incomplete" if cut else "completed"
             self.emit(
                 f"thread.message.{ended}", message_object(replies[0], status=ended)
             )

@@ -146,15 +146,17 @@ def message_object(record: BaseMessage, *, status: str = "completed") -> dict[st
     message = record.message
     role = "assistant" if isinstance(message, AIMessage) else "user"
     done = role == "assistant" and record.run_id is not None
+    cut = status == "incomplete"
     return {
         "id": record.id,
         "object": "thread.message",
         "created_at": record.created_at,
         "thread_id": record.thread_id,
         "status": status,
-        "incomplete_details": None,
+        # A reply is cut short by max_completion_tokens, or by its run's end.
+        "incomplete_details": {"reason": "max_tokens"} if cut else None,
         "completed_at": record.created_at if done and status == "completed" else None,
-        "incomplete_at": None,
+        "incomplete_at": record.created_at if cut else None,
         "role": role,
         "content": _parts(message.content),
         "assistant_id": record.assistant_id,
