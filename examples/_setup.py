@@ -7,6 +7,7 @@ anywhere).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import sys
@@ -56,3 +57,52 @@ def cli_command(*words: str) -> str:
         [str(script)] if script.exists() else [sys.executable, "-m", "langchain_retro"]
     )
     return shlex.join([*program, *words])
+
+
+@contextmanager
+def assistants_server() -> Iterator[tuple[str, str]]:
+    """The base URL and key of a ``langchain-retro serve`` to talk to.
+
+    RETRO_BASE_URL and RETRO_API_KEY if set; else a server started here on
+    127.0.0.1, its upstream the real model (OPENAI_API_KEY) or the offline echo
+    model, its database a new temporary file, stopped on the way out.
+    """
+    if os.environ.get("RETRO_BASE_URL"):
+        yield os.environ["RETRO_BASE_URL"], os.environ.get("RETRO_API_KEY", "")
+        return
+    import socket  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import time  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    key = "sk-retro-example"
+    with contextlib.ExitStack() as stack:
+        env = {**os.environ, "LANGCHAIN_RETRO_API_KEYS": key}
+        if not os.environ.get("OPENAI_API_KEY"):
+            upstream = stack.enter_context(FakeChatServer())
+            env |= {"OPENAI_BASE_URL": upstream.base_url, "OPENAI_API_KEY": "offline"}
+            print("upstream: offline echo model (OPENAI_API_KEY is not set)")
+        command = [sys.executable, "-m", "langchain_retro", "serve"]
+        command += ["--port", str(port), "--db", database_path()]
+        command += ["--log-level", "warning"]
+        server = subprocess.Popen(  # noqa: S603 - our own command
+            command, env=env, stderr=subprocess.DEVNULL
+        )
+        stack.callback(server.wait, 30)
+        stack.callback(server.terminate)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/healthz", timeout=1
+                ):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        print(f"server: langchain-retro serve on http://127.0.0.1:{port}/v1")
+        yield f"http://127.0.0.1:{port}/v1", key

@@ -182,6 +182,10 @@ class EngineSettings:
     max_tool_concurrency: int = 8
     tool_specs: tuple[dict[str, Any], ...] = ()
     """The bound tools as OpenAI tool dicts, recorded on each run."""
+    reply_ids: bool = False
+    """Store each reply under the ``id`` its driver gave it (a driver that names a
+    reply before storing it, as the server's streams do); else the store assigns
+    one."""
 
 
 # --- pure helpers -------------------------------------------------------------------
@@ -222,6 +226,7 @@ class _Turn:
     owner: str
     run_id: str
     assistant_id: str
+    reply_ids: bool = False
 
     def message(
         self, message: LCBaseMessage, reply_to: str | None = None
@@ -238,9 +243,11 @@ class _Turn:
                 "assistant_id": self.assistant_id,
             }
             message = message.model_copy(update={"response_metadata": named})
+        keep_id = self.reply_ids and isinstance(message, AIMessage)
         return NewMessage(
             role=_messages.role_of(message),
             payload=_messages.to_payload(message),
+            id=message.id if keep_id else None,
             run_id=self.run_id,
             assistant_id=self.assistant_id,
             reply_to=reply_to,
@@ -440,7 +447,13 @@ class RunEngine:
             yield Unhold()
             yield from self._abandon(start, owner, exc)
             raise
-        turn = _Turn(request.thread_id, owner, start.run.id, assistant.id)
+        turn = _Turn(
+            request.thread_id,
+            owner,
+            start.run.id,
+            assistant.id,
+            self.settings.reply_ids,
+        )
         try:
             plan = yield from self._prepare(start, request, thread, assistant)
         except Exception as exc:

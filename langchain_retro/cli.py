@@ -14,12 +14,14 @@ Usage::
     langchain-retro runs list THREAD [--order asc] [--after ID]
     langchain-retro runs show THREAD RUN | cancel THREAD RUN
     langchain-retro chat [--thread ID]         # a REPL; --offline needs no key
+    langchain-retro serve [--host H] [--port P] [--workers N] [--api-key KEY]
 
 The database is ``--db``, else ``$LANGCHAIN_RETRO_DB`` unless empty, else
 ``langchain-retro.db`` in the working directory (the embedded `SQLiteStore`); an
 empty ``--db`` is refused. The modules behind it: ``_cli_common`` (option types,
 output, the hints printed for the next command), ``_cli_records`` (assistants and
-threads), ``_cli_runs`` (runs) and ``_cli_chat`` (chat and demo). Chats and the
+threads), ``_cli_runs`` (runs), ``_cli_chat`` (chat and demo) and
+``langchain_retro.server.serve`` (serve, with the ``server`` extra). Chats and the
 demo reach the model through ``ChatOpenAI``, which reads ``OPENAI_API_KEY`` and
 ``OPENAI_BASE_URL``; ``--offline`` uses the package's echo model instead, and says so
 on every reply line.
@@ -228,6 +230,60 @@ def _run_commands(
     )
 
 
+def _serve_command(
+    commands: Any, command: Callable[..., argparse.ArgumentParser]
+) -> None:
+    """The ``serve`` command: the Assistants API over HTTP (the server extra)."""
+    serve = command(
+        commands,
+        "serve",
+        _serve,
+        "serve the Assistants v2 API over HTTP (needs langchain-retro[server])",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)"
+    )
+    serve.add_argument("--port", type=positive, default=8000, help="default 8000")
+    serve.add_argument(
+        "--workers", type=positive, default=1, help="worker processes (default 1)"
+    )
+    serve.add_argument(
+        "--postgres-url",
+        metavar="URL",
+        help="a PostgreSQL database instead of the SQLite file",
+    )
+    serve.add_argument(
+        "--postgres-schema", metavar="NAME", help="its schema (default public)"
+    )
+    serve.add_argument(
+        "--api-key",
+        action="append",
+        metavar="KEY",
+        help=(
+            "a key clients send as Bearer token; OWNER:KEY to let keys share "
+            "objects (repeat for several; default $LANGCHAIN_RETRO_API_KEYS, "
+            "comma-separated)"
+        ),
+    )
+    serve.add_argument(
+        "--lease-ttl",
+        type=seconds,
+        metavar="SECONDS",
+        help="how long a dead worker's run holds its thread (default 15)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=["critical", "error", "warning", "info", "debug"],
+        default="info",
+    )
+
+
+def _serve(args: argparse.Namespace, store: BaseStore | None = None) -> int:
+    from langchain_retro.server.serve import serve  # noqa: PLC0415
+
+    return serve(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``langchain-retro`` command."""
     parser = argparse.ArgumentParser(
@@ -323,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _runs_commands(commands, command)
     _run_commands(commands, command)
+    _serve_command(commands, command)
     return parser
 
 
@@ -353,6 +410,11 @@ def _error_line(exc: Exception, command: str) -> tuple[str, int]:
 
 def _check_global_options(args: argparse.Namespace) -> None:
     # --json on chat or demo would print text where a script expects JSON.
+    if args.command == "serve" and (args.json or args.offline):
+        raise UsageError(
+            "--json and --offline do not apply to serve; its upstream model is "
+            "OPENAI_BASE_URL / OPENAI_API_KEY"
+        )
     if args.json and args.command in ("chat", "demo"):
         raise UsageError(
             f"--json applies to create, list, show, update and delete; {args.command} "
@@ -372,6 +434,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace, BaseStore], int] = args.handler
     try:
         _check_global_options(args)
+        if args.command == "serve":
+            # The server opens its store in each worker (SQLite or PostgreSQL).
+            return _serve(args)
         with SQLiteStore(database(args.db)) as store:
             return handler(args, store)
     except KeyboardInterrupt:

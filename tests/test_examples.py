@@ -40,6 +40,14 @@ EXPECTED: dict[str, list[str]] = {
         "  echo: Summarise this support ticket in at most eight words: Can I move",
         ": 2 messages",
     ],
+    "openai_sdk_app.py": [
+        "upstream: offline echo model (OPENAI_API_KEY is not set)",
+        "server: langchain-retro serve on http://127.0.0.1:",
+        ": completed",
+        "assistant> echo: I need to solve the equation `3x + 11 = 14`.",
+        "assistant (streamed)> echo: And what is x squared?",
+        "run steps: ['message_creation']",
+    ],
     "message_history.py": [
         OFFLINE,
         "tutor (history)> echo: Is 91 one?",

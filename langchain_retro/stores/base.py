@@ -999,6 +999,23 @@ class BaseStore(ABC):
     async def acancel_run(self, thread_id: str, run_id: str) -> StoredRun:
         """Async twin of `cancel_run`."""
 
+    def update_run_metadata(
+        self, thread_id: str, run_id: str, metadata: Mapping[str, str]
+    ) -> StoredRun:
+        """Replace a run's ``metadata`` (the Assistants API's modify run).
+
+        The run is settled first (a lapsed run is written as it reads); nothing
+        else of it changes. Raises `RunNotFoundError` for no such run and
+        `MetadataError` for metadata that is not strings within the limits.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot change runs")
+
+    async def aupdate_run_metadata(
+        self, thread_id: str, run_id: str, metadata: Mapping[str, str]
+    ) -> StoredRun:
+        """Async twin of `update_run_metadata`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot change runs")
+
     @abstractmethod
     def list_run_messages(self, thread_id: str, run_id: str) -> list[StoredMessage]:
         """The messages a run wrote (``run_id`` equal to it), in thread order.

@@ -1633,6 +1633,35 @@ class PostgresStore(BaseStore):
         """Async twin of `cancel_run`."""
         return await self._arun(self._cancel_run(thread_id, run_id))
 
+    def _update_run_metadata(
+        self, thread_id: str, run_id: str, metadata: dict[str, str]
+    ) -> _Op[StoredRun]:
+        while True:
+            rows = yield _q_run_get(self._names, thread_id, run_id)
+            if not rows:
+                raise ThreadNotFoundError(thread_id)
+            if rows[0][0] is None:
+                raise RunNotFoundError(run_id, hint=f"(on thread {thread_id!r})")
+            read = _run_read(rows[0], thread_id)
+            updated = read.settled.model_copy(update={"metadata": metadata})
+            if (yield _q_run_write(self._names, updated, read.version)):
+                return updated
+            # The run changed since it was read: again.
+
+    def update_run_metadata(
+        self, thread_id: str, run_id: str, metadata: Mapping[str, str]
+    ) -> StoredRun:
+        """Replace a run's metadata if the run did not change since it was read."""
+        checked = check_metadata(metadata, self.limits, "Run")
+        return self._run(self._update_run_metadata(thread_id, run_id, checked))
+
+    async def aupdate_run_metadata(
+        self, thread_id: str, run_id: str, metadata: Mapping[str, str]
+    ) -> StoredRun:
+        """Async twin of `update_run_metadata`."""
+        checked = check_metadata(metadata, self.limits, "Run")
+        return await self._arun(self._update_run_metadata(thread_id, run_id, checked))
+
     def _list_run_messages(
         self, thread_id: str, run_id: str
     ) -> _Op[list[StoredMessage]]:

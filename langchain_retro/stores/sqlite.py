@@ -1667,6 +1667,24 @@ class SQLiteStore(BaseStore):
         """Async twin of `cancel_run`."""
         return await self._run(self.cancel_run, thread_id, run_id)
 
+    def update_run_metadata(
+        self, thread_id: str, run_id: str, metadata: Mapping[str, str]
+    ) -> StoredRun:
+        """Replace a run's metadata, in one transaction; see `BaseStore`."""
+        checked = check_metadata(metadata, self.limits, "Run")
+        with self._tx(write=True) as conn:
+            row = self._read_run(conn, thread_id, run_id)
+            settled = sql_.run(row[3:8], thread_id, row[1:3], time.time())
+            updated = settled.model_copy(update={"metadata": checked})
+            self._write_run(conn, row[8], updated)
+        return updated
+
+    async def aupdate_run_metadata(
+        self, thread_id: str, run_id: str, metadata: Mapping[str, str]
+    ) -> StoredRun:
+        """Async twin of `update_run_metadata`."""
+        return await self._run(self.update_run_metadata, thread_id, run_id, metadata)
+
     def list_run_messages(self, thread_id: str, run_id: str) -> list[StoredMessage]:
         """The messages a run wrote, in thread order, read by the run's index.
 

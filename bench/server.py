@@ -1,0 +1,389 @@
+"""Cost of the Assistants API server: ``langchain-retro serve`` under load.
+
+A load generator in its own process drives a server on 127.0.0.1 with concurrent
+requests and prints requests per second and p50/p99 latency; the server's upstream
+model is a `FakeChatServer` (in this process), so the model's work is small and the
+same for every subject. Side by side, in the same run:
+
+* ``bare FastAPI``: a FastAPI endpoint on the same uvicorn returning a small JSON,
+  doing nothing else: the ceiling of any FastAPI server here;
+* ``messages``: ``POST /v1/threads/{id}/messages`` spread over 50 threads;
+* ``run (polled)``: create a run, then ``GET`` it until it completes;
+* ``run (streamed)``: create a run with ``stream: true`` and read it to ``done``;
+* ``ThreadRunner in process``: the same runs, invoked in this process: the floor a
+  run through HTTP adds to.
+
+Each server subject runs with 1 and 4 workers, on SQLite and, with ``--postgres``,
+on PostgreSQL. Targets printed at the end: message creation at least half the bare
+endpoint's requests per second; a polled run at most 3 ms p50 over ThreadRunner's
+run; 4 workers at least 1.5x one worker on PostgreSQL, or the CPU count says two
+cores are the ceiling.
+
+Run::
+
+    python bench/server.py                          # SQLite, 3 s per cell
+    python bench/server.py --postgres postgresql://user@host/db --seconds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+from langchain_retro.testing import FakeChatServer
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "sk-bench"
+
+
+def _free_port() -> int:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}")
+        try:
+            if httpx2.get(url, timeout=1).status_code == 200:
+                return
+        except httpx2.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+# --- the bare FastAPI ceiling ------------------------------------------------------
+
+
+def bare_app() -> Any:
+    """A FastAPI app whose only endpoint returns a small JSON (uvicorn factory)."""
+    from fastapi import FastAPI  # noqa: PLC0415
+    from fastapi.responses import JSONResponse  # noqa: PLC0415
+
+    app = FastAPI()
+
+    @app.post("/v1/bare")
+    async def bare() -> JSONResponse:
+        return JSONResponse({"id": "msg_bare", "object": "thread.message"})
+
+    @app.get("/healthz")
+    async def health() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    return app
+
+
+# --- the load generator (its own process) ------------------------------------------
+
+
+async def _drive(
+    base: str, kind: str, targets: list[str], seconds: float, concurrency: int
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    stop = time.monotonic() + seconds
+    headers = {"Authorization": f"Bearer {KEY}"}
+    limits = httpx2.Limits(max_connections=concurrency)
+    async with httpx2.AsyncClient(
+        base_url=base, headers=headers, limits=limits, timeout=60
+    ) as http:
+
+        async def one(index: int) -> None:
+            nonlocal errors
+            # Each task its own threads: a thread runs one run at a time.
+            mine = targets[index::concurrency] or targets[index % len(targets) :][:1]
+            n = 0
+            while time.monotonic() < stop:
+                target = mine[n % len(mine)]
+                n += 1
+                started = time.perf_counter()
+                ok = await _request(http, kind, target)
+                latencies.append((time.perf_counter() - started) * 1000)
+                errors += not ok
+
+        began = time.monotonic()
+        await asyncio.gather(*(one(i) for i in range(concurrency)))
+        elapsed = time.monotonic() - began
+    ordered = sorted(latencies)
+    return {
+        "requests": len(ordered),
+        "errors": errors,
+        "rps": len(ordered) / elapsed,
+        "p50": statistics.median(ordered) if ordered else 0.0,
+        "p99": ordered[int(len(ordered) * 0.99) - 1] if ordered else 0.0,
+    }
+
+
+async def _request(http: httpx2.AsyncClient, kind: str, target: str) -> bool:
+    if kind == "bare":
+        return (await http.post("/v1/bare", json={})).status_code == 200
+    if kind == "messages":
+        body = {"role": "user", "content": "hello"}
+        response = await http.post(f"/v1/threads/{target}/messages", json=body)
+        return response.status_code == 200
+    thread_id, assistant_id = target.split(" ")
+    # Each run brings the message it answers.
+    body = {
+        "assistant_id": assistant_id,
+        "additional_messages": [{"role": "user", "content": "hi"}],
+    }
+    if kind == "polled":
+        made = await http.post(f"/v1/threads/{thread_id}/runs", json=body)
+        if made.status_code != 200:
+            return False
+        run = made.json()
+        while run["status"] in ("queued", "in_progress", "cancelling"):
+            await asyncio.sleep(0.001)
+            run = (await http.get(f"/v1/threads/{thread_id}/runs/{run['id']}")).json()
+        return bool(run["status"] == "completed")
+    body["stream"] = True
+    async with http.stream(
+        "POST", f"/v1/threads/{thread_id}/runs", json=body
+    ) as response:
+        text = "".join([chunk async for chunk in response.aiter_text()])
+    return "thread.run.completed" in text
+
+
+def load_main(argv: list[str]) -> None:
+    """``--load``: drive a server and print the figures as JSON."""
+    base, kind, seconds, concurrency, targets = argv
+    figures = asyncio.run(
+        _drive(base, kind, json.loads(targets), float(seconds), int(concurrency))
+    )
+    print(json.dumps(figures))
+
+
+# --- the orchestra -----------------------------------------------------------------
+
+
+class Server:
+    """A server subprocess: ``langchain-retro serve`` or the bare app."""
+
+    def __init__(
+        self,
+        upstream: FakeChatServer,
+        *,
+        workers: int,
+        postgres: str | None = None,
+        bare: bool = False,
+    ) -> None:
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "OPENAI_BASE_URL": upstream.base_url,
+            "OPENAI_API_KEY": "bench",
+            "LANGCHAIN_RETRO_API_KEYS": KEY,
+        }
+        if bare:
+            command = [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "bench.server:bare_app",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ]
+        else:
+            command = [sys.executable, "-m", "langchain_retro", "serve"]
+            command += ["--port", str(self.port), "--workers", str(workers)]
+            command += ["--log-level", "warning"]
+            if postgres:
+                self.schema = f"bench_{uuid.uuid4().hex[:10]}"
+                command += [
+                    "--postgres-url",
+                    postgres,
+                    "--postgres-schema",
+                    self.schema,
+                ]
+            else:
+                folder = tempfile.mkdtemp(prefix="retro-bench-")
+                command += ["--db", str(Path(folder) / "bench.db")]
+        self.process = subprocess.Popen(  # noqa: S603 - our own commands
+            command, env=env, cwd=ROOT, stderr=subprocess.DEVNULL
+        )
+        _wait_ready(f"{self.base}/healthz", self.process)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+
+def _load(
+    base: str,
+    kind: str,
+    targets: list[str],
+    args: argparse.Namespace,
+    concurrency: int | None = None,
+) -> Any:
+    done = subprocess.run(  # noqa: S603 - this script, as the load generator
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--load",
+            base,
+            kind,
+            str(args.seconds),
+            str(concurrency or args.concurrency),
+            json.dumps(targets),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    return json.loads(done.stdout)
+
+
+def _setup(base: str, threads: int) -> tuple[list[str], list[str]]:
+    """Threads for messages and for runs, with one assistant; their targets."""
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with httpx2.Client(base_url=base, headers=headers, timeout=60) as http:
+        assistant = http.post("/v1/assistants", json={"model": "fake-model"}).json()
+        message_threads = [
+            http.post("/v1/threads", json={}).json()["id"] for _ in range(threads)
+        ]
+        run_threads = [
+            http.post(
+                "/v1/threads", json={"messages": [{"role": "user", "content": "hi"}]}
+            ).json()["id"]
+            for _ in range(threads)
+        ]
+    return message_threads, [f"{t} {assistant['id']}" for t in run_threads]
+
+
+def _runner_floor(upstream: FakeChatServer, runs: int) -> float:
+    """ThreadRunner's p50 for one run in process (ms), on SQLite."""
+    from langchain_retro import (  # noqa: PLC0415
+        Assistant,
+        ChatCompletionThread,
+        SQLiteStore,
+        ThreadRunner,
+    )
+
+    folder = tempfile.mkdtemp(prefix="retro-bench-")
+    with SQLiteStore(Path(folder) / "floor.db") as store:
+        assistant = Assistant.create(store, model="fake-model")
+        thread = ChatCompletionThread.create(store, assistant_id=assistant.id)
+        runner = ThreadRunner(store=store, llm=upstream.chat_model())
+        config = {"configurable": {"thread_id": thread.id}}
+        runner.invoke("warm up", config)  # type: ignore[arg-type]
+        timings = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            runner.invoke("hi", config)  # type: ignore[arg-type]
+            timings.append((time.perf_counter() - started) * 1000)
+    return statistics.median(timings)
+
+
+def _row(name: str, figures: dict[str, Any]) -> str:
+    return (
+        f"{name:<34} {figures['rps']:>9.0f} {figures['p50']:>9.2f} "
+        f"{figures['p99']:>9.2f} {figures['errors']:>6}"
+    )
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--load":
+        load_main(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=50)
+    parser.add_argument("--postgres", metavar="URL")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore", DeprecationWarning)
+    print(
+        f"cores: {os.cpu_count()}; {args.seconds:g} s per cell, {args.concurrency} "
+        "requests in flight; latencies in ms"
+    )
+    print(f"{'subject':<34} {'req/s':>9} {'p50':>9} {'p99':>9} {'errors':>6}")
+    results: dict[str, dict[str, Any]] = {}
+    with FakeChatServer() as upstream:
+        for workers in (1, 4):
+            bare = Server(upstream, workers=workers, bare=True)
+            try:
+                results[f"bare {workers}"] = _load(bare.base, "bare", ["x"], args)
+            finally:
+                bare.stop()
+            print(
+                _row(f"bare FastAPI, {workers} worker(s)", results[f"bare {workers}"])
+            )
+        backends = [("sqlite", None)] + (
+            [("postgres", args.postgres)] * bool(args.postgres)
+        )
+        for backend, url in backends:
+            for workers in (1, 4):
+                server = Server(upstream, workers=workers, postgres=url)
+                try:
+                    messages, runs = _setup(server.base, args.threads)
+                    for kind in ("messages", "polled", "streamed"):
+                        targets = messages if kind == "messages" else runs
+                        figures = _load(server.base, kind, targets, args)
+                        key = f"{backend} {workers} {kind}"
+                        results[key] = figures
+                        print(_row(f"{backend}, {workers} worker(s), {kind}", figures))
+                    if workers == 1:
+                        # One run at a time: the latency a run adds, not queueing.
+                        for kind in ("polled", "streamed"):
+                            figures = _load(server.base, kind, runs, args, 1)
+                            results[f"{backend} alone {kind}"] = figures
+                            print(_row(f"{backend}, one at a time, {kind}", figures))
+                finally:
+                    server.stop()
+                    if url:
+                        _drop(url, server.schema)
+        floor = _runner_floor(upstream, 50)
+    print(f"{'ThreadRunner in process, one run':<34} {'':>9} {floor:>9.2f}")
+    print()
+    ratio = results["sqlite 1 messages"]["rps"] / results["bare 1"]["rps"]
+    print(f"messages / bare FastAPI (1 worker): {ratio:.2f} (target >= 0.5)")
+    for kind in ("polled", "streamed"):
+        over = results[f"sqlite alone {kind}"]["p50"] - floor
+        print(f"{kind} run p50 over ThreadRunner: {over:+.2f} ms (target <= 3 ms)")
+    if args.postgres:
+        scale = (
+            results["postgres 4 messages"]["rps"]
+            / results["postgres 1 messages"]["rps"]
+        )
+        print(
+            f"PostgreSQL messages, 4 workers / 1: {scale:.2f} (target >= 1.5, or "
+            f"{os.cpu_count()} cores the ceiling)"
+        )
+
+
+def _drop(url: str, schema: str) -> None:
+    import psycopg  # noqa: PLC0415
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""`create_app`: the Assistants v2 API as a FastAPI app, over a store and a model.
+
+The app is an ordinary ASGI app: ``langchain-retro serve`` runs it with uvicorn,
+and it can be mounted in an existing app. Around the routes:
+
+* authentication (`auth`): ``Authorization: Bearer KEY`` on every ``/v1`` request
+  when keys are configured, 401 otherwise;
+* an access log (logger ``langchain_retro.server.access``): method, path, status and
+  time, never a header, so never a key;
+* errors answered in OpenAI's shape (`errors`), request validation included (400
+  naming the ``param``), unknown routes included (404);
+* on shutdown, runs in flight get ``shutdown_grace`` seconds to finish (their
+  streams with them), then end ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from langchain_openai.chat_models.base import BaseChatOpenAI
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from langchain_retro.errors import RetroError
+from langchain_retro.server.auth import Keyring
+from langchain_retro.server.context import ServerSettings, ServerState
+from langchain_retro.server.errors import (
+    AuthenticationError,
+    error_body,
+    error_response_parts,
+)
+from langchain_retro.server.execution import RunService
+from langchain_retro.server.routes import assistants, messages, runs, threads
+from langchain_retro.stores.base import BaseStore
+
+__all__ = ["create_app"]
+
+access_log = logging.getLogger("langchain_retro.server.access")
+logger = logging.getLogger("langchain_retro.server")
+
+
+def create_app(
+    *,
+    store: BaseStore,
+    llm: BaseChatOpenAI,
+    api_keys: Iterable[str] | Mapping[str, str] | None = None,
+    settings: ServerSettings | None = None,
+) -> FastAPI:
+    """The Assistants v2 API over ``store``, completing runs with ``llm``.
+
+    Args:
+        store: The store of assistants, threads, messages and runs; the app does
+            not close it.
+        llm: A ``ChatOpenAI`` (or another langchain-openai chat model): runs send
+            it the model, temperature, top_p and instructions of their assistant
+            and their own overrides, through Chat Completions.
+        api_keys: The keys clients send as ``Authorization: Bearer KEY``: a list
+            of keys (each its own owner) or ``OWNER:KEY`` entries (keys with one
+            owner share objects), or a mapping of key to owner. ``None`` or empty:
+            the app is open to any request; serve it on loopback only.
+        settings: Leases, polling, run limits and shutdown (`ServerSettings`).
+
+    Returns:
+        The FastAPI app.
+    """
+    keyring = Keyring.of(api_keys)
+    settings = settings or ServerSettings()
+    runs_service = RunService(store, llm, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await runs_service.shutdown()
+
+    app = FastAPI(
+        title="langchain-retro",
+        description="The Assistants v2 API, with runs through Chat Completions.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
+    app.state.retro = ServerState(store=store, settings=settings, runs=runs_service)
+    # /threads/runs before /threads/{thread_id}, which would take it.
+    for router in (assistants.router, runs.router, threads.router, messages.router):
+        app.include_router(router)
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        return JSONResponse(
+            {"status": "ok", "worker": os.getpid(), "runs_in_flight": len(runs_service)}
+        )
+
+    _install_error_handlers(app)
+    app.add_middleware(_AuthMiddleware, keyring=keyring)
+    app.add_middleware(_AccessLogMiddleware)
+    return app
+
+
+def _error_json(exc: BaseException) -> JSONResponse:
+    status, body, headers = error_response_parts(exc)
+    if status == 500:
+        logger.error("Unexpected error answering a request", exc_info=exc)
+    return JSONResponse(body, status_code=status, headers=headers or None)
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    return out or None
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RetroError)
+    async def retro_error(request: Request, exc: RetroError) -> JSONResponse:
+        return _error_json(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        param = _param(tuple(first.get("loc", ())))
+        kind = first.get("type", "")
+        if kind == "extra_forbidden":
+            message = f"Unrecognized request argument supplied: {param}"
+        elif kind == "json_invalid" or param is None:
+            message = (
+                "We could not parse the JSON body of your request. The body must be "
+                "a JSON object."
+            )
+        elif kind == "missing":
+            message = f"Missing required parameter: '{param}'."
+        else:
+            message = f"Invalid value for '{param}': {first.get('msg', 'invalid')}."
+        return JSONResponse(error_body(message, param=param), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code in (404, 405):
+            message = f"Invalid URL ({request.method} {request.url.path})"
+            return JSONResponse(error_body(message), status_code=404)
+        return JSONResponse(error_body(str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return _error_json(exc)
+
+
+class _AuthMiddleware:
+    """Checks the key of every ``/v1`` request; puts its owner in the scope."""
+
+    def __init__(self, app: ASGIApp, keyring: Keyring) -> None:
+        self.app = app
+        self.keyring = keyring
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1"):
+            await self.app(scope, receive, send)
+            return
+        authorization: str | None = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+                break
+        try:
+            scope["retro.owner"] = self.keyring.owner(authorization)
+        except AuthenticationError as exc:
+            await _error_json(exc)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class _AccessLogMiddleware:
+    """One log line per request: method, path, status, milliseconds; no headers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    "%s %s %d %.1fms",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                )

@@ -1,0 +1,94 @@
+"""What a request works with: the store, its owner, and objects read as visible.
+
+Every route takes a `Context` (a FastAPI dependency). Reading an assistant or a
+thread through it checks ownership, so another owner's object is a 404 exactly as
+an unknown id is, before anything is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fastapi import Request
+
+from langchain_retro.errors import AssistantNotFoundError, ThreadNotFoundError
+from langchain_retro.records import BaseAssistant, BaseThread
+from langchain_retro.server.auth import owns
+from langchain_retro.server.errors import not_found
+from langchain_retro.stores.base import BaseStore
+
+if TYPE_CHECKING:
+    from langchain_retro.server.execution import RunService
+
+__all__ = ["Context", "ServerSettings", "ServerState", "context"]
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How the server runs; see `create_app`."""
+
+    lease_ttl: float = 15.0
+    """Seconds a run's lease outlives a dead worker (its run then ends expired)."""
+    poll_after_ms: int = 200
+    """The ``openai-poll-after-ms`` header of a run still going: how long the
+    openai SDK's polling helpers wait before asking again."""
+    max_runs: int = 64
+    """Runs one worker completes at once; more get 429 (the SDK retries)."""
+    shutdown_grace: float = 10.0
+    """Seconds a stopping worker lets its runs and streams finish; runs still
+    going then end ``cancelled``."""
+
+
+@dataclass
+class ServerState:
+    """What the app holds: set on ``app.state.retro`` by `create_app`."""
+
+    store: BaseStore
+    settings: ServerSettings
+    runs: RunService
+
+
+@dataclass(frozen=True)
+class Context:
+    """One request's view: the store, and the owner whose objects it sees."""
+
+    store: BaseStore
+    owner: str | None
+    """The owner of the request's key; ``None`` on an open server."""
+    state: ServerState
+
+    async def assistant(self, assistant_id: str) -> BaseAssistant:
+        """An assistant the request may see.
+
+        Raises:
+            InvalidRequestError: 404 if there is none (or another owner's).
+        """
+        try:
+            found = await BaseAssistant.aretrieve(self.store, assistant_id)
+        except AssistantNotFoundError:
+            found = None
+        if found is None or not owns(found.metadata, self.owner):
+            raise not_found("assistant", assistant_id)
+        return found
+
+    async def thread(self, thread_id: str) -> BaseThread:
+        """A thread the request may see.
+
+        Raises:
+            InvalidRequestError: 404 if there is none (or another owner's).
+        """
+        try:
+            found = await BaseThread.aretrieve(self.store, thread_id)
+        except ThreadNotFoundError:
+            found = None
+        if found is None or not owns(found.metadata, self.owner):
+            raise not_found("thread", thread_id)
+        return found
+
+
+def context(request: Request) -> Context:
+    """The FastAPI dependency: the request's `Context` (auth ran in middleware)."""
+    state: ServerState = request.app.state.retro
+    owner: str | None = request.scope.get("retro.owner")
+    return Context(store=state.store, owner=owner, state=state)

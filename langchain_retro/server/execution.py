@@ -1,0 +1,245 @@
+"""Runs in the background of a worker, completed by the run engine.
+
+A request that creates a run hands `RunService.start` a `RunRequest`; the run is
+completed by `RunEngine` (the engine `ThreadRunner` uses) on the worker's event
+loop, as a task that outlives the request. ``start`` returns as soon as the engine
+has created the run (or continued it with its tool outputs), so the response
+carries the run; a busy thread raises `ThreadBusyError` at once instead of waiting.
+
+`ServedDriver` is the engine's async driver with two additions: it reports the run
+as soon as it exists, and, for a stream, it streams each model call itself, giving
+the reply its message id first and reporting every chunk to `RunEvents`.
+
+One active run per thread holds across workers through the store's run lease; a
+cancel reaches a run of this worker at once and one of another worker at its next
+lease renewal (every third of ``lease_ttl``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, cast
+
+from langchain_core.language_models import LanguageModelInput
+from langchain_core.messages import AIMessage, AIMessageChunk, message_chunk_to_message
+from langchain_core.messages import BaseMessage as LCBaseMessage
+from langchain_core.runnables import Runnable
+from langchain_openai.chat_models.base import BaseChatOpenAI
+
+from langchain_retro._drivers import AsyncDriver, Cancelled, Complete, Effect
+from langchain_retro._engine import EngineSettings, RunEngine, RunRequest
+from langchain_retro._messages import MessageCache
+from langchain_retro.errors import RetroError
+from langchain_retro.runnables import _chat_completions_model
+from langchain_retro.server.context import ServerSettings
+from langchain_retro.server.errors import RateLimitError
+from langchain_retro.server.events import RunEvents
+from langchain_retro.stores.base import BaseStore, RunSaved, RunStart, StoredRun
+
+__all__ = ["RunService", "ServedDriver"]
+
+logger = logging.getLogger("langchain_retro.server.runs")
+
+_CACHE_SIZE = 20_000
+
+
+class ServedDriver(AsyncDriver):
+    """The engine's async driver, reporting the run to a server (and a stream)."""
+
+    def __init__(self, engine: RunEngine, events: RunEvents | None) -> None:
+        super().__init__(engine, None)
+        self.events = events
+        self.started: asyncio.Future[StoredRun] = (
+            asyncio.get_running_loop().create_future()
+        )
+        """Resolved with the run once the engine created (or continued) it."""
+        self.run_id: str | None = None
+
+    async def perform(self, effect: Effect) -> Any:
+        """Perform an effect; report a run created, and a reply or an end written."""
+        if isinstance(effect, Complete) and self.events is not None:
+            return await self._streamed(effect)
+        result = await super().perform(effect)
+        if isinstance(result, RunStart):
+            self.run_id = result.run.id
+            if self.events is not None:
+                self.events.started(result)
+            if not self.started.done():
+                self.started.set_result(result.run)
+        elif isinstance(result, RunSaved) and self.events is not None:
+            self.events.saved(result)
+        return result
+
+    def cancel(self) -> None:
+        """Stop the run's model call now: a cancel asked through this worker."""
+        if self.keeper is not None:
+            self.keeper.cancel_event.set()
+
+    async def _streamed(self, effect: Complete) -> AIMessage:
+        """One model call, streamed to the events; a cancel stops it."""
+        events = cast("RunEvents", self.events)
+        reply_id = events.reply_id()
+        chunks: list[AIMessageChunk] = []
+
+        async def read() -> None:
+            stream = self.engine.model.astream(
+                effect.messages, None, **{"stream_usage": True, **effect.kwargs}
+            )
+            try:
+                async for chunk in stream:
+                    piece = cast("AIMessageChunk", chunk)
+                    chunks.append(piece)
+                    events.chunk(piece)
+            finally:
+                with contextlib.suppress(Exception):
+                    await cast("Any", stream).aclose()
+
+        reading = asyncio.ensure_future(read())
+        keeper = self.keeper
+        if keeper is None:
+            await reading
+        else:
+            cancelled = asyncio.ensure_future(keeper.cancel_event.wait())
+            try:
+                done, _ = await asyncio.wait(
+                    {reading, cancelled}, return_when=asyncio.FIRST_COMPLETED
+                )
+            except BaseException:
+                reading.cancel()
+                raise
+            finally:
+                cancelled.cancel()
+            if reading not in done:
+                reading.cancel()
+                raise Cancelled
+            reading.result()
+        if not chunks:
+            raise ValueError("the model's stream was empty")
+        total = chunks[0] + chunks[1:] if len(chunks) > 1 else chunks[0]
+        reply = cast("AIMessage", message_chunk_to_message(total))
+        return reply.model_copy(update={"id": reply_id})
+
+
+class RunService:
+    """The runs a worker completes in the background, and their cancels.
+
+    Args:
+        store: The store.
+        llm: The chat model; pinned to Chat Completions as `ThreadRunner` does.
+        settings: The server's settings.
+    """
+
+    def __init__(
+        self, store: BaseStore, llm: BaseChatOpenAI, settings: ServerSettings
+    ) -> None:
+        self.store = store
+        self.model: Runnable[LanguageModelInput, LCBaseMessage] = (
+            _chat_completions_model(llm)
+        )
+        self.settings = settings
+        self.cache = MessageCache(_CACHE_SIZE)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._drivers: dict[str, ServedDriver] = {}
+
+    def __len__(self) -> int:
+        """How many runs this worker is completing."""
+        return len(self._tasks)
+
+    async def start(
+        self,
+        request: RunRequest,
+        *,
+        tools: list[dict[str, Any]],
+        events: RunEvents | None = None,
+    ) -> StoredRun:
+        """Start a run in the background; returns it once created (or continued).
+
+        Args:
+            request: The run: its thread, input, options and model parameters.
+            tools: The tools it offers (recorded on the run).
+            events: Where its stream goes, for ``stream: true``.
+
+        Raises:
+            RateLimitError: If the worker runs ``max_runs`` runs already.
+            ThreadBusyError: If another run holds the thread.
+            RetroError: What the engine raised before the run existed.
+        """
+        if len(self._tasks) >= self.settings.max_runs:
+            raise RateLimitError(
+                f"This server is completing {len(self._tasks)} runs, its limit per "
+                "worker; retry shortly.",
+                retry_after=1.0,
+            )
+        settings = EngineSettings(
+            wait_timeout=0,
+            lease_ttl=self.settings.lease_ttl,
+            tool_specs=tuple(tools),
+            reply_ids=events is not None,
+        )
+        engine = RunEngine(self.store, self.model, settings, cache=self.cache)
+        driver = ServedDriver(engine, events)
+        # Read even if the request is gone, so an error is never left unretrieved.
+        driver.started.add_done_callback(
+            lambda future: future.cancelled() or future.exception()
+        )
+        task = asyncio.create_task(self._complete(driver, engine, request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        run = await asyncio.shield(driver.started)
+        if not task.done():
+            self._drivers[run.id] = driver
+        return run
+
+    async def _complete(
+        self, driver: ServedDriver, engine: RunEngine, request: RunRequest
+    ) -> None:
+        try:
+            await driver.run(engine.steps(request))
+        except (RetroError, Cancelled) as exc:
+            # The run's end (failed, cancelled, incomplete) is stored; or it never
+            # started, and the request that asked for it answers the error.
+            if not driver.started.done():
+                driver.started.set_exception(exc)
+        except asyncio.CancelledError:
+            if not driver.started.done():
+                driver.started.cancel()
+            raise
+        except Exception as exc:
+            logger.exception("Run on thread %s failed", request.thread_id)
+            if not driver.started.done():
+                driver.started.set_exception(exc)
+        finally:
+            if driver.run_id is not None:
+                self._drivers.pop(driver.run_id, None)
+            if driver.events is not None:
+                await self._close_stream(driver)
+
+    async def _close_stream(self, driver: ServedDriver) -> None:
+        events = cast("RunEvents", driver.events)
+        if not events.ended and driver.run_id is not None and events.run is not None:
+            try:
+                run = await self.store.aget_run(events.run.thread_id, driver.run_id)
+            except Exception:  # the thread was deleted meanwhile, say
+                logger.exception("Cannot read run %s to end its stream", driver.run_id)
+            else:
+                events.ended_with(run)
+        events.close()
+
+    def cancel(self, run_id: str) -> None:
+        """Stop a run of this worker now, if it is one (after the store's cancel)."""
+        driver = self._drivers.get(run_id)
+        if driver is not None:
+            driver.cancel()
+
+    async def shutdown(self) -> None:
+        """Let runs in flight finish within the grace period, then cancel them."""
+        tasks = set(self._tasks)
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)

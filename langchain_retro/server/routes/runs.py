@@ -1,0 +1,427 @@
+"""Runs: ``/v1/threads/{thread_id}/runs...``, ``/v1/threads/runs``, and run steps.
+
+A run is completed in the background by the run engine with its assistant's model,
+temperature, top_p, instructions and tools, the run's overrides winning. Without
+``stream`` the run is answered at once and polled (``GET`` answers with an
+``openai-poll-after-ms`` header while it goes on); with ``stream: true`` the answer
+is its server-sent events (`events`). Function tools end a run in
+``requires_action``; ``submit_tool_outputs`` continues it.
+
+A thread runs one run at a time, across workers: a run asked for while another is
+active (queued, in progress, cancelling or waiting for tool outputs) is a 400
+naming the active run, as OpenAI answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from langchain_core.messages import ToolMessage
+
+from langchain_retro._engine import RunRequest
+from langchain_retro.errors import RunNotFoundError, RunStateError, ThreadBusyError
+from langchain_retro.records import (
+    BaseAssistant,
+    BaseThread,
+    ChatCompletionThread,
+    ThreadMessage,
+)
+from langchain_retro.runs import Run
+from langchain_retro.server.context import Context, context
+from langchain_retro.server.errors import InvalidRequestError, not_found
+from langchain_retro.server.events import RunEvents
+from langchain_retro.server.objects import (
+    list_object,
+    run_object,
+    step_object,
+    thread_object,
+)
+from langchain_retro.server.pagination import ListParams, page_of
+from langchain_retro.server.requests import (
+    CreateRun,
+    CreateThread,
+    CreateThreadAndRun,
+    ModifyMetadata,
+    SubmitToolOutputs,
+    check_metadata,
+    check_tool_resources,
+    function_tools,
+)
+from langchain_retro.server.routes._common import ok
+from langchain_retro.server.routes.threads import create_thread, new_messages
+from langchain_retro.stores.base import (
+    ACTIVE_RUN_STATUSES,
+    NewMessage,
+    StoredRun,
+    TruncationStrategy,
+)
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+Ctx = Annotated[Context, Depends(context)]
+
+_BUSY_STATUSES = ACTIVE_RUN_STATUSES | {"requires_action"}
+_STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+# --- what a run is made of ---------------------------------------------------------
+
+
+def _call_kwargs(
+    assistant: BaseAssistant,
+    thread: ChatCompletionThread,
+    body: CreateRun | CreateThreadAndRun,
+    tools: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The model request's parameters: the run's, else the assistant's."""
+    call: dict[str, Any] = {
+        "model": body.model or thread.chat_completion_model or assistant.model
+    }
+    for name in (
+        "temperature",
+        "top_p",
+        "max_completion_tokens",
+        "reasoning_effort",
+        "response_format",
+    ):
+        value = getattr(body, name)
+        if value is None:
+            value = getattr(assistant, name, None)
+        if value is not None and value != "auto":
+            call[name] = value
+    if tools:
+        call["tools"] = tools
+        if body.tool_choice is not None:
+            call["tool_choice"] = body.tool_choice
+        if body.parallel_tool_calls is not None:
+            call["parallel_tool_calls"] = body.parallel_tool_calls
+    return call
+
+
+def _run_request(
+    thread_id: str,
+    assistant: BaseAssistant,
+    thread: ChatCompletionThread,
+    body: CreateRun | CreateThreadAndRun,
+    messages: list[NewMessage],
+) -> tuple[RunRequest, list[dict[str, Any]]]:
+    """The engine's request for a new run, and the tools it offers."""
+    if body.tools is not None:
+        tools = function_tools(body.tools)
+    else:
+        tools = list(getattr(assistant, "tools", []))
+    options: dict[str, Any] = {}
+    instructions = (
+        body.instructions if body.instructions is not None else assistant.instructions
+    )
+    if instructions is not None:
+        options["instructions"] = instructions
+    extra = getattr(body, "additional_instructions", None)
+    if extra:
+        options["additional_instructions"] = extra
+    if body.max_prompt_tokens is not None:
+        options["max_prompt_tokens"] = body.max_prompt_tokens
+    if body.truncation_strategy is not None:
+        options["truncation_strategy"] = TruncationStrategy(
+            **body.truncation_strategy.model_dump()
+        )
+    if body.metadata:
+        options["metadata"] = dict(body.metadata)
+    request = RunRequest(
+        thread_id=thread_id,
+        messages=messages,
+        options=options,
+        call_kwargs=_call_kwargs(assistant, thread, body, tools),
+    )
+    return request, tools
+
+
+def _resumed_request(
+    run: StoredRun, messages: list[NewMessage]
+) -> tuple[RunRequest, list[dict[str, Any]]]:
+    """The engine's request continuing a run with its tool outputs."""
+    call: dict[str, Any] = {}
+    for name in (
+        "model",
+        "temperature",
+        "top_p",
+        "max_completion_tokens",
+        "response_format",
+    ):
+        value = getattr(run, name)
+        if value is not None:
+            call[name] = value
+    if run.tools:
+        call["tools"] = list(run.tools)
+        if run.tool_choice is not None:
+            call["tool_choice"] = run.tool_choice
+        if run.parallel_tool_calls is not None:
+            call["parallel_tool_calls"] = run.parallel_tool_calls
+    options: dict[str, Any] = {}
+    for name in ("instructions", "additional_instructions", "max_prompt_tokens"):
+        value = getattr(run, name)
+        if value is not None:
+            options[name] = value
+    if run.truncation_strategy is not None:
+        options["truncation_strategy"] = run.truncation_strategy
+    request = RunRequest(
+        thread_id=run.thread_id, messages=messages, options=options, call_kwargs=call
+    )
+    return request, list(run.tools)
+
+
+async def _check_idle(ctx: Context, thread_id: str) -> None:
+    """Refuse a run on a thread whose newest run is still active.
+
+    Raises:
+        InvalidRequestError: Naming the active run (400, as OpenAI answered).
+    """
+    newest = await ctx.store.alist_runs(thread_id, limit=1)
+    if newest and newest[0].status in _BUSY_STATUSES:
+        raise _busy(thread_id, newest[0].id)
+
+
+def _busy(thread_id: str, run_id: str) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"Thread {thread_id} already has an active run {run_id}.",
+        code="thread_busy",
+    )
+
+
+async def _run_thread(
+    ctx: Context, thread: BaseThread, assistant_id: str
+) -> ChatCompletionThread:
+    """The thread as a run thread, its ``assistant_id`` the run's assistant."""
+    if not isinstance(thread, ChatCompletionThread):
+        raise InvalidRequestError(
+            f"Thread {thread.id} is a {type(thread).__name__} record, not a "
+            "ChatCompletionThread, so it cannot be run: only threads made through "
+            "this API, or as ChatCompletionThread in Python, have runs.",
+            param="thread_id",
+        )
+    if thread.assistant_id != assistant_id:
+        thread = await thread.aupdate(ctx.store, assistant_id=assistant_id)
+    return thread
+
+
+async def _start(
+    ctx: Context,
+    request: RunRequest,
+    tools: list[dict[str, Any]],
+    *,
+    stream: bool,
+    first: tuple[str, dict[str, Any]] | None = None,
+) -> JSONResponse | StreamingResponse:
+    """Start the run; answer with it, or with its stream."""
+    events = RunEvents() if stream else None
+    if events is not None and first is not None:
+        events.emit(*first)
+    try:
+        run = await ctx.state.runs.start(request, tools=tools, events=events)
+    except ThreadBusyError:
+        newest = await ctx.store.alist_runs(request.thread_id, limit=1)
+        raise _busy(request.thread_id, newest[0].id if newest else "") from None
+    if events is None:
+        return ok(run_object(run), _poll_headers(ctx, run))
+    return StreamingResponse(
+        _stream(events), media_type="text/event-stream", headers=_STREAM_HEADERS
+    )
+
+
+async def _stream(events: RunEvents) -> AsyncIterator[str]:
+    while True:
+        item = await events.queue.get()
+        if item is None:
+            return
+        yield item
+
+
+def _poll_headers(ctx: Context, run: StoredRun) -> dict[str, str]:
+    if run.status in ACTIVE_RUN_STATUSES:
+        return {"openai-poll-after-ms": str(ctx.state.settings.poll_after_ms)}
+    return {}
+
+
+def _check_run_body(body: CreateRun | CreateThreadAndRun, request: Request) -> None:
+    check_metadata(body.metadata)
+    _check_no_include(request)
+
+
+# --- routes ----------------------------------------------------------------------
+
+
+@router.post("/v1/threads/{thread_id}/runs", response_model=None)
+async def create_run(
+    thread_id: str, body: CreateRun, request: Request, ctx: Ctx
+) -> JSONResponse | StreamingResponse:
+    """Create a run on a thread."""
+    _check_run_body(body, request)
+    additional = new_messages(
+        ctx, thread_id, body.additional_messages or [], "additional_messages"
+    )
+    if body.tools is not None:
+        function_tools(body.tools)
+    thread = await ctx.thread(thread_id)
+    assistant = await ctx.assistant(body.assistant_id)
+    await _check_idle(ctx, thread_id)
+    run_thread = await _run_thread(ctx, thread, assistant.id)
+    run_request, tools = _run_request(
+        thread_id, assistant, run_thread, body, additional
+    )
+    return await _start(ctx, run_request, tools, stream=bool(body.stream))
+
+
+@router.post("/v1/threads/runs", response_model=None)
+async def create_thread_and_run(
+    body: CreateThreadAndRun, request: Request, ctx: Ctx
+) -> JSONResponse | StreamingResponse:
+    """Create a thread and run it."""
+    _check_run_body(body, request)
+    check_tool_resources(body.tool_resources, "tool_resources")
+    if body.tools is not None:
+        function_tools(body.tools)
+    assistant = await ctx.assistant(body.assistant_id)
+    thread = await create_thread(ctx, body.thread or CreateThread(), "thread.")
+    run_thread = await _run_thread(ctx, thread, assistant.id)
+    run_request, tools = _run_request(thread.id, assistant, run_thread, body, [])
+    first = ("thread.created", thread_object(run_thread))
+    return await _start(ctx, run_request, tools, stream=bool(body.stream), first=first)
+
+
+async def _run(ctx: Context, thread_id: str, run_id: str) -> StoredRun:
+    await ctx.thread(thread_id)
+    try:
+        return await ctx.store.aget_run(thread_id, run_id)
+    except RunNotFoundError:
+        raise not_found("run", run_id) from None
+
+
+@router.get("/v1/threads/{thread_id}/runs")
+async def list_runs(thread_id: str, request: Request, ctx: Ctx) -> JSONResponse:
+    """List a thread's runs, newest first."""
+    params = ListParams.of(request.query_params)
+    await ctx.thread(thread_id)
+    page = await Run.alist(
+        ctx.store,
+        thread_id,
+        after=params.after,
+        before=params.before,
+        order=params.order,
+        limit=params.limit,
+    )
+    return ok(list_object(page.data, has_more=page.has_more, item=run_object))
+
+
+@router.get("/v1/threads/{thread_id}/runs/{run_id}")
+async def retrieve_run(thread_id: str, run_id: str, ctx: Ctx) -> JSONResponse:
+    """Read a run; while it goes on, ``openai-poll-after-ms`` says when to ask again."""
+    run = await _run(ctx, thread_id, run_id)
+    return ok(run_object(run), _poll_headers(ctx, run))
+
+
+@router.post("/v1/threads/{thread_id}/runs/{run_id}")
+async def modify_run(
+    thread_id: str, run_id: str, body: ModifyMetadata, ctx: Ctx
+) -> JSONResponse:
+    """Replace a run's metadata."""
+    check_metadata(body.metadata)
+    run = await _run(ctx, thread_id, run_id)
+    if "metadata" in body.model_fields_set:
+        run = await ctx.store.aupdate_run_metadata(
+            thread_id, run_id, dict(body.metadata or {})
+        )
+    return ok(run_object(run), _poll_headers(ctx, run))
+
+
+@router.post("/v1/threads/{thread_id}/runs/{run_id}/cancel")
+async def cancel_run(thread_id: str, run_id: str, ctx: Ctx) -> JSONResponse:
+    """Cancel a run: ``cancelling`` until its worker stops it, then ``cancelled``."""
+    await _run(ctx, thread_id, run_id)
+    try:
+        run = await ctx.store.acancel_run(thread_id, run_id)
+    except RunStateError as exc:
+        raise InvalidRequestError(
+            f"Cannot cancel run with status '{exc.status}'.", param=None
+        ) from exc
+    ctx.state.runs.cancel(run_id)
+    return ok(run_object(run), _poll_headers(ctx, run))
+
+
+@router.post(
+    "/v1/threads/{thread_id}/runs/{run_id}/submit_tool_outputs", response_model=None
+)
+async def submit_tool_outputs(
+    thread_id: str, run_id: str, body: SubmitToolOutputs, ctx: Ctx
+) -> JSONResponse | StreamingResponse:
+    """Give a run in ``requires_action`` its tool outputs; the run goes on."""
+    run = await _run(ctx, thread_id, run_id)
+    if run.status != "requires_action" or run.required_action is None:
+        raise InvalidRequestError(
+            f'Runs in status "{run.status}" do not accept tool outputs.',
+            param=None,
+        )
+    calls = {c.id: c for c in run.required_action.submit_tool_outputs.tool_calls}
+    given = [output.tool_call_id for output in body.tool_outputs]
+    unknown = [i for i in given if i not in calls]
+    missing = [i for i in calls if i not in given]
+    if unknown or missing or len(set(given)) != len(given):
+        raise InvalidRequestError(
+            f"Expected tool outputs for call ids {sorted(calls)}, got {given}"
+            + (f"; unknown: {unknown}" if unknown else "")
+            + (f"; missing: {missing}" if missing else "")
+            + ".",
+            param="tool_outputs",
+        )
+    messages = [
+        ThreadMessage(
+            thread_id=thread_id,
+            message=ToolMessage(
+                content=output.output,
+                tool_call_id=output.tool_call_id,
+                name=calls[output.tool_call_id].function.name,
+            ),
+        )._new(ctx.store.limits)
+        for output in body.tool_outputs
+    ]
+    request, tools = _resumed_request(run, messages)
+    return await _start(ctx, request, tools, stream=bool(body.stream))
+
+
+@router.get("/v1/threads/{thread_id}/runs/{run_id}/steps")
+async def list_run_steps(
+    thread_id: str, run_id: str, request: Request, ctx: Ctx
+) -> JSONResponse:
+    """List a run's steps, newest first."""
+    params = ListParams.of(request.query_params)
+    _check_no_include(request)
+    run = Run.model_validate(dict(await _run(ctx, thread_id, run_id)))
+    steps = await run.asteps(ctx.store)
+    data, has_more = page_of(steps, params, lambda step: step.id)
+    return ok(list_object(data, has_more=has_more, item=step_object))
+
+
+@router.get("/v1/threads/{thread_id}/runs/{run_id}/steps/{step_id}")
+async def retrieve_run_step(
+    thread_id: str, run_id: str, step_id: str, request: Request, ctx: Ctx
+) -> JSONResponse:
+    """Read a run step."""
+    _check_no_include(request)
+    run = Run.model_validate(dict(await _run(ctx, thread_id, run_id)))
+    for step in await run.asteps(ctx.store):
+        if step.id == step_id:
+            return ok(step_object(step))
+    raise not_found("run step", step_id)
+
+
+def _check_no_include(request: Request) -> None:
+    if request.query_params.getlist("include[]"):
+        raise InvalidRequestError(
+            "include[] asks for file_search result content, which this server does "
+            "not have: it keeps no files or vector stores. Remove it.",
+            param="include[]",
+        )

@@ -1,0 +1,85 @@
+"""``create_app`` in process: limits, unknown routes and the health check."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from langchain_retro import SQLiteStore
+from langchain_retro.server import ServerSettings, create_app
+from langchain_retro.testing import FakeChatServer
+
+
+@pytest.fixture
+def http(tmp_path: Path) -> Iterator[tuple[TestClient, FakeChatServer]]:
+    with (
+        FakeChatServer() as upstream,
+        SQLiteStore(tmp_path / "app.db") as store,
+    ):
+        app = create_app(
+            store=store,
+            llm=upstream.chat_model(),
+            settings=ServerSettings(max_runs=1, shutdown_grace=0.5),
+        )
+        with TestClient(app) as client:
+            yield client, upstream
+
+
+def test_a_worker_at_its_run_limit_answers_429(
+    http: tuple[TestClient, FakeChatServer],
+) -> None:
+    client, upstream = http
+    assistant = client.post("/v1/assistants", json={"model": "m"}).json()
+    threads = [
+        client.post(
+            "/v1/threads", json={"messages": [{"role": "user", "content": "hi"}]}
+        ).json()
+        for _ in range(2)
+    ]
+    upstream.set_delay(1.0)
+    first = client.post(
+        f"/v1/threads/{threads[0]['id']}/runs", json={"assistant_id": assistant["id"]}
+    )
+    assert first.status_code == 200
+    assert client.get("/healthz").json()["runs_in_flight"] == 1
+    second = client.post(
+        f"/v1/threads/{threads[1]['id']}/runs", json={"assistant_id": assistant["id"]}
+    )
+    assert second.status_code == 429
+    assert second.json()["error"]["code"] == "rate_limit_exceeded"
+    assert int(second.headers["retry-after-ms"]) > 0
+    assert client.get(f"/v1/threads/{threads[1]['id']}/runs").json()["data"] == []
+    deadline = time.monotonic() + 10
+    while client.get("/healthz").json()["runs_in_flight"] and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    upstream.set_delay(0)
+    third = client.post(
+        f"/v1/threads/{threads[1]['id']}/runs", json={"assistant_id": assistant["id"]}
+    )
+    assert third.status_code == 200
+
+
+def test_unknown_routes_and_bad_bodies_are_openai_errors(
+    http: tuple[TestClient, FakeChatServer],
+) -> None:
+    client, _ = http
+    missing = client.get("/v1/files")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["message"] == "Invalid URL (GET /v1/files)"
+    wrong_method = client.put("/v1/assistants")
+    assert wrong_method.status_code == 404
+    not_json = client.post(
+        "/v1/assistants",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+    )
+    assert not_json.status_code == 400
+    assert not_json.json()["error"]["type"] == "invalid_request_error"
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok"

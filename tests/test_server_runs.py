@@ -1,0 +1,371 @@
+"""Runs over HTTP, polled: the openai SDK's helpers against ``langchain-retro serve``.
+
+One server process for the module (SQLite); its upstream model is a
+`FakeChatServer` in this process, whose recorded requests show what each run sent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import openai
+import pytest
+from _server import KEY_A, KEY_B, SDK_DEPRECATIONS, Served, served
+
+from langchain_retro.testing import FakeChatServer, ScriptedReply, ScriptedToolCall
+
+pytestmark = SDK_DEPRECATIONS
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeChatServer]:
+    with FakeChatServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def api(
+    fake: FakeChatServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    with served(fake, tmp_path_factory.mktemp("runs")) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _clean(api: Served, fake: FakeChatServer) -> Iterator[None]:
+    fake.reset()
+    yield
+    fake.reset()
+    assert api.checked() == []
+
+
+@pytest.fixture
+def client(api: Served) -> openai.OpenAI:
+    return api.client(KEY_A)
+
+
+def test_the_old_quickstart(client: openai.OpenAI, fake: FakeChatServer) -> None:
+    # OpenAI's Assistants quickstart, less its code_interpreter tool (refused here).
+    assistant = client.beta.assistants.create(
+        name="Math Tutor",
+        instructions=(
+            "You are a personal math tutor. Write and run code to answer math "
+            "questions."
+        ),
+        model="gpt-4o",
+    )
+    thread = client.beta.threads.create()
+    message = client.beta.threads.messages.create(
+        thread_id=thread.id,
+        role="user",
+        content="I need to solve the equation `3x + 11 = 14`. Can you help me?",
+    )
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id,
+        assistant_id=assistant.id,
+        instructions=(
+            "Please address the user as Jane Doe. The user has a premium account."
+        ),
+    )
+    assert run.status == "completed"
+    messages = client.beta.threads.messages.list(thread_id=thread.id)
+    reply, question = messages.data
+    assert question.id == message.id
+    assert reply.role == "assistant"
+    assert reply.run_id == run.id
+    assert reply.content[0].text.value == (  # type: ignore[union-attr]
+        "echo: I need to solve the equation `3x + 11 = 14`. Can you help me?"
+    )
+    (sent,) = fake.requests
+    assert sent.model == "gpt-4o"
+    assert sent.system_prompt == (
+        "Please address the user as Jane Doe. The user has a premium account."
+    )
+    assert run.instructions.startswith("Please address the user as Jane Doe.")
+    assert run.model == "gpt-4o"
+    assert run.usage is not None
+    assert run.usage.total_tokens > 0
+
+
+def test_runs_use_the_assistants_settings_and_the_runs_overrides(
+    client: openai.OpenAI, fake: FakeChatServer
+) -> None:
+    assistant = client.beta.assistants.create(
+        model="base-model", temperature=0.2, top_p=0.9, instructions="Be brief."
+    )
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "one"}])
+    first = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id
+    )
+    second = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id,
+        assistant_id=assistant.id,
+        model="other-model",
+        temperature=1.5,
+        additional_instructions="Answer in French.",
+        additional_messages=[{"role": "user", "content": "two"}],
+        max_completion_tokens=300,
+        metadata={"attempt": "2"},
+    )
+    assert (first.status, second.status) == ("completed", "completed")
+    one, two = fake.requests
+    assert (one.model, one.temperature, one.top_p) == ("base-model", 0.2, 0.9)
+    assert one.system_prompt == "Be brief."
+    assert (two.model, two.temperature, two.top_p) == ("other-model", 1.5, 0.9)
+    assert two.max_tokens == 300
+    assert [m["content"] for m in two.messages if m["role"] == "system"] == [
+        "Be brief.",
+        "Answer in French.",
+    ]
+    assert two.last_user_text == "two"
+    assert (second.model, second.temperature, second.metadata) == (
+        "other-model",
+        1.5,
+        {"attempt": "2"},
+    )
+    runs = client.beta.threads.runs.list(thread.id)
+    assert [r.id for r in runs.data] == [second.id, first.id]
+    changed = client.beta.threads.runs.update(
+        second.id, thread_id=thread.id, metadata={"reviewed": "yes"}
+    )
+    assert changed.metadata == {"reviewed": "yes"}
+    assert client.beta.threads.runs.retrieve(
+        second.id, thread_id=thread.id
+    ).metadata == {"reviewed": "yes"}
+
+
+def test_function_tools_end_in_requires_action_and_tool_outputs_continue(
+    client: openai.OpenAI, fake: FakeChatServer
+) -> None:
+    assistant = client.beta.assistants.create(model="m", tools=[WEATHER])  # type: ignore[list-item]
+    thread = client.beta.threads.create(
+        messages=[{"role": "user", "content": "Weather in Paris?"}]
+    )
+    fake.enqueue(
+        ScriptedReply(
+            tool_calls=[
+                ScriptedToolCall(name="get_weather", args={"city": "Paris"}, id="c1")
+            ]
+        ),
+        "It is sunny in Paris.",
+    )
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id
+    )
+    assert run.status == "requires_action"
+    assert run.required_action is not None
+    (call,) = run.required_action.submit_tool_outputs.tool_calls
+    assert (call.id, call.function.name) == ("c1", "get_weather")
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
+    assert fake.requests[0].tools[0]["function"]["name"] == "get_weather"
+
+    with pytest.raises(openai.BadRequestError, match="already has an active run"):
+        client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+    with pytest.raises(openai.BadRequestError, match="c1"):
+        client.beta.threads.runs.submit_tool_outputs(
+            run.id, thread_id=thread.id, tool_outputs=[{"tool_call_id": "c9"}]
+        )
+    done = client.beta.threads.runs.submit_tool_outputs_and_poll(
+        run_id=run.id,
+        thread_id=thread.id,
+        tool_outputs=[{"tool_call_id": "c1", "output": "sunny, 24C"}],
+    )
+    assert done.status == "completed"
+    assert done.id == run.id
+    sent = fake.requests[1].messages
+    assert sent[-1] == {
+        "role": "tool",
+        "content": "sunny, 24C",
+        "tool_call_id": "c1",
+    }
+    listed = client.beta.threads.messages.list(thread.id, order="asc").data
+    texts = [m.content[0].text.value for m in listed]  # type: ignore[union-attr]
+    assert texts == ["Weather in Paris?", "It is sunny in Paris."]
+
+    steps = client.beta.threads.runs.steps.list(
+        run.id, thread_id=thread.id, order="asc"
+    )
+    assert [s.type for s in steps.data] == ["tool_calls", "message_creation"]
+    assert all(s.status == "completed" for s in steps.data)
+    tool_step = client.beta.threads.runs.steps.retrieve(
+        steps.data[0].id, thread_id=thread.id, run_id=run.id
+    )
+    assert tool_step.step_details.type == "tool_calls"
+    (called,) = tool_step.step_details.tool_calls
+    assert called.function.output == "sunny, 24C"  # type: ignore[union-attr]
+    created = steps.data[1].step_details
+    assert created.type == "message_creation"
+    assert created.message_creation.message_id == listed[1].id
+
+
+def test_create_and_run_poll(client: openai.OpenAI, fake: FakeChatServer) -> None:
+    assistant = client.beta.assistants.create(model="m", instructions="Hi.")
+    run = client.beta.threads.create_and_run_poll(
+        assistant_id=assistant.id,
+        thread={
+            "messages": [{"role": "user", "content": "Hello there"}],
+            "metadata": {"source": "poll"},
+        },
+    )
+    assert run.status == "completed"
+    assert client.beta.threads.retrieve(run.thread_id).metadata == {"source": "poll"}
+    (reply, _) = client.beta.threads.messages.list(run.thread_id).data
+    assert reply.content[0].text.value == "echo: Hello there"  # type: ignore[union-attr]
+    assert fake.requests[0].system_prompt == "Hi."
+
+
+def test_a_busy_thread_is_a_400_naming_the_active_run(
+    api: Served, client: openai.OpenAI, fake: FakeChatServer
+) -> None:
+    assistant = client.beta.assistants.create(model="m")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "slow"}])
+    fake.set_delay(1.5)
+    run = client.beta.threads.runs.create(
+        thread_id=thread.id, assistant_id=assistant.id
+    )
+    assert run.status == "in_progress"
+    with api.http(KEY_A) as http:
+        polled = http.get(f"/v1/threads/{thread.id}/runs/{run.id}")
+        second = http.post(
+            f"/v1/threads/{thread.id}/runs", json={"assistant_id": assistant.id}
+        )
+    assert int(polled.headers["openai-poll-after-ms"]) > 0
+    assert second.status_code == 400
+    error = second.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert run.id in error["message"]
+    # A message still goes in; the next run answers it.
+    client.beta.threads.messages.create(thread.id, role="user", content="more")
+    done = client.beta.threads.runs.poll(run.id, thread_id=thread.id)
+    assert done.status == "completed"
+    assert len(client.beta.threads.runs.list(thread.id).data) == 1
+
+
+def test_cancel_stops_a_run_in_flight(
+    client: openai.OpenAI, fake: FakeChatServer
+) -> None:
+    assistant = client.beta.assistants.create(model="m")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    fake.set_delay(10)
+    run = client.beta.threads.runs.create(
+        thread_id=thread.id, assistant_id=assistant.id
+    )
+    time.sleep(0.3)
+    started = time.monotonic()
+    cancelling = client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
+    assert cancelling.status in ("cancelling", "cancelled")
+    done = client.beta.threads.runs.poll(
+        run.id, thread_id=thread.id, poll_interval_ms=50
+    )
+    assert done.status == "cancelled"
+    assert time.monotonic() - started < 5
+    assert done.cancelled_at is not None
+    assert [m.role for m in client.beta.threads.messages.list(thread.id)] == ["user"]
+    with pytest.raises(openai.BadRequestError, match="cancelled"):
+        client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
+    fake.set_delay(0)
+    again = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id
+    )
+    assert again.status == "completed"
+
+
+def test_cancel_a_run_waiting_for_tool_outputs(
+    client: openai.OpenAI, fake: FakeChatServer
+) -> None:
+    assistant = client.beta.assistants.create(model="m", tools=[WEATHER])  # type: ignore[list-item]
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "?"}])
+    fake.enqueue(ScriptedReply(tool_calls=[ScriptedToolCall(name="get_weather")]))
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id
+    )
+    assert run.status == "requires_action"
+    cancelled = client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
+    assert cancelled.status == "cancelled"
+    steps = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id).data
+    assert [(s.type, s.status) for s in steps] == [("tool_calls", "cancelled")]
+
+
+def test_a_failed_model_call_fails_the_run_with_last_error(
+    client: openai.OpenAI, fake: FakeChatServer
+) -> None:
+    assistant = client.beta.assistants.create(model="m")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "x"}])
+    fake.fail_next(400, message="the upstream refused")
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id
+    )
+    assert run.status == "failed"
+    assert run.last_error is not None
+    assert run.last_error.code == "server_error"
+    assert "the upstream refused" in run.last_error.message
+    assert run.failed_at is not None
+
+
+def test_run_errors_change_nothing(api: Served, client: openai.OpenAI) -> None:
+    assistant = client.beta.assistants.create(model="m")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "x"}])
+    cases = [
+        ({"assistant_id": "asst_nope"}, 404, None),
+        (
+            {"assistant_id": assistant.id, "tools": [{"type": "code_interpreter"}]},
+            400,
+            "tools[0]",
+        ),
+        ({"assistant_id": assistant.id, "metadata": {"k" * 65: "v"}}, 400, "metadata"),
+        ({"assistant_id": assistant.id, "max_prompt_tokens": 10}, 400, None),
+        ({"assistant_id": assistant.id, "temperature": 3}, 400, "temperature"),
+    ]
+    with api.http(KEY_A) as http:
+        for body, status, param in cases:
+            response = http.post(f"/v1/threads/{thread.id}/runs", json=body)
+            assert response.status_code == status, (body, response.text)
+            if param is not None:
+                assert response.json()["error"]["param"] == param
+        assert http.get(f"/v1/threads/{thread.id}/runs/run_nope").status_code == 404
+        unknown = http.post(
+            f"/v1/threads/{thread.id}/runs/run_nope/cancel", json={}
+        ).status_code
+        assert unknown == 404
+    assert client.beta.threads.runs.list(thread.id).data == []
+    assert len(client.beta.threads.messages.list(thread.id).data) == 1
+
+
+async def test_async_client_runs_and_keys_do_not_mix(
+    api: Served, fake: FakeChatServer
+) -> None:
+    alpha = api.async_client(KEY_A)
+    bravo = api.async_client(KEY_B)
+    assistant = await alpha.beta.assistants.create(model="m")
+    thread = await alpha.beta.threads.create(
+        messages=[{"role": "user", "content": "async hello"}]
+    )
+    run = await alpha.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id
+    )
+    assert run.status == "completed"
+    with pytest.raises(openai.NotFoundError):
+        await bravo.beta.threads.runs.retrieve(run.id, thread_id=thread.id)
+    with pytest.raises(openai.NotFoundError):
+        await bravo.beta.threads.runs.steps.list(run.id, thread_id=thread.id)
+    with pytest.raises(openai.NotFoundError):
+        await bravo.beta.threads.runs.cancel(run.id, thread_id=thread.id)
+    steps = await alpha.beta.threads.runs.steps.list(run.id, thread_id=thread.id)
+    assert [s.type for s in steps.data] == ["message_creation"]
+    await alpha.close()
+    await bravo.close()
