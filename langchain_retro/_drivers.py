@@ -19,7 +19,14 @@ import json
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, TypeVar, cast
 
@@ -456,25 +463,33 @@ class AsyncDriver:
         self.active = None
 
     async def _complete(self, effect: Complete) -> Any:
-        call_task = asyncio.ensure_future(
+        return await self.until_cancelled(
             self.engine.model.ainvoke(effect.messages, self.config, **effect.kwargs)
         )
+
+    async def until_cancelled(self, work: Awaitable[R]) -> R:
+        """Await ``work``; a cancel the lease keeper sees first stops it.
+
+        Raises:
+            Cancelled: If the run was cancelled before ``work`` ended.
+        """
+        task = asyncio.ensure_future(work)
         keeper = self.keeper
         if keeper is None:
-            return await call_task
+            return await task
         cancel_task = asyncio.ensure_future(keeper.cancel_event.wait())
         try:
             done, _ = await asyncio.wait(
-                {call_task, cancel_task}, return_when=asyncio.FIRST_COMPLETED
+                {task, cancel_task}, return_when=asyncio.FIRST_COMPLETED
             )
         except BaseException:
-            call_task.cancel()
+            task.cancel()
             raise
         finally:
             cancel_task.cancel()
-        if call_task in done:
-            return call_task.result()
-        call_task.cancel()
+        if task in done:
+            return task.result()
+        task.cancel()
         raise Cancelled
 
     async def _run_tools(self, effect: RunTools) -> list[ToolMessage]:

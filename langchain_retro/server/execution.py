@@ -96,25 +96,7 @@ class ServedDriver(AsyncDriver):
                 with contextlib.suppress(Exception):
                     await cast("Any", stream).aclose()
 
-        reading = asyncio.ensure_future(read())
-        keeper = self.keeper
-        if keeper is None:
-            await reading
-        else:
-            cancelled = asyncio.ensure_future(keeper.cancel_event.wait())
-            try:
-                done, _ = await asyncio.wait(
-                    {reading, cancelled}, return_when=asyncio.FIRST_COMPLETED
-                )
-            except BaseException:
-                reading.cancel()
-                raise
-            finally:
-                cancelled.cancel()
-            if reading not in done:
-                reading.cancel()
-                raise Cancelled
-            reading.result()
+        await self.until_cancelled(read())
         if not chunks:
             raise ValueError("the model's stream was empty")
         total = chunks[0] + chunks[1:] if len(chunks) > 1 else chunks[0]
