@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
     from langchain_openai import ChatOpenAI
 
+pytest_plugins = ["_server_fixtures"]
+"""The server tests' fixtures (``fake``, ``api``, ``client``), used only there."""
+
 POSTGRES_URL_ENV = "RETRO_TEST_POSTGRES_URL"
 BACKENDS = ("sqlite", "postgres")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import openai
 import pytest
-from _server import KEY_A, KEY_B, SDK_DEPRECATIONS, Served, served
+from _server import KEY_A, KEY_B, SDK_DEPRECATIONS, Served
 from langchain_core.messages import AIMessage
 
 from langchain_retro import (
@@ -25,31 +25,6 @@ from langchain_retro import (
 from langchain_retro.testing import FakeChatServer
 
 pytestmark = SDK_DEPRECATIONS
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeChatServer]:
-    with FakeChatServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def api(
-    fake: FakeChatServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Served]:
-    with served(fake, tmp_path_factory.mktemp("data")) as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _spec_checked(api: Served) -> Iterator[None]:
-    yield
-    assert api.checked() == []
-
-
-@pytest.fixture
-def client(api: Served) -> openai.OpenAI:
-    return api.client(KEY_A)
 
 
 @pytest.fixture

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import openai
 import pytest
-from _server import KEY_A, KEY_B, SDK_DEPRECATIONS, Served, served
+from _server import KEY_A, KEY_B, SDK_DEPRECATIONS, Served
 
 from langchain_retro.testing import FakeChatServer, ScriptedReply, ScriptedToolCall
 
@@ -30,33 +29,6 @@ WEATHER = {
         },
     },
 }
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeChatServer]:
-    with FakeChatServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def api(
-    fake: FakeChatServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Served]:
-    with served(fake, tmp_path_factory.mktemp("runs")) as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _clean(api: Served, fake: FakeChatServer) -> Iterator[None]:
-    fake.reset()
-    yield
-    fake.reset()
-    assert api.checked() == []
-
-
-@pytest.fixture
-def client(api: Served) -> openai.OpenAI:
-    return api.client(KEY_A)
 
 
 def test_the_old_quickstart(client: openai.OpenAI, fake: FakeChatServer) -> None:

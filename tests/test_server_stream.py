@@ -7,12 +7,10 @@ event and each event checked against the spec's ``AssistantStreamEvent``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import openai
-import pytest
-from _server import KEY_A, SDK_DEPRECATIONS, Served, check_event, served
+from _server import KEY_A, SDK_DEPRECATIONS, Served, check_event
 from openai import AssistantEventHandler, AsyncAssistantEventHandler
 from openai.types.beta import AssistantStreamEvent
 
@@ -41,33 +39,6 @@ TEXT_RUN = [
     "thread.run.step.completed",
     "thread.run.completed",
 ]
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeChatServer]:
-    with FakeChatServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def api(
-    fake: FakeChatServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Served]:
-    with served(fake, tmp_path_factory.mktemp("stream")) as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _clean(api: Served, fake: FakeChatServer) -> Iterator[None]:
-    fake.reset()
-    yield
-    fake.reset()
-    assert api.checked() == []
-
-
-@pytest.fixture
-def client(api: Served) -> openai.OpenAI:
-    return api.client(KEY_A)
 
 
 def _collapsed(names: list[str]) -> list[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import concurrent.futures
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import openai
@@ -22,12 +21,6 @@ from conftest import _drop_schema, postgres_url
 from langchain_retro.testing import FakeChatServer
 
 pytestmark = SDK_DEPRECATIONS
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeChatServer]:
-    with FakeChatServer() as server:
-        yield server
 
 
 @pytest.mark.postgres
