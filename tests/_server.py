@@ -4,8 +4,8 @@
 file or a PostgreSQL schema, its upstream model a `FakeChatServer` in this process,
 and hands out real openai SDK clients (``_strict_response_validation=True``) whose
 every response is validated against the OpenAPI spec's schemas
-(``../shared/openai-spec/assistants-v2.yaml``) with ``jsonschema``. The fixtures over it (``fake``, ``api``, ``client``) are in
-`_server_fixtures`.
+(``../shared/openai-spec/assistants-v2.yaml``) with ``jsonschema``. The fixtures
+over it (``fake``, ``api``, ``client``) are in `_server_fixtures`.
 
 The spec is OpenAPI 3.1 but keeps OpenAPI 3.0's ``nullable: true`` in places; JSON
 Schema ignores that keyword, so it is rewritten as ``anyOf [..., null]``. OpenAI
