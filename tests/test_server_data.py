@@ -6,6 +6,7 @@ One ``langchain-retro serve`` process for the module (SQLite), the real openai S
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -409,3 +410,18 @@ def test_access_log_names_requests_but_never_keys(api: Served) -> None:
     assert "GET /v1/assistants 401" in log
     for secret in (KEY_A, KEY_B, "sk-not-a-key-at-all", "upstream-key"):
         assert secret not in log
+
+
+def test_messages_written_at_once_to_one_thread_all_go_in(api: Served) -> None:
+    client = api.client(KEY_A)
+    thread = client.beta.threads.create()
+
+    def add(index: int) -> str:
+        return client.beta.threads.messages.create(
+            thread.id, role="user", content=f"m{index}"
+        ).id
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(add, range(24)))
+    listed = client.beta.threads.messages.list(thread.id, limit=100).data
+    assert sorted(m.id for m in listed) == sorted(made)

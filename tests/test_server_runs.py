@@ -148,6 +148,8 @@ def test_function_tools_end_in_requires_action_and_tool_outputs_continue(
 
     with pytest.raises(openai.BadRequestError, match="already has an active run"):
         client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+    with pytest.raises(openai.BadRequestError, match=f"while a run {run.id} is"):
+        client.beta.threads.messages.create(thread.id, role="user", content="and?")
     with pytest.raises(openai.BadRequestError, match="c1"):
         client.beta.threads.runs.submit_tool_outputs(
             run.id, thread_id=thread.id, tool_outputs=[{"tool_call_id": "c9"}]
@@ -221,11 +223,23 @@ def test_a_busy_thread_is_a_400_naming_the_active_run(
     error = second.json()["error"]
     assert error["type"] == "invalid_request_error"
     assert run.id in error["message"]
-    # A message still goes in; the next run answers it.
-    client.beta.threads.messages.create(thread.id, role="user", content="more")
+    # Nor does a message go in while the run is active, as OpenAI answered.
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.beta.threads.messages.create(thread.id, role="user", content="more")
+    assert refused.value.message.endswith(
+        f"Can't add messages to {thread.id} while a run {run.id} is active."
+    )
+    assert refused.value.type == "invalid_request_error"
     done = client.beta.threads.runs.poll(run.id, thread_id=thread.id)
     assert done.status == "completed"
     assert len(client.beta.threads.runs.list(thread.id).data) == 1
+    texts = [
+        m.content[0].text.value  # type: ignore[union-attr]
+        for m in client.beta.threads.messages.list(thread.id, order="asc")
+    ]
+    assert texts == ["slow", "echo: slow"]
+    # Once it ended, the thread takes messages again.
+    client.beta.threads.messages.create(thread.id, role="user", content="more")
 
 
 def test_cancel_stops_a_run_in_flight(

@@ -2,7 +2,9 @@
 
 A thread also holds messages the Assistants API never showed as messages (tool
 results, and the model's tool calls without text, which are run steps there):
-listings skip them and reading one by id is a 404.
+listings skip them and reading one by id is a 404. A message is not added while a
+run on the thread is active (or waits for tool outputs): a 400 naming the run, as
+OpenAI answered.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from langchain_retro.server.requests import (
     check_attachments,
     check_metadata,
 )
+from langchain_retro.server.routes._busy import idle_thread
 from langchain_retro.server.routes._common import deleted, ok, replaced_metadata
 from langchain_retro.stores.base import BaseStore
 
@@ -96,17 +99,18 @@ async def list_api_messages(
 
 @router.post("")
 async def create_message(thread_id: str, body: CreateMessage, ctx: Ctx) -> JSONResponse:
-    """Append a message to a thread."""
+    """Append a message to a thread; 400 while a run on it is active (`_busy`)."""
     check_metadata(body.metadata)
     check_attachments(body.attachments, "attachments")
     message = message_of(body, "")
     await ctx.thread(thread_id)
-    record = await ThreadMessage.acreate(
-        ctx.store,
-        thread_id=thread_id,
-        message=message,
-        metadata=body.metadata or {},
-    )
+    async with idle_thread(ctx, thread_id):
+        record = await ThreadMessage.acreate(
+            ctx.store,
+            thread_id=thread_id,
+            message=message,
+            metadata=body.metadata or {},
+        )
     return ok(message_object(record))
 
 

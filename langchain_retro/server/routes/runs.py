@@ -50,6 +50,12 @@ from langchain_retro.server.requests import (
     check_tool_resources,
     function_tools,
 )
+from langchain_retro.server.routes._busy import (
+    BUSY_STATUSES,
+    LeaseWait,
+    active_run,
+    run_refused,
+)
 from langchain_retro.server.routes._common import ok
 from langchain_retro.server.routes.threads import create_thread, new_messages
 from langchain_retro.stores.base import (
@@ -65,7 +71,6 @@ router = APIRouter()
 
 Ctx = Annotated[Context, Depends(context)]
 
-_BUSY_STATUSES = ACTIVE_RUN_STATUSES | {"requires_action"}
 _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -181,16 +186,9 @@ async def _check_idle(ctx: Context, thread_id: str) -> None:
     Raises:
         InvalidRequestError: Naming the active run (400, as OpenAI answered).
     """
-    newest = await ctx.store.alist_runs(thread_id, limit=1)
-    if newest and newest[0].status in _BUSY_STATUSES:
-        raise _busy(thread_id, newest[0].id)
-
-
-def _busy(thread_id: str, run_id: str) -> InvalidRequestError:
-    return InvalidRequestError(
-        f"Thread {thread_id} already has an active run {run_id}.",
-        code="thread_busy",
-    )
+    run = await active_run(ctx.store, thread_id)
+    if run is not None:
+        raise run_refused(thread_id, run.id)
 
 
 async def _run_thread(
@@ -216,16 +214,24 @@ async def _start(
     *,
     stream: bool,
     first: tuple[str, dict[str, Any]] | None = None,
+    resuming: bool = False,
 ) -> JSONResponse | StreamingResponse:
-    """Start the run; answer with it, or with its stream."""
-    events = RunEvents() if stream else None
-    if events is not None and first is not None:
-        events.emit(*first)
-    try:
-        run = await ctx.state.runs.start(request, tools=tools, events=events)
-    except ThreadBusyError:
-        newest = await ctx.store.alist_runs(request.thread_id, limit=1)
-        raise _busy(request.thread_id, newest[0].id if newest else "") from None
+    """Start (or, ``resuming``, continue) the run; answer with it, or its stream.
+
+    A lease taken by a message write is waited for; one held by a run is a 400.
+    """
+    statuses = ACTIVE_RUN_STATUSES if resuming else BUSY_STATUSES
+    waiting = LeaseWait(ctx.store, request.thread_id, run_refused, statuses)
+    while True:
+        events = RunEvents() if stream else None
+        if events is not None and first is not None:
+            events.emit(*first)
+        try:
+            run = await ctx.state.runs.start(request, tools=tools, events=events)
+        except ThreadBusyError:
+            await waiting.wait()
+        else:
+            break
     if events is None:
         return ok(run_object(run), _poll_headers(ctx, run))
     return StreamingResponse(
@@ -389,7 +395,7 @@ async def submit_tool_outputs(
         for output in body.tool_outputs
     ]
     request, tools = _resumed_request(run, messages)
-    return await _start(ctx, request, tools, stream=bool(body.stream))
+    return await _start(ctx, request, tools, stream=bool(body.stream), resuming=True)
 
 
 @router.get("/v1/threads/{thread_id}/runs/{run_id}/steps")
