@@ -1,12 +1,14 @@
-"""``create_app`` in process: limits, unknown routes and the health check."""
+"""``create_app`` in process: limits, shutdown, mounting, unknown routes, health."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from langchain_retro import SQLiteStore
@@ -69,9 +71,9 @@ def test_unknown_routes_and_bad_bodies_are_openai_errors(
     http: tuple[TestClient, FakeChatServer],
 ) -> None:
     client, _ = http
-    missing = client.get("/v1/files")
+    missing = client.get("/v1/nowhere")
     assert missing.status_code == 404
-    assert missing.json()["error"]["message"] == "Invalid URL (GET /v1/files)"
+    assert missing.json()["error"]["message"] == "Invalid URL (GET /v1/nowhere)"
     wrong_method = client.put("/v1/assistants")
     assert wrong_method.status_code == 404
     not_json = client.post(
@@ -83,3 +85,65 @@ def test_unknown_routes_and_bad_bodies_are_openai_errors(
     assert not_json.json()["error"]["type"] == "invalid_request_error"
     health = client.get("/healthz").json()
     assert health["status"] == "ok"
+
+
+def test_a_stopping_app_ends_the_runs_it_could_not_finish_cancelled(
+    tmp_path: Path,
+) -> None:
+    with FakeChatServer() as upstream, SQLiteStore(tmp_path / "app.db") as store:
+        app = create_app(
+            store=store,
+            llm=upstream.chat_model(),
+            settings=ServerSettings(shutdown_grace=0.2),
+        )
+        upstream.set_delay(30)
+        with TestClient(app) as client:
+            assistant = client.post("/v1/assistants", json={"model": "m"}).json()
+            thread = client.post(
+                "/v1/threads", json={"messages": [{"role": "user", "content": "hi"}]}
+            ).json()
+            run = client.post(
+                f"/v1/threads/{thread['id']}/runs",
+                json={"assistant_id": assistant["id"]},
+            ).json()
+            assert run["status"] == "in_progress"
+            started = time.monotonic()
+        # The app's shutdown waited its grace, then stopped the run and said so.
+        assert time.monotonic() - started < 5
+        ended = store.get_run(thread["id"], run["id"])
+        assert ended.status == "cancelled"
+        assert ended.cancelled_at is not None
+        assert store.get_lease(thread["id"]) is None
+
+
+def test_mounted_in_another_app_keys_still_guard_it(tmp_path: Path) -> None:
+    with FakeChatServer() as upstream, SQLiteStore(tmp_path / "app.db") as store:
+        retro = create_app(
+            store=store,
+            llm=upstream.chat_model(),
+            api_keys={"sk-ann": "team", "sk-bob": "team", "sk-eve": "eve"},
+        )
+
+        @asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            # Starlette runs no mounted app's lifespan: the parent enters it.
+            async with retro.router.lifespan_context(retro):
+                yield
+
+        parent = FastAPI(lifespan=lifespan)
+        parent.mount("/retro", retro)
+        with TestClient(parent, base_url="http://test/retro") as client:
+
+            def auth(key: str) -> dict[str, str]:
+                return {"Authorization": f"Bearer {key}"}
+
+            assert client.get("/v1/assistants").status_code == 401
+            assert client.get("/v1/nowhere").status_code == 401
+            assert client.get("/healthz").status_code == 200
+            made = client.post(
+                "/v1/assistants", json={"model": "m"}, headers=auth("sk-ann")
+            ).json()
+            # Keys of one owner share objects; another owner's key sees none.
+            path = f"/v1/assistants/{made['id']}"
+            assert client.get(path, headers=auth("sk-bob")).status_code == 200
+            assert client.get(path, headers=auth("sk-eve")).status_code == 404

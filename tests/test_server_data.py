@@ -425,3 +425,14 @@ def test_messages_written_at_once_to_one_thread_all_go_in(api: Served) -> None:
         made = list(pool.map(add, range(24)))
     listed = client.beta.threads.messages.list(thread.id, limit=100).data
     assert sorted(m.id for m in listed) == sorted(made)
+
+
+def test_files_and_vector_stores_are_refused_by_name(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match="keeps no files"):
+        client.files.list()
+    with pytest.raises(openai.BadRequestError, match="keeps no files"):
+        client.files.retrieve("file-abc")
+    with pytest.raises(openai.BadRequestError, match="keeps no vector stores"):
+        client.vector_stores.create(name="docs")
+    with pytest.raises(openai.BadRequestError, match="keeps no vector stores"):
+        client.vector_stores.files.list("vs_1")

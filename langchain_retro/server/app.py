@@ -3,8 +3,8 @@
 The app is an ordinary ASGI app: ``langchain-retro serve`` runs it with uvicorn,
 and it can be mounted in an existing app. Around the routes:
 
-* authentication (`auth`): ``Authorization: Bearer KEY`` on every ``/v1`` request
-  when keys are configured, 401 otherwise;
+* authentication (`auth`): ``Authorization: Bearer KEY`` on every request but
+  ``/healthz`` when keys are configured, 401 otherwise;
 * an access log (logger ``langchain_retro.server.access``): method, path, status and
   time, never a header, so never a key;
 * errors answered in OpenAI's shape (`errors`), request validation included (400
@@ -38,7 +38,13 @@ from langchain_retro.server.errors import (
     error_response_parts,
 )
 from langchain_retro.server.execution import RunService
-from langchain_retro.server.routes import assistants, messages, runs, threads
+from langchain_retro.server.routes import (
+    assistants,
+    messages,
+    runs,
+    threads,
+    unsupported,
+)
 from langchain_retro.stores.base import BaseStore
 
 __all__ = ["create_app"]
@@ -90,7 +96,13 @@ def create_app(
     )
     app.state.retro = ServerState(store=store, settings=settings, runs=runs_service)
     # /threads/runs before /threads/{thread_id}, which would take it.
-    for router in (assistants.router, runs.router, threads.router, messages.router):
+    for router in (
+        assistants.router,
+        runs.router,
+        threads.router,
+        messages.router,
+        unsupported.router,
+    ):
         app.include_router(router)
 
     @app.get("/healthz")
@@ -156,15 +168,26 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error_json(exc)
 
 
+def _route_path(scope: Scope) -> str:
+    """The request's path within this app: without the prefix it is mounted at."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path.removeprefix(root) if root and path.startswith(root) else path
+
+
 class _AuthMiddleware:
-    """Checks the key of every ``/v1`` request; puts its owner in the scope."""
+    """Checks the key of every request but ``/healthz``; puts its owner in the scope.
+
+    Every path but the health check needs the key, so a mounted app (whose
+    ``scope["path"]`` keeps the mount's prefix) and unknown routes are covered too.
+    """
 
     def __init__(self, app: ASGIApp, keyring: Keyring) -> None:
         self.app = app
         self.keyring = keyring
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1"):
+        if scope["type"] != "http" or _route_path(scope) == "/healthz":
             await self.app(scope, receive, send)
             return
         authorization: str | None = None
