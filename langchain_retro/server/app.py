@@ -75,7 +75,10 @@ def create_app(
         settings: Leases, polling, run limits and shutdown (`ServerSettings`).
 
     Returns:
-        The FastAPI app.
+        The FastAPI app. Mounted in another app (``parent.mount("/retro", app)``),
+        its keys still guard every path but ``/healthz``; Starlette does not run a
+        mounted app's lifespan, so enter ``app.router.lifespan_context(app)`` in
+        the parent's for runs to end cleanly on shutdown.
     """
     keyring = Keyring.of(api_keys)
     settings = settings or ServerSettings()
