@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from _server import spec
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -147,3 +149,23 @@ def test_mounted_in_another_app_keys_still_guard_it(tmp_path: Path) -> None:
             path = f"/v1/assistants/{made['id']}"
             assert client.get(path, headers=auth("sk-bob")).status_code == 200
             assert client.get(path, headers=auth("sk-eve")).status_code == 404
+
+
+def test_every_operation_of_the_spec_is_served(
+    http: tuple[TestClient, FakeChatServer],
+) -> None:
+    client, _ = http
+    operations = [
+        (method.upper(), "/v1" + re.sub(r"\{[^}]+\}", "nope", path))
+        for path, item in spec()["paths"].items()
+        for method in item
+        if method in ("get", "post", "delete")
+    ]
+    assert len(operations) == 23
+    for method, path in operations:
+        body = {} if method == "POST" else None
+        answer = client.request(method, path, json=body)
+        # Routed: answered, or an unknown id (404) or a bad body (400), never an
+        # unknown URL.
+        assert answer.status_code in (200, 400, 404), (method, path, answer.text)
+        assert "Invalid URL" not in answer.text, (method, path)
