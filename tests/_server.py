@@ -244,7 +244,8 @@ class Served:
             self.process = subprocess.Popen(  # noqa: S603
                 self.command(), env=env, stdout=log, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + 30
+        # Generous: several servers start at once on two shared cores.
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"serve exited: {self.log.read_text()}")

@@ -1,9 +1,11 @@
 """Several workers and dead ones: one active run per thread, held in the store.
 
-``--workers 2`` on PostgreSQL: a second run on a busy thread is refused (400 naming
-the active run) whichever worker takes the request, and a cancel reaches the run
-from any worker. A server killed mid-run leaves its run to expire with its lease;
-the thread is then usable again.
+Two servers on one PostgreSQL schema, one running a thread's runs, the other with
+``--workers 2``: the other refuses a second run (400 naming the active run)
+whichever of its workers takes the request, and a message; cancels the run; and,
+once the first is killed mid-run, reads that run expired with its lease and runs
+the thread on. A server killed mid-run on SQLite leaves its run to expire too; a
+stopping server lets its streams finish.
 """
 
 from __future__ import annotations
@@ -24,57 +26,83 @@ pytestmark = SDK_DEPRECATIONS
 
 
 @pytest.mark.postgres
-def test_a_busy_thread_across_two_workers_on_postgres(
+def test_one_thread_across_workers_and_servers_on_postgres(
     fake: FakeChatServer, tmp_path: Path
 ) -> None:
     url, schema = postgres_url(), unique_schema()
+    # The runs' server, killed below, and another with two workers.
+    host = Served(fake, tmp_path, postgres=(url, schema), lease_ttl=1.0)
+    other = Served(fake, tmp_path, postgres=(url, schema), lease_ttl=1.0, workers=2)
     try:
-        with served(
-            fake, tmp_path, workers=2, postgres=(url, schema), lease_ttl=1.5
-        ) as api:
-            client = api.client(KEY_A)
-            workers = set()
-            for _ in range(12):
-                with api.http(None) as http:
-                    workers.add(http.get("/healthz").json()["worker"])
-            assistant = client.beta.assistants.create(model="m")
-            thread = client.beta.threads.create(
-                messages=[{"role": "user", "content": "slow"}]
-            )
-            fake.set_delay(20)
-            run = client.beta.threads.runs.create(
-                thread_id=thread.id, assistant_id=assistant.id
-            )
+        runs, two = host.start().client(KEY_A), other.start().client(KEY_A)
+        workers = set()
+        for _ in range(12):
+            with other.http(None) as http:
+                workers.add(http.get("/healthz").json()["worker"])
+        # Both workers of the other server answer below: no refusal relies on one.
+        assert len(workers) == 2, workers
+        assistant = two.beta.assistants.create(model="m")
+        thread = two.beta.threads.create(
+            messages=[{"role": "user", "content": "hello"}]
+        )
+        fake.set_delay(30)
+        run = runs.beta.threads.runs.create(
+            thread_id=thread.id, assistant_id=assistant.id
+        )
 
-            def second(_: int) -> tuple[int, str]:
-                with api.http(KEY_A) as http:
-                    response = http.post(
-                        f"/v1/threads/{thread.id}/runs",
-                        json={"assistant_id": assistant.id},
-                    )
-                    return response.status_code, response.text
+        def second(_: int) -> tuple[int, str]:
+            with other.http(KEY_A) as http:
+                response = http.post(
+                    f"/v1/threads/{thread.id}/runs",
+                    json={"assistant_id": assistant.id},
+                )
+                return response.status_code, response.text
 
-            with concurrent.futures.ThreadPoolExecutor(4) as pool:
-                answers = list(pool.map(second, range(8)))
-            assert all(status == 400 for status, _ in answers), answers
-            assert all(run.id in text for _, text in answers)
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(second, range(8)))
+        assert all(status == 400 for status, _ in answers), answers
+        assert all(run.id in text for _, text in answers)
+        with pytest.raises(openai.BadRequestError, match=f"while a run {run.id} is"):
+            two.beta.threads.messages.create(thread.id, role="user", content="more")
+        # A cancel through the other server reaches the run at its next renewal.
+        started = time.monotonic()
+        two.beta.threads.runs.cancel(run.id, thread_id=thread.id)
+        done = two.beta.threads.runs.poll(
+            run.id, thread_id=thread.id, poll_interval_ms=50
+        )
+        assert done.status == "cancelled"
+        assert time.monotonic() - started < 5
 
-            started = time.monotonic()
-            client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
-            done = client.beta.threads.runs.poll(
-                run.id, thread_id=thread.id, poll_interval_ms=50
-            )
-            assert done.status == "cancelled"
-            assert time.monotonic() - started < 5
-            fake.set_delay(0)
-            again = client.beta.threads.runs.create_and_poll(
-                thread_id=thread.id, assistant_id=assistant.id
-            )
-            assert again.status == "completed"
-            assert api.checked() == []
-            # Both workers answered: the refusals above did not rely on one process.
-            assert len(workers) == 2, workers
+        # The runs' server killed mid-run: its run expires with its lease, and
+        # the other server runs the thread on.
+        doomed = runs.beta.threads.runs.create(
+            thread_id=thread.id, assistant_id=assistant.id
+        )
+        time.sleep(0.3)
+        host.kill()
+        deadline = time.monotonic() + 10
+        status = "in_progress"
+        while status != "expired" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            status = two.beta.threads.runs.retrieve(
+                doomed.id, thread_id=thread.id
+            ).status
+        assert status == "expired"
+        fake.set_delay(0)
+        two.beta.threads.messages.create(thread.id, role="user", content="again")
+        again = two.beta.threads.runs.create_and_poll(
+            thread_id=thread.id, assistant_id=assistant.id
+        )
+        assert again.status == "completed"
+        reply = two.beta.threads.messages.list(thread.id).data[0]
+        assert reply.content[0].text.value == "echo: again"  # type: ignore[union-attr]
+        assert host.checked() == []
+        assert other.checked() == []
     finally:
+        host.kill()
+        other.stop()
+        for server in (host, other):
+            server.close_clients()
         _drop_schema(url, schema)
 
 
