@@ -6,8 +6,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvicorn
 
 from langchain_retro.cli import main
 from langchain_retro.server.auth import Keyring, parse_key
@@ -17,11 +19,68 @@ from langchain_retro.server.serve import check_host
 ROOT = Path(__file__).resolve().parents[1]
 
 
+SERVE_ENV = (
+    "LANGCHAIN_RETRO_API_KEYS",
+    "LANGCHAIN_RETRO_DB",
+    "LANGCHAIN_RETRO_POSTGRES_URL",
+    "LANGCHAIN_RETRO_POSTGRES_SCHEMA",
+    "LANGCHAIN_RETRO_LEASE_TTL",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+)
+"""What ``serve`` reads, or sets for its workers: restored after each test."""
+
+
 @pytest.fixture(autouse=True)
 def _no_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
-    for name in ("LANGCHAIN_RETRO_API_KEYS", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+    for name in SERVE_ENV:
         monkeypatch.delenv(name, raising=False)
+
+
+def _serving(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """``uvicorn.run`` replaced: the calls, each its options and the workers' env."""
+    calls: list[dict[str, Any]] = []
+
+    def run(app: str, **options: Any) -> None:
+        calls.append({"app": app, **options, "env": dict(os.environ)})
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    return calls
+
+
+def test_api_keys_from_flags_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls = _serving(monkeypatch)
+    monkeypatch.setenv("OPENAI_API_KEY", "upstream-key")
+    monkeypatch.setenv("LANGCHAIN_RETRO_API_KEYS", "sk-from-env")
+    argv = ["serve", "--api-key", "team:sk-one", "--api-key", "sk-two"]
+    assert main([*argv, "--workers", "3", "--db", "x.db"]) == 0
+    (call,) = calls
+    # The flags win over the variable; the workers read them from the environment.
+    assert call["env"]["LANGCHAIN_RETRO_API_KEYS"] == "team:sk-one,sk-two"
+    assert (call["host"], call["workers"], call["factory"]) == ("127.0.0.1", 3, True)
+    assert call["env"]["LANGCHAIN_RETRO_DB"] == "x.db"
+    banner = capsys.readouterr().err
+    assert "2 API key(s)" in banner
+    assert "sk-" not in banner
+    monkeypatch.setenv("LANGCHAIN_RETRO_API_KEYS", "sk-from-env")
+    assert main(["serve", "--host", "0.0.0.0"]) == 0  # noqa: S104 - keyed by env
+    assert calls[1]["env"]["LANGCHAIN_RETRO_API_KEYS"] == "sk-from-env"
+
+
+def test_without_a_key_it_says_it_serves_loopback_only(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls = _serving(monkeypatch)
+    monkeypatch.setenv("OPENAI_API_KEY", "upstream-key")
+    assert main(["serve", "--postgres-url", "postgresql://h/db"]) == 0
+    assert "LANGCHAIN_RETRO_API_KEYS" not in calls[0]["env"]
+    assert calls[0]["env"]["LANGCHAIN_RETRO_POSTGRES_URL"] == "postgresql://h/db"
+    banner = capsys.readouterr().err
+    assert "http://127.0.0.1:" in banner
+    assert "open to any request (loopback only)" in banner
 
 
 def test_without_a_key_only_loopback_is_served(

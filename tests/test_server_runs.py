@@ -233,6 +233,9 @@ def test_a_busy_thread_is_a_400_naming_the_active_run(
     done = client.beta.threads.runs.poll(run.id, thread_id=thread.id)
     assert done.status == "completed"
     assert len(client.beta.threads.runs.list(thread.id).data) == 1
+    with api.http(KEY_A) as http:
+        ended = http.get(f"/v1/threads/{thread.id}/runs/{run.id}")
+    assert "openai-poll-after-ms" not in ended.headers  # nothing left to poll for
     texts = [
         m.content[0].text.value  # type: ignore[union-attr]
         for m in client.beta.threads.messages.list(thread.id, order="asc")
