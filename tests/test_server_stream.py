@@ -282,3 +282,35 @@ async def test_async_stream(api: Served, fake: FakeChatServer) -> None:
     assert _collapsed(names) == TEXT_RUN
     assert message.content[0].text.value == "echo: async stream"  # type: ignore[union-attr]
     await client.close()
+
+
+def test_an_upstream_cut_mid_stream_ends_it_with_run_failed(
+    client: openai.OpenAI, fake: FakeChatServer
+) -> None:
+    assistant = client.beta.assistants.create(model="m")
+    thread = client.beta.threads.create(
+        messages=[{"role": "user", "content": "one two three four five six"}]
+    )
+    fake.set_delay(0, per_chunk=0.3)
+    names: list[str] = []
+    failed: Any = None
+    with client.beta.threads.runs.stream(
+        thread_id=thread.id, assistant_id=assistant.id
+    ) as stream:
+        for event in stream:
+            names.append(event.event)
+            if event.event == "thread.message.delta" and names.count(event.event) == 1:
+                # The upstream model's connection drops after its first words.
+                fake._httpd.close_connections()  # type: ignore[union-attr]
+            if event.event == "thread.run.failed":
+                failed = event.data
+    assert names[-3:] == [
+        "thread.message.delta",
+        "thread.run.step.failed",
+        "thread.run.failed",
+    ]
+    assert failed.last_error.code == "server_error"
+    assert failed.last_error.message
+    run = client.beta.threads.runs.retrieve(failed.id, thread_id=thread.id)
+    assert (run.status, run.last_error) == ("failed", failed.last_error)
+    assert [m.role for m in client.beta.threads.messages.list(thread.id)] == ["user"]
