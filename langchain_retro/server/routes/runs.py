@@ -9,7 +9,13 @@ is its server-sent events (`events`). Function tools end a run in
 
 A thread runs one run at a time, across workers: a run asked for while another is
 active (queued, in progress, cancelling or waiting for tool outputs) is a 400
-naming the active run, as OpenAI answered.
+naming the active run, as OpenAI answered (`_busy`).
+
+A run never reads ``queued`` here, unlike OpenAI's: the engine creates the record
+in the transaction that takes the thread's lease, as it starts the run, so there
+is no moment a stored run waits for a worker (a worker at ``max_runs`` answers
+429 instead of queueing). A stream still sends ``thread.run.queued`` first, as
+OpenAI's did.
 """
 
 from __future__ import annotations
