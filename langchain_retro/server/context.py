@@ -1,16 +1,16 @@
 """What a request works with: the store, its owner, and objects read as visible.
 
-Every route takes a `Context` (a FastAPI dependency). Reading an assistant or a
-thread through it checks ownership, so another owner's object is a 404 exactly as
-an unknown id is, before anything is written.
+Every route takes a `Context` (a FastAPI dependency: a parameter typed `Ctx`).
+Reading an assistant or a thread through it checks ownership, so another owner's
+object is a 404 exactly as an unknown id is, before anything is written.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from langchain_retro.errors import AssistantNotFoundError, ThreadNotFoundError
 from langchain_retro.records import BaseAssistant, BaseThread
@@ -21,7 +21,7 @@ from langchain_retro.stores.base import BaseStore
 if TYPE_CHECKING:
     from langchain_retro.server.execution import RunService
 
-__all__ = ["Context", "ServerSettings", "ServerState", "context"]
+__all__ = ["Context", "Ctx", "ServerSettings", "ServerState", "context"]
 
 
 @dataclass(frozen=True)
@@ -92,3 +92,7 @@ def context(request: Request) -> Context:
     state: ServerState = request.app.state.retro
     owner: str | None = request.scope.get("retro.owner")
     return Context(store=state.store, owner=owner, state=state)
+
+
+Ctx = Annotated[Context, Depends(context)]
+"""A route's parameter type: the request's `Context`."""

@@ -216,35 +216,8 @@ class RunEvents:
         text = chunk.content if isinstance(chunk.content, str) else chunk.text
         if text and self._kind != "tool_calls":
             self._begin_step("message_creation")
-            self.emit(
-                "thread.message.delta",
-                {
-                    "id": self._reply_id,
-                    "object": "thread.message.delta",
-                    "delta": {
-                        "content": [
-                            {
-                                "index": 0,
-                                "type": "text",
-                                "text": {"value": text, "annotations": []},
-                            }
-                        ]
-                    },
-                },
-            )
-        calls = []
-        for piece in chunk.tool_call_chunks:
-            index = piece.get("index")
-            index = len(self._tool_calls) if index is None else index
-            call: dict[str, Any] = {"index": index, "type": "function"}
-            function: dict[str, Any] = {"arguments": piece.get("args") or ""}
-            if index not in self._tool_calls:
-                self._tool_calls.add(index)
-                call["id"] = piece.get("id") or ""
-                function["name"] = piece.get("name") or ""
-                function["output"] = None
-            call["function"] = function
-            calls.append(call)
+            self.emit("thread.message.delta", self._text_delta(text))
+        calls = self._call_deltas(chunk)
         if calls:
             if self._kind == "message_creation":
                 # Text, then calls, in one reply: the calls are the step that waits.
@@ -260,3 +233,29 @@ class RunEvents:
                     },
                 },
             )
+
+    def _text_delta(self, text: str) -> dict[str, Any]:
+        """A ``thread.message.delta`` of the reply: a piece of its text."""
+        part = {"index": 0, "type": "text", "text": {"value": text, "annotations": []}}
+        return {
+            "id": self._reply_id,
+            "object": "thread.message.delta",
+            "delta": {"content": [part]},
+        }
+
+    def _call_deltas(self, chunk: AIMessageChunk) -> list[dict[str, Any]]:
+        """The chunk's tool call pieces; a call's first names it and its id."""
+        calls = []
+        for piece in chunk.tool_call_chunks:
+            index = piece.get("index")
+            index = len(self._tool_calls) if index is None else index
+            call: dict[str, Any] = {"index": index, "type": "function"}
+            function: dict[str, Any] = {"arguments": piece.get("args") or ""}
+            if index not in self._tool_calls:
+                self._tool_calls.add(index)
+                call["id"] = piece.get("id") or ""
+                function["name"] = piece.get("name") or ""
+                function["output"] = None
+            call["function"] = function
+            calls.append(call)
+        return calls

@@ -34,6 +34,22 @@ class ListParams:
     after: str | None = None
     before: str | None = None
 
+    @property
+    def backwards(self) -> bool:
+        """Whether the page is the one nearest ``before`` (no ``after`` given).
+
+        Such a page is read from the cursor against ``order`` (`reading_order`),
+        then turned.
+        """
+        return self.before is not None and self.after is None
+
+    @property
+    def reading_order(self) -> Literal["asc", "desc"]:
+        """The order to read from the cursor in: ``order``, reversed if `backwards`."""
+        if not self.backwards:
+            return self.order
+        return "asc" if self.order == "desc" else "desc"
+
     @classmethod
     def of(cls, query: Mapping[str, str]) -> ListParams:
         """The parameters of a request's query string.
@@ -103,7 +119,7 @@ def page_of(
         else:
             end = ids.index(cursor)
     window = ordered[start:end]
-    if params.before is not None and params.after is None:
+    if params.backwards:
         page = window[-params.limit :]
         return page, len(window) > params.limit
     return window[: params.limit], len(window) > params.limit

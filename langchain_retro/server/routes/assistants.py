@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from langchain_retro.records import BaseAssistant
 from langchain_retro.server.auth import OWNER_KEY, owned
-from langchain_retro.server.context import Context, context
+from langchain_retro.server.context import Ctx
 from langchain_retro.server.errors import InvalidRequestError
 from langchain_retro.server.objects import assistant_object, list_object
 from langchain_retro.server.pagination import ListParams
@@ -21,13 +21,11 @@ from langchain_retro.server.requests import (
     check_tool_resources,
     function_tools,
 )
-from langchain_retro.server.routes._common import ok, replaced_metadata
+from langchain_retro.server.routes._common import deleted, ok, replaced_metadata
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/assistants")
-
-Ctx = Annotated[Context, Depends(context)]
 
 _NATIVE = ("model", "name", "description", "instructions", "temperature", "top_p")
 _TYPED = ("tools", "response_format", "reasoning_effort")
@@ -66,26 +64,14 @@ async def list_assistants(request: Request, ctx: Ctx) -> JSONResponse:
     """List assistants, newest first."""
     params = ListParams.of(request.query_params)
     filters = {} if ctx.owner is None else {OWNER_KEY: ctx.owner}
-    if params.before is not None and params.after is None:
-        # The page nearest ``before``: read from it the other way, then turn.
-        flipped: Literal["asc", "desc"] = "asc" if params.order == "desc" else "desc"
-        page = await BaseAssistant.alist(
-            ctx.store,
-            metadata=filters,
-            after=params.before,
-            order=flipped,
-            limit=params.limit,
-        )
-        data = list(reversed(page.data))
-    else:
-        page = await BaseAssistant.alist(
-            ctx.store,
-            metadata=filters,
-            after=params.after,
-            order=params.order,
-            limit=params.limit,
-        )
-        data = page.data
+    page = await BaseAssistant.alist(
+        ctx.store,
+        metadata=filters,
+        after=params.before if params.backwards else params.after,
+        order=params.reading_order,
+        limit=params.limit,
+    )
+    data = list(reversed(page.data)) if params.backwards else page.data
     return ok(list_object(data, has_more=page.has_more, item=assistant_object))
 
 
@@ -129,4 +115,4 @@ async def delete_assistant(assistant_id: str, ctx: Ctx) -> JSONResponse:
     """Delete an assistant; its threads stay, as with OpenAI."""
     assistant = await ctx.assistant(assistant_id)
     await assistant.adelete(ctx.store, threads="keep")
-    return ok({"id": assistant_id, "object": "assistant.deleted", "deleted": True})
+    return deleted(assistant_id, "assistant")

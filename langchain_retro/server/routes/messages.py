@@ -9,14 +9,14 @@ OpenAI answered.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from langchain_retro.errors import MessageNotFoundError
 from langchain_retro.records import BaseMessage, ThreadMessage
-from langchain_retro.server.context import Context, context
+from langchain_retro.server.context import Context, Ctx
 from langchain_retro.server.errors import not_found
 from langchain_retro.server.objects import (
     is_api_message,
@@ -38,8 +38,6 @@ from langchain_retro.stores.base import BaseStore
 __all__ = ["list_api_messages", "router"]
 
 router = APIRouter(prefix="/v1/threads/{thread_id}/messages")
-
-Ctx = Annotated[Context, Depends(context)]
 
 
 async def _read(
@@ -70,12 +68,10 @@ async def list_api_messages(
     found or the thread ends.
     """
     fetch = params.limit + 1
-    backwards = params.before is not None and params.after is None
-    if backwards:
-        direction: Literal["asc", "desc"] = "asc" if params.order == "desc" else "desc"
+    direction = params.reading_order
+    if params.backwards:
         cursor, bound = params.before, None
     else:
-        direction = params.order
         cursor, bound = params.after, params.before
     found: list[BaseMessage] = []
     while len(found) < fetch:
@@ -92,7 +88,7 @@ async def list_api_messages(
                 continue
         break
     page = found[: params.limit]
-    if backwards:
+    if params.backwards:
         page.reverse()
     return page, len(found) > params.limit
 

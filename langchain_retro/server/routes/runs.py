@@ -21,13 +21,14 @@ OpenAI's did.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from langchain_core.messages import ToolMessage
 
 from langchain_retro._engine import RunRequest
+from langchain_retro._metadata import MetadataLimits
 from langchain_retro.errors import RunNotFoundError, RunStateError, ThreadBusyError
 from langchain_retro.records import (
     BaseAssistant,
@@ -36,7 +37,7 @@ from langchain_retro.records import (
     ThreadMessage,
 )
 from langchain_retro.runs import Run
-from langchain_retro.server.context import Context, context
+from langchain_retro.server.context import Context, Ctx
 from langchain_retro.server.errors import InvalidRequestError, not_found
 from langchain_retro.server.events import RunEvents
 from langchain_retro.server.objects import (
@@ -67,6 +68,7 @@ from langchain_retro.server.routes.threads import create_thread, new_messages
 from langchain_retro.stores.base import (
     ACTIVE_RUN_STATUSES,
     NewMessage,
+    RequiredAction,
     StoredRun,
     TruncationStrategy,
 )
@@ -74,8 +76,6 @@ from langchain_retro.stores.base import (
 __all__ = ["router"]
 
 router = APIRouter()
-
-Ctx = Annotated[Context, Depends(context)]
 
 _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -105,12 +105,21 @@ def _call_kwargs(
             value = getattr(assistant, name, None)
         if value is not None and value != "auto":
             call[name] = value
-    if tools:
-        call["tools"] = tools
-        if body.tool_choice is not None:
-            call["tool_choice"] = body.tool_choice
-        if body.parallel_tool_calls is not None:
-            call["parallel_tool_calls"] = body.parallel_tool_calls
+    call.update(_tool_kwargs(tools, body.tool_choice, body.parallel_tool_calls))
+    return call
+
+
+def _tool_kwargs(
+    tools: list[dict[str, Any]], choice: Any, parallel: bool | None
+) -> dict[str, Any]:
+    """The model request's tool parameters; none without tools."""
+    if not tools:
+        return {}
+    call: dict[str, Any] = {"tools": list(tools)}
+    if choice is not None:
+        call["tool_choice"] = choice
+    if parallel is not None:
+        call["parallel_tool_calls"] = parallel
     return call
 
 
@@ -167,12 +176,7 @@ def _resumed_request(
         value = getattr(run, name)
         if value is not None:
             call[name] = value
-    if run.tools:
-        call["tools"] = list(run.tools)
-        if run.tool_choice is not None:
-            call["tool_choice"] = run.tool_choice
-        if run.parallel_tool_calls is not None:
-            call["parallel_tool_calls"] = run.parallel_tool_calls
+    call.update(_tool_kwargs(list(run.tools), run.tool_choice, run.parallel_tool_calls))
     options: dict[str, Any] = {}
     for name in ("instructions", "additional_instructions", "max_prompt_tokens"):
         value = getattr(run, name)
@@ -184,6 +188,43 @@ def _resumed_request(
         thread_id=run.thread_id, messages=messages, options=options, call_kwargs=call
     )
     return request, list(run.tools)
+
+
+def _tool_messages(
+    thread_id: str,
+    action: RequiredAction,
+    body: SubmitToolOutputs,
+    limits: MetadataLimits,
+) -> list[NewMessage]:
+    """The tool outputs as the messages that continue a run waiting on ``action``.
+
+    Raises:
+        InvalidRequestError: Unless there is one output for each call the run
+            waits for, naming the ids expected, unknown and missing.
+    """
+    calls = {c.id: c for c in action.submit_tool_outputs.tool_calls}
+    given = [output.tool_call_id for output in body.tool_outputs]
+    unknown = [i for i in given if i not in calls]
+    missing = [i for i in calls if i not in given]
+    if unknown or missing or len(set(given)) != len(given):
+        raise InvalidRequestError(
+            f"Expected tool outputs for call ids {sorted(calls)}, got {given}"
+            + (f"; unknown: {unknown}" if unknown else "")
+            + (f"; missing: {missing}" if missing else "")
+            + ".",
+            param="tool_outputs",
+        )
+    return [
+        ThreadMessage(
+            thread_id=thread_id,
+            message=ToolMessage(
+                content=output.output,
+                tool_call_id=output.tool_call_id,
+                name=calls[output.tool_call_id].function.name,
+            ),
+        )._new(limits)
+        for output in body.tool_outputs
+    ]
 
 
 async def _check_idle(ctx: Context, thread_id: str) -> None:
@@ -377,29 +418,7 @@ async def submit_tool_outputs(
             f'Runs in status "{run.status}" do not accept tool outputs.',
             param=None,
         )
-    calls = {c.id: c for c in run.required_action.submit_tool_outputs.tool_calls}
-    given = [output.tool_call_id for output in body.tool_outputs]
-    unknown = [i for i in given if i not in calls]
-    missing = [i for i in calls if i not in given]
-    if unknown or missing or len(set(given)) != len(given):
-        raise InvalidRequestError(
-            f"Expected tool outputs for call ids {sorted(calls)}, got {given}"
-            + (f"; unknown: {unknown}" if unknown else "")
-            + (f"; missing: {missing}" if missing else "")
-            + ".",
-            param="tool_outputs",
-        )
-    messages = [
-        ThreadMessage(
-            thread_id=thread_id,
-            message=ToolMessage(
-                content=output.output,
-                tool_call_id=output.tool_call_id,
-                name=calls[output.tool_call_id].function.name,
-            ),
-        )._new(ctx.store.limits)
-        for output in body.tool_outputs
-    ]
+    messages = _tool_messages(thread_id, run.required_action, body, ctx.store.limits)
     request, tools = _resumed_request(run, messages)
     return await _start(ctx, request, tools, stream=bool(body.stream), resuming=True)
 

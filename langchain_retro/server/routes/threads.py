@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from langchain_retro.records import BaseThread, ChatCompletionThread, ThreadMessage
 from langchain_retro.server.auth import OWNER_KEY, check_reserved, owned
-from langchain_retro.server.context import Context, context
+from langchain_retro.server.context import Context, Ctx
 from langchain_retro.server.errors import InvalidRequestError
 from langchain_retro.server.objects import list_object, message_of, thread_object
 from langchain_retro.server.pagination import ListParams
@@ -35,8 +34,6 @@ from langchain_retro.stores.base import NewMessage
 __all__ = ["create_thread", "new_messages", "router"]
 
 router = APIRouter(prefix="/v1/threads")
-
-Ctx = Annotated[Context, Depends(context)]
 
 _METADATA_FILTER = re.compile(r"^metadata\[(?P<key>[^\]]+)\]$")
 
