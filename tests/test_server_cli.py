@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +154,15 @@ def test_the_server_package_api_is_pinned() -> None:
     assert sorted(server.__all__) == ["ServedAssistant", "ServerSettings", "create_app"]
     for name in server.__all__:
         assert getattr(server, name).__module__.startswith("langchain_retro.server")
+
+
+def test_the_server_extra_is_fastapi_and_uvicorn() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    extra = project["project"]["optional-dependencies"]["server"]
+    assert sorted(re.split(r"[<>=!~ ;\[]", spec)[0] for spec in extra) == [
+        "fastapi",
+        "uvicorn",
+    ]
+    # The base install does not pull them in.
+    base = project["project"]["dependencies"]
+    assert not [spec for spec in base if spec.startswith(("fastapi", "uvicorn"))]
