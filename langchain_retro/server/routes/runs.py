@@ -301,8 +301,16 @@ def _poll_headers(ctx: Context, run: StoredRun) -> dict[str, str]:
 
 
 def _check_run_body(body: CreateRun | CreateThreadAndRun, request: Request) -> None:
+    """What a new run's request can be refused for before anything is read.
+
+    Raises:
+        InvalidRequestError: For metadata over the limits, ``include[]``, or tools
+            other than function tools.
+    """
     check_metadata(body.metadata)
     _check_no_include(request)
+    if body.tools is not None:
+        function_tools(body.tools)
 
 
 # --- routes ----------------------------------------------------------------------
@@ -317,8 +325,6 @@ async def create_run(
     additional = new_messages(
         ctx, thread_id, body.additional_messages or [], "additional_messages"
     )
-    if body.tools is not None:
-        function_tools(body.tools)
     thread = await ctx.thread(thread_id)
     assistant = await ctx.assistant(body.assistant_id)
     await _check_idle(ctx, thread_id)
@@ -336,8 +342,6 @@ async def create_thread_and_run(
     """Create a thread and run it."""
     _check_run_body(body, request)
     check_tool_resources(body.tool_resources, "tool_resources")
-    if body.tools is not None:
-        function_tools(body.tools)
     assistant = await ctx.assistant(body.assistant_id)
     thread = await create_thread(ctx, body.thread or CreateThread(), "thread.")
     run_thread = await _run_thread(ctx, thread, assistant.id)
