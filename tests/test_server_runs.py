@@ -6,6 +6,7 @@ One server process for the module (SQLite); its upstream model is a
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import time
 
@@ -358,3 +359,44 @@ async def test_async_client_runs_and_keys_do_not_mix(
     assert [s.type for s in steps.data] == ["message_creation"]
     await alpha.close()
     await bravo.close()
+
+
+def test_messages_racing_a_run_land_before_it_or_are_refused(
+    api: Served, client: openai.OpenAI, fake: FakeChatServer
+) -> None:
+    assistant = client.beta.assistants.create(model="m")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "m"}])
+    fake.set_delay(1.0)
+    path = f"/v1/threads/{thread.id}"
+
+    def send(index: int) -> tuple[str, int, str]:
+        with api.http(KEY_A) as http:
+            if index == 4:
+                body = {"assistant_id": assistant.id}
+                answer = http.post(f"{path}/runs", json=body)
+                return "run", answer.status_code, answer.json().get("id", "")
+            body = {"role": "user", "content": f"m{index}"}
+            answer = http.post(f"{path}/messages", json=body)
+            return f"m{index}", answer.status_code, answer.text
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(send, range(12)))
+    ((_, status, run_id),) = [a for a in answers if a[0] == "run"]
+    assert status == 200
+    accepted = {name for name, status, _ in answers if name != "run" and status == 200}
+    for name, status, text in answers:
+        if name != "run" and status != 200:
+            assert status == 400, text
+            assert f"while a run {run_id} is active" in text
+    done = client.beta.threads.runs.poll(run_id, thread_id=thread.id)
+    assert done.status == "completed"
+    texts = [
+        m.content[0].text.value  # type: ignore[union-attr]
+        for m in client.beta.threads.messages.list(thread.id, order="asc", limit=100)
+    ]
+    # Each message taken is in the run's input, or after its reply: none mid-run.
+    (sent,) = fake.requests
+    context = {m["content"] for m in sent.messages if m["role"] == "user"}
+    reply = texts.index(f"echo: {sent.last_user_text}")
+    for name in accepted:
+        assert (name in context) == (texts.index(name) < reply), (name, texts)
