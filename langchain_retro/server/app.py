@@ -121,6 +121,7 @@ def create_app(
 
 
 def _error_json(exc: BaseException) -> JSONResponse:
+    """The JSON answer to an error, logged if unexpected (500)."""
     status, body, headers = error_response_parts(exc)
     if status == 500:
         logger.error("Unexpected error answering a request", exc_info=exc)
@@ -128,6 +129,7 @@ def _error_json(exc: BaseException) -> JSONResponse:
 
 
 def _param(loc: tuple[Any, ...]) -> str | None:
+    """A validation error's location as OpenAI named params: ``a.b[0].c``."""
     parts = [str(p) for p in loc if p not in ("body", "query", "path")]
     out = ""
     for part in parts:
@@ -136,6 +138,8 @@ def _param(loc: tuple[Any, ...]) -> str | None:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
+    """Answer every error in OpenAI's shape, validation and unknown routes too."""
+
     @app.exception_handler(RetroError)
     async def retro_error(request: Request, exc: RetroError) -> JSONResponse:
         return _error_json(exc)

@@ -150,6 +150,7 @@ class RunEvents:
         return self._reply_id
 
     def _step_id(self) -> str:
+        """The id of the reply's step: the message id's suffix, so they pair."""
         return f"step_{(self._reply_id or '').removeprefix('msg_')}"
 
     def _bare_step(self, run: StoredRun, status: str) -> dict[str, Any]:
@@ -183,6 +184,7 @@ class RunEvents:
         }
 
     def _begin_step(self, kind: str) -> None:
+        """Open the reply's step (and its message, if text) on its first chunk."""
         run = self.run
         if run is None or self._kind is not None:
             return

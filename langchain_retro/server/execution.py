@@ -177,6 +177,7 @@ class RunService:
     async def _complete(
         self, driver: ServedDriver, engine: RunEngine, request: RunRequest
     ) -> None:
+        """Run the engine to the run's end; a start that failed reaches `start`."""
         try:
             await driver.run(engine.steps(request))
         except (RetroError, Cancelled) as exc:
@@ -199,6 +200,7 @@ class RunService:
                 await self._close_stream(driver)
 
     async def _close_stream(self, driver: ServedDriver) -> None:
+        """End a stream with the run's last event, as stored, if it did not go out."""
         events = cast("RunEvents", driver.events)
         if not events.ended and driver.run_id is not None and events.run is not None:
             try:

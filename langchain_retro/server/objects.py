@@ -101,6 +101,7 @@ def message_of(body: CreateMessage, param: str) -> LCBaseMessage:
 
 
 def _text(value: str) -> dict[str, Any]:
+    """A text content part."""
     return {"type": "text", "text": {"value": value, "annotations": []}}
 
 

@@ -86,6 +86,7 @@ def check_host(host: str, *, keyed: bool) -> str | None:
 
 
 def _store_from_env() -> BaseStore:
+    """The worker's store: PostgreSQL if a URL is set, else the SQLite file."""
     url = os.environ.get(POSTGRES_ENV)
     if url:
         from langchain_retro.stores.postgres import PostgresStore  # noqa: PLC0415

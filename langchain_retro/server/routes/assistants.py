@@ -32,6 +32,7 @@ _TYPED = ("tools", "response_format", "reasoning_effort")
 
 
 def _typed_values(body: CreateAssistant, given: set[str]) -> dict[str, Any]:
+    """The given fields a `ServedAssistant` keeps as typed fields."""
     values: dict[str, Any] = {}
     if "tools" in given:
         values["tools"] = function_tools(body.tools)

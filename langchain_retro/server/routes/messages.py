@@ -47,6 +47,7 @@ async def _read(
     cursor: str | None,
     limit: int,
 ) -> list[BaseMessage]:
+    """Up to ``limit`` stored messages from ``cursor`` on, in ``direction``."""
     if direction == "desc":
         rows = await store.alist_messages(
             thread_id, before=cursor, order="desc", limit=limit
@@ -127,6 +128,7 @@ async def list_messages(thread_id: str, request: Request, ctx: Ctx) -> JSONRespo
 
 
 async def _message(ctx: Context, thread_id: str, message_id: str) -> BaseMessage:
+    """A message of the API on a thread the request sees; 404 otherwise."""
     await ctx.thread(thread_id)
     try:
         record = await BaseMessage.aretrieve(ctx.store, thread_id, message_id)

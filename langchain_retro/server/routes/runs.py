@@ -287,6 +287,7 @@ async def _start(
 
 
 async def _stream(events: RunEvents) -> AsyncIterator[str]:
+    """A run's events, as the response's body, until the stream closes."""
     while True:
         item = await events.queue.get()
         if item is None:
@@ -295,6 +296,7 @@ async def _stream(events: RunEvents) -> AsyncIterator[str]:
 
 
 def _poll_headers(ctx: Context, run: StoredRun) -> dict[str, str]:
+    """``openai-poll-after-ms`` while the run goes on; nothing once it ended."""
     if run.status in ACTIVE_RUN_STATUSES:
         return {"openai-poll-after-ms": str(ctx.state.settings.poll_after_ms)}
     return {}
@@ -351,6 +353,7 @@ async def create_thread_and_run(
 
 
 async def _run(ctx: Context, thread_id: str, run_id: str) -> StoredRun:
+    """A run of a thread the request sees; 404 otherwise."""
     await ctx.thread(thread_id)
     try:
         return await ctx.store.aget_run(thread_id, run_id)
@@ -454,6 +457,7 @@ async def retrieve_run_step(
 
 
 def _check_no_include(request: Request) -> None:
+    """Refuse ``include[]``: it asks for file_search results, which need files."""
     if request.query_params.getlist("include[]"):
         raise InvalidRequestError(
             "include[] asks for file_search result content, which this server does "

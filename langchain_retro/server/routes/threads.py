@@ -81,6 +81,7 @@ async def create(body: CreateThread, ctx: Ctx) -> JSONResponse:
 
 
 def _filters(query: Mapping[str, str], owner: str | None) -> dict[str, str]:
+    """A thread listing's metadata filters, from its query, the owner's added."""
     filters: dict[str, str] = {}
     for name, value in query.items():
         match = _METADATA_FILTER.match(name)
