@@ -272,6 +272,16 @@ def _serve_command(
         help="how long a dead worker's run holds its thread (default 15)",
     )
     serve.add_argument(
+        "--metadata-limits",
+        choices=["openai", "off"],
+        default=None,
+        help=(
+            "metadata limits of the /v1/retro routes AssistantsAPIStore uses: "
+            "openai (16 keys, 64-character keys, 512-character values; the "
+            "default) or off; the Assistants API routes keep OpenAI's"
+        ),
+    )
+    serve.add_argument(
         "--log-level",
         choices=["critical", "error", "warning", "info", "debug"],
         default="info",
