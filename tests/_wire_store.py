@@ -29,6 +29,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,9 @@ CONTRACT_BACKENDS = ("sqlite", "postgres", *WIRE_BACKENDS)
 """The ``store_kind`` parameters of the contract modules."""
 
 KEY = "sk-wire-test-0123456789"
-"""The key of the test servers (one owner: the server's owner checks run too)."""
+"""The key of the test stores (one owner: the server's owner checks run too)."""
+OTHER_KEY = "sk-wire-other-9876543210"
+"""Another owner's key, which must see nothing of `KEY`'s."""
 
 WIRE_EXCEPTIONS: dict[str, str] = {
     "test_stored_objects_are_frozen": (
@@ -102,7 +105,7 @@ class _Server:
             **os.environ,
             "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
             "OPENAI_API_KEY": "unused-upstream-key",
-            "LANGCHAIN_RETRO_API_KEYS": KEY,
+            "LANGCHAIN_RETRO_API_KEYS": f"{KEY},{OTHER_KEY}",
         }
         self.log = self.folder / "serve.log"
         with self.log.open("wb") as log:
@@ -163,6 +166,11 @@ class _Server:
 _servers: dict[str, _Server] = {}
 
 
+def wire_url(kind: str = "wire") -> str:
+    """The ``/v1`` URL of the session's server of a wire backend (started)."""
+    return f"{_servers[kind].root}/v1"
+
+
 @contextlib.contextmanager
 def wire_stores(
     kind: str, postgres_url: Callable[[], str]
@@ -212,3 +220,21 @@ async def _wire_loop_outlives_stores() -> None:
     down after them: `AssistantsAPIStore.close` then closes its async client's
     connections on that loop.
     """
+
+
+@dataclass(frozen=True)
+class Wire:
+    """The session's SQLite-backed server, for tests beyond the contract."""
+
+    url: str
+    """Its ``/v1`` URL."""
+    key: str
+    """The key the test stores use."""
+    other_key: str
+    """Another owner's key."""
+
+
+@pytest.fixture
+def wire(store: BaseStore) -> Wire:
+    """The server behind the test's wire ``store``."""
+    return Wire(url=wire_url(), key=KEY, other_key=OTHER_KEY)

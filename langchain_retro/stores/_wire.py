@@ -229,15 +229,14 @@ def _rebuilt(
     stored_role = extras.pop("_role", None)
     if "_raw" in extras:
         return str(stored_role or role), str(extras["_raw"]), free, reply_to
-    if "type" not in extras:
-        extras["type"] = "ai" if role == "assistant" else "human"
-    if "content" not in extras:
-        extras["content"] = text
-    kind = extras["type"]
+    kind = extras.pop("type", "ai" if role == "assistant" else "human")
+    content = extras.pop("content", text)
     if stored_role is None:
         stored_role = (
             extras.get("role") if kind == "chat" else _DEFAULT_ROLE.get(str(kind))
         )
+    # The order `to_payload` writes: type, content, then the other fields.
+    extras = {"type": kind, "content": content, **extras}
     payload = json.dumps(extras, ensure_ascii=False, separators=(",", ":"))
     return str(stored_role or role), payload, free, reply_to
 

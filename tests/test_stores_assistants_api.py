@@ -1,0 +1,266 @@
+"""`AssistantsAPIStore` beyond the store contract: the wire form, limits, errors, runs.
+
+The contract suite (``tests/test_stores_contract*.py``) runs over this store too;
+here is what only a store on the wire has: messages as the API shows them, limits
+checked before any request, SDK errors mapped onto the tree, owners kept apart, and
+a `ThreadRunner` completing runs on the client against the server's data.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import openai
+import pytest
+from langchain_core.messages import (
+    AIMessage,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+
+from langchain_retro import (
+    OPENAI_LIMITS,
+    UNLIMITED,
+    Assistant,
+    ChatCompletionThread,
+    MetadataLimitError,
+    StoreError,
+    ThreadNotFoundError,
+    ThreadRunner,
+)
+from langchain_retro._messages import from_payload, to_payload
+from langchain_retro.stores._wire import (
+    MESSAGE_KEY,
+    decode_message,
+    message_object,
+    new_message,
+    wire_message,
+)
+from langchain_retro.stores.assistants_api import AssistantsAPIStore
+from langchain_retro.stores.base import (
+    BaseStore,
+    NewMessage,
+    StoredMessage,
+    ThreadQuery,
+)
+
+if TYPE_CHECKING:
+    from _helpers import Caller as Call
+    from _wire_store import Wire
+
+    from langchain_retro.testing import FakeChatServer
+
+pytest_plugins = ["_helpers", "_wire_store"]
+
+SDK_DEPRECATIONS = pytest.mark.filterwarnings(
+    "ignore:The Assistants API is deprecated:DeprecationWarning"
+)
+
+
+@pytest.fixture(params=["wire"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """`AssistantsAPIStore` over ``langchain-retro serve`` on SQLite."""
+    return str(request.param)
+
+
+MESSAGES = [
+    HumanMessage("plain text"),
+    AIMessage("a plain reply"),
+    HumanMessage("named", name="ada", additional_kwargs={"k": [1, 2]}),
+    HumanMessage(
+        content=[
+            {"type": "text", "text": "look"},
+            {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}},
+        ]
+    ),
+    AIMessage(
+        "",
+        tool_calls=[{"name": "add", "args": {"a": 1}, "id": "call_1"}],
+        usage_metadata={"input_tokens": 3, "output_tokens": 4, "total_tokens": 7},
+        response_metadata={"model_name": "m", "finish_reason": "tool_calls"},
+    ),
+    ToolMessage("2", tool_call_id="call_1", artifact={"raw": 2}),
+    SystemMessage("be brief"),
+    ChatMessage("hi", role="critic"),
+    FunctionMessage("3", name="add"),
+]
+
+
+def _new(message: Any, **kwargs: Any) -> NewMessage:
+    from langchain_retro._messages import role_of  # noqa: PLC0415
+
+    return NewMessage(role=role_of(message), payload=to_payload(message), **kwargs)
+
+
+# --- the codec, without a server ------------------------------------------------------
+
+
+@pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
+def test_every_message_type_round_trips_through_the_wire_form(message: Any) -> None:
+    new = _new(message, metadata={"note": "kept"}, reply_to="msg_1", run_id="run_1")
+    wire = wire_message(new, OPENAI_LIMITS)
+    assert wire.role == ("assistant" if message.type == "ai" else "user")
+    assert new_message(wire) == new
+    stored = new.stored("msg_2", "thread_1", 1_700_000_000)
+    assert decode_message(message_object(stored)) == stored
+    assert from_payload(stored.payload, "msg_2").content == message.content
+
+
+def test_plain_text_is_plain_on_the_wire() -> None:
+    wire = wire_message(_new(HumanMessage("hi"), metadata={"a": "b"}), OPENAI_LIMITS)
+    assert (wire.role, wire.content, wire.metadata) == ("user", "hi", {"a": "b"})
+    reply = wire_message(_new(AIMessage("hello")), OPENAI_LIMITS)
+    assert (reply.role, reply.content, reply.metadata) == ("assistant", "hello", {})
+
+
+def test_long_extras_span_metadata_values() -> None:
+    message = AIMessage(
+        "", tool_calls=[{"name": "f", "args": {"x": "y" * 1200}, "id": "c"}]
+    )
+    wire = wire_message(_new(message), OPENAI_LIMITS)
+    pieces = [MESSAGE_KEY, f"{MESSAGE_KEY}#1", f"{MESSAGE_KEY}#2"]
+    assert list(wire.metadata) == pieces
+    assert all(len(v) <= 512 for v in wire.metadata.values())
+    assert json.loads(new_message(wire).payload)["tool_calls"][0]["args"]["x"] == (
+        "y" * 1200
+    )
+
+
+def test_extras_over_the_limits_raise_naming_field_limit_and_size() -> None:
+    message = AIMessage(
+        "", tool_calls=[{"name": "f", "args": {"x": "y" * 9000}, "id": "c"}]
+    )
+    with pytest.raises(MetadataLimitError) as caught:
+        wire_message(_new(message), OPENAI_LIMITS)
+    assert (caught.value.field, caught.value.limit) == ("message", 16)
+    assert caught.value.size > 16
+    assert "--metadata-limits off" in str(caught.value)
+    assert wire_message(_new(message), UNLIMITED).metadata[MESSAGE_KEY]
+
+
+def test_decoding_never_revives_a_class_outside_the_allowlist() -> None:
+    wire = wire_message(_new(HumanMessage("x")), UNLIMITED).model_copy(
+        update={
+            "metadata": {
+                MESSAGE_KEY: json.dumps(
+                    {"type": "constructor", "id": ["os", "system"], "kwargs": {}}
+                )
+            }
+        }
+    )
+    with pytest.raises(ValueError, match="constructor"):
+        new_message(wire)
+
+
+def test_limits_raise_before_any_request() -> None:
+    # Nothing listens on port 9: a request would raise StoreError, not this.
+    store = AssistantsAPIStore.from_url("http://127.0.0.1:9/v1", api_key="k")
+    with store:
+        with pytest.raises(MetadataLimitError) as caught:
+            store.create_thread({"k": "v" * 513})
+        assert (caught.value.field, caught.value.limit, caught.value.size) == (
+            "k",
+            512,
+            513,
+        )
+        with pytest.raises(MetadataLimitError):
+            store.add_messages(
+                "thread_x", [_new(HumanMessage("x"), metadata={"n": "1" * 600})]
+            )
+        with pytest.raises(StoreError, match="Could not reach the server"):
+            store.get_thread("thread_x")
+
+
+# --- on the server ----------------------------------------------------------------
+
+
+@SDK_DEPRECATIONS
+async def test_messages_are_the_apis_messages(
+    store: BaseStore, call: Call, wire: Wire
+) -> None:
+    thread = await call(store, "create_thread", {"topic": "t"})
+    await call(
+        store,
+        "add_messages",
+        thread.id,
+        [
+            _new(HumanMessage("What is 1+1?"), metadata={"source": "app"}),
+            _new(AIMessage("", tool_calls=[{"name": "add", "args": {}, "id": "c"}])),
+            _new(ToolMessage("2", tool_call_id="c")),
+            _new(AIMessage("2")),
+        ],
+    )
+    client = openai.OpenAI(base_url=wire.url, api_key=wire.key)
+    with client:
+        listed = client.beta.threads.messages.list(thread.id, order="asc").data
+    # The API never showed tool calls and results as messages: they are left out.
+    assert [(m.role, m.content[0].text.value) for m in listed] == [  # type: ignore[union-attr]
+        ("user", "What is 1+1?"),
+        ("assistant", "2"),
+    ]
+    assert listed[0].metadata == {"source": "app"}
+    stored = await call(store, "list_messages", thread.id)
+    assert [row.role for row in stored] == ["user", "assistant", "tool", "assistant"]
+
+
+async def test_another_key_sees_nothing(
+    store: BaseStore, call: Call, wire: Wire
+) -> None:
+    thread = await call(store, "create_thread", {})
+    other = AssistantsAPIStore.from_url(wire.url, api_key=wire.other_key)
+    async with other:
+        with pytest.raises(ThreadNotFoundError):
+            await call(other, "get_thread", thread.id)
+        assert await call(other, "list_threads", ThreadQuery()) == []
+        with pytest.raises(ThreadNotFoundError):
+            await call(other, "add_messages", thread.id, [_new(HumanMessage("x"))])
+    assert await call(store, "count_messages", thread.id) == 0
+
+
+async def test_sdk_errors_map_onto_the_tree(call: Call, wire: Wire) -> None:
+    refused = AssistantsAPIStore(
+        client=openai.OpenAI(base_url=wire.url, api_key="wrong", max_retries=0)
+    )
+    with pytest.raises(StoreError, match="refused the API key") as caught:
+        await call(refused, "create_thread", {})
+    assert isinstance(caught.value.__cause__, openai.AuthenticationError)
+    await refused.aclose()
+
+
+async def test_a_server_without_the_store_routes_is_named(
+    server: FakeChatServer, call: Call
+) -> None:
+    plain = AssistantsAPIStore.from_url(server.base_url, api_key="k", limits=UNLIMITED)
+    with pytest.raises(StoreError, match="/v1/retro"):
+        await call(plain, "create_thread", {})
+    await plain.aclose()
+
+
+def test_a_runner_completes_runs_on_the_client(
+    store: BaseStore, server: FakeChatServer
+) -> None:
+    bot = Assistant.create(store, model="fake-model", instructions="Be brief.")
+    thread = ChatCompletionThread.create(store, assistant_id=bot.id)
+    runner = ThreadRunner(store=store, llm=server.chat_model(), window=10)
+    config: Any = {"configurable": {"thread_id": thread.id}}
+    assert runner.invoke("Hello!", config).content == "echo: Hello!"
+    assert runner.invoke("Again", config).content == "echo: Again"
+    rows: list[StoredMessage] = store.list_messages(thread.id)
+    assert [row.role for row in rows] == ["user", "assistant"] * 2
+    runs = store.list_runs(thread.id)
+    assert [run.status for run in runs] == ["completed", "completed"]
+
+
+async def test_a_runner_completes_runs_on_the_client_async(
+    store: BaseStore, llm: Any
+) -> None:
+    bot = await Assistant.acreate(store, model="fake-model")
+    thread = await ChatCompletionThread.acreate(store, assistant_id=bot.id)
+    runner = ThreadRunner(store=store, llm=llm)
+    config: Any = {"configurable": {"thread_id": thread.id}}
+    assert (await runner.ainvoke("Hi", config)).content == "echo: Hi"
+    assert await store.acount_messages(thread.id) == 2
