@@ -1,8 +1,10 @@
 """The store contract over the wire: `AssistantsAPIStore` -> ``langchain-retro serve``.
 
 Test modules load this file as a plugin (``pytest_plugins = ["_wire_store"]``) and
-list `CONTRACT_BACKENDS` as their ``store_kind`` parameters (spelled out: a module
-cannot import its own plugin). Then the backend
+list wire backends among their ``store_kind`` parameters (spelled out: a module
+cannot import its own plugin). To keep the suite's time, ``wire-postgres`` runs the
+runs contract (runs and leases, where the databases' transactions differ) and
+``wire`` all of it. Then the backend
 ``wire`` is an `AssistantsAPIStore` talking to a real ``langchain-retro serve`` (a
 subprocess on 127.0.0.1, on SQLite, started once for the session), and
 ``wire-postgres`` the same on PostgreSQL.
@@ -34,14 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import openai
 import pytest
 
 from langchain_retro import UNLIMITED
 from langchain_retro.stores.base import BaseStore
 
 WIRE_BACKENDS = ("wire", "wire-postgres")
-CONTRACT_BACKENDS = ("sqlite", "postgres", *WIRE_BACKENDS)
-"""The ``store_kind`` parameters of the contract modules."""
 
 KEY = "sk-wire-test-0123456789"
 """The key of the test stores (one owner: the server's owner checks run too)."""
@@ -185,9 +186,22 @@ def wire_stores(
     server = _servers[kind]
     made: list[BaseStore] = []
 
+    clients: list[openai.OpenAI] = []
+
     def make(**kwargs: Any) -> BaseStore:
-        store = AssistantsAPIStore.from_url(
-            f"{server.root}/v1", api_key=KEY, limits=kwargs.pop("limits", UNLIMITED)
+        url = f"{server.root}/v1"
+        client = openai.OpenAI(base_url=url, api_key=KEY)
+        clients.append(client)
+        # The sync teardown cannot close an async client on a test's loop, which
+        # is gone by then: this one keeps no connection open between requests.
+        http = openai.DefaultAsyncHttpxClient(
+            limits=httpx2.Limits(max_keepalive_connections=0)
+        )
+        async_client = openai.AsyncOpenAI(base_url=url, api_key=KEY, http_client=http)
+        store = AssistantsAPIStore(
+            client=client,
+            async_client=async_client,
+            limits=kwargs.pop("limits", UNLIMITED),
         )
         made.append(store)
         return store
@@ -197,6 +211,8 @@ def wire_stores(
     finally:
         for store in made:
             store.close()
+        for client in clients:
+            client.close()
         server.empty()
 
 
@@ -210,16 +226,6 @@ def _wire_exceptions(request: pytest.FixtureRequest) -> None:
     name = request.node.originalname
     if name in WIRE_EXCEPTIONS:
         pytest.skip(f"not on the wire: {WIRE_EXCEPTIONS[name]}")
-
-
-@pytest.fixture(autouse=True)
-async def _wire_loop_outlives_stores() -> None:
-    """Keep the test's event loop open until its wire stores are closed.
-
-    An async fixture is set up before the stores, so the loop it needs is torn
-    down after them: `AssistantsAPIStore.close` then closes its async client's
-    connections on that loop.
-    """
 
 
 @dataclass(frozen=True)

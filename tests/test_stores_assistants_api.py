@@ -9,6 +9,7 @@ a `ThreadRunner` completing runs on the client against the server's data.
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 import openai
@@ -264,3 +265,53 @@ async def test_a_runner_completes_runs_on_the_client_async(
     config: Any = {"configurable": {"thread_id": thread.id}}
     assert (await runner.ainvoke("Hi", config)).content == "echo: Hi"
     assert await store.acount_messages(thread.id) == 2
+
+
+async def test_a_run_never_reads_another_owners_assistant(
+    store: BaseStore, call: Call, wire: Wire
+) -> None:
+    other = AssistantsAPIStore.from_url(wire.url, api_key=wire.other_key)
+    async with other:
+        theirs = await call(
+            other, "create_assistant", {"model": "m", "instructions": "secret"}, {}
+        )
+        thread = await call(store, "create_thread", {"assistant_id": theirs.id})
+        start = await call(store, "begin_run", thread.id, owner="run_x", ttl=30.0)
+        assert start is not None
+        assert start.assistant is None
+
+
+def test_a_windowed_turn_costs_the_same_requests_at_any_length(
+    store: BaseStore, server: FakeChatServer, wire: Wire
+) -> None:
+    sent: list[str] = []
+
+    def count(request: Any) -> None:
+        path = re.sub(r"(thread|run)_[0-9A-Za-z]+", r"\1_ID", request.url.path)
+        sent.append(f"{request.method} {path}")
+
+    http = openai.DefaultHttpxClient(event_hooks={"request": [count]})
+    counted = AssistantsAPIStore(
+        client=openai.OpenAI(base_url=wire.url, api_key=wire.key, http_client=http),
+        limits=UNLIMITED,
+    )
+    bot = Assistant.create(store, model="fake-model")
+    short = ChatCompletionThread.create(store, assistant_id=bot.id)
+    long = ChatCompletionThread.create(store, assistant_id=bot.id)
+    history = [_new(HumanMessage(f"m{i}")) for i in range(300)]
+    store.add_messages(long.id, history)
+    runner = ThreadRunner(store=counted, llm=server.chat_model(), window=8)
+    per_turn = []
+    for thread in (short, long, long):
+        sent.clear()
+        runner.invoke("next", {"configurable": {"thread_id": thread.id}})
+        per_turn.append(list(sent))
+    # Two requests a turn on a new thread or after 300 messages: begin_run reads
+    # the newest 8 messages, finish_run writes the reply.
+    assert per_turn[0] == per_turn[1] == per_turn[2]
+    assert per_turn[0] == [
+        "POST /v1/retro/threads/thread_ID/runs/begin",
+        "POST /v1/retro/threads/thread_ID/runs/run_ID/finish",
+    ]
+    counted.close()
+    http.close()

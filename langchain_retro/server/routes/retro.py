@@ -604,8 +604,12 @@ async def begin_run(
             return {"start": None}
         data = start.model_dump(mode="json")
         data["thread"] = _thread_json(start.thread)
-        if start.assistant is not None:
-            data["assistant"] = _assistant_json(start.assistant)
+        assistant = start.assistant
+        # A thread may name any id: another owner's assistant is none to this run.
+        if assistant is not None and owns(assistant.metadata, ctx.owner):
+            data["assistant"] = _assistant_json(assistant)
+        else:
+            data["assistant"] = None
         data["appended"] = _messages_json(start.appended)
         data["context"] = _messages_json(start.context)
         return {"start": data}
