@@ -28,6 +28,7 @@ from langchain_retro import (
     UNLIMITED,
     Assistant,
     ChatCompletionThread,
+    MessageConversionError,
     MetadataLimitError,
     StoreError,
     ThreadNotFoundError,
@@ -155,6 +156,16 @@ def test_decoding_never_revives_a_class_outside_the_allowlist() -> None:
     )
     with pytest.raises(ValueError, match="constructor"):
         new_message(wire)
+
+
+def test_crafted_extras_are_refused_as_conversion_errors() -> None:
+    base = wire_message(_new(HumanMessage("x")), UNLIMITED)
+    for extras in ([1, 2], {"_reply_to": 7}, {"_role": ["user"]}, {"type": "nope"}):
+        crafted = base.model_copy(
+            update={"metadata": {MESSAGE_KEY: json.dumps(extras)}}
+        )
+        with pytest.raises(MessageConversionError):
+            new_message(crafted)
 
 
 def test_limits_raise_before_any_request() -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -55,11 +55,11 @@ __all__ = [
     "BeginRunBody",
     "BulkAddBody",
     "FinishRunBody",
+    "ListBody",
     "WireMessage",
     "decode_error",
     "decode_message",
     "encode_error",
-    "encode_message",
     "message_object",
     "new_message",
     "stricter",
@@ -202,10 +202,19 @@ def wire_message(
     )
 
 
+class _Rebuilt(NamedTuple):
+    role: str
+    payload: str
+    metadata: dict[str, str]
+    reply_to: str | None
+    raw: bool
+    """Whether the payload was opaque to the codec (kept as text, not a message)."""
+
+
 def _rebuilt(
     role: str, text: str, metadata: Mapping[str, str], object_id: str
-) -> tuple[str, str, dict[str, str], str | None]:
-    """``(role, payload, caller metadata, reply_to)`` of a wire message."""
+) -> _Rebuilt:
+    """What a wire message holds, its stored form rebuilt."""
     keys = field_keys(MESSAGE_KEY, metadata)
     free = {k: v for k, v in metadata.items() if k not in keys}
     if not keys:
@@ -213,7 +222,7 @@ def _rebuilt(
         payload = json.dumps(
             {"type": kind, "content": text}, ensure_ascii=False, separators=(",", ":")
         )
-        return role, payload, free, None
+        return _Rebuilt(role, payload, free, None, raw=False)
     try:
         extras = json.loads("".join(metadata[k] for k in keys))
     except ValueError as exc:
@@ -227,52 +236,54 @@ def _rebuilt(
         )
     reply_to = extras.pop("_reply_to", None)
     stored_role = extras.pop("_role", None)
-    if "_raw" in extras:
-        return str(stored_role or role), str(extras["_raw"]), free, reply_to
+    raw = extras.pop("_raw", None)
     kind = extras.pop("type", "ai" if role == "assistant" else "human")
+    for name, value in (("_reply_to", reply_to), ("_role", stored_role), ("_raw", raw)):
+        if value is not None and not isinstance(value, str):
+            raise MessageConversionError(
+                f"Message {object_id!r}: {name!r} in its {MESSAGE_KEY!r} metadata "
+                "is not a string."
+            )
+    if raw is not None:
+        return _Rebuilt(stored_role or role, raw, free, reply_to, raw=True)
     content = extras.pop("content", text)
     if stored_role is None:
-        stored_role = (
-            extras.get("role") if kind == "chat" else _DEFAULT_ROLE.get(str(kind))
-        )
+        derived = extras.get("role") if kind == "chat" else _DEFAULT_ROLE.get(kind)
+        stored_role = derived if isinstance(derived, str) else role
     # The order `to_payload` writes: type, content, then the other fields.
     extras = {"type": kind, "content": content, **extras}
     payload = json.dumps(extras, ensure_ascii=False, separators=(",", ":"))
-    return str(stored_role or role), payload, free, reply_to
+    return _Rebuilt(stored_role, payload, free, reply_to, raw=False)
 
 
 def new_message(wire: WireMessage) -> NewMessage:
     """The message a wire message stores: its LangChain message rebuilt.
 
     Only the allowlisted message types are rebuilt (the payload is checked with
-    ``from_payload``), so a request cannot name a class to import.
+    ``from_payload``), so a request cannot name a class to import. A payload that
+    was opaque text to the codec (not a message) is kept as that text, as every
+    store keeps a payload it is given.
 
     Raises:
         MessageConversionError: If the extras do not make an allowed message.
     """
-    role, payload, metadata, reply_to = _rebuilt(
-        wire.role, wire.content, wire.metadata, wire.id or "new message"
-    )
-    if not _is_raw(wire.metadata):
+    name = wire.id or "new message"
+    rebuilt = _rebuilt(wire.role, wire.content, wire.metadata, name)
+    if not rebuilt.raw:
         try:
-            from_payload(payload, wire.id or "new message")
+            from_payload(rebuilt.payload, name)
         except RetroError as exc:
             raise MessageConversionError(str(exc)) from exc
     return NewMessage(
-        role=role,
-        payload=payload,
-        metadata=metadata,
+        role=rebuilt.role,
+        payload=rebuilt.payload,
+        metadata=rebuilt.metadata,
         id=wire.id,
         created_at=wire.created_at,
         run_id=wire.run_id,
         assistant_id=wire.assistant_id,
-        reply_to=reply_to,
+        reply_to=rebuilt.reply_to,
     )
-
-
-def _is_raw(metadata: Mapping[str, str]) -> bool:
-    keys = field_keys(MESSAGE_KEY, metadata)
-    return bool(keys) and '"_raw":' in "".join(metadata[k] for k in keys)
 
 
 def message_object(message: StoredMessage) -> dict[str, Any]:
@@ -304,25 +315,20 @@ def decode_message(data: Mapping[str, Any]) -> StoredMessage:
         for part in data.get("content") or []
         if part.get("type") == "text"
     )
-    role, payload, metadata, reply_to = _rebuilt(
+    rebuilt = _rebuilt(
         str(data["role"]), text, data.get("metadata") or {}, str(data["id"])
     )
     return StoredMessage(
         id=data["id"],
         created_at=data["created_at"],
-        metadata=metadata,
+        metadata=rebuilt.metadata,
         thread_id=data["thread_id"],
-        role=role,
-        payload=payload,
+        role=rebuilt.role,
+        payload=rebuilt.payload,
         run_id=data.get("run_id"),
         assistant_id=data.get("assistant_id"),
-        reply_to=reply_to,
+        reply_to=rebuilt.reply_to,
     )
-
-
-def encode_message(message: NewMessage, limits: MetadataLimits) -> dict[str, Any]:
-    """`wire_message` as JSON."""
-    return wire_message(message, limits).model_dump(mode="json", exclude_none=True)
 
 
 def stricter(one: MetadataLimits, other: MetadataLimits) -> MetadataLimits:
