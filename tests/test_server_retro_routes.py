@@ -66,7 +66,7 @@ def test_the_servers_limits_hold_whatever_the_client_sends(http: TestClient) -> 
     error = answer.json()["error"]
     assert error["retro"]["class"] == "MetadataLimitError"
     assert error["retro"]["attributes"] == {"field": "k", "limit": 512, "size": 513}
-    count = http.get(f"/v1/retro/threads/{thread_id}/messages/count").json()
+    count = http.get(f"/v1/retro/threads/{thread_id}/messages:count").json()
     assert count == {"count": 0}
 
 

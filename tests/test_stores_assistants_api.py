@@ -35,6 +35,7 @@ from langchain_retro import (
     ThreadRunner,
 )
 from langchain_retro._messages import from_payload, to_payload
+from langchain_retro._metadata import MetadataPatch
 from langchain_retro.stores._wire import (
     MESSAGE_KEY,
     decode_message,
@@ -321,8 +322,26 @@ def test_a_windowed_turn_costs_the_same_requests_at_any_length(
     # the newest 8 messages, finish_run writes the reply.
     assert per_turn[0] == per_turn[1] == per_turn[2]
     assert per_turn[0] == [
-        "POST /v1/retro/threads/thread_ID/runs/begin",
+        "POST /v1/retro/threads/thread_ID/runs:begin",
         "POST /v1/retro/threads/thread_ID/runs/run_ID/finish",
     ]
     counted.close()
     http.close()
+
+
+async def test_caller_ids_never_take_a_routes_path(
+    store: BaseStore, call: Call
+) -> None:
+    thread = await call(store, "create_thread", {})
+    names = ["count", "list", "clear", "a/b", "x:list", "?q=1", "%2F"]
+    news = [_new(HumanMessage(name), id=name) for name in names]
+    await call(store, "add_messages", thread.id, news)
+    for name in names:
+        assert (await call(store, "get_message", thread.id, name)).id == name
+    patched = await call(
+        store, "update_message", thread.id, "count", MetadataPatch(set={"k": "v"})
+    )
+    assert patched.metadata == {"k": "v"}
+    await call(store, "delete_message", thread.id, "list")
+    assert await call(store, "count_messages", thread.id) == len(names) - 1
+    assert await call(store, "count_messages", thread.id, after="a/b") == 3

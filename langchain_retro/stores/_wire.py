@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple
+from urllib.parse import quote, unquote
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -62,6 +63,8 @@ __all__ = [
     "encode_error",
     "message_object",
     "new_message",
+    "path_id",
+    "quote_id",
     "stricter",
     "wire_message",
 ]
@@ -331,6 +334,21 @@ def decode_message(data: Mapping[str, Any]) -> StoredMessage:
     )
 
 
+def quote_id(object_id: str) -> str:
+    """An id as a path segment of the ``/v1/retro`` routes: percent-encoded twice.
+
+    The server decodes a path once before routing, so an id holding ``/`` (a
+    caller's message id may) would split its path; encoded twice it stays one
+    segment, and `path_id` decodes it again.
+    """
+    return quote(quote(object_id, safe=""), safe="")
+
+
+def path_id(segment: str) -> str:
+    """An id back from its path segment (see `quote_id`)."""
+    return unquote(segment)
+
+
 def stricter(one: MetadataLimits, other: MetadataLimits) -> MetadataLimits:
     """The tighter of two limits, limit by limit."""
 
@@ -366,14 +384,14 @@ class AddMessagesBody(_Body):
 
 
 class BulkAddBody(_Body):
-    """``POST /v1/retro/messages/bulk``."""
+    """``POST /v1/retro/messages:bulk``."""
 
     batches: list[tuple[str, list[WireMessage]]]
     """``(thread_id, messages)`` pairs."""
 
 
 class BeginRunBody(_Body):
-    """``POST /v1/retro/threads/{thread_id}/runs/begin``."""
+    """``POST /v1/retro/threads/{thread_id}/runs:begin``."""
 
     owner: str
     """Who takes the lease."""

@@ -13,14 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
-from urllib.parse import quote
 
 from langchain_retro._metadata import (
     MetadataLimits,
     MetadataPatch,
     unencodable_error,
 )
-from langchain_retro.stores._wire import decode_message, wire_message
+from langchain_retro.stores._wire import decode_message, quote_id, wire_message
 from langchain_retro.stores.base import (
     AssistantThreads,
     Lease,
@@ -75,8 +74,8 @@ def _text(value: str) -> str:
 
 
 def _seg(value: str) -> str:
-    """An id as a path segment: valid text, quoted."""
-    return quote(_text(value), safe="")
+    """An id as a path segment: valid text, quoted (`quote_id`)."""
+    return quote_id(_text(value))
 
 
 def _thread(thread_id: str) -> str:
@@ -184,7 +183,7 @@ class Requests:
     ) -> Request[list[StoredAssistant]]:
         return Request(
             "post",
-            "/retro/assistants/list",
+            "/retro/assistants:list",
             lambda data: [StoredAssistant.model_validate(a) for a in data["data"]],
             {
                 "metadata": dict(metadata or {}),
@@ -228,7 +227,7 @@ class Requests:
         check_metadata(query.metadata, MetadataLimits(), "Thread filter")
         return Request(
             "post",
-            "/retro/threads/query",
+            "/retro/threads:query",
             lambda data: [StoredThread.model_validate(t) for t in data["data"]],
             query.model_dump(mode="json"),
         )
@@ -262,7 +261,7 @@ class Requests:
         wire = [[_text(tid), self._wire(tid, msgs)] for tid, msgs in batches]
         return Request(
             "post",
-            "/retro/messages/bulk",
+            "/retro/messages:bulk",
             lambda data: int(data["written"]),
             {"batches": wire, "limits": self._limits_json()},
         )
@@ -284,7 +283,7 @@ class Requests:
     ) -> Request[list[StoredMessage]]:
         return Request(
             "post",
-            f"{_thread(thread_id)}/messages/list",
+            f"{_thread(thread_id)}/messages:list",
             _messages,
             {"after": after, "before": before, "order": order, "limit": limit},
         )
@@ -309,7 +308,7 @@ class Requests:
     ) -> Request[int]:
         return Request(
             "post",
-            f"{_thread(thread_id)}/messages/clear",
+            f"{_thread(thread_id)}/messages:clear",
             lambda data: int(data["deleted"]),
             {"thread_patch": _patch(thread_patch), "limits": self._limits_json()},
         )
@@ -318,7 +317,7 @@ class Requests:
         params = {} if after is None else {"after": _text(after)}
         return Request(
             "get",
-            f"{_thread(thread_id)}/messages/count",
+            f"{_thread(thread_id)}/messages:count",
             lambda data: int(data["count"]),
             params=params,
         )
@@ -380,7 +379,7 @@ class Requests:
 
         return Request(
             "post",
-            f"{_thread(thread_id)}/runs/begin",
+            f"{_thread(thread_id)}/runs:begin",
             parse,
             {
                 "owner": owner,
@@ -433,7 +432,7 @@ class Requests:
 
         return Request(
             "post",
-            f"{_thread(thread_id)}/runs/renew",
+            f"{_thread(thread_id)}/runs:renew",
             parse,
             {"owner": owner, "ttl": ttl},
         )
@@ -455,7 +454,7 @@ class Requests:
     ) -> Request[list[StoredRun]]:
         return Request(
             "post",
-            f"{_thread(thread_id)}/runs/list",
+            f"{_thread(thread_id)}/runs:list",
             lambda data: [StoredRun.model_validate(r) for r in data["data"]],
             {"after": after, "before": before, "order": order, "limit": limit},
         )

@@ -22,7 +22,9 @@ What is kept from the API:
   its attributes, so the client raises what the store raised.
 
 Unlike the API, these routes show ``retro_class`` and the other typed-field
-entries: they are the store's data.
+entries: they are the store's data. Operations on a collection are named with a
+colon (``/threads/{id}/messages:list``), so no caller-chosen message or run id can
+take their path.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ from langchain_retro.stores._wire import (
     encode_error,
     message_object,
     new_message,
+    path_id,
     stricter,
     wire_message,
 )
@@ -275,7 +278,7 @@ async def create_assistant(
     return await _answer(work())
 
 
-@router.post("/assistants/list")
+@router.post("/assistants:list")
 async def list_assistants(ctx: Ctx, body: AssistantsQuery) -> JSONResponse:
     """`BaseStore.list_assistants`."""
 
@@ -295,6 +298,7 @@ async def list_assistants(ctx: Ctx, body: AssistantsQuery) -> JSONResponse:
 @router.get("/assistants/{assistant_id}")
 async def get_assistant(ctx: Ctx, assistant_id: str) -> JSONResponse:
     """`BaseStore.get_assistant`."""
+    assistant_id = path_id(assistant_id)
 
     async def work() -> Any:
         return _assistant_json(await _assistant(ctx, assistant_id))
@@ -307,6 +311,7 @@ async def update_assistant(
     ctx: Ctx, assistant_id: str, body: AssistantBody, limits: ServerLimits
 ) -> JSONResponse:
     """`BaseStore.update_assistant`."""
+    assistant_id = path_id(assistant_id)
 
     async def work() -> Any:
         current = await _assistant(ctx, assistant_id)
@@ -324,6 +329,7 @@ async def delete_assistant(
     ctx: Ctx, assistant_id: str, threads: AssistantThreads = "refuse"
 ) -> JSONResponse:
     """`BaseStore.delete_assistant`."""
+    assistant_id = path_id(assistant_id)
 
     async def work() -> Any:
         await _assistant(ctx, assistant_id)
@@ -354,7 +360,7 @@ async def create_threads(
     return await _answer(work())
 
 
-@router.post("/threads/query")
+@router.post("/threads:query")
 async def list_threads(ctx: Ctx, query: ThreadQuery) -> JSONResponse:
     """`BaseStore.list_threads`."""
 
@@ -369,6 +375,7 @@ async def list_threads(ctx: Ctx, query: ThreadQuery) -> JSONResponse:
 @router.get("/threads/{thread_id}")
 async def get_thread(ctx: Ctx, thread_id: str) -> JSONResponse:
     """`BaseStore.get_thread`."""
+    thread_id = path_id(thread_id)
 
     async def work() -> Any:
         return _thread_json(await _thread(ctx, thread_id))
@@ -381,6 +388,7 @@ async def update_thread(
     ctx: Ctx, thread_id: str, body: PatchBody, limits: ServerLimits
 ) -> JSONResponse:
     """`BaseStore.update_thread`."""
+    thread_id = path_id(thread_id)
 
     async def work() -> Any:
         current = await _thread(ctx, thread_id)
@@ -393,6 +401,7 @@ async def update_thread(
 @router.delete("/threads/{thread_id}")
 async def delete_thread(ctx: Ctx, thread_id: str) -> JSONResponse:
     """`BaseStore.delete_thread`."""
+    thread_id = path_id(thread_id)
 
     async def work() -> Any:
         await _thread(ctx, thread_id)
@@ -410,6 +419,7 @@ async def add_messages(
     ctx: Ctx, thread_id: str, body: AddMessagesBody, limits: ServerLimits
 ) -> JSONResponse:
     """`BaseStore.add_messages`."""
+    thread_id = path_id(thread_id)
 
     async def work() -> Any:
         both = stricter(limits, body.limits)
@@ -425,7 +435,7 @@ async def add_messages(
     return await _answer(work())
 
 
-@router.post("/messages/bulk")
+@router.post("/messages:bulk")
 async def bulk_add_messages(
     ctx: Ctx, body: BulkAddBody, limits: ServerLimits
 ) -> JSONResponse:
@@ -444,9 +454,10 @@ async def bulk_add_messages(
     return await _answer(work())
 
 
-@router.post("/threads/{thread_id}/messages/list")
+@router.post("/threads/{thread_id}/messages:list")
 async def list_messages(ctx: Ctx, thread_id: str, body: ListBody) -> JSONResponse:
     """`BaseStore.list_messages`."""
+    thread_id = path_id(thread_id)
 
     async def work() -> Any:
         await _thread(ctx, thread_id)
@@ -462,11 +473,12 @@ async def list_messages(ctx: Ctx, thread_id: str, body: ListBody) -> JSONRespons
     return await _answer(work())
 
 
-@router.get("/threads/{thread_id}/messages/count")
+@router.get("/threads/{thread_id}/messages:count")
 async def count_messages(
     ctx: Ctx, thread_id: str, after: str | None = None
 ) -> JSONResponse:
     """`BaseStore.count_messages`."""
+    thread_id = path_id(thread_id)
 
     async def work() -> Any:
         await _thread(ctx, thread_id)
@@ -475,11 +487,12 @@ async def count_messages(
     return await _answer(work())
 
 
-@router.post("/threads/{thread_id}/messages/clear")
+@router.post("/threads/{thread_id}/messages:clear")
 async def clear_messages(
     ctx: Ctx, thread_id: str, body: ClearBody, limits: ServerLimits
 ) -> JSONResponse:
     """`BaseStore.clear_messages`."""
+    thread_id = path_id(thread_id)
 
     async def work() -> Any:
         current = await _thread(ctx, thread_id)
@@ -495,6 +508,8 @@ async def clear_messages(
 @router.get("/threads/{thread_id}/messages/{message_id}")
 async def get_message(ctx: Ctx, thread_id: str, message_id: str) -> JSONResponse:
     """`BaseStore.get_message`."""
+    thread_id = path_id(thread_id)
+    message_id = path_id(message_id)
 
     async def work() -> Any:
         await _thread(ctx, thread_id)
@@ -508,6 +523,8 @@ async def update_message(
     ctx: Ctx, thread_id: str, message_id: str, body: PatchBody, limits: ServerLimits
 ) -> JSONResponse:
     """`BaseStore.update_message`."""
+    thread_id = path_id(thread_id)
+    message_id = path_id(message_id)
 
     async def work() -> Any:
         await _thread(ctx, thread_id)
@@ -530,6 +547,8 @@ async def update_message(
 @router.delete("/threads/{thread_id}/messages/{message_id}")
 async def delete_message(ctx: Ctx, thread_id: str, message_id: str) -> JSONResponse:
     """`BaseStore.delete_message`."""
+    thread_id = path_id(thread_id)
+    message_id = path_id(message_id)
 
     async def work() -> Any:
         await _thread(ctx, thread_id)
@@ -545,6 +564,7 @@ async def delete_message(ctx: Ctx, thread_id: str, message_id: str) -> JSONRespo
 @router.post("/threads/{thread_id}/lease")
 async def acquire_lease(ctx: Ctx, thread_id: str, body: LeaseBody) -> JSONResponse:
     """`BaseStore.acquire_lease`."""
+    thread_id = path_id(thread_id)
 
     async def work() -> Any:
         await _thread(ctx, thread_id)
@@ -557,6 +577,7 @@ async def acquire_lease(ctx: Ctx, thread_id: str, body: LeaseBody) -> JSONRespon
 @router.delete("/threads/{thread_id}/lease")
 async def release_lease(ctx: Ctx, thread_id: str, owner: str) -> JSONResponse:
     """`BaseStore.release_lease`."""
+    thread_id = path_id(thread_id)
 
     async def work() -> Any:
         await _thread(ctx, thread_id)
@@ -569,6 +590,7 @@ async def release_lease(ctx: Ctx, thread_id: str, owner: str) -> JSONResponse:
 @router.get("/threads/{thread_id}/lease")
 async def get_lease(ctx: Ctx, thread_id: str) -> JSONResponse:
     """`BaseStore.get_lease`."""
+    thread_id = path_id(thread_id)
 
     async def work() -> Any:
         await _thread(ctx, thread_id)
@@ -581,11 +603,12 @@ async def get_lease(ctx: Ctx, thread_id: str) -> JSONResponse:
 # --- runs -----------------------------------------------------------------------------
 
 
-@router.post("/threads/{thread_id}/runs/begin")
+@router.post("/threads/{thread_id}/runs:begin")
 async def begin_run(
     ctx: Ctx, thread_id: str, body: BeginRunBody, limits: ServerLimits
 ) -> JSONResponse:
     """`BaseStore.begin_run`."""
+    thread_id = path_id(thread_id)
 
     async def work() -> Any:
         _check_messages(body.messages, stricter(limits, body.limits))
@@ -617,9 +640,10 @@ async def begin_run(
     return await _answer(work())
 
 
-@router.post("/threads/{thread_id}/runs/renew")
+@router.post("/threads/{thread_id}/runs:renew")
 async def renew_run(ctx: Ctx, thread_id: str, body: LeaseBody) -> JSONResponse:
     """`BaseStore.renew_run`."""
+    thread_id = path_id(thread_id)
 
     async def work() -> Any:
         try:
@@ -632,9 +656,10 @@ async def renew_run(ctx: Ctx, thread_id: str, body: LeaseBody) -> JSONResponse:
     return await _answer(work())
 
 
-@router.post("/threads/{thread_id}/runs/list")
+@router.post("/threads/{thread_id}/runs:list")
 async def list_runs(ctx: Ctx, thread_id: str, body: ListBody) -> JSONResponse:
     """`BaseStore.list_runs`."""
+    thread_id = path_id(thread_id)
 
     async def work() -> Any:
         await _thread(ctx, thread_id)
@@ -653,6 +678,8 @@ async def list_runs(ctx: Ctx, thread_id: str, body: ListBody) -> JSONResponse:
 @router.get("/threads/{thread_id}/runs/{run_id}")
 async def get_run(ctx: Ctx, thread_id: str, run_id: str) -> JSONResponse:
     """`BaseStore.get_run`."""
+    thread_id = path_id(thread_id)
+    run_id = path_id(run_id)
 
     async def work() -> Any:
         await _thread(ctx, thread_id)
@@ -666,6 +693,8 @@ async def finish_run(
     ctx: Ctx, thread_id: str, run_id: str, body: FinishRunBody, limits: ServerLimits
 ) -> JSONResponse:
     """`BaseStore.finish_run`."""
+    thread_id = path_id(thread_id)
+    run_id = path_id(run_id)
 
     async def work() -> Any:
         both = stricter(limits, body.limits)
@@ -692,6 +721,8 @@ async def finish_run(
 @router.post("/threads/{thread_id}/runs/{run_id}/cancel")
 async def cancel_run(ctx: Ctx, thread_id: str, run_id: str) -> JSONResponse:
     """`BaseStore.cancel_run`."""
+    thread_id = path_id(thread_id)
+    run_id = path_id(run_id)
 
     async def work() -> Any:
         await _thread(ctx, thread_id)
@@ -706,6 +737,8 @@ async def update_run_metadata(
     ctx: Ctx, thread_id: str, run_id: str, body: RunMetadataBody, limits: ServerLimits
 ) -> JSONResponse:
     """`BaseStore.update_run_metadata`."""
+    thread_id = path_id(thread_id)
+    run_id = path_id(run_id)
 
     async def work() -> Any:
         await _thread(ctx, thread_id)
@@ -719,6 +752,8 @@ async def update_run_metadata(
 @router.get("/threads/{thread_id}/runs/{run_id}/messages")
 async def list_run_messages(ctx: Ctx, thread_id: str, run_id: str) -> JSONResponse:
     """`BaseStore.list_run_messages`."""
+    thread_id = path_id(thread_id)
+    run_id = path_id(run_id)
 
     async def work() -> Any:
         await _thread(ctx, thread_id)
@@ -731,6 +766,7 @@ async def list_run_messages(ctx: Ctx, thread_id: str, run_id: str) -> JSONRespon
 @router.get("/threads/{thread_id}/usage")
 async def get_thread_usage(ctx: Ctx, thread_id: str) -> JSONResponse:
     """`BaseStore.get_thread_usage`."""
+    thread_id = path_id(thread_id)
 
     async def work() -> Any:
         await _thread(ctx, thread_id)
