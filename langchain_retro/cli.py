@@ -15,6 +15,7 @@ Usage::
     langchain-retro runs show THREAD RUN | cancel THREAD RUN
     langchain-retro chat [--thread ID]         # a REPL; --offline needs no key
     langchain-retro serve [--host H] [--port P] [--workers N] [--api-key KEY]
+        [--metadata-limits off]                # off: the /v1/retro routes take any size
 
 The database is ``--db``, else ``$LANGCHAIN_RETRO_DB`` unless empty, else
 ``langchain-retro.db`` in the working directory (the embedded `SQLiteStore`); an
