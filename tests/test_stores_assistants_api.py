@@ -9,7 +9,11 @@ a `ThreadRunner` completing runs on the client against the server's data.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import openai
@@ -58,6 +62,8 @@ if TYPE_CHECKING:
     from langchain_retro.testing import FakeChatServer
 
 pytest_plugins = ["_helpers", "_wire_store"]
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 SDK_DEPRECATIONS = pytest.mark.filterwarnings(
     "ignore:The Assistants API is deprecated:DeprecationWarning"
@@ -345,3 +351,32 @@ async def test_caller_ids_never_take_a_routes_path(
     await call(store, "delete_message", thread.id, "list")
     assert await call(store, "count_messages", thread.id) == len(names) - 1
     assert await call(store, "count_messages", thread.id, after="a/b") == 3
+
+
+@pytest.mark.parametrize("name", ["hello_world.py", "listable_threads.py"])
+def test_examples_run_unchanged_against_a_server(
+    name: str, store: BaseStore, wire: Wire, tmp_path: Path
+) -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"OPENAI_API_KEY", "OPENAI_BASE_URL", "LANGCHAIN_RETRO_DB"}
+    }
+    env |= {"RETRO_BASE_URL": wire.url, "RETRO_API_KEY": wire.key}
+    env["TMPDIR"] = str(tmp_path)
+    done = subprocess.run(  # noqa: S603 - our own example, with this interpreter
+        [sys.executable, "-W", "error", str(EXAMPLES / name)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"store: AssistantsAPIStore on {wire.url}" in done.stdout
+    expected = {
+        "hello_world.py": "assistant> echo: What did I just ask you?",
+        "listable_threads.py": "threads left in the store: ['hooli']",
+    }
+    assert expected[name] in done.stdout, done.stdout
+    assert not list(tmp_path.glob("**/*.db"))  # nothing written locally
