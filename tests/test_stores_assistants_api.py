@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import openai
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from langchain_core.messages import (
     AIMessage,
     ChatMessage,
@@ -34,6 +36,7 @@ from langchain_retro import (
     ChatCompletionThread,
     MessageConversionError,
     MetadataLimitError,
+    MetadataLimits,
     StoreError,
     ThreadNotFoundError,
     ThreadRunner,
@@ -119,6 +122,52 @@ def test_every_message_type_round_trips_through_the_wire_form(message: Any) -> N
     assert from_payload(stored.payload, "msg_2").content == message.content
 
 
+_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=300)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    kind=st.sampled_from(["human", "ai", "system", "tool"]),
+    text=_TEXT,
+    name=st.none() | _TEXT,
+    extra=st.dictionaries(_TEXT.filter(bool).map(lambda k: k[:8]), _TEXT, max_size=3),
+    metadata=st.dictionaries(
+        st.text(
+            st.characters(exclude_categories=["Cs"]), min_size=1, max_size=10
+        ).filter(lambda k: not k.startswith(MESSAGE_KEY)),
+        _TEXT.map(lambda v: v[:8]),
+        max_size=4,
+    ),
+    value_length=st.integers(min_value=8, max_value=600),
+)
+def test_any_message_round_trips_at_any_value_limit(  # noqa: PLR0917
+    kind: str,
+    text: str,
+    name: str | None,
+    extra: dict[str, str],
+    metadata: dict[str, str],
+    value_length: int,
+) -> None:
+    classes: dict[str, Any] = {
+        "human": HumanMessage,
+        "ai": AIMessage,
+        "system": SystemMessage,
+    }
+    if kind == "tool":
+        message: Any = ToolMessage(text, tool_call_id="c", name=name)
+    else:
+        message = classes[kind](text, name=name, additional_kwargs=extra)
+    limits = MetadataLimits(max_value_length=value_length)
+    new = _new(message, metadata=metadata)
+    wire = wire_message(new, limits)
+    assert all(
+        len(v) <= value_length for k, v in wire.metadata.items() if k not in metadata
+    )
+    assert new_message(wire) == new
+    stored = new.stored("msg_1", "thread_1", 1)
+    assert decode_message(message_object(stored)) == stored
+
+
 def test_plain_text_is_plain_on_the_wire() -> None:
     wire = wire_message(_new(HumanMessage("hi"), metadata={"a": "b"}), OPENAI_LIMITS)
     assert (wire.role, wire.content, wire.metadata) == ("user", "hi", {"a": "b"})
@@ -192,6 +241,7 @@ def test_limits_raise_before_any_request() -> None:
             )
         with pytest.raises(StoreError, match="Could not reach the server"):
             store.get_thread("thread_x")
+        assert repr(store) == "AssistantsAPIStore('http://127.0.0.1:9/v1/')"
 
 
 # --- on the server ----------------------------------------------------------------

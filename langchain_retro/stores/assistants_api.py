@@ -182,6 +182,9 @@ class AssistantsAPIStore(BaseStore):
         self._closed = False
         self._requests = Requests(lambda: self.limits)
 
+    def __repr__(self) -> str:
+        return f"AssistantsAPIStore({self._settings['base_url']!r})"
+
     @classmethod
     def from_url(
         cls,
