@@ -19,6 +19,8 @@ Instantiate:
 
 Async:
     Every method has an ``a``-prefixed twin sent with the ``AsyncOpenAI`` client.
+    An async client the store makes serves one event loop (its connections belong
+    to it): close the store with ``aclose()`` on that loop.
 
 What crosses the wire (`langchain_retro.stores._wire`): assistants and threads with
 their metadata; messages as the API's ``user`` / ``assistant`` text, whatever the API
