@@ -33,6 +33,7 @@ from langchain_retro import (
     OPENAI_LIMITS,
     UNLIMITED,
     Assistant,
+    AssistantThreadChatMessageHistory,
     ChatCompletionThread,
     MessageConversionError,
     MetadataLimitError,
@@ -430,3 +431,16 @@ def test_examples_run_unchanged_against_a_server(
     }
     assert expected[name] in done.stdout, done.stdout
     assert not list(tmp_path.glob("**/*.db"))  # nothing written locally
+
+
+async def test_a_chat_history_over_the_wire_keeps_every_message_type(
+    store: BaseStore, call: Call
+) -> None:
+    thread = await call(store, "create_thread", {})
+    history = AssistantThreadChatMessageHistory(store, thread.id)
+    await call(history, "add_messages", MESSAGES)
+    read = await call.messages(history)
+    assert [type(m) for m in read] == [type(m) for m in MESSAGES]
+    assert [m.content for m in read] == [m.content for m in MESSAGES]
+    assert read[4].tool_calls == MESSAGES[4].tool_calls  # type: ignore[attr-defined]
+    assert read[5].artifact == {"raw": 2}  # type: ignore[attr-defined]
