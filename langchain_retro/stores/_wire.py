@@ -12,9 +12,9 @@ in the message's metadata under `MESSAGE_KEY`, as compact JSON spanning
 Reading rebuilds the stored form from the allowlist of message types
 (``langchain_retro._messages``); ``langchain_core.load`` is never used.
 
-Errors cross the ``/v1/retro`` routes as OpenAI-shaped bodies whose ``code`` names
-the class of the tree (`langchain_retro.errors`) and whose ``retro`` entry carries
-its attributes, so the client raises the error the server's store raised.
+Errors cross the ``/v1/retro`` routes as OpenAI-shaped bodies with a ``retro`` entry
+naming the class of the tree (`langchain_retro.errors`) and carrying its attributes,
+so the client raises the error the server's store raised.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from urllib.parse import quote, unquote
 from pydantic import BaseModel, ConfigDict, Field
 
 from langchain_retro import errors as _errors
-from langchain_retro._messages import from_payload
+from langchain_retro._messages import ROLES, from_payload
 from langchain_retro._metadata import (
     MetadataLimits,
     MetadataPatch,
@@ -75,13 +75,8 @@ MESSAGE_KEY = "lc_message"
 _WIRE_ROLE = {"ai": "assistant"}
 """The wire role of a stored message type; every other type is sent as ``user``."""
 
-_DEFAULT_ROLE = {
-    "human": "user",
-    "ai": "assistant",
-    "system": "system",
-    "tool": "tool",
-    "function": "function",
-}
+_DEFAULT_ROLE = ROLES
+"""The role a stored message of each type has unless it says otherwise."""
 
 
 class WireMessage(BaseModel):
