@@ -1,10 +1,8 @@
 """The store contract over the wire: `AssistantsAPIStore` -> ``langchain-retro serve``.
 
 Test modules load this file as a plugin (``pytest_plugins = ["_wire_store"]``) and
-list wire backends among their ``store_kind`` parameters (spelled out: a module
-cannot import its own plugin). To keep the suite's time, ``wire-postgres`` runs the
-runs contract (runs and leases, where the databases' transactions differ) and
-``wire`` all of it. Then the backend
+list `WIRE_BACKENDS` among their ``store_kind`` parameters (spelled out: a module
+cannot import its own plugin). Then the backend
 ``wire`` is an `AssistantsAPIStore` talking to a real ``langchain-retro serve`` (a
 subprocess on 127.0.0.1, on SQLite, started once for the session), and
 ``wire-postgres`` the same on PostgreSQL.
@@ -22,9 +20,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import os
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -174,6 +174,11 @@ def wire_url(kind: str = "wire") -> str:
     return f"{_servers[kind].root}/v1"
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    return ssl.create_default_context()
+
+
 @contextlib.contextmanager
 def wire_stores(
     kind: str, postgres_url: Callable[[], str]
@@ -192,12 +197,14 @@ def wire_stores(
 
     def make(**kwargs: Any) -> BaseStore:
         url = f"{server.root}/v1"
-        client = openai.OpenAI(base_url=url, api_key=KEY)
+        # Loading the certificates costs ~50 ms a client: one context serves all.
+        sync_http = openai.DefaultHttpxClient(verify=_tls())
+        client = openai.OpenAI(base_url=url, api_key=KEY, http_client=sync_http)
         clients.append(client)
         # The sync teardown cannot close an async client on a test's loop, which
         # is gone by then: this one keeps no connection open between requests.
         http = openai.DefaultAsyncHttpxClient(
-            limits=httpx2.Limits(max_keepalive_connections=0)
+            verify=_tls(), limits=httpx2.Limits(max_keepalive_connections=0)
         )
         async_client = openai.AsyncOpenAI(base_url=url, api_key=KEY, http_client=http)
         store = AssistantsAPIStore(

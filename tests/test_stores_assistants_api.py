@@ -227,7 +227,9 @@ def test_crafted_extras_are_refused_as_conversion_errors() -> None:
 
 def test_limits_raise_before_any_request() -> None:
     # Nothing listens on port 9: a request would raise StoreError, not this.
-    store = AssistantsAPIStore.from_url("http://127.0.0.1:9/v1", api_key="k")
+    store = AssistantsAPIStore.from_url(
+        "http://127.0.0.1:9/v1", api_key="k", max_retries=0
+    )
     with store:
         with pytest.raises(MetadataLimitError) as caught:
             store.create_thread({"k": "v" * 513})

@@ -37,12 +37,11 @@ if TYPE_CHECKING:
 pytest_plugins = ["_helpers", "_wire_store"]
 
 
-@pytest.fixture(params=["sqlite", "postgres", "wire"])
+@pytest.fixture(params=["sqlite", "postgres", "wire", "wire-postgres"])
 def store_kind(request: pytest.FixtureRequest) -> str:
     """Every backend, and `AssistantsAPIStore` over ``langchain-retro serve``.
 
-    ``wire`` serves SQLite (``tests/_wire_store.py``); the runs contract runs over
-    ``wire-postgres`` too.
+    ``wire`` serves SQLite, ``wire-postgres`` PostgreSQL (``tests/_wire_store.py``).
     """
     return str(request.param)
 

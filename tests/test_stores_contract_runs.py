@@ -51,8 +51,7 @@ pytest_plugins = ["_helpers", "_wire_store"]
 def store_kind(request: pytest.FixtureRequest) -> str:
     """Every backend, and `AssistantsAPIStore` over ``langchain-retro serve``.
 
-    ``wire`` serves SQLite, ``wire-postgres`` PostgreSQL (``tests/_wire_store.py``):
-    runs and leases are where the two databases' transactions differ.
+    ``wire`` serves SQLite, ``wire-postgres`` PostgreSQL (``tests/_wire_store.py``).
     """
     return str(request.param)
 
