@@ -18,6 +18,8 @@ from pathlib import Path
 
 from langchain_openai import ChatOpenAI
 
+from langchain_retro import AssistantsAPIStore, SQLiteStore
+from langchain_retro.stores.base import BaseStore
 from langchain_retro.testing import FakeChatServer
 
 MODEL = os.environ.get("OPENAI_MODEL", "gpt-4o-mini")
@@ -29,6 +31,35 @@ def database_path() -> str:
     if os.environ.get("LANGCHAIN_RETRO_DB"):
         return os.environ["LANGCHAIN_RETRO_DB"]
     return str(Path(tempfile.mkdtemp(prefix="langchain-retro-")) / "example.db")
+
+
+@contextmanager
+def open_store() -> Iterator[BaseStore]:
+    """The store the example keeps its data in, closed on the way out.
+
+    With RETRO_BASE_URL set (and RETRO_API_KEY, a key it accepts): an
+    `AssistantsAPIStore` on that ``langchain-retro serve``, so the example's data
+    lives on the server. Otherwise a `SQLiteStore` on `database_path`.
+    """
+    url = os.environ.get("RETRO_BASE_URL")
+    if url:
+        print(f"store: AssistantsAPIStore on {url}")
+        key = os.environ.get("RETRO_API_KEY") or "none"
+        with AssistantsAPIStore.from_url(url, api_key=key) as store:
+            yield store
+        return
+    path = database_path()
+    print(f"database: {path}")
+    with SQLiteStore(path) as store:
+        yield store
+
+
+def look_inside(store: BaseStore) -> str:
+    """A command that lists the threads the example left in its store."""
+    if isinstance(store, SQLiteStore):
+        return cli_command("--db", str(store.path), "threads", "list")
+    url = os.environ.get("RETRO_BASE_URL", "")
+    return f'curl -H "Authorization: Bearer $RETRO_API_KEY" {url}/threads'
 
 
 @contextmanager

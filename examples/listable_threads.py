@@ -2,7 +2,9 @@
 
 Runs as is on the embedded default store (SQLite): set LANGCHAIN_RETRO_DB to keep the
 data in a file of your choice; otherwise a fresh temporary file is used, so every run
-starts clean. No API key is needed: nothing here calls a model.
+starts clean. No API key is needed: nothing here calls a model. With RETRO_BASE_URL
+(and RETRO_API_KEY) set, the same code keeps its data on that `langchain-retro serve`
+through an AssistantsAPIStore.
 
     .venv/bin/python examples/listable_threads.py    # or python, with .venv activated
 """
@@ -11,10 +13,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from _setup import cli_command, database_path
+from _setup import look_inside, open_store
 from pydantic import Field
 
-from langchain_retro import Assistant, ChatCompletionThread, SQLiteStore
+from langchain_retro import Assistant, ChatCompletionThread
 
 
 class SupportThread(ChatCompletionThread):
@@ -33,9 +35,7 @@ def show(title: str, threads: list[SupportThread]) -> None:
 
 
 def main() -> None:
-    path = database_path()
-    print(f"database: {path}")
-    with SQLiteStore(path) as store:
+    with open_store() as store:
         support = Assistant.create(
             store, model="gpt-4o-mini", name="Support", instructions="Be brief."
         )
@@ -100,7 +100,7 @@ def main() -> None:
         print(f"deleted assistant {support.id} with its {deleted} threads")
         left = [t.customer for t in SupportThread.list(store).data]
         print(f"threads left in the store: {left}")
-    print(f"\nlook inside: {cli_command('--db', path, 'threads', 'list')}")
+        print(f"\nlook inside: {look_inside(store)}")
 
 
 if __name__ == "__main__":

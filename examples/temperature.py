@@ -8,26 +8,25 @@ Runs as is. With OPENAI_API_KEY set it talks to that endpoint through ChatOpenAI
 (OPENAI_BASE_URL points it at any OpenAI-compatible server, OPENAI_MODEL names the
 model, default gpt-4o-mini). Without a key it starts the package's offline echo model,
 says so, and shows what each request carried. Data goes to LANGCHAIN_RETRO_DB if set,
-else to a fresh temporary file.
+else to a fresh temporary file; with RETRO_BASE_URL (and RETRO_API_KEY) set, to that
+`langchain-retro serve` through an AssistantsAPIStore.
 
     .venv/bin/python examples/temperature.py    # or python, with .venv activated
 """
 
 from __future__ import annotations
 
-from _setup import MODEL, chat_model, database_path
+from _setup import MODEL, chat_model, open_store
 from langchain_core.runnables import RunnableConfig
 
-from langchain_retro import Assistant, ChatCompletionThread, SQLiteStore, ThreadRunner
+from langchain_retro import Assistant, ChatCompletionThread, ThreadRunner
 
 QUESTION = "Invent a name for a coffee shop run by robots."
 TEMPERATURES = (0.0, 1.2)
 
 
 def main() -> None:
-    path = database_path()
-    print(f"database: {path}")
-    with SQLiteStore(path) as store, chat_model() as (llm, server):
+    with open_store() as store, chat_model() as (llm, server):
         configs: list[RunnableConfig] = []
         for temperature in TEMPERATURES:
             assistant = Assistant.create(

@@ -54,6 +54,7 @@ from langchain_retro.stores.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     from langchain_retro.runnables import ThreadRunner
+    from langchain_retro.stores.assistants_api import AssistantsAPIStore
     from langchain_retro.stores.postgres import PostgresStore  # noqa: F401
 
 try:
@@ -70,6 +71,7 @@ __all__ = [
     "AssistantInUseError",
     "AssistantNotFoundError",
     "AssistantThreadChatMessageHistory",
+    "AssistantsAPIStore",
     "BaseAssistant",
     "BaseMessage",
     "BaseStore",
@@ -121,4 +123,10 @@ def __getattr__(name: str) -> Any:
         from langchain_retro.runnables import ThreadRunner  # noqa: PLC0415
 
         return ThreadRunner
+    if name == "AssistantsAPIStore":
+        from langchain_retro.stores.assistants_api import (  # noqa: PLC0415
+            AssistantsAPIStore,
+        )
+
+        return AssistantsAPIStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,6 +15,7 @@ Usage::
     langchain-retro runs show THREAD RUN | cancel THREAD RUN
     langchain-retro chat [--thread ID]         # a REPL; --offline needs no key
     langchain-retro serve [--host H] [--port P] [--workers N] [--api-key KEY]
+        [--metadata-limits off]                # off: the /v1/retro routes take any size
 
 The database is ``--db``, else ``$LANGCHAIN_RETRO_DB`` unless empty, else
 ``langchain-retro.db`` in the working directory (the embedded `SQLiteStore`); an
@@ -270,6 +271,16 @@ def _serve_command(
         type=seconds,
         metavar="SECONDS",
         help="how long a dead worker's run holds its thread (default 15)",
+    )
+    serve.add_argument(
+        "--metadata-limits",
+        choices=["openai", "off"],
+        default=None,
+        help=(
+            "metadata limits of the /v1/retro routes AssistantsAPIStore uses: "
+            "openai (16 keys, 64-character keys, 512-character values; the "
+            "default) or off; the Assistants API routes keep OpenAI's"
+        ),
     )
     serve.add_argument(
         "--log-level",

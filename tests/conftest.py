@@ -98,8 +98,15 @@ def stores_of(kind: str, tmp_path: Path) -> Iterator[Callable[..., BaseStore]]:
     """Make stores of one backend; all are closed (and the schema dropped) after.
 
     Stores made by one call share one database (one SQLite file, one PostgreSQL
-    schema), as several processes of one app would.
+    schema), as several processes of one app would. The ``wire`` kinds are
+    `AssistantsAPIStore`s on a served database (``tests/_wire_store.py``).
     """
+    if kind.startswith("wire"):
+        from _wire_store import wire_stores  # noqa: PLC0415
+
+        with wire_stores(kind, postgres_url) as make_wire:
+            yield make_wire
+        return
     made: list[BaseStore] = []
     cleanup: list[Callable[[], None]] = []
     if kind == "sqlite":

@@ -20,6 +20,7 @@ PUBLIC = [
     "AssistantInUseError",
     "AssistantNotFoundError",
     "AssistantThreadChatMessageHistory",
+    "AssistantsAPIStore",
     "BaseAssistant",
     "BaseMessage",
     "BaseStore",
@@ -60,7 +61,7 @@ PUBLIC = [
     "__version__",
 ]
 
-STORES = ["BaseStore", "PostgresStore", "SQLiteStore"]
+STORES = ["AssistantsAPIStore", "BaseStore", "PostgresStore", "SQLiteStore"]
 
 HAS_POSTGRES_MODULE = importlib.util.find_spec("langchain_retro.stores.postgres")
 

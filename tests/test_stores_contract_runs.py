@@ -44,7 +44,17 @@ from langchain_retro.stores.base import (
 if TYPE_CHECKING:
     from _helpers import Caller as Call
 
-pytest_plugins = ["_helpers"]
+pytest_plugins = ["_helpers", "_wire_store"]
+
+
+@pytest.fixture(params=["sqlite", "postgres", "wire", "wire-postgres"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Every backend, and `AssistantsAPIStore` over ``langchain-retro serve``.
+
+    ``wire`` serves SQLite, ``wire-postgres`` PostgreSQL (``tests/_wire_store.py``).
+    """
+    return str(request.param)
+
 
 UNKNOWN_THREAD = "thread_00000000000000000000000000"
 TTL = 30.0

@@ -29,6 +29,7 @@ from langchain_openai.chat_models.base import BaseChatOpenAI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from langchain_retro._metadata import OPENAI_LIMITS, MetadataLimits
 from langchain_retro.errors import RetroError
 from langchain_retro.server.auth import Keyring
 from langchain_retro.server.context import ServerSettings, ServerState
@@ -41,6 +42,7 @@ from langchain_retro.server.execution import RunService
 from langchain_retro.server.routes import (
     assistants,
     messages,
+    retro,
     runs,
     threads,
     unsupported,
@@ -59,6 +61,7 @@ def create_app(
     llm: BaseChatOpenAI,
     api_keys: Iterable[str] | Mapping[str, str] | None = None,
     settings: ServerSettings | None = None,
+    metadata_limits: MetadataLimits = OPENAI_LIMITS,
 ) -> FastAPI:
     """The Assistants v2 API over ``store``, completing runs with ``llm``.
 
@@ -73,6 +76,9 @@ def create_app(
             owner share objects), or a mapping of key to owner. ``None`` or empty:
             the app is open to any request; serve it on loopback only.
         settings: Leases, polling, run limits and shutdown (`ServerSettings`).
+        metadata_limits: The limits of the ``/v1/retro`` routes (the store
+            protocol `AssistantsAPIStore` speaks); ``UNLIMITED`` lifts them. The
+            Assistants API routes keep OpenAI's.
 
     Returns:
         The FastAPI app. Mounted in another app (``parent.mount("/retro", app)``),
@@ -107,6 +113,8 @@ def create_app(
         unsupported.router,
     ):
         app.include_router(router)
+    app.include_router(retro.router)
+    setattr(app.state, retro.LIMITS_STATE, metadata_limits)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

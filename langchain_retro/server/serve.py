@@ -9,6 +9,7 @@ starts N processes sharing one database::
     LANGCHAIN_RETRO_POSTGRES_SCHEMA  its schema (``--postgres-schema``)
     LANGCHAIN_RETRO_API_KEYS       keys, comma-separated (``--api-key``, repeatable)
     LANGCHAIN_RETRO_LEASE_TTL      seconds a dead worker's run holds its thread
+    LANGCHAIN_RETRO_METADATA_LIMITS  ``off`` lifts the ``/v1/retro`` routes' limits
     OPENAI_API_KEY, OPENAI_BASE_URL  the upstream Chat Completions endpoint
 
 Without a key the server is open to anyone who can reach it, so it then refuses
@@ -27,6 +28,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+from langchain_retro._metadata import OPENAI_LIMITS, UNLIMITED
 from langchain_retro.server.app import create_app
 from langchain_retro.server.auth import parse_key
 from langchain_retro.server.context import ServerSettings
@@ -50,6 +52,7 @@ KEYS_ENV = "LANGCHAIN_RETRO_API_KEYS"
 POSTGRES_ENV = "LANGCHAIN_RETRO_POSTGRES_URL"
 SCHEMA_ENV = "LANGCHAIN_RETRO_POSTGRES_SCHEMA"
 LEASE_ENV = "LANGCHAIN_RETRO_LEASE_TTL"
+LIMITS_ENV = "LANGCHAIN_RETRO_METADATA_LIMITS"
 FALLBACK_MODEL = "gpt-4o-mini"
 """The model ``ChatOpenAI`` is made with; every run sends its assistant's model."""
 
@@ -120,6 +123,9 @@ def app_from_env() -> FastAPI:
         llm=ChatOpenAI(**options),
         api_keys=keys_from(None, dict(os.environ)),
         settings=settings,
+        metadata_limits=(
+            UNLIMITED if os.environ.get(LIMITS_ENV) == "off" else OPENAI_LIMITS
+        ),
     )
     serving = app.router.lifespan_context
 
@@ -180,6 +186,8 @@ def serve(args: argparse.Namespace) -> int:
         where = os.environ[PATH_ENV]
     if args.lease_ttl is not None:
         os.environ[LEASE_ENV] = str(args.lease_ttl)
+    if getattr(args, "metadata_limits", None) is not None:
+        os.environ[LIMITS_ENV] = args.metadata_limits
     access = (
         "open to any request (loopback only)"
         if not keys

@@ -1,0 +1,255 @@
+"""The store contract over the wire: `AssistantsAPIStore` -> ``langchain-retro serve``.
+
+Test modules load this file as a plugin (``pytest_plugins = ["_wire_store"]``) and
+list `WIRE_BACKENDS` among their ``store_kind`` parameters (spelled out: a module
+cannot import its own plugin). Then the backend
+``wire`` is an `AssistantsAPIStore` talking to a real ``langchain-retro serve`` (a
+subprocess on 127.0.0.1, on SQLite, started once for the session), and
+``wire-postgres`` the same on PostgreSQL.
+
+One server per backend serves the session (it takes seconds to start); its
+database is emptied after each test, so every test starts on a fresh store (run ids
+are unique across a store, so tests could not share one otherwise). Stores made by
+one test share the server and its key, as several processes of one app would.
+
+`WIRE_EXCEPTIONS` lists the contract's statements that cannot hold on the wire,
+each with the reason, in one place; those tests are skipped for the wire backends.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import os
+import socket
+import sqlite3
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+from langchain_retro import UNLIMITED
+from langchain_retro.stores.base import BaseStore
+
+WIRE_BACKENDS = ("wire", "wire-postgres")
+
+KEY = "sk-wire-test-0123456789"
+"""The key of the test stores (one owner: the server's owner checks run too)."""
+OTHER_KEY = "sk-wire-other-9876543210"
+"""Another owner's key, which must see nothing of `KEY`'s."""
+
+WIRE_EXCEPTIONS: dict[str, str] = {}
+"""Contract tests that cannot hold over the wire, by name, with the reason.
+
+Empty: every statement of the contract holds over ``/v1/retro``, because each store
+operation is one request run as one call of the server's store. What the wire does
+change is outside the contract: the metadata limits (the wire's unless lifted on
+both sides, ``tests/test_stores_assistants_api.py``), and one active run per thread
+across processes holding only among clients of the same server.
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+SQLITE_TABLES = (
+    "runs",
+    "run_leases",
+    "messages",
+    "thread_metadata",
+    "threads",
+    "assistants",
+)
+"""The tables a served SQLite database is emptied of between tests."""
+
+
+class _Server:
+    """A ``langchain-retro serve`` subprocess for the session, on one database."""
+
+    def __init__(self, kind: str, postgres_url: Callable[[], str]) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="retro-wire-"))
+        self.port = _free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "langchain_retro",
+            "serve",
+            "--port",
+            str(self.port),
+            "--metadata-limits",
+            "off",
+            "--log-level",
+            "warning",
+        ]
+        self.db = self.folder / "wire.db"
+        self.postgres: str | None = None
+        self.schema: str | None = None
+        if kind == "wire-postgres":
+            self.postgres = postgres_url()
+            self.schema = f"test_wire_{uuid.uuid4().hex[:12]}"
+            argv += ["--postgres-url", self.postgres, "--postgres-schema", self.schema]
+        else:
+            argv += ["--db", str(self.db)]
+        env = {
+            **os.environ,
+            "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+            "OPENAI_API_KEY": "unused-upstream-key",
+            "LANGCHAIN_RETRO_API_KEYS": f"{KEY},{OTHER_KEY}",
+        }
+        self.log = self.folder / "serve.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(  # noqa: S603
+                argv, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        atexit.register(self.stop)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"serve exited: {self.log.read_text()}")
+            with contextlib.suppress(httpx2.HTTPError):
+                if httpx2.get(f"{self.root}/healthz").status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"serve did not start: {self.log.read_text()}")
+            time.sleep(0.05)
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def empty(self) -> None:
+        """Empty the database: the next test starts on a fresh store."""
+        if self.postgres is None:
+            connection = sqlite3.connect(self.db, timeout=30)
+            with contextlib.closing(connection) as conn, conn:
+                for table in SQLITE_TABLES:
+                    conn.execute(f"DELETE FROM {table}")
+            return
+        import psycopg  # noqa: PLC0415
+
+        with psycopg.connect(self.postgres, autocommit=True) as conn:
+            tables = conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s "
+                "AND tablename <> 'schema_migrations'",
+                (self.schema,),
+            ).fetchall()
+            names = ", ".join(f'"{self.schema}"."{name}"' for (name,) in tables)
+            conn.execute(f"TRUNCATE {names}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.schema is not None and self.postgres is not None:
+            import psycopg  # noqa: PLC0415
+
+            with psycopg.connect(self.postgres, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+            self.schema = None
+
+
+_servers: dict[str, _Server] = {}
+
+
+def wire_url(kind: str = "wire") -> str:
+    """The ``/v1`` URL of the session's server of a wire backend (started)."""
+    return f"{_servers[kind].root}/v1"
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    return ssl.create_default_context()
+
+
+@contextlib.contextmanager
+def wire_stores(
+    kind: str, postgres_url: Callable[[], str]
+) -> Iterator[Callable[..., BaseStore]]:
+    """Make `AssistantsAPIStore`s on the session's server, emptied after the test."""
+    from langchain_retro.stores.assistants_api import (  # noqa: PLC0415
+        AssistantsAPIStore,
+    )
+
+    if kind not in _servers:
+        _servers[kind] = _Server(kind, postgres_url)
+    server = _servers[kind]
+    made: list[BaseStore] = []
+
+    clients: list[openai.OpenAI] = []
+
+    def make(**kwargs: Any) -> BaseStore:
+        url = f"{server.root}/v1"
+        # Loading the certificates costs ~50 ms a client: one context serves all.
+        sync_http = openai.DefaultHttpxClient(verify=_tls())
+        client = openai.OpenAI(base_url=url, api_key=KEY, http_client=sync_http)
+        clients.append(client)
+        # The sync teardown cannot close an async client on a test's loop, which
+        # is gone by then: this one keeps no connection open between requests.
+        http = openai.DefaultAsyncHttpxClient(
+            verify=_tls(), limits=httpx2.Limits(max_keepalive_connections=0)
+        )
+        async_client = openai.AsyncOpenAI(base_url=url, api_key=KEY, http_client=http)
+        store = AssistantsAPIStore(
+            client=client,
+            async_client=async_client,
+            limits=kwargs.pop("limits", UNLIMITED),
+        )
+        made.append(store)
+        return store
+
+    try:
+        yield make
+    finally:
+        for store in made:
+            store.close()
+        for client in clients:
+            client.close()
+        server.empty()
+
+
+@pytest.fixture(autouse=True)
+def _wire_exceptions(request: pytest.FixtureRequest) -> None:
+    """Skip, for the wire backends, the contract tests of `WIRE_EXCEPTIONS`."""
+    if "store_kind" not in request.fixturenames:
+        return
+    if request.getfixturevalue("store_kind") not in WIRE_BACKENDS:
+        return
+    name = request.node.originalname
+    if name in WIRE_EXCEPTIONS:
+        pytest.skip(f"not on the wire: {WIRE_EXCEPTIONS[name]}")
+
+
+@dataclass(frozen=True)
+class Wire:
+    """The session's SQLite-backed server, for tests beyond the contract."""
+
+    url: str
+    """Its ``/v1`` URL."""
+    key: str
+    """The key the test stores use."""
+    other_key: str
+    """Another owner's key."""
+
+
+@pytest.fixture
+def wire(store: BaseStore) -> Wire:
+    """The server behind the test's wire ``store``."""
+    return Wire(url=wire_url(), key=KEY, other_key=OTHER_KEY)
