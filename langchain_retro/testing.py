@@ -445,6 +445,16 @@ class FakeChatServer:
             self._delay = max(0.0, seconds)
             self._chunk_delay = max(0.0, per_chunk)
 
+    def drop_connections(self) -> None:
+        """Cut every open client connection, as a network failure would.
+
+        A response being streamed stops where it is: the client sees the connection
+        end mid-answer (a stream without its last chunk and ``[DONE]``). New
+        requests are served as usual.
+        """
+        if self._httpd is not None:
+            self._httpd.close_connections()
+
     def reset(self) -> None:
         """Forget recorded requests, queued replies, pending failures and delays."""
         with self._lock:

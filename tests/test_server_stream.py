@@ -301,7 +301,7 @@ def test_an_upstream_cut_mid_stream_ends_it_with_run_failed(
             names.append(event.event)
             if event.event == "thread.message.delta" and names.count(event.event) == 1:
                 # The upstream model's connection drops after its first words.
-                fake._httpd.close_connections()  # type: ignore[union-attr]
+                fake.drop_connections()
             if event.event == "thread.run.failed":
                 failed = event.data
     assert names[-3:] == [

@@ -204,6 +204,27 @@ def test_abandoned_stream_leaves_server_serving(server: FakeChatServer) -> None:
     assert len(server.requests) == 2
 
 
+def test_drop_connections_cuts_a_stream_mid_answer(server: FakeChatServer) -> None:
+    server.set_delay(0, per_chunk=0.05)
+    server.enqueue(" ".join(f"w{i}" for i in range(20)))
+    client = server.openai_client(max_retries=0)
+    received: list[Any] = []
+
+    def read() -> None:
+        for chunk in client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "x"}], stream=True
+        ):
+            received.append(chunk)
+            if len(received) == 2:
+                server.drop_connections()
+
+    with pytest.raises(openai.APIConnectionError):
+        read()
+    assert len(received) == 2  # the rest of the 20 words never came
+    server.set_delay(0)
+    assert server.chat_model().invoke("after").content == "echo: after"
+
+
 def test_achat_model_survives_a_new_event_loop_per_run(
     server: FakeChatServer,
 ) -> None:
