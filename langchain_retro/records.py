@@ -832,6 +832,29 @@ class BaseMessage(_Record):
         return cls._from(stored)
 
     @classmethod
+    def create_if_idle(cls, store: BaseStore, /, **fields: Any) -> Self:
+        """`create`, refused while a run keeps the thread busy, as OpenAI refused it.
+
+        Raises:
+            ThreadBusyError: A run on the thread is active or waits for tool
+                outputs (its id is the error's ``run_id``); nothing is written.
+        """
+        draft = cls(**fields)
+        (stored,) = store.add_messages_if_idle(
+            draft.thread_id, [draft._new(store.limits)]
+        )
+        return cls._from(stored)
+
+    @classmethod
+    async def acreate_if_idle(cls, store: BaseStore, /, **fields: Any) -> Self:
+        """Async twin of `create_if_idle`."""
+        draft = cls(**fields)
+        (stored,) = await store.aadd_messages_if_idle(
+            draft.thread_id, [draft._new(store.limits)]
+        )
+        return cls._from(stored)
+
+    @classmethod
     def retrieve(cls, store: BaseStore, thread_id: str, message_id: str, /) -> Self:
         """Read a message of a thread; raises `MessageNotFoundError`."""
         _check_str(thread_id, "thread_id")

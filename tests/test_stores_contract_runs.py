@@ -24,7 +24,12 @@ from langchain_retro import (
 )
 from langchain_retro._messages import to_payload
 from langchain_retro._metadata import MetadataPatch
-from langchain_retro.errors import RunNotFoundError, RunStateError
+from langchain_retro.errors import (
+    MessageIdConflictError,
+    RunNotFoundError,
+    RunStateError,
+    ThreadBusyError,
+)
 from langchain_retro.stores.base import (
     BaseStore,
     FunctionCall,
@@ -761,3 +766,86 @@ async def test_clear_messages_leaves_runs(store: BaseStore, call: Call) -> None:
     assert await call(store, "get_run", tid, "run_1") == saved.run
     assert await call(store, "list_run_messages", tid, "run_1") == []
     assert (await call(store, "get_thread_usage", tid)).total_tokens == 2
+
+
+# --- add_messages_if_idle ------------------------------------------------------------
+
+
+async def test_add_if_idle_writes_on_an_idle_thread(
+    store: BaseStore, call: Call
+) -> None:
+    tid, _ = await assistant_thread(call, store)
+    stored = await call(store, "add_messages_if_idle", tid, [user("a"), user("b")])
+    assert texts(stored) == ["a", "b"]
+    assert texts(await call(store, "list_messages", tid)) == ["a", "b"]
+    assert await free(call, store, tid)  # the write left no lease behind
+
+
+async def test_add_if_idle_is_refused_while_a_run_is_active(
+    store: BaseStore, call: Call
+) -> None:
+    tid, _ = await assistant_thread(call, store)
+    await begin(call, store, tid, "run_1", messages=[user("q")])
+    with pytest.raises(ThreadBusyError) as caught:
+        await call(store, "add_messages_if_idle", tid, [user("late")])
+    assert (caught.value.thread_id, caught.value.run_id) == (tid, "run_1")
+    assert "run_1" in str(caught.value)
+    assert tid in str(caught.value)
+    assert texts(await call(store, "list_messages", tid)) == ["q"]
+    assert await call(store, "renew_run", tid, owner="run_1", ttl=TTL) == "held"
+
+    await finish(call, store, tid, "run_1", messages=[reply("a", "run_1")])
+    await call(store, "add_messages_if_idle", tid, [user("next")])
+    assert texts(await call(store, "list_messages", tid)) == ["q", "a", "next"]
+
+
+async def test_add_if_idle_is_refused_while_a_run_waits_for_tool_outputs(
+    store: BaseStore, call: Call
+) -> None:
+    tid, _ = await assistant_thread(call, store)
+    await begin(call, store, tid, "run_1", messages=[user("q")])
+    await finish(
+        call,
+        store,
+        tid,
+        "run_1",
+        "requires_action",
+        messages=[reply("calling", "run_1")],
+        required_action=WAITING,
+    )
+    assert await free(call, store, tid)  # no lease: the waiting run still refuses
+    with pytest.raises(ThreadBusyError) as caught:
+        await call(store, "add_messages_if_idle", tid, [user("late")])
+    assert caught.value.run_id == "run_1"
+    assert "requires_action" in str(caught.value)
+    assert texts(await call(store, "list_messages", tid)) == ["q", "calling"]
+
+    await call(store, "cancel_run", tid, "run_1")
+    await call(store, "add_messages_if_idle", tid, [user("after")])
+    assert texts(await call(store, "list_messages", tid))[-1] == "after"
+
+
+async def test_add_if_idle_after_a_run_lapsed_writes(
+    store: BaseStore, call: Call
+) -> None:
+    tid, _ = await assistant_thread(call, store)
+    await begin(call, store, tid, "run_dead", ttl=SHORT)
+    await asyncio.sleep(PAST)
+    await call(store, "add_messages_if_idle", tid, [user("revived")])
+    assert texts(await call(store, "list_messages", tid)) == ["revived"]
+    assert (await call(store, "get_run", tid, "run_dead")).status == "expired"
+
+
+async def test_add_if_idle_checks_like_add_messages(
+    store: BaseStore, call: Call
+) -> None:
+    with pytest.raises(ThreadNotFoundError):
+        await call(store, "add_messages_if_idle", UNKNOWN_THREAD, [user("x")])
+    tid, _ = await assistant_thread(call, store)
+    await call(store, "add_messages_if_idle", tid, [user("a", id="msg_a")])
+    with pytest.raises(MessageIdConflictError):
+        await call(
+            store, "add_messages_if_idle", tid, [user("b"), user("a2", id="msg_a")]
+        )
+    assert texts(await call(store, "list_messages", tid)) == ["a"]
+    assert await free(call, store, tid)

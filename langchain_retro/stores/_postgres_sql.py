@@ -85,6 +85,7 @@ __all__ = [
     "_q_assistant_update",
     "_q_bulk_advance",
     "_q_bulk_clash",
+    "_q_busy",
     "_q_create_layout",
     "_q_create_migrations_table",
     "_q_create_schema",
@@ -863,6 +864,28 @@ _LEASED = (
 )
 
 
+# The thread's newest run does not wait for tool outputs (`add_messages_if_idle`).
+_IDLE = (
+    "AND (SELECT r.status FROM {runs} r WHERE r.thread_seq = "
+    "(SELECT seq FROM {threads} WHERE id = %(thread_id)s) "
+    "ORDER BY r.seq DESC LIMIT 1) IS DISTINCT FROM 'requires_action' "
+)
+
+
+def _q_busy(names: _Names, thread_id: str) -> _Q:
+    """Why a thread refused a message: whether it is leased, its newest run, status."""
+    return _Q(
+        names.sql(
+            "SELECT EXISTS (SELECT FROM {run_leases} WHERE thread_id = %(thread_id)s "
+            "AND expires_at >= clock_timestamp()), r.id, r.status "
+            "FROM (SELECT) AS one LEFT JOIN (SELECT id, status FROM {runs} "
+            "WHERE thread_seq = (SELECT seq FROM {threads} WHERE id = %(thread_id)s) "
+            "ORDER BY seq DESC LIMIT 1) AS r ON true"
+        ),
+        {"thread_id": thread_id},
+    )
+
+
 # Without caller ids there is nothing to look for: a CTE the planner folds away.
 _NO_CLASH = "clash AS (SELECT NULL::text AS id WHERE false)"
 
@@ -907,6 +930,7 @@ def _q_messages_append(
     leased_by: str | None = None,
     usage: tuple[int, int, int] = (0, 0, 0),
     check_ids: bool = True,
+    idle: bool = False,
 ) -> _Q:
     """Append messages to a thread, replacing its metadata if given.
 
@@ -924,6 +948,8 @@ def _q_messages_append(
         check_ids: Look for caller ids the thread already holds first, and write
             nothing if there is one; without it the unique key refuses them, which
             ends the statement's transaction with an error.
+        idle: Append only if the thread's newest run does not wait for tool
+            outputs (``requires_action``); with ``leased_by``, a thread no run holds.
     """
     # The UPDATE takes the thread's row lock, so appenders to one thread take turns
     # and each gets a contiguous block of the sequence; the INSERT is in the same
@@ -939,11 +965,12 @@ def _q_messages_append(
             "completion_tokens = completion_tokens + %(completion_tokens)s, "
             "total_tokens = total_tokens + %(total_tokens)s "
             "WHERE id = %(thread_id)s AND NOT EXISTS (SELECT FROM clash) "
-            "AND (%(owner)s::text IS NULL OR {leased}) "
+            "AND (%(owner)s::text IS NULL OR {leased}) {idle}"
             "RETURNING seq, next_seq - %(n)s AS first_seq, {now} AS created_at"
             "), {insert} SELECT (SELECT created_at FROM t), (SELECT id FROM clash)",
             clash=names.sql(_clash(messages) if check_ids else _NO_CLASH),
             leased=names.sql(_LEASED),
+            idle=names.sql(_IDLE if idle else ""),
             insert=names.sql(_INSERT_AFTER_T),
         ),
         {

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 from urllib.parse import quote, unquote
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -376,6 +376,8 @@ class AddMessagesBody(_Body):
     """A patch applied to the thread in the same transaction."""
     hwm_key: str | None = None
     """The thread metadata key a reply in the batch moves."""
+    if_idle: bool = False
+    """Refuse while a run keeps the thread busy (`BaseStore.add_messages_if_idle`)."""
 
 
 class BulkAddBody(_Body):
@@ -464,6 +466,21 @@ def encode_error(exc: RetroError) -> dict[str, Any]:
     }
 
 
+def _bare(cls: type[RetroError]) -> RetroError:
+    """An instance of ``cls`` made without its ``__init__`` (its attributes follow).
+
+    An error that is also an `OSError` (``ThreadBusyError`` is a `TimeoutError`)
+    must be made by `OSError`'s ``__new__``: the first built-in base that makes it.
+    """
+    bases: tuple[Any, ...] = cls.__mro__
+    for base in bases:
+        try:
+            return cast("RetroError", base.__new__(cls))
+        except TypeError:
+            continue
+    raise TypeError(f"cannot make {cls.__name__}")
+
+
 def decode_error(data: object) -> RetroError | None:
     """The error of the tree an error body's ``retro`` entry names; else ``None``."""
     if not isinstance(data, Mapping):
@@ -471,7 +488,7 @@ def decode_error(data: object) -> RetroError | None:
     cls = _ERROR_CLASSES.get(str(data.get("class")))
     if cls is None:
         return None
-    error = cls.__new__(cls)
+    error = _bare(cls)
     Exception.__init__(error, str(data.get("message", "")))
     attributes = data.get("attributes")
     for name, value in (attributes if isinstance(attributes, Mapping) else {}).items():

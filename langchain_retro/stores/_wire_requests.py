@@ -255,6 +255,20 @@ class Requests:
             },
         )
 
+    def add_messages_if_idle(
+        self, thread_id: str, messages: Sequence[NewMessage]
+    ) -> Request[list[StoredMessage]]:
+        return Request(
+            "post",
+            f"{_thread(thread_id)}/messages",
+            _messages,
+            {
+                "messages": self._wire(thread_id, messages),
+                "if_idle": True,
+                "limits": self._limits_json(),
+            },
+        )
+
     def bulk_add_messages(
         self, batches: Sequence[tuple[str, Sequence[NewMessage]]]
     ) -> Request[int]:

@@ -472,6 +472,23 @@ class AssistantsAPIStore(BaseStore):
             self._requests.add_messages(thread_id, messages, thread_patch, hwm_key)
         )
 
+    def add_messages_if_idle(
+        self, thread_id: str, messages: Sequence[NewMessage]
+    ) -> list[StoredMessage]:
+        """Append unless a run keeps the thread busy, in one request.
+
+        The server's store checks and writes in one transaction.
+        """
+        return self._send(self._requests.add_messages_if_idle(thread_id, messages))
+
+    async def aadd_messages_if_idle(
+        self, thread_id: str, messages: Sequence[NewMessage]
+    ) -> list[StoredMessage]:
+        """Async twin of `add_messages_if_idle`."""
+        return await self._asend(
+            self._requests.add_messages_if_idle(thread_id, messages)
+        )
+
     def bulk_add_messages(
         self, batches: Sequence[tuple[str, Sequence[NewMessage]]]
     ) -> int:

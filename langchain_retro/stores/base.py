@@ -26,6 +26,8 @@ whose lease lapsed reads as ``expired``. The rules a run's status follows live o
 
 from __future__ import annotations
 
+import asyncio
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -33,6 +35,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from langchain_retro._ids import new_id
 from langchain_retro._metadata import (
     UNLIMITED,
     MetadataLimits,
@@ -40,10 +43,12 @@ from langchain_retro._metadata import (
     check_limits,
     unencodable_error,
 )
+from langchain_retro._steps import Call, Steps, adrive_calls, call, drive_calls
 from langchain_retro.errors import (
     MessageIdConflictError,
     MetadataError,
     RetroValueError,
+    ThreadBusyError,
 )
 from langchain_retro.stores._runs import (
     ACTIVE_RUN_STATUSES,
@@ -75,6 +80,7 @@ from langchain_retro.stores._runs import (
 __all__ = [
     "ACTIVE_RUN_STATUSES",
     "ASSISTANT_FIELDS",
+    "BUSY_RUN_STATUSES",
     "ENDED_RUN_STATUSES",
     "MAX_MESSAGE_ID_LENGTH",
     "AssistantThreads",
@@ -87,6 +93,7 @@ __all__ = [
     "NewMessage",
     "NewRun",
     "Order",
+    "RefusedBusy",
     "RequiredAction",
     "RequiredToolCall",
     "RunLeaseState",
@@ -103,6 +110,8 @@ __all__ = [
     "ThreadQuery",
     "TruncationStrategy",
     "answered_in_batch",
+    "busy_error",
+    "busy_refusal",
     "cancel_requested",
     "check_assistant_fields",
     "check_hwm_key",
@@ -112,6 +121,7 @@ __all__ = [
     "has_reply",
     "lapsed_status",
     "new_run_row",
+    "newest_busy",
     "resumed_run",
     "run_body",
     "run_from_row",
@@ -141,6 +151,84 @@ THREAD_ASSISTANT_KEY = "assistant_id"
 
 THREAD_REPLY_ROLE = "assistant"
 """The role of a reply: what ``hwm_key`` marks as answering the messages before it."""
+
+BUSY_RUN_STATUSES = ACTIVE_RUN_STATUSES | {"requires_action"}
+"""Statuses of a thread's newest run that keep `BaseStore.add_messages_if_idle` out."""
+
+_IDLE_WRITE_TTL = 30.0
+"""Seconds the default `BaseStore.add_messages_if_idle` holds the lease at most."""
+
+_IDLE_PATIENCE = 5.0
+"""Seconds the default `BaseStore.add_messages_if_idle` waits out other writers."""
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+async def _asleep(seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
+class RefusedBusy(BaseModel):
+    """Why a thread refused a message: the run that keeps it busy, if one does."""
+
+    model_config = ConfigDict(frozen=True)
+
+    thread_id: str
+    run_id: str | None = None
+    status: str | None = None
+
+
+def busy_error(refusal: RefusedBusy) -> ThreadBusyError:
+    """The `ThreadBusyError` for a refused message, naming the run that keeps it.
+
+    The wording is OpenAI's, whose servers refused a message on a thread with an
+    active run the same way.
+    """
+    if refusal.run_id is None:
+        return ThreadBusyError(
+            f"Thread {refusal.thread_id!r} is busy: another writer holds its run "
+            "lease. Retry shortly.",
+            thread_id=refusal.thread_id,
+        )
+    return ThreadBusyError(
+        f"Can't add messages to {refusal.thread_id} while a run {refusal.run_id} "
+        f"is active ({refusal.status}). Wait for it to end, or cancel it.",
+        thread_id=refusal.thread_id,
+        run_id=refusal.run_id,
+    )
+
+
+def busy_refusal(
+    thread_id: str, *, leased: bool, run_id: str | None, status: str | None
+) -> RefusedBusy | None:
+    """Whether a thread takes no message now, from what one transaction read.
+
+    Args:
+        thread_id: The thread.
+        leased: Whether someone holds the thread's run lease (not expired).
+        run_id: The thread's newest run, if any.
+        status: Its stored status.
+
+    Returns:
+        The refusal, naming the run when one keeps the thread: a leased run still
+        active, or one waiting for tool outputs. A lease without an active run
+        (another writer's) refuses without a run. ``None`` if the thread is idle.
+    """
+    if run_id is not None and (
+        status == "requires_action" or (leased and status in ACTIVE_RUN_STATUSES)
+    ):
+        return RefusedBusy(thread_id=thread_id, run_id=run_id, status=status)
+    return RefusedBusy(thread_id=thread_id) if leased else None
+
+
+def newest_busy(thread_id: str, newest: Sequence[StoredRun]) -> RefusedBusy | None:
+    """The refusal if the thread's newest run (``newest[:1]``) keeps it busy."""
+    if newest and newest[0].status in BUSY_RUN_STATUSES:
+        run = newest[0]
+        return RefusedBusy(thread_id=thread_id, run_id=run.id, status=run.status)
+    return None
 
 
 class _Stored(BaseModel):
@@ -636,6 +724,72 @@ class BaseStore(ABC):
         hwm_key: str | None = None,
     ) -> list[StoredMessage]:
         """Async twin of `add_messages`."""
+
+    def add_messages_if_idle(
+        self, thread_id: str, messages: Sequence[NewMessage]
+    ) -> list[StoredMessage]:
+        """Append messages unless a run keeps the thread busy, as OpenAI refused them.
+
+        A thread is busy while a run holds its lease (``queued``, ``in_progress``,
+        ``cancelling``) or while its newest run waits for tool outputs
+        (``requires_action``). The check and the write are atomic: no run starts or
+        resumes between them, in any process. Otherwise as `add_messages`.
+
+        This default holds the thread's lease around the write (four calls, waiting
+        a few seconds for other writers that hold it); stores override it with one
+        transaction.
+
+        Raises:
+            ThreadBusyError: Naming the run (``run_id``) that keeps the thread busy,
+                or, without a run, when other writers held the lease for seconds.
+                Nothing is written.
+        """
+        return drive_calls(self._write_if_idle(thread_id, messages))
+
+    async def aadd_messages_if_idle(
+        self, thread_id: str, messages: Sequence[NewMessage]
+    ) -> list[StoredMessage]:
+        """Async twin of `add_messages_if_idle`."""
+        return await adrive_calls(self._write_if_idle(thread_id, messages))
+
+    def _write_if_idle(
+        self, thread_id: str, messages: Sequence[NewMessage]
+    ) -> Steps[Call[Any], list[StoredMessage]]:
+        """`add_messages_if_idle` as calls under the thread's lease, written once."""
+        owner = new_id("write")
+        deadline = time.monotonic() + _IDLE_PATIENCE
+        delay = 0.002
+        while not (
+            yield from call(
+                self.acquire_lease,
+                self.aacquire_lease,
+                thread_id,
+                owner,
+                _IDLE_WRITE_TTL,
+            )
+        ):
+            newest = yield from call(
+                self.list_runs, self.alist_runs, thread_id, limit=1
+            )
+            refusal = newest_busy(thread_id, newest)
+            if refusal is not None or time.monotonic() >= deadline:
+                raise busy_error(refusal or RefusedBusy(thread_id=thread_id))
+            yield from call(_sleep, _asleep, delay)
+            delay = min(delay * 2, 0.05)
+        try:
+            newest = yield from call(
+                self.list_runs, self.alist_runs, thread_id, limit=1
+            )
+            refusal = newest_busy(thread_id, newest)
+            if refusal is not None:
+                raise busy_error(refusal)
+            return (
+                yield from call(
+                    self.add_messages, self.aadd_messages, thread_id, messages
+                )
+            )
+        finally:
+            yield from call(self.release_lease, self.arelease_lease, thread_id, owner)
 
     @abstractmethod
     def get_message(self, thread_id: str, message_id: str) -> StoredMessage:

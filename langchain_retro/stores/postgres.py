@@ -146,6 +146,7 @@ from langchain_retro.stores._postgres_sql import (
     _q_assistant_update,
     _q_bulk_advance,
     _q_bulk_clash,
+    _q_busy,
     _q_create_layout,
     _q_create_migrations_table,
     _q_create_schema,
@@ -202,6 +203,8 @@ from langchain_retro.stores.base import (
     StoredThread,
     ThreadQuery,
     answered_in_batch,
+    busy_error,
+    busy_refusal,
     cancel_requested,
     check_assistant_fields,
     check_hwm_key,
@@ -223,6 +226,9 @@ except ImportError as exc:
     ) from exc
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
+
+_IDLE_LEASE_TTL = 30.0
+"""`add_messages_if_idle`'s lease: taken and given back in one transaction."""
 
 T = TypeVar("T")
 
@@ -935,6 +941,74 @@ class PostgresStore(BaseStore):
             self._add_messages(thread_id, messages, thread_patch, hwm_key),
             transaction=thread_patch is not None
             or (hwm_key is not None and has_reply(messages)),
+        )
+
+    def _add_messages_if_idle(
+        self, thread_id: str, messages: Sequence[NewMessage]
+    ) -> _Op[list[StoredMessage]]:
+        check_new_ids(thread_id, messages)
+        for message in messages:
+            check_limits(message.metadata, self.limits)
+        names = self._names
+        owner = new_id("write")
+        ids = _message_ids(messages)
+        while True:
+            # One round trip, one transaction: take the lease as begin_run does (so
+            # a run that starts meanwhile waits for this commit and then reads the
+            # messages, and this waits for a run's), append if it was taken and no
+            # run waits for tool outputs, give the lease back. Nobody ever sees it.
+            try:
+                leased, appended, _ = yield (
+                    _q_lease_acquire(names, thread_id, owner, _IDLE_LEASE_TTL),
+                    _q_messages_append(
+                        names,
+                        thread_id,
+                        ids,
+                        messages,
+                        None,
+                        leased_by=owner,
+                        idle=True,
+                    ),
+                    _q_lease_release(names, thread_id, owner),
+                )
+            except psycopg.errors.UniqueViolation as exc:
+                raise _conflict(exc, names, thread_id, messages) from exc
+            ((thread_found, _),) = leased
+            if not thread_found:
+                raise ThreadNotFoundError(thread_id)
+            ((created_at, clash),) = appended
+            if clash is not None:
+                raise MessageIdConflictError(thread_id, clash)
+            if created_at is not None:
+                return [
+                    message.stored(message_id, thread_id, int(created_at))
+                    for message_id, message in zip(ids, messages, strict=True)
+                ]
+            ((held, run_id, status),) = yield _q_busy(names, thread_id)
+            refusal = busy_refusal(thread_id, leased=held, run_id=run_id, status=status)
+            if refusal is not None:
+                raise busy_error(refusal)
+            # The run that held the thread ended in between: try again.
+
+    def add_messages_if_idle(
+        self, thread_id: str, messages: Sequence[NewMessage]
+    ) -> list[StoredMessage]:
+        """Append messages unless a run keeps the thread busy, in one transaction.
+
+        See `BaseStore.add_messages_if_idle`. One round trip: the thread's lease is
+        taken and given back inside the transaction that appends, so a run that
+        starts meanwhile waits for it and reads the new messages.
+        """
+        return self._run(
+            self._add_messages_if_idle(thread_id, messages), transaction=True
+        )
+
+    async def aadd_messages_if_idle(
+        self, thread_id: str, messages: Sequence[NewMessage]
+    ) -> list[StoredMessage]:
+        """Async twin of `add_messages_if_idle`."""
+        return await self._arun(
+            self._add_messages_if_idle(thread_id, messages), transaction=True
         )
 
     def _bulk_add_messages(

@@ -64,6 +64,7 @@ from langchain_retro.stores.base import (
     NewMessage,
     NewRun,
     Order,
+    RefusedBusy,
     RunLeaseState,
     RunSaved,
     RunStart,
@@ -75,6 +76,8 @@ from langchain_retro.stores.base import (
     StoredThread,
     ThreadQuery,
     answered_in_batch,
+    busy_error,
+    busy_refusal,
     cancel_requested,
     check_assistant_fields,
     check_hwm_key,
@@ -870,6 +873,46 @@ class SQLiteStore(BaseStore):
                 thread_patch=thread_patch,
                 hwm_key=hwm_key,
             )
+
+    def add_messages_if_idle(
+        self, thread_id: str, messages: Sequence[NewMessage]
+    ) -> list[StoredMessage]:
+        """Append messages unless a run keeps the thread busy, in one transaction.
+
+        See `BaseStore.add_messages_if_idle`. The write transaction holds SQLite's
+        write lock from the check to the write, so no run starts in between.
+        """
+        self._check_batch(thread_id, messages)
+        with self._tx(write=True) as conn:
+            head = self._thread_row(conn, thread_id)
+            refusal = self._busy(conn, thread_id, head[0])
+            if refusal is not None:
+                raise busy_error(refusal)
+            return self._write_messages(
+                conn, head, thread_id, messages, thread_patch=None
+            )
+
+    async def aadd_messages_if_idle(
+        self, thread_id: str, messages: Sequence[NewMessage]
+    ) -> list[StoredMessage]:
+        """Async twin of `add_messages_if_idle`."""
+        return await self._run(self.add_messages_if_idle, thread_id, messages)
+
+    @staticmethod
+    def _busy(
+        conn: sqlite3.Connection, thread_id: str, thread_seq: int
+    ) -> RefusedBusy | None:
+        """Why the thread takes no message now (`busy_refusal`), read in ``conn``."""
+        leased, run_id, status = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM run_leases "
+            "WHERE thread_id = ? AND expires_at >= ?), r.id, r.status "
+            "FROM (SELECT 1) LEFT JOIN (SELECT id, status FROM runs "
+            "WHERE thread_seq = ? ORDER BY seq DESC LIMIT 1) AS r",
+            (thread_id, time.time(), thread_seq),
+        ).fetchone()
+        return busy_refusal(
+            thread_id, leased=bool(leased), run_id=run_id, status=status
+        )
 
     def _write_messages(
         self,

@@ -5,38 +5,34 @@ it, with a 400 naming the run. Here the thread's run lease in the store (the one
 every run takes, on any worker) is the arbiter:
 
 * a run is started by the engine, which takes the lease or finds it taken;
-* a message is written holding the lease (`idle_thread`), after checking, under
-  it, that the thread's newest run is not waiting for tool outputs; so no run
-  starts (or resumes) between the check and the write, on any worker.
+* a message is written by the store's `BaseStore.add_messages_if_idle`, which checks
+  in the write's own transaction that no run holds the lease and that the newest
+  run does not wait for tool outputs; so no run starts (or resumes) between the
+  check and the write, on any worker (`message_busy` turns its refusal into the
+  400).
 
-A message write holds the lease for a few milliseconds: a run or another message
-that finds the lease taken by one waits for it (`LeaseWait`) rather than being
-refused; only an active run is a 400.
+A run that finds the lease held by something other than a run (a store's default
+`add_messages_if_idle` holds it for a few milliseconds) waits for it (`LeaseWait`)
+rather than being refused; only an active run is a 400.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
-from langchain_retro._ids import new_id
-from langchain_retro.server.context import Context
+from langchain_retro.errors import ThreadBusyError
 from langchain_retro.server.errors import InvalidRequestError, RateLimitError
-from langchain_retro.stores.base import ACTIVE_RUN_STATUSES, BaseStore, StoredRun
+from langchain_retro.stores.base import BUSY_RUN_STATUSES, BaseStore, StoredRun
 
 __all__ = [
-    "BUSY_STATUSES",
     "LeaseWait",
     "active_run",
-    "idle_thread",
+    "message_busy",
     "message_refused",
     "run_refused",
 ]
-
-BUSY_STATUSES = ACTIVE_RUN_STATUSES | {"requires_action"}
-"""Statuses of a run that keeps its thread from taking another run or a message."""
 
 _FIRST_DELAY = 0.002
 _MAX_DELAY = 0.05
@@ -60,7 +56,7 @@ def message_refused(thread_id: str, run_id: str) -> InvalidRequestError:
 
 
 async def active_run(
-    store: BaseStore, thread_id: str, statuses: frozenset[str] = BUSY_STATUSES
+    store: BaseStore, thread_id: str, statuses: frozenset[str] = BUSY_RUN_STATUSES
 ) -> StoredRun | None:
     """The thread's newest run if it is active or waiting for tool outputs.
 
@@ -91,7 +87,7 @@ class LeaseWait:
         store: BaseStore,
         thread_id: str,
         refused: Callable[[str, str], InvalidRequestError],
-        statuses: frozenset[str] = BUSY_STATUSES,
+        statuses: frozenset[str] = BUSY_RUN_STATUSES,
     ) -> None:
         self.store = store
         self.thread_id = thread_id
@@ -119,26 +115,15 @@ class LeaseWait:
         self._delay = min(self._delay * 2, _MAX_DELAY)
 
 
-@asynccontextmanager
-async def idle_thread(ctx: Context, thread_id: str) -> AsyncIterator[None]:
-    """Hold the thread's run lease, no run being active, while the block writes.
+def message_busy(exc: ThreadBusyError) -> InvalidRequestError | RateLimitError:
+    """The answer to a message the store refused: a 400 naming the run, else a 429.
 
-    Raises:
-        InvalidRequestError: `message_refused`, naming the thread's active run.
-        RateLimitError: If other message writes held the thread for seconds.
+    Args:
+        exc: What `BaseStore.add_messages_if_idle` raised.
     """
-    store = ctx.store
-    owner = new_id("write")
-    waiting = LeaseWait(store, thread_id, message_refused)
-    while not await store.aacquire_lease(
-        thread_id, owner, ctx.state.settings.lease_ttl
-    ):
-        await waiting.wait()
-    try:
-        # Under the lease no run starts or resumes: this read holds until release.
-        run = await active_run(store, thread_id)
-        if run is not None:
-            raise message_refused(thread_id, run.id)
-        yield
-    finally:
-        await store.arelease_lease(thread_id, owner)
+    if exc.run_id is None or exc.thread_id is None:
+        return RateLimitError(
+            f"Thread {exc.thread_id} is busy with other writes; retry shortly.",
+            retry_after=0.5,
+        )
+    return message_refused(exc.thread_id, exc.run_id)

@@ -14,7 +14,7 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from langchain_retro.errors import MessageNotFoundError
+from langchain_retro.errors import MessageNotFoundError, ThreadBusyError
 from langchain_retro.records import BaseMessage, ThreadMessage
 from langchain_retro.server.context import Context, Ctx
 from langchain_retro.server.errors import not_found
@@ -31,7 +31,7 @@ from langchain_retro.server.requests import (
     check_attachments,
     check_metadata,
 )
-from langchain_retro.server.routes._busy import idle_thread
+from langchain_retro.server.routes._busy import message_busy
 from langchain_retro.server.routes._common import deleted, ok, replaced_metadata
 from langchain_retro.stores.base import BaseStore
 
@@ -101,13 +101,15 @@ async def create_message(thread_id: str, body: CreateMessage, ctx: Ctx) -> JSONR
     check_attachments(body.attachments, "attachments")
     message = message_of(body, "")
     await ctx.thread(thread_id)
-    async with idle_thread(ctx, thread_id):
-        record = await ThreadMessage.acreate(
+    try:
+        record = await ThreadMessage.acreate_if_idle(
             ctx.store,
             thread_id=thread_id,
             message=message,
             metadata=body.metadata or {},
         )
+    except ThreadBusyError as exc:
+        raise message_busy(exc) from exc
     return ok(message_object(record))
 
 

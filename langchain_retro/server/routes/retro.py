@@ -46,6 +46,7 @@ from langchain_retro.errors import (
     AssistantNotFoundError,
     MetadataError,
     RetroError,
+    RetroValueError,
     ThreadNotFoundError,
 )
 from langchain_retro.server.auth import OWNER_KEY, owned, owns
@@ -427,9 +428,19 @@ async def add_messages(
         messages = _new(body.messages)
         current = await _thread(ctx, thread_id)
         _check_patch(body.thread_patch, current.metadata, both)
-        stored = await ctx.store.aadd_messages(
-            thread_id, messages, thread_patch=body.thread_patch, hwm_key=body.hwm_key
-        )
+        if body.if_idle:
+            if body.thread_patch is not None or body.hwm_key is not None:
+                raise RetroValueError(
+                    "if_idle takes no thread_patch nor hwm_key: send them apart."
+                )
+            stored = await ctx.store.aadd_messages_if_idle(thread_id, messages)
+        else:
+            stored = await ctx.store.aadd_messages(
+                thread_id,
+                messages,
+                thread_patch=body.thread_patch,
+                hwm_key=body.hwm_key,
+            )
         return {"data": _messages_json(stored)}
 
     return await _answer(work())

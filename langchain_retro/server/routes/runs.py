@@ -58,7 +58,6 @@ from langchain_retro.server.requests import (
     function_tools,
 )
 from langchain_retro.server.routes._busy import (
-    BUSY_STATUSES,
     LeaseWait,
     active_run,
     run_refused,
@@ -67,6 +66,7 @@ from langchain_retro.server.routes._common import ok
 from langchain_retro.server.routes.threads import create_thread, new_messages
 from langchain_retro.stores.base import (
     ACTIVE_RUN_STATUSES,
+    BUSY_RUN_STATUSES,
     NewMessage,
     RequiredAction,
     StoredRun,
@@ -267,7 +267,7 @@ async def _start(
 
     A lease taken by a message write is waited for; one held by a run is a 400.
     """
-    statuses = ACTIVE_RUN_STATUSES if resuming else BUSY_STATUSES
+    statuses = ACTIVE_RUN_STATUSES if resuming else BUSY_RUN_STATUSES
     waiting = LeaseWait(ctx.store, request.thread_id, run_refused, statuses)
     while True:
         events = RunEvents() if stream else None
