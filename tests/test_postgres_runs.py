@@ -17,9 +17,11 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import tempfile
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +30,7 @@ from conftest import explaining_store, postgres_url, stores_of
 
 from langchain_retro import CorruptDataError, MessageIdConflictError, RetroValueError
 from langchain_retro._metadata import MetadataPatch
-from langchain_retro.errors import RunNotFoundError
+from langchain_retro.errors import RunNotFoundError, ThreadBusyError
 from langchain_retro.stores.base import (
     FunctionCall,
     NewMessage,
@@ -744,3 +746,53 @@ async def test_runs_without_pipelines_or_autocommit(
     finally:
         pool.close()
         await async_pool.close()
+
+
+@needs_pipelines
+def test_a_message_if_idle_is_one_round_trip(one_connection: tuple[Any, Any]) -> None:
+    store, pool = one_connection
+    thread = store.create_thread({})
+    stored, trips = round_trips(
+        pool, lambda: store.add_messages_if_idle(thread.id, [user("q")])
+    )
+    assert [m.id for m in store.list_messages(thread.id)] == [stored[0].id]
+    # In one transaction: the lease taken, the append under it, the lease given back.
+    assert trips == ["WITH WITH DELETE"]
+    assert store.get_lease(thread.id) is None
+
+
+def test_messages_racing_a_run_start_are_in_its_context_or_refused(
+    make: Callable[..., Any],
+) -> None:
+    # READ COMMITTED would let an append's check miss a lease a starting run has
+    # not committed yet; the lease taken inside the append's transaction orders them.
+    store = make()
+    for round_ in range(8):
+        thread = store.create_thread({})
+        store.add_messages(thread.id, [user("first")])
+        barrier = threading.Barrier(7)
+
+        def start(_: int, thread_id: str = thread.id, b: Any = barrier) -> Any:
+            b.wait()
+            return store.begin_run(thread_id, owner=f"run_{thread_id}", ttl=30.0)
+
+        def write(index: int, thread_id: str = thread.id, b: Any = barrier) -> Any:
+            b.wait()
+            time.sleep(index * 0.0005)
+            try:
+                store.add_messages_if_idle(thread_id, [user(f"m{index}")])
+            except ThreadBusyError as exc:
+                return str(exc.run_id)
+            return f"m{index}"
+
+        with concurrent.futures.ThreadPoolExecutor(7) as pool:
+            begun = pool.submit(start, 0)
+            written = [pool.submit(write, i) for i in range(6)]
+            answers = {f.result() for f in written}
+            began = begun.result()
+        accepted = answers - {began.run.id}  # the others were refused naming it
+        context = {json.loads(m.payload)["content"] for m in began.context}
+        assert context == {"first"} | accepted, round_
+        rows = store.list_messages(thread.id)
+        stored = {json.loads(m.payload)["content"] for m in rows}
+        assert stored == context, round_
