@@ -87,8 +87,11 @@ class Context:
         return found
 
 
-def context(request: Request) -> Context:
-    """The FastAPI dependency: the request's `Context` (auth ran in middleware)."""
+async def context(request: Request) -> Context:
+    """The FastAPI dependency: the request's `Context` (auth ran in middleware).
+
+    A coroutine, so FastAPI calls it on the event loop, not in a worker thread.
+    """
     state: ServerState = request.app.state.retro
     owner: str | None = request.scope.get("retro.owner")
     return Context(store=state.store, owner=owner, state=state)

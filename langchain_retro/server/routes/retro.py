@@ -89,7 +89,7 @@ router = APIRouter(prefix=PREFIX)
 Ctx = Annotated[Context, Depends(context)]
 
 
-def _server_limits(request: Request) -> MetadataLimits:
+async def _server_limits(request: Request) -> MetadataLimits:
     limits = getattr(request.app.state, LIMITS_STATE, OPENAI_LIMITS)
     return limits if isinstance(limits, MetadataLimits) else OPENAI_LIMITS
 
