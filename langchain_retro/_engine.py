@@ -186,6 +186,10 @@ class EngineSettings:
     """Store each reply under the ``id`` its driver gave it (a driver that names a
     reply before storing it, as the server's streams do); else the store assigns
     one."""
+    answer_again: bool = False
+    """With nothing waiting for an answer, answer the newest message that is not
+    the assistant's once more (as the Assistants API did), instead of raising
+    `NothingToRunError`; the server's runs do."""
 
 
 # --- pure helpers -------------------------------------------------------------------
@@ -777,6 +781,7 @@ class RunEngine:
                 rebuild=lambda rows: self.cache.rebuild(
                     [(row.id, row.payload) for row in rows], thread_id=thread_id
                 ),
+                again=self.settings.answer_again,
             )
             if plan is not None:
                 return plan

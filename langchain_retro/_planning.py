@@ -424,6 +424,13 @@ def rebuild_all(rows: Sequence[StoredMessage]) -> list[LCBaseMessage]:
     ]
 
 
+def _last_asked(rows: Sequence[StoredMessage]) -> int | None:
+    """The index of the newest row that is not the assistant's, if any."""
+    return next(
+        (i for i in range(len(rows) - 1, -1, -1) if rows[i].role != AI_ROLE), None
+    )
+
+
 def plan_run(
     *,
     thread: ChatCompletionThread,
@@ -435,6 +442,7 @@ def plan_run(
     max_tokens_context: int | None = None,
     token_counter: Callable[[list[LCBaseMessage]], int] | None = None,
     rebuild: Callable[[Sequence[StoredMessage]], list[LCBaseMessage]] | None = None,
+    again: bool = False,
 ) -> Plan | None:
     """Plan a run from the newest messages of a thread.
 
@@ -453,6 +461,9 @@ def plan_run(
             ``max_tokens_context``).
         rebuild: Turns stored rows into messages (a `MessageCache`'s ``rebuild``);
             by default each row is rebuilt afresh.
+        again: With nothing waiting for an answer, answer the newest message that
+            is not the assistant's once more, as the Assistants API did for a run
+            on a thread whose last message was a reply, instead of raising.
 
     Returns:
         The plan, or ``None`` if older messages must be read first.
@@ -465,6 +476,10 @@ def plan_run(
         (i for i in range(len(rows) - 1, start - 1, -1) if rows[i].role != AI_ROLE),
         None,
     )
+    if last is None and again:
+        last = _last_asked(rows)
+        if last is None and not complete:
+            return None
     if last is None:
         hwm_seen = thread.hwm is not None and start > 0
         if complete or hwm_seen:

@@ -213,6 +213,30 @@ def test_nothing_pending_after_a_reply_to_the_hwm() -> None:
         )
 
 
+def test_again_answers_the_newest_question_once_more() -> None:
+    rows = [user("first"), reply("r1", "first"), user("second"), reply("r2", "second")]
+    plan = plan_run(
+        thread=thread("second"),
+        assistant=ASSISTANT,
+        rows=rows,
+        complete=True,
+        window=None,
+        again=True,
+    )
+    assert plan is not None
+    assert plan.snapshot == "second"  # the hwm stays where it was
+    assert sent(plan.messages)[-2:] == ["second", "r2"]
+    # Only replies in the rows: older rows may hold the question, else nothing.
+    only_replies = [reply("r3", "x")]
+    kwargs = {"assistant": ASSISTANT, "window": None, "again": True}
+    assert (
+        plan_run(thread=thread("x"), rows=only_replies, complete=False, **kwargs)
+        is None
+    )
+    with pytest.raises(NothingToRunError):
+        plan_run(thread=thread("x"), rows=only_replies, complete=True, **kwargs)
+
+
 def test_a_tool_turn_older_than_the_rows_asks_for_more() -> None:
     calling = AIMessage(
         "", tool_calls=[{"name": "f", "args": {}, "id": "c1", "type": "tool_call"}]

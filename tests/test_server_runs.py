@@ -75,6 +75,41 @@ def test_the_old_quickstart(client: openai.OpenAI, fake: FakeChatServer) -> None
     assert run.usage.total_tokens > 0
 
 
+def test_a_run_with_nothing_new_answers_the_last_question_again(
+    client: openai.OpenAI, fake: FakeChatServer
+) -> None:
+    # As OpenAI did: a run on a thread whose newest message is a reply replies again.
+    assistant = client.beta.assistants.create(model="m")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    runs = [
+        client.beta.threads.runs.create_and_poll(
+            thread_id=thread.id, assistant_id=assistant.id
+        )
+        for _ in range(2)
+    ]
+    assert [run.status for run in runs] == ["completed", "completed"]
+    first, second = fake.requests
+    assert [(m["role"], m["content"]) for m in second.messages] == [
+        *[(m["role"], m["content"]) for m in first.messages],
+        ("assistant", "echo: hi"),
+    ]
+    listed = client.beta.threads.messages.list(thread.id, order="asc").data
+    assert [(m.role, m.run_id) for m in listed] == [
+        ("user", None),
+        ("assistant", runs[0].id),
+        ("assistant", runs[1].id),
+    ]
+    # An empty thread has nothing to answer: the run fails and says so.
+    empty = client.beta.threads.create()
+    failed = client.beta.threads.runs.create_and_poll(
+        thread_id=empty.id, assistant_id=assistant.id
+    )
+    assert failed.status == "failed"
+    assert failed.last_error is not None
+    assert "no message waiting" in failed.last_error.message
+    assert len(fake.requests) == 2
+
+
 def test_runs_use_the_assistants_settings_and_the_runs_overrides(
     client: openai.OpenAI, fake: FakeChatServer
 ) -> None:

@@ -159,6 +159,7 @@ class RunService:
             lease_ttl=self.settings.lease_ttl,
             tool_specs=tuple(tools),
             reply_ids=events is not None,
+            answer_again=True,
         )
         engine = RunEngine(self.store, self.model, settings, cache=self.cache)
         driver = ServedDriver(engine, events)
