@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -679,9 +680,13 @@ async def test_lease_per_thread(store: BaseStore, call: Call) -> None:
 
 async def test_lease_expires(store: BaseStore, call: Call) -> None:
     thread = await call(store, "create_thread", {})
-    assert await call(store, "acquire_lease", thread.id, "crashed", 0.05)
-    assert not await call(store, "acquire_lease", thread.id, "next", 30.0)
-    await asyncio.sleep(0.1)
+    ttl = 0.3
+    started = time.monotonic()
+    assert await call(store, "acquire_lease", thread.id, "crashed", ttl)
+    taken = await call(store, "acquire_lease", thread.id, "next", 30.0)
+    # Under heavy load the second request may come after the lease lapsed.
+    assert not taken or time.monotonic() - started >= ttl
+    await asyncio.sleep(max(0.0, ttl + 0.05 - (time.monotonic() - started)))
     assert await call(store, "acquire_lease", thread.id, "next", 30.0)
     assert not await call(store, "acquire_lease", thread.id, "crashed", 30.0)
 
