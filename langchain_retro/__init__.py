@@ -15,6 +15,8 @@ from langchain_retro.errors import (
     AssistantInUseError,
     AssistantNotFoundError,
     CorruptDataError,
+    ExportFormatError,
+    IdsNotKeptError,
     MessageConversionError,
     MessageIdConflictError,
     MessageNotFoundError,
@@ -38,6 +40,7 @@ from langchain_retro.errors import (
     ThreadBusyError,
     ThreadNotFoundError,
     ToolOutputsError,
+    TransferError,
 )
 from langchain_retro.records import (
     Assistant,
@@ -78,6 +81,8 @@ __all__ = [
     "BaseThread",
     "ChatCompletionThread",
     "CorruptDataError",
+    "ExportFormatError",
+    "IdsNotKeptError",
     "MessageConversionError",
     "MessageIdConflictError",
     "MessageNotFoundError",
@@ -109,6 +114,7 @@ __all__ = [
     "ThreadNotFoundError",
     "ThreadRunner",
     "ToolOutputsError",
+    "TransferError",
     "__version__",
 ]
 

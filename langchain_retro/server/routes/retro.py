@@ -46,6 +46,7 @@ from langchain_retro.errors import (
     AssistantNotFoundError,
     MetadataError,
     RetroError,
+    RetroValueError,
     ThreadNotFoundError,
 )
 from langchain_retro.server.auth import OWNER_KEY, owned, owns
@@ -71,7 +72,9 @@ from langchain_retro.stores.base import (
     Order,
     StoredAssistant,
     StoredMessage,
+    StoredRun,
     StoredThread,
+    ThreadCopy,
     ThreadQuery,
 )
 
@@ -772,5 +775,106 @@ async def get_thread_usage(ctx: Ctx, thread_id: str) -> JSONResponse:
         await _thread(ctx, thread_id)
         usage = await ctx.store.aget_thread_usage(thread_id)
         return usage.model_dump(mode="json")
+
+    return await _answer(work())
+
+
+# --- copies that keep ids (migrate, import) -------------------------------------------
+
+
+class AssistantsImportBody(_Body):
+    """Assistants to write under their own ids."""
+
+    assistants: list[StoredAssistant]
+    """The assistants, as a store holds them."""
+
+
+class ThreadsImportBody(_Body):
+    """Threads to write under their own ids."""
+
+    threads: list[ThreadCopy]
+    """The threads, with their token totals."""
+
+
+class RunsImportBody(_Body):
+    """Run records to write under their own ids."""
+
+    runs: list[StoredRun]
+    """The runs, as a store holds them."""
+
+
+def _taken(kind: str, object_id: str) -> RetroValueError:
+    return RetroValueError(
+        f"{kind} id {object_id!r} is already used on this server by data this key "
+        "does not own; nothing of it was changed. Import with the key that owns "
+        "it, or into another server."
+    )
+
+
+@router.post("/assistants:import")
+async def import_assistants(
+    ctx: Ctx, body: AssistantsImportBody, limits: ServerLimits
+) -> JSONResponse:
+    """`BaseStore.import_assistants`: this key's assistants, ids kept."""
+
+    async def work() -> Any:
+        for assistant in body.assistants:
+            _no_owner_key(assistant.metadata)
+            check_limits(assistant.metadata, stricter(limits, body.limits))
+        written = await ctx.store.aimport_assistants(
+            [
+                a.model_copy(update={"metadata": owned(a.metadata, ctx.owner)})
+                for a in body.assistants
+            ]
+        )
+        for assistant in body.assistants:
+            if assistant.id not in written:
+                present = await ctx.store.aget_assistant(assistant.id)
+                if not owns(present.metadata, ctx.owner):
+                    raise _taken("Assistant", assistant.id)
+        return {"written": written}
+
+    return await _answer(work())
+
+
+@router.post("/threads:import")
+async def import_threads(
+    ctx: Ctx, body: ThreadsImportBody, limits: ServerLimits
+) -> JSONResponse:
+    """`BaseStore.import_threads`: this key's threads, ids kept."""
+
+    async def work() -> Any:
+        for thread in body.threads:
+            _no_owner_key(thread.metadata)
+            check_limits(thread.metadata, stricter(limits, body.limits))
+        written = await ctx.store.aimport_threads(
+            [
+                t.model_copy(update={"metadata": owned(t.metadata, ctx.owner)})
+                for t in body.threads
+            ]
+        )
+        done = set(written)
+        for thread in body.threads:
+            if thread.id not in done:
+                present = await ctx.store.aget_thread(thread.id)
+                if not owns(present.metadata, ctx.owner):
+                    raise _taken("Thread", thread.id)
+        return {"written": written}
+
+    return await _answer(work())
+
+
+@router.post("/runs:import")
+async def import_runs(
+    ctx: Ctx, body: RunsImportBody, limits: ServerLimits
+) -> JSONResponse:
+    """`BaseStore.import_runs`: runs on this key's threads, ids kept."""
+
+    async def work() -> Any:
+        for run in body.runs:
+            check_limits(run.metadata, stricter(limits, body.limits))
+        for thread_id in dict.fromkeys(r.thread_id for r in body.runs):
+            await _thread(ctx, thread_id)
+        return {"written": await ctx.store.aimport_runs(body.runs)}
 
     return await _answer(work())
