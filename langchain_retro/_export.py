@@ -127,8 +127,19 @@ def record_line(record: Record) -> str:
 
 
 def _record(line: _AssistantLine | _ThreadLine | _RunLine | _MessageLine) -> Record:
-    """The record of a validated line: the line itself (a subclass of the record)."""
-    return line
+    """The record of a validated line.
+
+    A message line is a `StoredMessage` already (a subclass), and is only read
+    field by field; the few other records are rebuilt as their plain class.
+    """
+    if isinstance(line, _MessageLine):
+        return line
+    data = line.model_dump(exclude={"type"})
+    if isinstance(line, _AssistantLine):
+        return StoredAssistant.model_validate(data)
+    if isinstance(line, _ThreadLine):
+        return ThreadCopy.model_validate(data)
+    return StoredRun.model_validate(data)
 
 
 def _open(path: Path, mode: Literal["r", "w"], *, gz: bool) -> IO[str]:
