@@ -42,6 +42,19 @@ from langchain_retro.errors import (
     ToolOutputsError,
     TransferError,
 )
+from langchain_retro.migrate import (
+    TransferReport,
+    VerifyReport,
+    aexport_to_file,
+    aimport_from_file,
+    amigrate,
+    averify_migration,
+    export_to_file,
+    import_from_file,
+    migrate,
+    open_store,
+    verify_migration,
+)
 from langchain_retro.records import (
     Assistant,
     BaseAssistant,
@@ -115,7 +128,18 @@ __all__ = [
     "ThreadRunner",
     "ToolOutputsError",
     "TransferError",
+    "TransferReport",
+    "VerifyReport",
     "__version__",
+    "aexport_to_file",
+    "aimport_from_file",
+    "amigrate",
+    "averify_migration",
+    "export_to_file",
+    "import_from_file",
+    "migrate",
+    "open_store",
+    "verify_migration",
 ]
 
 

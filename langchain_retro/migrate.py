@@ -46,7 +46,7 @@ from langchain_retro._transfer import (
     store_records,
     verify,
 )
-from langchain_retro.errors import RetroValueError
+from langchain_retro.errors import IdsNotKeptError, RetroValueError
 from langchain_retro.stores.base import BaseStore
 
 __all__ = [
@@ -235,6 +235,7 @@ def _copy(
             seconds=time.monotonic() - started,
             dry_run=True,
         )
+    _check_keeps_ids(dest)
     writer = Writer(dest, batch_size=_batch(batch_size), progress=progress)
     yield from store_records(source, writer.add, thread_ids=thread_ids)
     yield from writer.finish()
@@ -247,6 +248,17 @@ def _report(writer: Writer, started: float) -> TransferReport:
         skipped=writer.skipped.as_dict(),
         seconds=time.monotonic() - started,
     )
+
+
+def _check_keeps_ids(dest: BaseStore) -> None:
+    """Refuse, before any write, a destination that would give records new ids."""
+    if not dest.keeps_ids:
+        raise IdsNotKeptError(
+            f"{dest!r} assigns its own ids, so a copy into it would lose the ids "
+            "that messages, runs and hwm refer to; nothing was written. Copy into "
+            "a store that keeps ids: SQLite, PostgreSQL, or a langchain-retro serve "
+            "server."
+        )
 
 
 def _batch(batch_size: int) -> int:
@@ -309,6 +321,7 @@ def _import(
     progress: Progress | None,
 ) -> Steps[Call[Any], TransferReport]:
     started = time.monotonic()
+    _check_keeps_ids(dest)
 
     def check() -> dict[str, int]:
         return check_lines(reader)
