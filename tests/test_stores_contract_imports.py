@@ -31,6 +31,7 @@ from langchain_retro.stores.base import (
 
 if TYPE_CHECKING:
     from _helpers import Caller as Call
+    from _wire_store import Wire
 
 pytest_plugins = ["_helpers", "_wire_store"]
 
@@ -225,3 +226,41 @@ async def test_the_base_says_a_store_assigns_its_own_ids(call: Call) -> None:
     for name in ("import_assistants", "import_threads", "import_runs"):
         with pytest.raises(IdsNotKeptError, match="assigns its own ids"):
             await call(store, name, [])
+
+
+# --- the wire: owners -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("store_kind", ["wire"])
+async def test_another_key_cannot_import_over_ids_it_does_not_own(
+    store: BaseStore, call: Call, wire: Wire
+) -> None:
+    from langchain_retro.stores.assistants_api import (  # noqa: PLC0415
+        AssistantsAPIStore,
+    )
+
+    await call(store, "import_assistants", [assistant(1)])
+    await call(store, "import_threads", [thread(1)])
+    other = AssistantsAPIStore.from_url(wire.url, api_key=wire.other_key)
+    async with other:
+        with pytest.raises(RetroValueError, match="does not own"):
+            await call(
+                other, "import_threads", [thread(3), thread(1, metadata={"x": "1"})]
+            )
+        with pytest.raises(RetroValueError, match="does not own"):
+            await call(other, "import_assistants", [assistant(1, name="theirs")])
+        with pytest.raises(ThreadNotFoundError):
+            await call(other, "import_runs", [run(1, "thread_imported_1")])
+        # Their own ids import as theirs, and the owner's key does not see them.
+        assert await call(other, "import_threads", [thread(2)]) == ["thread_imported_2"]
+    for theirs in ("thread_imported_2", "thread_imported_3"):
+        with pytest.raises(ThreadNotFoundError):
+            await call(store, "get_thread", theirs)
+    async with AssistantsAPIStore.from_url(wire.url, api_key=wire.other_key) as other:
+        # The refused batch wrote nothing: its first thread is not theirs either.
+        with pytest.raises(ThreadNotFoundError):
+            await call(other, "get_thread", "thread_imported_3")
+    assert (await call(store, "get_thread", "thread_imported_1")).metadata == (
+        thread(1).metadata
+    )
+    assert await call(store, "list_runs", "thread_imported_1") == []

@@ -803,12 +803,24 @@ class RunsImportBody(_Body):
     """The runs, as a store holds them."""
 
 
-def _taken(kind: str, object_id: str) -> RetroValueError:
-    return RetroValueError(
-        f"{kind} id {object_id!r} is already used on this server by data this key "
-        "does not own; nothing of it was changed. Import with the key that owns "
-        "it, or into another server."
-    )
+async def _not_taken(ctx: Context, kind: str, object_id: str) -> None:
+    """Refuse, before any write, an id another owner's object already has."""
+    if ctx.owner is None:
+        return  # no keys: every object is the caller's
+    try:
+        present = await (
+            ctx.store.aget_assistant(object_id)
+            if kind == "Assistant"
+            else ctx.store.aget_thread(object_id)
+        )
+    except (AssistantNotFoundError, ThreadNotFoundError):
+        return
+    if not owns(present.metadata, ctx.owner):
+        raise RetroValueError(
+            f"{kind} id {object_id!r} is already used on this server by data this "
+            "key does not own; nothing was written. Import with the key that owns "
+            "it, or into another server."
+        )
 
 
 @router.post("/assistants:import")
@@ -821,17 +833,14 @@ async def import_assistants(
         for assistant in body.assistants:
             _no_owner_key(assistant.metadata)
             check_limits(assistant.metadata, stricter(limits, body.limits))
+        for assistant in body.assistants:
+            await _not_taken(ctx, "Assistant", assistant.id)
         written = await ctx.store.aimport_assistants(
             [
                 a.model_copy(update={"metadata": owned(a.metadata, ctx.owner)})
                 for a in body.assistants
             ]
         )
-        for assistant in body.assistants:
-            if assistant.id not in written:
-                present = await ctx.store.aget_assistant(assistant.id)
-                if not owns(present.metadata, ctx.owner):
-                    raise _taken("Assistant", assistant.id)
         return {"written": written}
 
     return await _answer(work())
@@ -847,18 +856,14 @@ async def import_threads(
         for thread in body.threads:
             _no_owner_key(thread.metadata)
             check_limits(thread.metadata, stricter(limits, body.limits))
+        for thread in body.threads:
+            await _not_taken(ctx, "Thread", thread.id)
         written = await ctx.store.aimport_threads(
             [
                 t.model_copy(update={"metadata": owned(t.metadata, ctx.owner)})
                 for t in body.threads
             ]
         )
-        done = set(written)
-        for thread in body.threads:
-            if thread.id not in done:
-                present = await ctx.store.aget_thread(thread.id)
-                if not owns(present.metadata, ctx.owner):
-                    raise _taken("Thread", thread.id)
         return {"written": written}
 
     return await _answer(work())
