@@ -16,9 +16,11 @@ otherwise a plain line every few seconds. A summary ends every command.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from langchain_retro._cli_common import EXIT_ERROR, PROG, database, print_json
@@ -31,9 +33,11 @@ from langchain_retro.migrate import (
     import_from_file,
     migrate,
     open_store,
+    sqlite_path,
     verify_migration,
 )
 from langchain_retro.stores.base import BaseStore
+from langchain_retro.stores.sqlite import SQLiteStore
 
 __all__ = ["COMMANDS", "add_commands"]
 
@@ -143,7 +147,12 @@ class _Progress:
             from tqdm import tqdm  # noqa: PLC0415
 
             self._bar = tqdm(
-                total=total, unit=" msg", unit_scale=True, desc=what, file=sys.stderr
+                total=total,
+                unit=" msg",
+                unit_scale=True,
+                desc=what,
+                file=sys.stderr,
+                ncols=_columns(),
             )
 
     def __call__(self, kind: str, n: int) -> None:
@@ -161,6 +170,14 @@ class _Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+def _columns() -> int:
+    """The terminal's width; 80 where it reports none (a fresh pseudo-terminal)."""
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns or 80
+    except OSError:
+        return 80
 
 
 def _total(store: BaseStore, threads: list[str] | None) -> int | None:
@@ -223,9 +240,17 @@ def _verified(report: VerifyReport) -> int:
 # --- the commands ---------------------------------------------------------------------
 
 
+def _dest(args: argparse.Namespace) -> BaseStore:
+    """The destination; for a dry run, a SQLite file that does not exist is not made."""
+    path = sqlite_path(args.dest)
+    if args.dry_run and path is not None and not Path(path).exists():
+        return SQLiteStore(":memory:")  # the same answer: it holds nothing
+    return open_store(args.dest)
+
+
 def run_migrate(args: argparse.Namespace) -> int:
     """``migrate SOURCE DEST``."""
-    with open_store(args.source) as source, open_store(args.dest) as dest:
+    with open_store(args.source) as source, _dest(args) as dest:
         total = None if args.dry_run else _total(source, args.threads)
         report = _with_progress(
             "migrate",

@@ -154,6 +154,26 @@ def _shown(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def sqlite_path(url: str) -> str | None:
+    """The file a SQLite store URL names (a path or ``sqlite:///path``), else ``None``.
+
+    Raises:
+        RetroValueError: For a ``sqlite://`` URL that names no file.
+    """
+    text = str(url).strip()
+    if "://" not in text:
+        return text
+    scheme, path = text.split("://", 1)
+    if scheme.lower() != "sqlite":
+        return None
+    if not path.startswith("/") or path == "/":
+        raise RetroValueError(
+            f"{text!r} names no file: write sqlite:///relative.db or "
+            "sqlite:////absolute/path.db."
+        )
+    return path[1:]
+
+
 def open_store(url: str) -> BaseStore:
     """Open the store a URL names (see the module docstring); the caller closes it.
 
@@ -171,17 +191,10 @@ def open_store(url: str) -> BaseStore:
             "A store URL is empty: pass a SQLite path, sqlite:///path, "
             "postgresql://... or http(s)://host/v1."
         )
-    scheme = urlsplit(text).scheme.lower() if "://" in text else ""
-    if scheme == "":
-        return SQLiteStore(text)
-    if scheme == "sqlite":
-        path = text.split("://", 1)[1]
-        if not path.startswith("/") or path == "/":
-            raise RetroValueError(
-                f"{text!r} names no file: write sqlite:///relative.db or "
-                "sqlite:////absolute/path.db."
-            )
-        return SQLiteStore(path[1:])
+    path = sqlite_path(text)
+    if path is not None:
+        return SQLiteStore(path)
+    scheme = urlsplit(text).scheme.lower()
     if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
         return _postgres(text)
     if scheme in ("http", "https"):

@@ -7,6 +7,7 @@ the command again ends with the destination equal to the source.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -14,6 +15,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -210,7 +212,11 @@ def test_a_dry_run_says_what_would_be_copied(
     done = cli("migrate", str(source), f"sqlite:///{dest}", "--dry-run")
     assert done.returncode == 0, done.stderr
     assert "would copy: 2 assistants, 2 threads, 2 runs, 4 messages" in done.stdout
-    assert _sqlite_snapshot(dest) == {"assistants": [], "threads": []}
+    assert not dest.exists()  # not even an empty file
+    assert cli("migrate", str(source), str(dest)).returncode == 0
+    done = cli("migrate", str(source), str(dest), "--dry-run")
+    assert "would copy: 0 assistants, 0 threads, 0 runs, 0 messages" in done.stdout
+    assert "already there: 2 assistants, 2 threads, 2 runs, 4 messages" in done.stdout
 
 
 def test_verify_fails_when_the_copy_differs(
@@ -312,3 +318,49 @@ def test_bad_urls_and_a_missing_key_are_named(
     done = cli("migrate", str(source), "http://127.0.0.1:9/v1")
     assert done.returncode == 1
     assert "set LANGCHAIN_RETRO_API_KEY" in done.stderr
+
+
+def test_on_a_terminal_and_through_a_pipe_the_summary_ends_the_run(
+    source: Path, tmp_path: Path
+) -> None:
+    import pty  # noqa: PLC0415 - POSIX only, like the kill test
+
+    leader, follower = pty.openpty()
+    dest = tmp_path / "dest.db"
+    seen = bytearray()
+
+    def drain() -> None:
+        with contextlib.suppress(OSError):
+            while chunk := os.read(leader, 65536):
+                seen.extend(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    with subprocess.Popen(  # noqa: S603 - our own command
+        [sys.executable, "-m", "langchain_retro", "migrate", str(source), str(dest)],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=follower,
+    ) as process:
+        out, _ = process.communicate(timeout=60)
+    os.close(follower)
+    reader.join(timeout=10)
+    os.close(leader)
+    # On a terminal the bar (tqdm) draws on stderr and never reaches stdout.
+    assert process.returncode == 0
+    assert b"Traceback" not in seen
+    assert out.startswith(b"copied: 2 assistants, 2 threads, 2 runs, 4 messages")
+    # Not a terminal: no bar, no control characters, only the summary.
+    piped = subprocess.run(  # noqa: S603 - our own command
+        [sys.executable, "-m", "langchain_retro", "migrate", str(source), str(dest)],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert piped.returncode == 0
+    assert "\r" not in piped.stderr
+    assert "already there (left as they were)" in piped.stdout
