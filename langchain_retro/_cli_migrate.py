@@ -78,6 +78,12 @@ def add_commands(
     )
     _thread_option(move)
     move.add_argument(
+        "--id-map",
+        metavar="FILE",
+        help="for a DEST that assigns its own ids: copy with new ids, rewrite every "
+        "reference, append the old -> new map to FILE (JSON Lines)",
+    )
+    move.add_argument(
         "--batch-size",
         type=_positive,
         default=5_000,
@@ -262,6 +268,7 @@ def run_migrate(args: argparse.Namespace) -> int:
                 dry_run=args.dry_run,
                 batch_size=args.batch_size,
                 progress=progress,
+                id_map=args.id_map,
             ),
         )
         checked = (

@@ -30,12 +30,14 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, ExitStack
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field
 
 from langchain_retro._export import ExportReader, ExportWriter, check_lines
+from langchain_retro._remap import RemapWriter
 from langchain_retro._steps import Call, Steps, adrive_calls, call, drive_calls
 from langchain_retro._transfer import (
     Counts,
@@ -238,8 +240,18 @@ def _copy(
     batch_size: int,
     progress: Progress | None,
     dry_run: bool,
+    id_map: str | os.PathLike[str] | None = None,
 ) -> Steps[Call[Any], TransferReport]:
     started = time.monotonic()
+    if not dest.keeps_ids and id_map is not None and not dry_run:
+        remap = _remap_writer(dest, id_map, batch_size, progress)
+        yield from store_records(source, remap.add, thread_ids=thread_ids)
+        yield from remap.finish()
+        return TransferReport(
+            written=remap.written.as_dict(),
+            skipped=remap.skipped.as_dict(),
+            seconds=time.monotonic() - started,
+        )
     if dry_run:
         missing, present = yield from plan(source, dest, thread_ids)
         return TransferReport(
@@ -268,10 +280,35 @@ def _check_keeps_ids(dest: BaseStore) -> None:
     if not dest.keeps_ids:
         raise IdsNotKeptError(
             f"{dest!r} assigns its own ids, so a copy into it would lose the ids "
-            "that messages, runs and hwm refer to; nothing was written. Copy into "
-            "a store that keeps ids: SQLite, PostgreSQL, or a langchain-retro serve "
-            "server."
+            "that messages, runs and hwm refer to; nothing was written. Pass "
+            "id_map=FILE (--id-map FILE) to copy with new ids, every reference "
+            "rewritten and the map written there, or copy into a store that keeps "
+            "ids: SQLite, PostgreSQL, or a langchain-retro serve server."
         )
+
+
+def _remap_writer(
+    dest: BaseStore,
+    id_map: str | os.PathLike[str],
+    batch_size: int,
+    progress: Progress | None,
+) -> RemapWriter:
+    path = Path(id_map)
+
+    def write(lines: list[str]) -> None:
+        with path.open("a", encoding="utf-8") as file:
+            file.write("".join(line + "\n" for line in lines))
+
+    async def awrite(lines: list[str]) -> None:
+        await asyncio.to_thread(write, lines)
+
+    return RemapWriter(
+        dest,
+        write_map=write,
+        awrite_map=awrite,
+        batch_size=min(_batch(batch_size), 1_000),
+        progress=progress,
+    )
 
 
 def _batch(batch_size: int) -> int:
@@ -371,6 +408,7 @@ def migrate(
     dry_run: bool = False,
     batch_size: int = DEFAULT_BATCH,
     progress: Progress | None = None,
+    id_map: str | os.PathLike[str] | None = None,
 ) -> TransferReport:
     """Copy a store into another, keeping ids, times, metadata and order.
 
@@ -385,12 +423,18 @@ def migrate(
         dry_run: Write nothing; report what the destination lacks and holds.
         batch_size: Records per write.
         progress: Called with ``(kind, n)`` as records are written.
+        id_map: For a destination that assigns its own ids: copy with new ids,
+            rewrite every reference (``assistant_id``, ``hwm``, ``reply_to``), and
+            append the map of old to new ids to this JSON Lines file. Run records
+            cannot be written there and are skipped. Ignored for a destination
+            that keeps ids.
 
     Returns:
         What was written and what the destination already held.
 
     Raises:
-        IdsNotKeptError: If the destination assigns its own ids.
+        IdsNotKeptError: If the destination assigns its own ids and no ``id_map``
+            is given.
         TransferError: If a thread differs between the two in a way a copy cannot
             resolve (its destination copy was changed since).
     """
@@ -405,6 +449,7 @@ def migrate(
                 batch_size=batch_size,
                 progress=progress,
                 dry_run=dry_run,
+                id_map=id_map,
             )
         )
 
@@ -417,6 +462,7 @@ async def amigrate(
     dry_run: bool = False,
     batch_size: int = DEFAULT_BATCH,
     progress: Progress | None = None,
+    id_map: str | os.PathLike[str] | None = None,
 ) -> TransferReport:
     """Async twin of `migrate`."""
     async with AsyncExitStack() as stack:
@@ -430,6 +476,7 @@ async def amigrate(
                 batch_size=batch_size,
                 progress=progress,
                 dry_run=dry_run,
+                id_map=id_map,
             )
         )
 
