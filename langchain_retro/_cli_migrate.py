@@ -3,6 +3,7 @@
 Usage::
 
     langchain-retro migrate SOURCE DEST [--dry-run] [--verify] [--thread ID]...
+        [--id-map FILE] [--batch-size N]
     langchain-retro export [--store URL] [--thread ID]... FILE
     langchain-retro import [--store URL] FILE
 

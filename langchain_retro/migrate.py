@@ -13,8 +13,10 @@ Stores are named by URL (`open_store`) or passed as objects:
 ``created_at``, metadata (typed fields included), ``hwm`` and message order. It
 streams (bounded pages, batched writes) and can be run again after any
 interruption: it writes what is missing, nothing twice, and ends as an
-uninterrupted run would (see ``langchain_retro._transfer``). `verify_migration`
-compares counts and a checksum of every thread's messages on both sides.
+uninterrupted run would (see ``langchain_retro._transfer``). Into a store that
+assigns its own ids it copies with new ids and an id map, when given one
+(``langchain_retro._remap``). `verify_migration` compares counts and a checksum of
+every thread's messages on both sides.
 
 `export_to_file` writes JSON Lines (``langchain_retro._export``, gzip for ``.gz``);
 `import_from_file` validates the whole file before writing anything, then writes it
