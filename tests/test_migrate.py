@@ -297,3 +297,24 @@ def test_the_file_is_versioned_json_lines(tmp_path: Path) -> None:
     assert kinds[-1] == "end"
     assert lines[-1]["counts"]["messages"] == kinds.count("message") == 4
     assert not (tmp_path / "out.jsonl.partial").exists()
+
+
+def test_an_interrupted_import_resumes_at_any_point(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    path = tmp_path / "all.jsonl.gz"
+    with stores(tmp_path, "sqlite") as (source,):
+        fill(source, FIXED * 3)
+        expected = snapshot(source)
+        export_to_file(source, path)
+    stops = 0
+    with _Stopping(tmp_path / "dest.db") as dest:
+        while True:
+            dest.budget = rng.randrange(1, 3)
+            try:
+                import_from_file(path, dest, batch_size=rng.randrange(1, 5))
+            except _StoppedError:
+                stops += 1
+                continue
+            break
+        assert stops >= 10
+        assert snapshot(dest) == expected
