@@ -15,6 +15,8 @@ from langchain_retro.errors import (
     AssistantInUseError,
     AssistantNotFoundError,
     CorruptDataError,
+    ExportFormatError,
+    IdsNotKeptError,
     MessageConversionError,
     MessageIdConflictError,
     MessageNotFoundError,
@@ -38,6 +40,20 @@ from langchain_retro.errors import (
     ThreadBusyError,
     ThreadNotFoundError,
     ToolOutputsError,
+    TransferError,
+)
+from langchain_retro.migrate import (
+    TransferReport,
+    VerifyReport,
+    aexport_to_file,
+    aimport_from_file,
+    amigrate,
+    averify_migration,
+    export_to_file,
+    import_from_file,
+    migrate,
+    open_store,
+    verify_migration,
 )
 from langchain_retro.records import (
     Assistant,
@@ -78,6 +94,8 @@ __all__ = [
     "BaseThread",
     "ChatCompletionThread",
     "CorruptDataError",
+    "ExportFormatError",
+    "IdsNotKeptError",
     "MessageConversionError",
     "MessageIdConflictError",
     "MessageNotFoundError",
@@ -109,7 +127,19 @@ __all__ = [
     "ThreadNotFoundError",
     "ThreadRunner",
     "ToolOutputsError",
+    "TransferError",
+    "TransferReport",
+    "VerifyReport",
     "__version__",
+    "aexport_to_file",
+    "aimport_from_file",
+    "amigrate",
+    "averify_migration",
+    "export_to_file",
+    "import_from_file",
+    "migrate",
+    "open_store",
+    "verify_migration",
 ]
 
 

@@ -16,12 +16,15 @@ Usage::
     langchain-retro chat [--thread ID]         # a REPL; --offline needs no key
     langchain-retro serve [--host H] [--port P] [--workers N] [--api-key KEY]
         [--metadata-limits off]                # off: the /v1/retro routes take any size
+    langchain-retro migrate SOURCE DEST [--dry-run] [--verify]   # store URLs
+    langchain-retro export [--thread ID]... FILE | import FILE  # JSON Lines, .gz
 
 The database is ``--db``, else ``$LANGCHAIN_RETRO_DB`` unless empty, else
 ``langchain-retro.db`` in the working directory (the embedded `SQLiteStore`); an
 empty ``--db`` is refused. The modules behind it: ``_cli_common`` (option types,
 output, the hints printed for the next command), ``_cli_records`` (assistants and
-threads), ``_cli_runs`` (runs), ``_cli_chat`` (chat and demo) and
+threads), ``_cli_runs`` (runs), ``_cli_chat`` (chat and demo), ``_cli_migrate``
+(migrate, export, import) and
 ``langchain_retro.server.serve`` (serve, with the ``server`` extra). Chats and the
 demo reach the model through ``ChatOpenAI``, which reads ``OPENAI_API_KEY`` and
 ``OPENAI_BASE_URL``; ``--offline`` uses the package's echo model instead, and says so
@@ -41,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from langchain_retro import _cli_chat, _cli_records, _cli_runs
+from langchain_retro import _cli_chat, _cli_migrate, _cli_records, _cli_runs
 from langchain_retro._cli_common import (
     DEFAULT_LIMIT,
     EXIT_ERROR,
@@ -391,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     _runs_commands(commands, command)
     _run_commands(commands, command)
     _serve_command(commands, command)
+    _cli_migrate.add_commands(commands, command)
     return parser
 
 
@@ -448,6 +452,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             # The server opens its store in each worker (SQLite or PostgreSQL).
             return _serve(args)
+        if args.command in _cli_migrate.COMMANDS:  # they open their own stores
+            return int(args.handler(args))
         with SQLiteStore(database(args.db)) as store:
             return handler(args, store)
     except KeyboardInterrupt:

@@ -22,6 +22,9 @@ built-in exception it means, so callers can catch either::
     ├── StoreError(RetroError, RuntimeError)   the backend failed; the cause is chained
     │   ├── SchemaVersionError                 the database is newer than this package
     │   └── CorruptDataError                   a stored row no longer rebuilds
+    ├── IdsNotKeptError(RetroError, NotImplementedError)  a store assigns its own ids
+    ├── TransferError(RetroError, RuntimeError)  a copy or import cannot go on safely
+    │   └── ExportFormatError(TransferError, ValueError)  an export file is not usable
     ├── MissingDependencyError(RetroError, ImportError)
     └── RunError(RetroError, RuntimeError)
         ├── ThreadBusyError(RunError, TimeoutError)
@@ -40,6 +43,8 @@ __all__ = [
     "AssistantInUseError",
     "AssistantNotFoundError",
     "CorruptDataError",
+    "ExportFormatError",
+    "IdsNotKeptError",
     "MessageConversionError",
     "MessageIdConflictError",
     "MessageNotFoundError",
@@ -63,6 +68,7 @@ __all__ = [
     "ThreadBusyError",
     "ThreadNotFoundError",
     "ToolOutputsError",
+    "TransferError",
 ]
 
 
@@ -233,6 +239,32 @@ class CorruptDataError(StoreError):
     ) -> None:
         self.object_id = object_id
         self.thread_id = thread_id
+        super().__init__(message)
+
+
+class IdsNotKeptError(RetroError, NotImplementedError):
+    """The store cannot write records under the ids they already have.
+
+    Raised by the id-keeping import operations of a store that assigns its own ids
+    (`langchain_retro.stores.base.BaseStore.keeps_ids` is false).
+    """
+
+
+class TransferError(RetroError, RuntimeError):
+    """A copy (migrate, import) cannot go on without losing or duplicating data.
+
+    The message names the object and what differs; nothing more was written.
+    """
+
+
+class ExportFormatError(TransferError, ValueError):
+    """An export file is not a langchain-retro export this version can read.
+
+    Carries the ``line`` (1-based) where the problem is, ``None`` for the whole file.
+    """
+
+    def __init__(self, message: str, *, line: int | None = None) -> None:
+        self.line = line
         super().__init__(message)
 
 

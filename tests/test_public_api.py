@@ -27,6 +27,8 @@ PUBLIC = [
     "BaseThread",
     "ChatCompletionThread",
     "CorruptDataError",
+    "ExportFormatError",
+    "IdsNotKeptError",
     "MessageConversionError",
     "MessageIdConflictError",
     "MessageNotFoundError",
@@ -58,7 +60,19 @@ PUBLIC = [
     "ThreadNotFoundError",
     "ThreadRunner",
     "ToolOutputsError",
+    "TransferError",
+    "TransferReport",
+    "VerifyReport",
     "__version__",
+    "aexport_to_file",
+    "aimport_from_file",
+    "amigrate",
+    "averify_migration",
+    "export_to_file",
+    "import_from_file",
+    "migrate",
+    "open_store",
+    "verify_migration",
 ]
 
 STORES = ["AssistantsAPIStore", "BaseStore", "PostgresStore", "SQLiteStore"]

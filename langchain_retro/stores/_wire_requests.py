@@ -35,8 +35,10 @@ from langchain_retro.stores.base import (
     StoredMessage,
     StoredRun,
     StoredThread,
+    ThreadCopy,
     ThreadQuery,
     check_assistant_fields,
+    check_copies,
     check_hwm_key,
     check_metadata,
     check_new_ids,
@@ -501,3 +503,36 @@ class Requests:
 
     def get_thread_usage(self, thread_id: str) -> Request[RunUsage]:
         return Request("get", f"{_thread(thread_id)}/usage", RunUsage.model_validate)
+
+    # --- copies that keep ids (migrate, import) --------------------------------------
+
+    def _import(
+        self,
+        path: str,
+        key: str,
+        records: Sequence[StoredAssistant | ThreadCopy | StoredRun],
+        owner: str,
+    ) -> Request[list[str]]:
+        check_copies(records, self.limits, owner)
+        return Request(
+            "post",
+            path,
+            lambda data: [str(i) for i in data["written"]],
+            {
+                key: [r.model_dump(mode="json") for r in records],
+                "limits": self._limits_json(),
+            },
+        )
+
+    def import_assistants(
+        self, assistants: Sequence[StoredAssistant]
+    ) -> Request[list[str]]:
+        return self._import(
+            "/retro/assistants:import", "assistants", assistants, "Assistant"
+        )
+
+    def import_threads(self, threads: Sequence[ThreadCopy]) -> Request[list[str]]:
+        return self._import("/retro/threads:import", "threads", threads, "Thread")
+
+    def import_runs(self, runs: Sequence[StoredRun]) -> Request[list[str]]:
+        return self._import("/retro/runs:import", "runs", runs, "Run")

@@ -80,6 +80,7 @@ from langchain_retro.stores.base import (
     StoredMessage,
     StoredRun,
     StoredThread,
+    ThreadCopy,
     ThreadQuery,
 )
 
@@ -786,6 +787,36 @@ class AssistantsAPIStore(BaseStore):
     async def aget_thread_usage(self, thread_id: str) -> RunUsage:
         """Async twin of `get_thread_usage`."""
         return await self._asend(self._requests.get_thread_usage(thread_id))
+
+    # --- copies that keep ids (migrate, import) --------------------------------------
+
+    keeps_ids = True
+
+    def import_assistants(self, assistants: Sequence[StoredAssistant]) -> list[str]:
+        """Write assistants under their ids: one request, one transaction."""
+        return self._send(self._requests.import_assistants(assistants))
+
+    async def aimport_assistants(
+        self, assistants: Sequence[StoredAssistant]
+    ) -> list[str]:
+        """Async twin of `import_assistants`."""
+        return await self._asend(self._requests.import_assistants(assistants))
+
+    def import_threads(self, threads: Sequence[ThreadCopy]) -> list[str]:
+        """Write threads under their ids: one request, one transaction."""
+        return self._send(self._requests.import_threads(threads))
+
+    async def aimport_threads(self, threads: Sequence[ThreadCopy]) -> list[str]:
+        """Async twin of `import_threads`."""
+        return await self._asend(self._requests.import_threads(threads))
+
+    def import_runs(self, runs: Sequence[StoredRun]) -> list[str]:
+        """Write run records under their ids: one request, one transaction."""
+        return self._send(self._requests.import_runs(runs))
+
+    async def aimport_runs(self, runs: Sequence[StoredRun]) -> list[str]:
+        """Async twin of `import_runs`."""
+        return await self._asend(self._requests.import_runs(runs))
 
 
 _closing: set[asyncio.Task[None]] = set()

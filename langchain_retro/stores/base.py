@@ -45,6 +45,7 @@ from langchain_retro._metadata import (
 )
 from langchain_retro._steps import Call, Steps, adrive_calls, call, drive_calls
 from langchain_retro.errors import (
+    IdsNotKeptError,
     MessageIdConflictError,
     MetadataError,
     RetroValueError,
@@ -107,6 +108,7 @@ __all__ = [
     "StoredRun",
     "StoredThread",
     "SubmitToolOutputs",
+    "ThreadCopy",
     "ThreadQuery",
     "TruncationStrategy",
     "answered_in_batch",
@@ -114,11 +116,13 @@ __all__ = [
     "busy_refusal",
     "cancel_requested",
     "check_assistant_fields",
+    "check_copies",
     "check_hwm_key",
     "check_message_id",
     "check_metadata",
     "check_new_ids",
     "has_reply",
+    "imported_run",
     "lapsed_status",
     "new_run_row",
     "newest_busy",
@@ -1190,3 +1194,120 @@ class BaseStore(ABC):
     @abstractmethod
     async def aget_thread_usage(self, thread_id: str) -> RunUsage:
         """Async twin of `get_thread_usage`."""
+
+    # --- copies that keep ids (migrate, import) --------------------------------------
+
+    keeps_ids: bool = False
+    """Whether the store writes records under the ids they already have.
+
+    True for the stores that implement `import_assistants`, `import_threads` and
+    `import_runs`; a store that assigns its own ids leaves it false, and those
+    operations raise `IdsNotKeptError`.
+    """
+
+    def import_assistants(self, assistants: Sequence[StoredAssistant]) -> list[str]:
+        """Write assistants as they are (id, ``created_at``, fields, metadata).
+
+        One transaction, all or none, checked before any write. An id the store
+        already holds is left as it is (so a copy run again writes nothing twice).
+
+        Returns:
+            The ids written, in the given order (those already present left out).
+
+        Raises:
+            IdsNotKeptError: If the store assigns its own ids.
+        """
+        raise IdsNotKeptError(_ids_not_kept(self, "assistants"))
+
+    async def aimport_assistants(
+        self, assistants: Sequence[StoredAssistant]
+    ) -> list[str]:
+        """Async twin of `import_assistants`."""
+        raise IdsNotKeptError(_ids_not_kept(self, "assistants"))
+
+    def import_threads(self, threads: Sequence[ThreadCopy]) -> list[str]:
+        """Write threads as they are (id, ``created_at``, metadata, token totals).
+
+        Threads keep the given order among themselves. One transaction, all or none,
+        checked before any write; an id already present is left as it is. Messages
+        follow with `bulk_add_messages`, which keeps their ids and ``created_at``.
+
+        Returns:
+            The ids written, in the given order (those already present left out).
+
+        Raises:
+            IdsNotKeptError: If the store assigns its own ids.
+        """
+        raise IdsNotKeptError(_ids_not_kept(self, "threads"))
+
+    async def aimport_threads(self, threads: Sequence[ThreadCopy]) -> list[str]:
+        """Async twin of `import_threads`."""
+        raise IdsNotKeptError(_ids_not_kept(self, "threads"))
+
+    def import_runs(self, runs: Sequence[StoredRun]) -> list[str]:
+        """Write run records as they are, on their threads (which must exist).
+
+        A run keeps its id, status, times, settings, usage and metadata; one that is
+        still active in the copy (its lease stays behind) is written as it then
+        reads, ``expired`` or ``cancelled`` (`imported_run`). Runs keep the given
+        order within their thread. One transaction, all or none; an id already
+        present is left as it is. Thread token totals are not touched: they come
+        with `import_threads`.
+
+        Returns:
+            The ids written, in the given order (those already present left out).
+
+        Raises:
+            ThreadNotFoundError: If a run's thread does not exist; nothing written.
+            IdsNotKeptError: If the store assigns its own ids.
+        """
+        raise IdsNotKeptError(_ids_not_kept(self, "runs"))
+
+    async def aimport_runs(self, runs: Sequence[StoredRun]) -> list[str]:
+        """Async twin of `import_runs`."""
+        raise IdsNotKeptError(_ids_not_kept(self, "runs"))
+
+
+def _ids_not_kept(store: BaseStore, what: str) -> str:
+    return (
+        f"{type(store).__name__} assigns its own ids, so it cannot import {what} "
+        "under theirs. Copy into a store that keeps ids (SQLite, PostgreSQL, or "
+        "langchain-retro serve's /v1/retro routes)."
+    )
+
+
+class ThreadCopy(StoredThread):
+    """A thread with its runs' token totals, as `BaseStore.import_threads` takes it."""
+
+    usage: RunUsage = Field(default_factory=RunUsage)
+    """The thread's running token totals (`BaseStore.get_thread_usage`)."""
+
+
+def imported_run(run: StoredRun, now: float) -> StoredRun:
+    """A run as an import writes it: settled as if its lease were gone.
+
+    The lease a run held stays with the source, so an active run is written with
+    the status it would read with in the copy (`settle`): ``expired``, or
+    ``cancelled`` if it was ``cancelling``.
+    """
+    return settle(run, held=False, lease_expires_at=None, now=now)
+
+
+def check_copies(
+    records: Sequence[_Stored | StoredRun], limits: MetadataLimits, owner: str
+) -> None:
+    """Check records to import: metadata within the limits, no id given twice.
+
+    Raises:
+        MetadataError: If a record's metadata is not strings within the limits.
+        RetroValueError: If an id is given twice in the batch.
+    """
+    seen: set[str] = set()
+    for record in records:
+        check_metadata(record.metadata, limits, f"{owner} {record.id!r}")
+        if record.id in seen:
+            raise RetroValueError(
+                f"{owner} id {record.id!r} is given twice in one import batch; "
+                "nothing was written. Give each record once."
+            )
+        seen.add(record.id)

@@ -77,6 +77,7 @@ costs no failed call; pools you build get the same with
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import closing, nullcontext
 from typing import Any, NoReturn, TypeVar, cast
@@ -104,6 +105,12 @@ from langchain_retro.stores._postgres_checks import (
     _conflict,
     _message_ids,
     _run_taken,
+)
+from langchain_retro.stores._postgres_import import (
+    _q_import_assistants,
+    _q_import_runs,
+    _q_import_threads,
+    _q_threads_present,
 )
 from langchain_retro.stores._postgres_io import _adrive, _drive, _errors, _started
 from langchain_retro.stores._postgres_pool import _Pools
@@ -201,16 +208,19 @@ from langchain_retro.stores.base import (
     StoredMessage,
     StoredRun,
     StoredThread,
+    ThreadCopy,
     ThreadQuery,
     answered_in_batch,
     busy_error,
     busy_refusal,
     cancel_requested,
     check_assistant_fields,
+    check_copies,
     check_hwm_key,
     check_metadata,
     check_new_ids,
     has_reply,
+    imported_run,
     new_run_row,
     resumed_run,
     updated_run,
@@ -1771,6 +1781,66 @@ class PostgresStore(BaseStore):
         """Async twin of `get_thread_usage`."""
         return await self._arun(self._get_thread_usage(thread_id))
 
+    # --- copies that keep ids (migrate, import) --------------------------------------
+
+    keeps_ids = True
+
+    def _import_assistants(
+        self, assistants: Sequence[StoredAssistant]
+    ) -> _Op[list[str]]:
+        check_copies(assistants, self.limits, "Assistant")
+        if not assistants:
+            return []
+        rows = yield _q_import_assistants(self._names, assistants)
+        return _in_order(assistants, rows)
+
+    def import_assistants(self, assistants: Sequence[StoredAssistant]) -> list[str]:
+        """Write assistants as they are, skipping ids present: one statement."""
+        return self._run(self._import_assistants(assistants))
+
+    async def aimport_assistants(
+        self, assistants: Sequence[StoredAssistant]
+    ) -> list[str]:
+        """Async twin of `import_assistants`."""
+        return await self._arun(self._import_assistants(assistants))
+
+    def _import_threads(self, threads: Sequence[ThreadCopy]) -> _Op[list[str]]:
+        check_copies(threads, self.limits, "Thread")
+        if not threads:
+            return []
+        rows = yield _q_import_threads(self._names, threads)
+        return _in_order(threads, rows)
+
+    def import_threads(self, threads: Sequence[ThreadCopy]) -> list[str]:
+        """Write threads as they are, skipping ids present: one statement."""
+        return self._run(self._import_threads(threads))
+
+    async def aimport_threads(self, threads: Sequence[ThreadCopy]) -> list[str]:
+        """Async twin of `import_threads`."""
+        return await self._arun(self._import_threads(threads))
+
+    def _import_runs(self, runs: Sequence[StoredRun]) -> _Op[list[str]]:
+        check_copies(runs, self.limits, "Run")
+        if not runs:
+            return []
+        wanted = list(dict.fromkeys(r.thread_id for r in runs))
+        present = {row[0] for row in (yield _q_threads_present(self._names, wanted))}
+        for thread_id in wanted:
+            if thread_id not in present:
+                raise ThreadNotFoundError(thread_id)
+        rows = yield _q_import_runs(
+            self._names, [imported_run(r, _now()) for r in runs]
+        )
+        return _in_order(runs, rows)
+
+    def import_runs(self, runs: Sequence[StoredRun]) -> list[str]:
+        """Write run records as they are, skipping ids present: one transaction."""
+        return self._run(self._import_runs(runs), transaction=True)
+
+    async def aimport_runs(self, runs: Sequence[StoredRun]) -> list[str]:
+        """Async twin of `import_runs`."""
+        return await self._arun(self._import_runs(runs), transaction=True)
+
 
 def _thread_and_assistant(
     thread_id: str, row: Sequence[Any]
@@ -1794,3 +1864,16 @@ def _tokens(usage: RunUsage | None) -> tuple[int, int, int]:
     if usage is None:
         return 0, 0, 0
     return usage.prompt_tokens, usage.completion_tokens, usage.total_tokens
+
+
+def _in_order(
+    records: Sequence[StoredAssistant | ThreadCopy | StoredRun], rows: _Rows
+) -> list[str]:
+    """The ids of ``records`` that ``RETURNING id`` gave back, in the records' order."""
+    written = {row[0] for row in rows}
+    return [r.id for r in records if r.id in written]
+
+
+def _now() -> float:
+    """The local clock, for settling imported runs (as every read settles them)."""
+    return time.time()

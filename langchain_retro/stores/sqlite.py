@@ -74,16 +74,19 @@ from langchain_retro.stores.base import (
     StoredMessage,
     StoredRun,
     StoredThread,
+    ThreadCopy,
     ThreadQuery,
     answered_in_batch,
     busy_error,
     busy_refusal,
     cancel_requested,
     check_assistant_fields,
+    check_copies,
     check_hwm_key,
     check_metadata,
     check_new_ids,
     has_reply,
+    imported_run,
     new_run_row,
     resumed_run,
     run_from_row,
@@ -1769,3 +1772,117 @@ class SQLiteStore(BaseStore):
     async def aget_thread_usage(self, thread_id: str) -> RunUsage:
         """Async twin of `get_thread_usage`."""
         return await self._run(self.get_thread_usage, thread_id)
+
+    # --- copies that keep ids (migrate, import) --------------------------------------
+
+    keeps_ids = True
+
+    @staticmethod
+    def _absent(conn: sqlite3.Connection, table: str, ids: Sequence[str]) -> set[str]:
+        """The ids of ``ids`` that ``table`` does not hold."""
+        present: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            present.update(
+                row[0]
+                for row in conn.execute(
+                    f"SELECT id FROM {table} "  # noqa: S608 - a fixed table name
+                    f"WHERE id IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                )
+            )
+        return set(ids) - present
+
+    def import_assistants(self, assistants: Sequence[StoredAssistant]) -> list[str]:
+        """Write assistants as they are, skipping ids present; see `BaseStore`."""
+        check_copies(assistants, self.limits, "Assistant")
+        if not assistants:
+            return []
+        with self._tx(write=True) as conn:
+            absent = self._absent(conn, "assistants", [a.id for a in assistants])
+            new = [a for a in assistants if a.id in absent]
+            conn.executemany(
+                f"INSERT INTO assistants ({_ASSISTANT_COLUMNS}) "  # noqa: S608
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        a.id,
+                        a.created_at,
+                        dumps(a.metadata),
+                        *(getattr(a, name) for name in ASSISTANT_FIELDS),
+                    )
+                    for a in new
+                ],
+            )
+        return [a.id for a in new]
+
+    async def aimport_assistants(
+        self, assistants: Sequence[StoredAssistant]
+    ) -> list[str]:
+        """Async twin of `import_assistants`."""
+        return await self._run(self.import_assistants, assistants)
+
+    def import_threads(self, threads: Sequence[ThreadCopy]) -> list[str]:
+        """Write threads as they are, skipping ids present; see `BaseStore`."""
+        check_copies(threads, self.limits, "Thread")
+        if not threads:
+            return []
+        with self._tx(write=True) as conn:
+            absent = self._absent(conn, "threads", [t.id for t in threads])
+            new = [t for t in threads if t.id in absent]
+            for thread in new:
+                cursor = conn.execute(
+                    "INSERT INTO threads (id, created_at, metadata, prompt_tokens, "
+                    "completion_tokens, total_tokens) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        thread.id,
+                        thread.created_at,
+                        dumps(thread.metadata),
+                        thread.usage.prompt_tokens,
+                        thread.usage.completion_tokens,
+                        thread.usage.total_tokens,
+                    ),
+                )
+                conn.executemany(
+                    "INSERT INTO thread_metadata (key, value, thread_seq) "
+                    "VALUES (?, ?, ?)",
+                    [(k, v, cursor.lastrowid) for k, v in thread.metadata.items()],
+                )
+        return [t.id for t in new]
+
+    async def aimport_threads(self, threads: Sequence[ThreadCopy]) -> list[str]:
+        """Async twin of `import_threads`."""
+        return await self._run(self.import_threads, threads)
+
+    def import_runs(self, runs: Sequence[StoredRun]) -> list[str]:
+        """Write run records as they are, skipping ids present; see `BaseStore`."""
+        check_copies(runs, self.limits, "Run")
+        if not runs:
+            return []
+        now = time.time()
+        with self._tx(write=True) as conn:
+            seqs: dict[str, int] = {}
+            for run in runs:
+                if run.thread_id not in seqs:
+                    seqs[run.thread_id] = self._thread_row(conn, run.thread_id)[0]
+            absent = self._absent(conn, "runs", [r.id for r in runs])
+            new = [imported_run(r, now) for r in runs if r.id in absent]
+            conn.executemany(
+                "INSERT INTO runs (thread_seq, id, status, created_at, lease_owner, "
+                "body) VALUES (?, ?, ?, ?, NULL, ?)",
+                [
+                    (
+                        seqs[r.thread_id],
+                        r.id,
+                        r.status,
+                        r.created_at,
+                        sql_.stored_body(r),
+                    )
+                    for r in new
+                ],
+            )
+        return [r.id for r in new]
+
+    async def aimport_runs(self, runs: Sequence[StoredRun]) -> list[str]:
+        """Async twin of `import_runs`."""
+        return await self._run(self.import_runs, runs)

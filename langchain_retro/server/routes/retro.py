@@ -72,7 +72,9 @@ from langchain_retro.stores.base import (
     Order,
     StoredAssistant,
     StoredMessage,
+    StoredRun,
     StoredThread,
+    ThreadCopy,
     ThreadQuery,
 )
 
@@ -783,5 +785,111 @@ async def get_thread_usage(ctx: Ctx, thread_id: str) -> JSONResponse:
         await _thread(ctx, thread_id)
         usage = await ctx.store.aget_thread_usage(thread_id)
         return usage.model_dump(mode="json")
+
+    return await _answer(work())
+
+
+# --- copies that keep ids (migrate, import) -------------------------------------------
+
+
+class AssistantsImportBody(_Body):
+    """Assistants to write under their own ids."""
+
+    assistants: list[StoredAssistant]
+    """The assistants, as a store holds them."""
+
+
+class ThreadsImportBody(_Body):
+    """Threads to write under their own ids."""
+
+    threads: list[ThreadCopy]
+    """The threads, with their token totals."""
+
+
+class RunsImportBody(_Body):
+    """Run records to write under their own ids."""
+
+    runs: list[StoredRun]
+    """The runs, as a store holds them."""
+
+
+async def _not_taken(ctx: Context, kind: str, object_id: str) -> None:
+    """Refuse, before any write, an id another owner's object already has."""
+    if ctx.owner is None:
+        return  # no keys: every object is the caller's
+    try:
+        present = await (
+            ctx.store.aget_assistant(object_id)
+            if kind == "Assistant"
+            else ctx.store.aget_thread(object_id)
+        )
+    except (AssistantNotFoundError, ThreadNotFoundError):
+        return
+    if not owns(present.metadata, ctx.owner):
+        raise RetroValueError(
+            f"{kind} id {object_id!r} is already used on this server by data this "
+            "key does not own; nothing was written. Import with the key that owns "
+            "it, or into another server."
+        )
+
+
+@router.post("/assistants:import")
+async def import_assistants(
+    ctx: Ctx, body: AssistantsImportBody, limits: ServerLimits
+) -> JSONResponse:
+    """`BaseStore.import_assistants`: this key's assistants, ids kept."""
+
+    async def work() -> Any:
+        for assistant in body.assistants:
+            _no_owner_key(assistant.metadata)
+            check_limits(assistant.metadata, stricter(limits, body.limits))
+        for assistant in body.assistants:
+            await _not_taken(ctx, "Assistant", assistant.id)
+        written = await ctx.store.aimport_assistants(
+            [
+                a.model_copy(update={"metadata": owned(a.metadata, ctx.owner)})
+                for a in body.assistants
+            ]
+        )
+        return {"written": written}
+
+    return await _answer(work())
+
+
+@router.post("/threads:import")
+async def import_threads(
+    ctx: Ctx, body: ThreadsImportBody, limits: ServerLimits
+) -> JSONResponse:
+    """`BaseStore.import_threads`: this key's threads, ids kept."""
+
+    async def work() -> Any:
+        for thread in body.threads:
+            _no_owner_key(thread.metadata)
+            check_limits(thread.metadata, stricter(limits, body.limits))
+        for thread in body.threads:
+            await _not_taken(ctx, "Thread", thread.id)
+        written = await ctx.store.aimport_threads(
+            [
+                t.model_copy(update={"metadata": owned(t.metadata, ctx.owner)})
+                for t in body.threads
+            ]
+        )
+        return {"written": written}
+
+    return await _answer(work())
+
+
+@router.post("/runs:import")
+async def import_runs(
+    ctx: Ctx, body: RunsImportBody, limits: ServerLimits
+) -> JSONResponse:
+    """`BaseStore.import_runs`: runs on this key's threads, ids kept."""
+
+    async def work() -> Any:
+        for run in body.runs:
+            check_limits(run.metadata, stricter(limits, body.limits))
+        for thread_id in dict.fromkeys(r.thread_id for r in body.runs):
+            await _thread(ctx, thread_id)
+        return {"written": await ctx.store.aimport_runs(body.runs)}
 
     return await _answer(work())
