@@ -42,7 +42,7 @@ from langchain_retro.errors import (
     ToolOutputsError,
     TransferError,
 )
-from langchain_retro.migrate import (
+from langchain_retro.migration import (
     TransferReport,
     VerifyReport,
     aexport_to_file,

@@ -7,7 +7,7 @@ Usage::
     langchain-retro export [--store URL] [--thread ID]... FILE
     langchain-retro import [--store URL] FILE
 
-SOURCE, DEST and ``--store`` are store URLs (`langchain_retro.migrate.open_store`):
+SOURCE, DEST and ``--store`` are store URLs (`langchain_retro.migration.open_store`):
 a SQLite path or ``sqlite:///path``, ``postgresql://...``, ``http(s)://host/v1``
 (key in ``LANGCHAIN_RETRO_API_KEY``). ``export`` and ``import`` default to the
 ``--db`` database. On a terminal a progress bar (tqdm) shows the messages copied;
@@ -27,7 +27,7 @@ from typing import Any
 from langchain_retro._cli_common import EXIT_ERROR, PROG, database, print_json
 from langchain_retro._steps import drive_calls
 from langchain_retro._transfer import Progress, count
-from langchain_retro.migrate import (
+from langchain_retro.migration import (
     TransferReport,
     VerifyReport,
     export_to_file,
