@@ -432,4 +432,6 @@ class MetadataPatch(BaseModel):
 
 def dumps(metadata: Mapping[str, str]) -> str:
     """Serialise metadata for a text column."""
+    if not metadata:
+        return "{}"  # most messages carry none: no encoder for them
     return json.dumps(metadata, ensure_ascii=False, separators=(",", ":"))

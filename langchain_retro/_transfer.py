@@ -218,18 +218,17 @@ def _thread_records(
 
 
 def _new_message(message: StoredMessage) -> NewMessage:
-    # model_validate of a dict costs about half of NewMessage(**fields) here.
-    return NewMessage.model_validate(
-        {
-            "role": message.role,
-            "payload": message.payload,
-            "metadata": message.metadata,
-            "id": message.id,
-            "created_at": message.created_at,
-            "run_id": message.run_id,
-            "assistant_id": message.assistant_id,
-            "reply_to": message.reply_to,
-        }
+    # The stored message was validated when it was read: its fields go in as they
+    # are (validating them again was a third of the copy's Python time).
+    return NewMessage.model_construct(
+        role=message.role,
+        payload=message.payload,
+        metadata=message.metadata,
+        id=message.id,
+        created_at=message.created_at,
+        run_id=message.run_id,
+        assistant_id=message.assistant_id,
+        reply_to=message.reply_to,
     )
 
 
