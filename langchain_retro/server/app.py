@@ -62,6 +62,8 @@ def create_app(
     api_keys: Iterable[str] | Mapping[str, str] | None = None,
     settings: ServerSettings | None = None,
     metadata_limits: MetadataLimits = OPENAI_LIMITS,
+    retro_routes: bool = True,
+    thread_listing: bool = True,
 ) -> FastAPI:
     """The Assistants v2 API over ``store``, completing runs with ``llm``.
 
@@ -79,6 +81,13 @@ def create_app(
         metadata_limits: The limits of the ``/v1/retro`` routes (the store
             protocol `AssistantsAPIStore` speaks); ``UNLIMITED`` lifts them. The
             Assistants API routes keep OpenAI's.
+        retro_routes: Serve the ``/v1/retro`` routes (the store protocol of
+            `AssistantsAPIStore`'s ``retro`` mode). ``False`` leaves a server that
+            speaks only the Assistants API, as other Assistants-compatible servers
+            do (``serve --no-retro-routes``).
+        thread_listing: Serve ``GET /v1/threads``, this server's listing
+            extension; ``False`` answers it 404, as OpenAI does
+            (``serve --no-thread-listing``).
 
     Returns:
         The FastAPI app. Mounted in another app (``parent.mount("/retro", app)``),
@@ -105,15 +114,14 @@ def create_app(
     )
     app.state.retro = ServerState(store=store, settings=settings, runs=runs_service)
     # /threads/runs before /threads/{thread_id}, which would take it.
-    for router in (
-        assistants.router,
-        runs.router,
-        threads.router,
-        messages.router,
-        unsupported.router,
-    ):
+    routers = [assistants.router, runs.router, threads.router]
+    if thread_listing:
+        routers.append(threads.listing_router)
+    routers += [messages.router, unsupported.router]
+    if retro_routes:
+        routers.append(retro.router)
+    for router in routers:
         app.include_router(router)
-    app.include_router(retro.router)
     setattr(app.state, retro.LIMITS_STATE, metadata_limits)
 
     @app.get("/healthz")
