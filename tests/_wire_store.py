@@ -40,9 +40,12 @@ import openai
 import pytest
 
 from langchain_retro import UNLIMITED
+from langchain_retro.stores._plain_ledger import forget_server
 from langchain_retro.stores.base import BaseStore
 
 WIRE_BACKENDS = ("wire", "wire-postgres")
+PLAIN_BACKENDS = ("plain", "plain-postgres")
+"""`AssistantsAPIStore(protocol="assistants")` on a server without ``/v1/retro``."""
 
 KEY = "sk-wire-test-0123456789"
 """The key of the test stores (one owner: the server's owner checks run too)."""
@@ -57,6 +60,14 @@ operation is one request run as one call of the server's store. What the wire do
 change is outside the contract: the metadata limits (the wire's unless lifted on
 both sides, ``tests/test_stores_assistants_api.py``), and one active run per thread
 across processes holding only among clients of the same server.
+"""
+
+
+PLAIN_EXCEPTIONS: dict[str, str] = {}
+"""Contract tests that cannot hold on the plain Assistants API, with the reason.
+
+The one list of what ``AssistantsAPIStore(protocol="assistants")`` does not keep
+of the store contract (the README's section points here).
 """
 
 
@@ -81,6 +92,7 @@ class _Server:
     """A ``langchain-retro serve`` subprocess for the session, on one database."""
 
     def __init__(self, kind: str, postgres_url: Callable[[], str]) -> None:
+        plain = kind.startswith("plain")
         self.folder = Path(tempfile.mkdtemp(prefix="retro-wire-"))
         self.port = _free_port()
         argv = [
@@ -95,12 +107,14 @@ class _Server:
             "--log-level",
             "warning",
         ]
+        if plain:
+            argv.append("--no-retro-routes")
         self.db = self.folder / "wire.db"
         self.postgres: str | None = None
         self.schema: str | None = None
-        if kind == "wire-postgres":
+        if kind.endswith("-postgres"):
             self.postgres = postgres_url()
-            self.schema = f"test_wire_{uuid.uuid4().hex[:12]}"
+            self.schema = f"test_{kind[:5]}_{uuid.uuid4().hex[:12]}"
             argv += ["--postgres-url", self.postgres, "--postgres-schema", self.schema]
         else:
             argv += ["--db", str(self.db)]
@@ -207,11 +221,19 @@ def wire_stores(
             verify=_tls(), limits=httpx2.Limits(max_keepalive_connections=0)
         )
         async_client = openai.AsyncOpenAI(base_url=url, api_key=KEY, http_client=http)
-        store = AssistantsAPIStore(
-            client=client,
-            async_client=async_client,
-            limits=kwargs.pop("limits", UNLIMITED),
-        )
+        if kind in PLAIN_BACKENDS:
+            store = AssistantsAPIStore(
+                client=client,
+                async_client=async_client,
+                protocol="assistants",
+                **kwargs,
+            )
+        else:
+            store = AssistantsAPIStore(
+                client=client,
+                async_client=async_client,
+                limits=kwargs.pop("limits", UNLIMITED),
+            )
         made.append(store)
         return store
 
@@ -223,18 +245,21 @@ def wire_stores(
         for client in clients:
             client.close()
         server.empty()
+        # Runs of the plain mode live in the process: the next test starts afresh.
+        forget_server(f"{server.root}/v1")
 
 
 @pytest.fixture(autouse=True)
 def _wire_exceptions(request: pytest.FixtureRequest) -> None:
-    """Skip, for the wire backends, the contract tests of `WIRE_EXCEPTIONS`."""
+    """Skip the contract tests of `WIRE_EXCEPTIONS` / `PLAIN_EXCEPTIONS` there."""
     if "store_kind" not in request.fixturenames:
         return
-    if request.getfixturevalue("store_kind") not in WIRE_BACKENDS:
-        return
+    kind = request.getfixturevalue("store_kind")
     name = request.node.originalname
-    if name in WIRE_EXCEPTIONS:
+    if kind in WIRE_BACKENDS and name in WIRE_EXCEPTIONS:
         pytest.skip(f"not on the wire: {WIRE_EXCEPTIONS[name]}")
+    if kind in PLAIN_BACKENDS and name in PLAIN_EXCEPTIONS:
+        pytest.skip(f"not on the plain Assistants API: {PLAIN_EXCEPTIONS[name]}")
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from langchain_retro._metadata import (
 from langchain_retro.errors import (
     AssistantInUseError,
     AssistantNotFoundError,
+    MessageIdConflictError,
     MessageNotFoundError,
     RetroError,
     RetroValueError,
@@ -260,6 +261,28 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
             )
             out.append((role, text, escaped(metadata)))
         return out
+
+    def _refuse_taken(self, thread_id: str, messages: Sequence[NewMessage]) -> Op[None]:
+        """Refuse caller ids the thread already has (one read of the thread).
+
+        The server knows messages by its own ids only, so a batch that names ids
+        reads the thread's messages once; batches without ids read nothing.
+        """
+        wanted = {m.id for m in messages if m.id is not None}
+        if not wanted:
+            return
+        for message_id in sorted(wanted):
+            if self._ledger.server_id(thread_id, message_id) is not None:
+                raise MessageIdConflictError(thread_id, message_id)
+        taken = yield from self._pages(
+            f"{_threads(thread_id)}/messages",
+            order="desc",
+            limit=1,
+            keep=lambda item: message_of(item).id in wanted,
+            missing=_thread_missing(thread_id),
+        )
+        if taken:
+            raise MessageIdConflictError(thread_id, message_of(taken[0]).id)
 
     def _pages(
         self,
@@ -726,6 +749,7 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
         wired = self._wired(thread_id, messages)
         if hwm_key is not None:
             check_hwm_key(hwm_key, self.limits)
+        yield from self._refuse_taken(thread_id, messages)
         current: dict[str, Any] | None = None
         metadata: dict[str, str] | None = None
         moves = hwm_key is not None and has_reply(messages)
@@ -772,10 +796,20 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
 
     def _bulk_add(self, batches: Sequence[tuple[str, Sequence[NewMessage]]]) -> Op[int]:
         wired = [(thread_id, self._wired(thread_id, m)) for thread_id, m in batches]
+        seen: set[tuple[str, str]] = set()
+        for thread_id, messages in batches:
+            for message in messages:
+                if message.id is not None and (thread_id, message.id) in seen:
+                    raise MessageIdConflictError(thread_id, message.id)
+                if message.id is not None:
+                    seen.add((thread_id, message.id))
+        # Every thread and caller id checked before the first write.
+        for thread_id in dict.fromkeys(thread_id for thread_id, _ in batches):
+            yield from self._read_thread(thread_id)
+        for thread_id, messages in batches:
+            yield from self._refuse_taken(thread_id, messages)
         total = 0
         for thread_id, batch in wired:
-            if not batch:
-                yield from self._read_thread(thread_id)
             total += len((yield from self._append(thread_id, batch)))
         return total
 
@@ -984,14 +1018,17 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
 
     # --- run leases: this process's ----------------------------------------------
 
-    def acquire_lease(self, thread_id: str, owner: str, ttl: float) -> bool:
-        """Take the thread's run lease in this process (see `_plain_ledger`)."""
-        self._open()
+    def _acquire(self, thread_id: str, owner: str, ttl: float) -> Op[bool]:
+        yield from self._read_thread(thread_id)
         return self._ledger.acquire(thread_id, owner, ttl)
 
+    def acquire_lease(self, thread_id: str, owner: str, ttl: float) -> bool:
+        """Take the thread's run lease in this process (see `_plain_ledger`)."""
+        return self._drive(self._acquire(thread_id, owner, ttl))
+
     async def aacquire_lease(self, thread_id: str, owner: str, ttl: float) -> bool:
-        """Async twin of `acquire_lease` (no I/O)."""
-        return self.acquire_lease(thread_id, owner, ttl)
+        """Async twin of `acquire_lease`."""
+        return await self._adrive(self._acquire(thread_id, owner, ttl))
 
     def release_lease(self, thread_id: str, owner: str) -> None:
         """Give the lease back if ``owner`` still holds it."""
@@ -1026,6 +1063,7 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
     ) -> Op[RunStart | None]:
         self._wired(thread_id, messages)
         thread = yield from self._get_thread(thread_id)
+        yield from self._refuse_taken(thread_id, messages)
         new = NewRun(id=owner) if run is None else run
         began = self._ledger.begin(
             thread_id, dict(thread.metadata), owner, ttl, new, resume
@@ -1135,6 +1173,7 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
         if self._ledger.cancelling(thread_id, run_id):
             ended = self._ledger.finish(thread_id, owner, run_id, None)
             return RunSaved(messages=[], run=ended)
+        yield from self._refuse_taken(thread_id, messages)
         current: dict[str, Any] | None = None
         metadata: dict[str, str] | None = None
         if thread_patch is not None:

@@ -37,7 +37,7 @@ from langchain_retro.stores._runs import (
 )
 from langchain_retro.stores.base import Lease
 
-__all__ = ["Ledger", "ledger_for"]
+__all__ = ["Ledger", "forget_server", "ledger_for"]
 
 _KNOWN_IDS = 100_000
 """How many (thread, message id) -> server id pairs a ledger remembers."""
@@ -314,3 +314,9 @@ def ledger_for(base_url: str) -> Ledger:
     """The process's ledger of the server at ``base_url``."""
     with _ledgers_lock:
         return _ledgers.setdefault(base_url.rstrip("/"), Ledger())
+
+
+def forget_server(base_url: str) -> None:
+    """Drop the process's leases, runs and ids of a server (its data was reset)."""
+    with _ledgers_lock:
+        _ledgers.pop(base_url.rstrip("/"), None)

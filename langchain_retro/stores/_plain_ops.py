@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
-from langchain_retro._metadata import MetadataLimits
+from langchain_retro._metadata import MetadataLimits, unencodable_error
 from langchain_retro.errors import RetroError
 from langchain_retro.stores._wire import decode_message
 from langchain_retro.stores.base import (
@@ -90,8 +90,15 @@ Op = Generator[Call, Any, T]
 
 
 def seg(object_id: str) -> str:
-    """An id as one path segment."""
-    return quote(object_id, safe="")
+    """An id as one path segment.
+
+    Raises:
+        RetroValueError: If the id is not valid Unicode text.
+    """
+    try:
+        return quote(object_id, safe="")
+    except UnicodeEncodeError as exc:
+        raise unencodable_error(exc) from exc
 
 
 def plain_limits(limits: MetadataLimits) -> MetadataLimits:
