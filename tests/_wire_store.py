@@ -109,6 +109,8 @@ class _Server:
         ]
         if plain:
             argv.append("--no-retro-routes")
+        if kind == "plain-unlisted":
+            argv.append("--no-thread-listing")
         self.db = self.folder / "wire.db"
         self.postgres: str | None = None
         self.schema: str | None = None
@@ -188,6 +190,17 @@ def wire_url(kind: str = "wire") -> str:
     return f"{_servers[kind].root}/v1"
 
 
+def served(kind: str, postgres_url: Callable[[], str]) -> str:
+    """The ``/v1`` URL of the session's server of ``kind``, started if need be.
+
+    ``plain-unlisted`` is a server without ``/v1/retro`` nor ``GET /v1/threads``
+    (OpenAI's API as it was).
+    """
+    if kind not in _servers:
+        _servers[kind] = _Server(kind, postgres_url)
+    return wire_url(kind)
+
+
 @functools.cache
 def _tls() -> ssl.SSLContext:
     return ssl.create_default_context()
@@ -202,8 +215,7 @@ def wire_stores(
         AssistantsAPIStore,
     )
 
-    if kind not in _servers:
-        _servers[kind] = _Server(kind, postgres_url)
+    served(kind, postgres_url)
     server = _servers[kind]
     made: list[BaseStore] = []
 
@@ -221,7 +233,7 @@ def wire_stores(
             verify=_tls(), limits=httpx2.Limits(max_keepalive_connections=0)
         )
         async_client = openai.AsyncOpenAI(base_url=url, api_key=KEY, http_client=http)
-        if kind in PLAIN_BACKENDS:
+        if kind.startswith("plain"):
             store = AssistantsAPIStore(
                 client=client,
                 async_client=async_client,
