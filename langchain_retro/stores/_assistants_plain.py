@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import openai
 
 from langchain_retro._metadata import (
+    CLASS_KEY,
     OPENAI_LIMITS,
     MetadataLimits,
     MetadataPatch,
@@ -53,6 +54,7 @@ from langchain_retro.errors import (
 from langchain_retro.stores._plain_index import ThreadIndex
 from langchain_retro.stores._plain_ledger import Ledger, ledger_for
 from langchain_retro.stores._plain_ops import (
+    ESCAPE,
     PAGE,
     Call,
     Http,
@@ -545,7 +547,7 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
             mine = unescaped(item.get("metadata"))
             if any(mine.get(k) != v for k, v in wanted.items()):
                 return False
-            return marks is None or mine.get("retro_class") in marks
+            return marks is None or mine.get(CLASS_KEY) in marks
 
         if marks is not None and not marks:
             return []
@@ -695,15 +697,15 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
                     "threads (`langchain-retro serve` does)."
                 )
             return (yield from self._index.list(query, self._get_thread_or_none))
-        params = {f"metadata[~{k}]": v for k, v in query.metadata.items()}
+        params = {f"metadata[{ESCAPE}{k}]": v for k, v in query.metadata.items()}
         marks = None if query.classes is None else set(query.classes)
         keep = None
         if marks is not None and len(marks) == 1:
-            params["metadata[~retro_class]"] = next(iter(marks))
+            params[f"metadata[{ESCAPE}{CLASS_KEY}]"] = next(iter(marks))
         elif marks is not None:
 
             def keep(item: dict[str, Any]) -> bool:
-                return unescaped(item.get("metadata")).get("retro_class") in marks
+                return unescaped(item.get("metadata")).get(CLASS_KEY) in marks
 
         backwards = query.before is not None
         reading: Order = query.order
