@@ -29,6 +29,7 @@ from langchain_retro import (
     Assistant,
     AssistantThreadChatMessageHistory,
     ChatCompletionThread,
+    MessageIdConflictError,
     MetadataLimitError,
     RetroValueError,
     SQLiteStore,
@@ -173,6 +174,27 @@ async def test_messages_are_plain_text_with_their_extras_in_metadata(
     assert (await call(store, "get_message", thread.id, "mine-1")).metadata == {
         "source": "app"
     }
+
+
+async def test_a_caller_id_deleted_elsewhere_can_be_given_again(
+    store: BaseStore, call: Call
+) -> None:
+    thread = await call(store, "create_thread", {})
+    (row,) = await call(
+        store, "add_messages", thread.id, [_new(HumanMessage("a"), id="x")]
+    )
+    with pytest.raises(MessageIdConflictError):
+        await call(store, "add_messages", thread.id, [_new(HumanMessage("b"), id="x")])
+    with _raw() as raw:  # another tool deletes it, by the server's id
+        (listed,) = raw.beta.threads.messages.list(thread.id).data
+        raw.beta.threads.messages.delete(listed.id, thread_id=thread.id)
+    again = await call(
+        store, "add_messages", thread.id, [_new(HumanMessage("c"), id="x")]
+    )
+    assert [m.id for m in again] == [row.id]
+    assert (await call(store, "get_message", thread.id, "x")).payload == again[
+        0
+    ].payload
 
 
 def test_limits_raise_before_any_request() -> None:

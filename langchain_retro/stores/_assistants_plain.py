@@ -28,6 +28,7 @@ run is the newest ``context_limit`` messages, one ``order=desc&limit=N`` page.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import openai
@@ -70,9 +71,10 @@ from langchain_retro.stores._plain_ops import (
     unescaped,
 )
 from langchain_retro.stores._wire import plain_message
+from langchain_retro.stores._wire_requests import Request
 from langchain_retro.stores.assistants_api import (
     AssistantsAPIStore,
-    Protocol,
+    WireProtocol,
     _store_error,
 )
 from langchain_retro.stores.base import (
@@ -163,7 +165,7 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
         client: openai.OpenAI | None = None,
         async_client: openai.AsyncOpenAI | None = None,
         limits: MetadataLimits = OPENAI_LIMITS,
-        protocol: Protocol = "assistants",
+        protocol: WireProtocol = "assistants",
         index: BaseStore | None = None,
     ) -> None:
         """See `AssistantsAPIStore`."""
@@ -184,6 +186,24 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
         )
 
     # --- I/O: the drivers --------------------------------------------------------
+
+    def _unplain(self, request: Request[Any]) -> StoreError:
+        return StoreError(
+            f"{request.method.upper()} /v1{request.path} is an operation of the "
+            "/v1/retro routes of `langchain-retro serve`, which this store "
+            "(protocol='assistants') does not speak. Use AssistantsAPIStore with "
+            "protocol='retro' on such a server."
+        )
+
+    def _send(self, request: Request[T]) -> T:
+        """Refuse what only the ``/v1/retro`` routes do (an operation not above)."""
+        self._open()
+        raise self._unplain(request)
+
+    async def _asend(self, request: Request[T]) -> T:
+        """Async twin of `_send`."""
+        self._open()
+        raise self._unplain(request)
 
     def _do(self, call: Call) -> Any:
         if isinstance(call, OnIndex):
@@ -274,7 +294,19 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
         if not wanted:
             return
         for message_id in sorted(wanted):
-            if self._ledger.server_id(thread_id, message_id) is not None:
+            known = self._ledger.server_id(thread_id, message_id)
+            if known is None:
+                continue
+            # Seen in this process; another may have deleted it since.
+            try:
+                yield Http(
+                    "get",
+                    f"{_threads(thread_id)}/messages/{seg(known)}",
+                    missing=partial(MessageNotFoundError, message_id),
+                )
+            except MessageNotFoundError:
+                self._ledger.forget(thread_id, message_id)
+            else:
                 raise MessageIdConflictError(thread_id, message_id)
         taken = yield from self._pages(
             f"{_threads(thread_id)}/messages",
@@ -761,12 +793,14 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
             if thread_patch is not None:
                 metadata = thread_patch.apply(metadata, self.limits)
         stored = yield from self._append(thread_id, wired)
+        changed = thread_patch is not None
         if hwm_key is not None and metadata is not None:
             target = yield from self._hwm_target(thread_id, messages, stored)
             if target is not None:
                 metadata = {**metadata, hwm_key: target}
                 check_metadata(metadata, self.limits, "Thread")
-        if current is not None and metadata is not None:
+                changed = True
+        if changed and current is not None and metadata is not None:
             yield from self._write_thread(thread_id, current, metadata)
         return stored
 

@@ -32,8 +32,9 @@ raises before any request, naming the field, the limit and the size.
 Every operation is one request to the server's ``/v1/retro`` routes, which run it as
 one call of the server's store: a batch of messages is written all or none, a run
 takes and keeps its thread's lease across every process and host that talks to the
-same server, a run's reply and its status are one write. Servers that speak only the
-Assistants API (without those routes) are refused with an error saying so.
+same server, a run's reply and its status are one write. With this default protocol
+(``retro``), servers that speak only the Assistants API are refused with an error
+saying so.
 
 With ``protocol="assistants"`` the store needs only the Assistants API, so it
 works with any Assistants-compatible server; ``protocol="auto"`` asks the server
@@ -91,11 +92,11 @@ from langchain_retro.stores.base import (
 if TYPE_CHECKING:
     from openai._types import RequestOptions
 
-__all__ = ["AssistantsAPIStore", "Protocol"]
+__all__ = ["AssistantsAPIStore", "WireProtocol"]
 
 T = TypeVar("T")
 
-Protocol = Literal["retro", "assistants", "auto"]
+WireProtocol = Literal["retro", "assistants", "auto"]
 """How `AssistantsAPIStore` talks to its server: see its ``protocol`` option."""
 
 _PROTOCOLS: tuple[str, ...] = ("retro", "assistants", "auto")
@@ -161,7 +162,7 @@ class AssistantsAPIStore(BaseStore):
         client: openai.OpenAI | None = None,
         async_client: openai.AsyncOpenAI | None = None,
         limits: MetadataLimits = OPENAI_LIMITS,
-        protocol: Protocol = "retro",
+        protocol: WireProtocol = "retro",
         index: BaseStore | None = None,
     ) -> AssistantsAPIStore:
         """The store of the protocol asked for (``auto`` probes the server once)."""
@@ -181,7 +182,7 @@ class AssistantsAPIStore(BaseStore):
         client: openai.OpenAI | None = None,
         async_client: openai.AsyncOpenAI | None = None,
         limits: MetadataLimits = OPENAI_LIMITS,
-        protocol: Protocol = "retro",
+        protocol: WireProtocol = "retro",
         index: BaseStore | None = None,
     ) -> None:
         """A store over clients you own (the store never closes them).
@@ -249,7 +250,7 @@ class AssistantsAPIStore(BaseStore):
         limits: MetadataLimits = OPENAI_LIMITS,
         timeout: float = 60.0,
         max_retries: int = 2,
-        protocol: Protocol = "retro",
+        protocol: WireProtocol = "retro",
         index: BaseStore | None = None,
     ) -> AssistantsAPIStore:
         """A store on the server at ``base_url`` (``http://host:8000/v1``).
