@@ -39,13 +39,14 @@ import httpx2
 import openai
 import pytest
 
-from langchain_retro import UNLIMITED
+from langchain_retro import UNLIMITED, SQLiteStore
 from langchain_retro.stores._plain_ledger import forget_server
 from langchain_retro.stores.base import BaseStore
 
 WIRE_BACKENDS = ("wire", "wire-postgres")
-PLAIN_BACKENDS = ("plain", "plain-postgres")
-"""`AssistantsAPIStore(protocol="assistants")` on a server without ``/v1/retro``."""
+PLAIN_BACKENDS = ("plain", "plain-postgres", "plain-indexed")
+"""`AssistantsAPIStore(protocol="assistants")` on a server without ``/v1/retro``;
+``plain-indexed`` with a local index (a SQLite file), which then keeps the runs."""
 
 KEY = "sk-wire-test-0123456789"
 """The key of the test stores (one owner: the server's owner checks run too)."""
@@ -254,9 +255,13 @@ def wire_stores(
         AssistantsAPIStore,
     )
 
-    served(kind, postgres_url)
-    server = _servers[kind]
+    served_kind = "plain" if kind == "plain-indexed" else kind
+    served(served_kind, postgres_url)
+    server = _servers[served_kind]
     made: list[BaseStore] = []
+    index: SQLiteStore | None = None
+    if kind == "plain-indexed":
+        index = SQLiteStore(Path(tempfile.mkdtemp(prefix="retro-index-")) / "i.db")
 
     clients: list[openai.OpenAI] = []
 
@@ -273,6 +278,8 @@ def wire_stores(
         )
         async_client = openai.AsyncOpenAI(base_url=url, api_key=KEY, http_client=http)
         if kind.startswith("plain"):
+            if index is not None:
+                kwargs.setdefault("index", index)
             store = AssistantsAPIStore(
                 client=client,
                 async_client=async_client,
@@ -298,6 +305,8 @@ def wire_stores(
         server.empty()
         # Runs of the plain mode live in the process: the next test starts afresh.
         forget_server(f"{server.root}/v1")
+        if index is not None:
+            index.close()
 
 
 @pytest.fixture(autouse=True)

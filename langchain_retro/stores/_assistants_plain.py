@@ -70,6 +70,7 @@ from langchain_retro.stores._plain_ops import (
     thread_of,
     unescaped,
 )
+from langchain_retro.stores._plain_runs import IndexedRuns, LocalRuns, RunPlane
 from langchain_retro.stores._wire import plain_message
 from langchain_retro.stores._wire_requests import Request
 from langchain_retro.stores.assistants_api import (
@@ -178,6 +179,9 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
         self.limits = plain_limits(self.limits)
         self._ledger: Ledger = ledger_for(self._settings["base_url"])
         self._index = None if index is None else ThreadIndex(index)
+        self._runs: RunPlane = (
+            LocalRuns(self._ledger) if self._index is None else IndexedRuns(self._index)
+        )
         self._server_lists: bool | None = None
 
     def __repr__(self) -> str:
@@ -1052,14 +1056,14 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
         """Async twin of `count_messages`."""
         return await self._adrive(self._count_messages(thread_id, after))
 
-    # --- run leases: this process's ----------------------------------------------
+    # --- run leases and runs: the run plane (`_plain_runs`) ------------------------
 
     def _acquire(self, thread_id: str, owner: str, ttl: float) -> Op[bool]:
-        yield from self._read_thread(thread_id)
-        return self._ledger.acquire(thread_id, owner, ttl)
+        thread = yield from self._get_thread(thread_id)
+        return (yield from self._runs.acquire(thread, owner, ttl))
 
     def acquire_lease(self, thread_id: str, owner: str, ttl: float) -> bool:
-        """Take the thread's run lease in this process (see `_plain_ledger`)."""
+        """Take the thread's run lease (in this process, or in the index)."""
         return self._drive(self._acquire(thread_id, owner, ttl))
 
     async def aacquire_lease(self, thread_id: str, owner: str, ttl: float) -> bool:
@@ -1068,23 +1072,19 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
 
     def release_lease(self, thread_id: str, owner: str) -> None:
         """Give the lease back if ``owner`` still holds it."""
-        self._open()
-        self._ledger.release(thread_id, owner)
+        self._drive(self._runs.release(thread_id, owner))
 
     async def arelease_lease(self, thread_id: str, owner: str) -> None:
-        """Async twin of `release_lease` (no I/O)."""
-        self.release_lease(thread_id, owner)
+        """Async twin of `release_lease`."""
+        await self._adrive(self._runs.release(thread_id, owner))
 
     def get_lease(self, thread_id: str) -> Lease | None:
-        """The thread's lease in this process, if held and not expired."""
-        self._open()
-        return self._ledger.lease(thread_id)
+        """The thread's lease, if held and not expired."""
+        return self._drive(self._runs.lease(thread_id))
 
     async def aget_lease(self, thread_id: str) -> Lease | None:
-        """Async twin of `get_lease` (no I/O)."""
-        return self.get_lease(thread_id)
-
-    # --- runs: records in this process, messages on the server --------------------
+        """Async twin of `get_lease`."""
+        return await self._adrive(self._runs.lease(thread_id))
 
     def _begin_run(
         self,
@@ -1101,9 +1101,7 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
         thread = yield from self._get_thread(thread_id)
         yield from self._refuse_taken(thread_id, messages)
         new = NewRun(id=owner) if run is None else run
-        began = self._ledger.begin(
-            thread_id, dict(thread.metadata), owner, ttl, new, resume
-        )
+        began = yield from self._runs.begin(thread, owner, ttl, new, resume=resume)
         if began is None:
             return None
         started, resumed = began
@@ -1128,8 +1126,8 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
             context = yield from self._list_messages(
                 thread_id, None, None, "desc", context_limit
             )
-        except Exception:
-            self._ledger.undo(thread_id, owner, started, resumed)
+        except RetroError:
+            yield from self._runs.undo(thread_id, owner, started, resumed=resumed)
             raise
         return RunStart(
             thread=thread,
@@ -1151,7 +1149,7 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
         context_limit: int | None = None,
         resume: bool = False,
     ) -> RunStart | None:
-        """Start a run: the lease and record here, input and context on the server."""
+        """Start a run: lease and record in the run plane, the rest on the server."""
         return self._drive(
             self._begin_run(
                 thread_id=thread_id,
@@ -1189,10 +1187,10 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
         )
 
     def _known_run(self, thread_id: str, run_id: str) -> Op[StoredRun]:
-        """This process's run, or the error for it (the thread's first if missing)."""
-        if not self._ledger.knows(thread_id):
+        """The run, or the error for it (the thread's first if it is missing)."""
+        if not (yield from self._runs.knows(thread_id)):
             yield from self._read_thread(thread_id)
-        return self._ledger.run(thread_id, run_id)
+        return (yield from self._runs.run(thread_id, run_id))
 
     def _finish_run(
         self,
@@ -1205,9 +1203,9 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
         thread_patch: MetadataPatch | None,
     ) -> Op[RunSaved]:
         wired = self._wired(thread_id, messages)
-        yield from self._known_run(thread_id, run_id)
-        if self._ledger.cancelling(thread_id, run_id):
-            ended = self._ledger.finish(thread_id, owner, run_id, None)
+        known = yield from self._known_run(thread_id, run_id)
+        if known.status in ("cancelling", "cancelled"):
+            ended = yield from self._runs.finish(thread_id, owner, run_id, None)
             return RunSaved(messages=[], run=ended)
         yield from self._refuse_taken(thread_id, messages)
         current: dict[str, Any] | None = None
@@ -1220,7 +1218,7 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
         saved = yield from self._append(thread_id, wired)
         if current is not None and metadata is not None:
             yield from self._write_thread(thread_id, current, metadata)
-        ended = self._ledger.finish(thread_id, owner, run_id, update)
+        ended = yield from self._runs.finish(thread_id, owner, run_id, update)
         return RunSaved(messages=saved, run=ended)
 
     def finish_run(
@@ -1233,7 +1231,7 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
         messages: Sequence[NewMessage] = (),
         thread_patch: MetadataPatch | None = None,
     ) -> RunSaved:
-        """Write a run's step or end: messages and patch on the server, run here."""
+        """Write a run's step or end: its messages on the server, then the run."""
         return self._drive(
             self._finish_run(
                 thread_id=thread_id,
@@ -1268,18 +1266,17 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
         )
 
     def renew_run(self, thread_id: str, *, owner: str, ttl: float) -> RunLeaseState:
-        """Renew a running run's lease in this process, and say if it may go on."""
-        self._open()
-        return self._ledger.renew(thread_id, owner, ttl)
+        """Renew a running run's lease, and say if it may go on."""
+        return self._drive(self._runs.renew(thread_id, owner, ttl))
 
     async def arenew_run(
         self, thread_id: str, *, owner: str, ttl: float
     ) -> RunLeaseState:
-        """Async twin of `renew_run` (no I/O)."""
-        return self.renew_run(thread_id, owner=owner, ttl=ttl)
+        """Async twin of `renew_run`."""
+        return await self._adrive(self._runs.renew(thread_id, owner, ttl))
 
     def get_run(self, thread_id: str, run_id: str) -> StoredRun:
-        """Read a run this process made; raises `RunNotFoundError`."""
+        """Read a run; raises `RunNotFoundError`."""
         return self._drive(self._known_run(thread_id, run_id))
 
     async def aget_run(self, thread_id: str, run_id: str) -> StoredRun:
@@ -1296,23 +1293,13 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
     ) -> Op[list[StoredRun]]:
         if limit < 0:
             raise RetroValueError(f"limit must be >= 0, not {limit}")
-        if not self._ledger.knows(thread_id):
+        if not (yield from self._runs.knows(thread_id)):
             yield from self._read_thread(thread_id)
-        runs = self._ledger.runs(thread_id)
-        ids = [run.id for run in runs]
-        for cursor in (after, before):
-            if cursor is not None and cursor not in ids:
-                raise RunNotFoundError(
-                    cursor, hint=f"(used as a cursor on thread {thread_id!r})"
-                )
-        low = 0 if after is None else ids.index(after) + 1
-        high = len(runs) if before is None else ids.index(before)
-        runs = runs[low:high]
-        if limit == 0:
-            return []
-        if order == "desc":
-            return runs[::-1][:limit]
-        return runs[-limit:] if before is not None else runs[:limit]
+        return (
+            yield from self._runs.runs(
+                thread_id, after=after, before=before, order=order, limit=limit
+            )
+        )
 
     def list_runs(
         self,
@@ -1323,7 +1310,7 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
         order: Order = "desc",
         limit: int = 20,
     ) -> list[StoredRun]:
-        """List the runs this process made on a thread, newest first by default."""
+        """List a thread's runs, newest first by default."""
         return self._drive(self._list_runs(thread_id, after, before, order, limit))
 
     async def alist_runs(
@@ -1342,10 +1329,10 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
 
     def _cancel_run(self, thread_id: str, run_id: str) -> Op[StoredRun]:
         yield from self._known_run(thread_id, run_id)
-        return self._ledger.cancel(thread_id, run_id)
+        return (yield from self._runs.cancel(thread_id, run_id))
 
     def cancel_run(self, thread_id: str, run_id: str) -> StoredRun:
-        """Ask a run of this process to stop (see `BaseStore.cancel_run`)."""
+        """Ask a run to stop (see `BaseStore.cancel_run`)."""
         return self._drive(self._cancel_run(thread_id, run_id))
 
     async def acancel_run(self, thread_id: str, run_id: str) -> StoredRun:
@@ -1357,7 +1344,7 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
     ) -> Op[StoredRun]:
         checked = check_metadata(metadata, self.limits, "Run")
         yield from self._known_run(thread_id, run_id)
-        return self._ledger.set_metadata(thread_id, run_id, checked)
+        return (yield from self._runs.set_metadata(thread_id, run_id, checked))
 
     def update_run_metadata(
         self, thread_id: str, run_id: str, metadata: Mapping[str, str]
@@ -1373,10 +1360,11 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
 
     def _run_messages(self, thread_id: str, run_id: str) -> Op[list[StoredMessage]]:
         since: int | None = None
-        if self._ledger.knows(thread_id):
-            known = {run.id: run for run in self._ledger.runs(thread_id)}
-            if run_id in known:
-                since = known[run_id].created_at
+        if (yield from self._runs.knows(thread_id)):
+            try:
+                since = (yield from self._runs.run(thread_id, run_id)).created_at
+            except RunNotFoundError:
+                since = None
         found: list[StoredMessage] = []
         cursor: str | None = None
         while True:
@@ -1409,9 +1397,9 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
         return await self._adrive(self._run_messages(thread_id, run_id))
 
     def _usage(self, thread_id: str) -> Op[RunUsage]:
-        if not self._ledger.knows(thread_id):
+        if not (yield from self._runs.knows(thread_id)):
             yield from self._read_thread(thread_id)
-        return self._ledger.usage(thread_id)
+        return (yield from self._runs.usage(thread_id))
 
     def get_thread_usage(self, thread_id: str) -> RunUsage:
         """The tokens of this process's runs of the thread."""

@@ -99,7 +99,8 @@ class ThreadIndex:
     def __init__(self, store: BaseStore) -> None:
         self.store = store
 
-    def _find(self, thread_id: str) -> Op[StoredThread | None]:
+    def find(self, thread_id: str) -> Op[StoredThread | None]:
+        """The thread's entry, if it has one."""
         found = yield _list(ThreadQuery(metadata={WIRE_ID: thread_id}, limit=1))
         return found[0] if found else None
 
@@ -115,23 +116,31 @@ class ThreadIndex:
 
     def pending(self, thread_id: str) -> Op[None]:
         """Mark a thread's entry ``pending`` before the server changes the thread."""
-        entry = yield from self._find(thread_id)
+        entry = yield from self.find(thread_id)
         if entry is not None:
             yield _update(entry.id, MetadataPatch(set={STATE: "pending"}))
 
-    def confirm(self, thread: StoredThread) -> Op[None]:
-        """Write the thread as the server now has it, ``ok``."""
-        entry = yield from self._find(thread.id)
+    def confirm(self, thread: StoredThread) -> Op[str]:
+        """Write the thread as the server now has it, ``ok``; the entry's id."""
+        entry = yield from self.find(thread.id)
         metadata = _entry_metadata(thread)
         if entry is None:
-            yield _create(metadata)
-            return
+            made = yield _create(metadata)
+            return str(made.id)
         stale = frozenset(entry.metadata) - set(metadata)
         yield _update(entry.id, MetadataPatch(set=metadata, remove=stale))
+        return entry.id
+
+    def ensure(self, thread: StoredThread) -> Op[str]:
+        """The thread's entry id; written first for a thread made without it."""
+        entry = yield from self.find(thread.id)
+        if entry is not None:
+            return entry.id
+        return (yield from self.confirm(thread))
 
     def remove(self, thread_id: str) -> Op[None]:
         """Remove a deleted thread's entry."""
-        entry = yield from self._find(thread_id)
+        entry = yield from self.find(thread_id)
         if entry is not None:
             yield _delete(entry.id)
 
@@ -153,7 +162,7 @@ class ThreadIndex:
     def _entry_id(self, thread_id: str | None) -> Op[str | None]:
         if thread_id is None:
             return None
-        entry = yield from self._find(thread_id)
+        entry = yield from self.find(thread_id)
         if entry is None:
             raise ThreadNotFoundError(thread_id, hint="(used as a cursor)")
         return entry.id
