@@ -78,12 +78,15 @@ PLAIN_EXCEPTIONS: dict[str, str] = {
         "back, but input already written stays"
     ),
     "BaseStore.acquire_lease, begin_run: one active run per thread": (
-        "the API has no lease: it holds among the stores of one process only "
-        "(test_a_lease_holds_within_a_process_not_across)"
+        "the API has no lease: it holds among the processes that share the index "
+        "store, and among the stores of one process without an index "
+        "(test_a_lease_holds_within_a_process_not_across, "
+        "test_with_an_index_runs_and_leases_are_shared_across_processes)"
     ),
     "BaseStore.get_run, list_runs, cancel_run, get_thread_usage: from any process": (
         "runs the client completes are no runs of the server: their records and "
-        "the usage totals live in the process and end with it"
+        "the usage totals live in the index store (read by the processes sharing "
+        "it), or without one in the process, ending with it"
     ),
     "BaseStore.update_thread, update_message, update_assistant, add_messages(hwm_key)"
     ": a patch applied in the store's transaction": (

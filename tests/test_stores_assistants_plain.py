@@ -343,6 +343,58 @@ def test_a_lease_holds_within_a_process_not_across(
     assert done.stdout.strip() == "True"
 
 
+_WITH_THE_INDEX = """
+import sys
+from langchain_retro import AssistantsAPIStore, SQLiteStore
+url, key, index, thread_id = sys.argv[1:5]
+store = AssistantsAPIStore.from_url(
+    url, api_key=key, protocol="assistants", index=SQLiteStore(index)
+)
+print(store.acquire_lease(thread_id, "other-process", 30.0))
+print(",".join(run.status for run in store.list_runs(thread_id)))
+print(store.get_thread_usage(thread_id).total_tokens)
+"""
+
+
+def test_with_an_index_runs_and_leases_are_shared_across_processes(
+    store_factory: Callable[..., BaseStore], server: FakeChatServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "index.db"
+    index = SQLiteStore(path)
+    store = store_factory(index=index)
+    bot = Assistant.create(store, model="fake-model")
+    thread = ChatCompletionThread.create(store, assistant_id=bot.id)
+    runner = ThreadRunner(store=store, llm=server.chat_model())
+    runner.invoke("Hi", {"configurable": {"thread_id": thread.id}})
+    assert store.acquire_lease(thread.id, "this-process", 30.0)
+
+    def other() -> list[str]:
+        done = subprocess.run(  # noqa: S603 - this interpreter, our own snippet
+            [
+                sys.executable,
+                "-c",
+                _WITH_THE_INDEX,
+                _url("plain"),
+                _key(),
+                str(path),
+                thread.id,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout.split()
+
+    held, runs, tokens = other()
+    # The other process sees this one's lease, run and usage through the index.
+    assert (held, runs) == ("False", "completed")
+    assert int(tokens) == store.get_thread_usage(thread.id).total_tokens > 0
+    store.release_lease(thread.id, "this-process")
+    assert other()[0] == "True"
+    index.close()
+
+
 # --- threads listed without GET /v1/threads ------------------------------------------
 
 

@@ -11,15 +11,17 @@ and messages, through ``client.beta``'s endpoints and nothing else:
 * threads are listed through ``GET /v1/threads`` where the server has it
   (``langchain-retro serve`` does), otherwise through the local ``index`` store
   (`_plain_index`); without either, listing raises `StoreError` naming both;
-* run leases, run records and usage live in this process (`_plain_ledger`).
+* run leases, run records and usage live in the index store when there is one,
+  shared by every process that shares it, else in this process (`_plain_runs`).
 
 What a server without transactions cannot give, this mode does not claim: a
 batch of messages is written one request at a time (a failure part-way leaves the
 first ones), a patch of metadata is a read then a write (two writers may lose one
-change), one active run per thread holds within a process only, and a run's
-records and usage are this process's. Every check runs before the first request,
-so a refused write writes nothing. ``PLAIN_EXCEPTIONS`` in the tests lists the
-contract statements that do not hold, each with its reason.
+change), and one active run per thread, like a run's records and usage, holds
+among the processes that share the index (within one process without an index).
+Every check runs before the first request, so a refused write writes nothing.
+``PLAIN_EXCEPTIONS`` in the tests lists the contract statements that do not hold,
+each with its reason.
 
 Reads per windowed turn are constant in the thread's length: the context of a
 run is the newest ``context_limit`` messages, one ``order=desc&limit=N`` page.

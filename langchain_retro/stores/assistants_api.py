@@ -199,11 +199,12 @@ class AssistantsAPIStore(BaseStore):
                 every promise of a store. ``assistants``: only the Assistants API
                 (``client.beta``'s assistants, threads and messages), so any
                 Assistants-compatible server; runs' leases and records live in
-                this process. ``auto``: ask the server once (one request when the
+                the ``index`` if given, else in this process. ``auto``: ask the server once (one request when the
                 store is made) and take ``retro`` where it has those routes.
-            index: With ``assistants``, a local store (e.g. ``SQLiteStore``) that
-                lists threads on servers without ``GET /v1/threads`` (OpenAI's);
-                the store keeps it in step with the server.
+            index: With ``assistants``, a store of your own (e.g. ``SQLiteStore``)
+                that the store keeps in step with the server: it lists threads on
+                servers without ``GET /v1/threads`` (OpenAI's), and keeps run
+                leases, records and usage for every process that shares it.
 
         Raises:
             RetroValueError: If neither client is given, or for an unknown
