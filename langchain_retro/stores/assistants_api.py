@@ -199,8 +199,9 @@ class AssistantsAPIStore(BaseStore):
                 every promise of a store. ``assistants``: only the Assistants API
                 (``client.beta``'s assistants, threads and messages), so any
                 Assistants-compatible server; runs' leases and records live in
-                the ``index`` if given, else in this process. ``auto``: ask the server once (one request when the
-                store is made) and take ``retro`` where it has those routes.
+                the ``index`` if given, else in this process. ``auto``: ask the
+                server once (one request when the store is made) and take
+                ``retro`` where it has those routes.
             index: With ``assistants``, a store of your own (e.g. ``SQLiteStore``)
                 that the store keeps in step with the server: it lists threads on
                 servers without ``GET /v1/threads`` (OpenAI's), and keeps run
