@@ -46,7 +46,8 @@ from langchain_retro.stores.base import BaseStore
 WIRE_BACKENDS = ("wire", "wire-postgres")
 PLAIN_BACKENDS = ("plain", "plain-postgres", "plain-indexed")
 """`AssistantsAPIStore(protocol="assistants")` on a server without ``/v1/retro``;
-``plain-indexed`` with a local index (a SQLite file), which then keeps the runs."""
+``plain-indexed`` on one without ``GET /v1/threads`` either (OpenAI's API), with a
+local index (a SQLite file), which then lists the threads and keeps the runs."""
 
 KEY = "sk-wire-test-0123456789"
 """The key of the test stores (one owner: the server's owner checks run too)."""
@@ -258,7 +259,7 @@ def wire_stores(
         AssistantsAPIStore,
     )
 
-    served_kind = "plain" if kind == "plain-indexed" else kind
+    served_kind = "plain-unlisted" if kind == "plain-indexed" else kind
     served(served_kind, postgres_url)
     server = _servers[served_kind]
     made: list[BaseStore] = []
