@@ -11,6 +11,7 @@ number of requests per windowed turn.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -614,6 +615,37 @@ def test_a_windowed_turn_costs_the_same_requests_at_any_length(
     )
     counted.close()
     http.close()
+
+
+@pytest.mark.parametrize("name", ["hello_world.py", "listable_threads.py"])
+def test_examples_run_unchanged_on_the_plain_api(
+    name: str, store: BaseStore, tmp_path: Path
+) -> None:
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"OPENAI_API_KEY", "OPENAI_BASE_URL", "LANGCHAIN_RETRO_DB"}
+    }
+    env |= {"RETRO_BASE_URL": _url("plain"), "RETRO_API_KEY": _key()}
+    env["TMPDIR"] = str(tmp_path)
+    done = subprocess.run(  # noqa: S603 - our own example, with this interpreter
+        [sys.executable, "-W", "error", str(examples / name)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    expected = {
+        "hello_world.py": "assistant> echo: What did I just ask you?",
+        "listable_threads.py": "threads left in the store: ['hooli']",
+    }
+    assert expected[name] in done.stdout, done.stdout
+    with _raw() as raw:  # the data is on the server, as the plain API shows it
+        listed: Any = raw.get("/assistants", cast_to=object)
+        assert listed["data"]
 
 
 async def test_a_chat_history_keeps_every_message_type(
