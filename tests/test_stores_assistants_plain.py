@@ -46,6 +46,7 @@ from langchain_retro.stores._assistants_plain import (
     PlainAssistantsAPIStore,
     _plain_error,
 )
+from langchain_retro.stores._plain_index import STATE
 from langchain_retro.stores._plain_ops import Http
 from langchain_retro.stores.assistants_api import AssistantsAPIStore
 from langchain_retro.stores.base import BaseStore, NewMessage, ThreadQuery
@@ -468,14 +469,15 @@ original = getattr(_plain_index.ThreadIndex, step)
 
 def crash(self, *args):
     # The one point nothing else reaches: between the index's write and the
-    # server's. "pending" dies after its own write, the others before theirs.
-    if step == "pending":
+    # server's. "pending" and "begin_create" die after their own write, the
+    # others before theirs.
+    if step in ("pending", "begin_create"):
         yield from original(self, *args)
     os.kill(os.getpid(), signal.SIGKILL)
     yield from ()
 
 with mock.patch.object(_plain_index.ThreadIndex, step, crash):
-    if step == "end_create":
+    if step in ("begin_create", "end_create"):
         store.create_thread({"team": "orphan"})
     elif step == "confirm":
         store.update_thread(thread_id, MetadataPatch(set={"team": "moved"}))
@@ -517,6 +519,12 @@ def test_a_crash_between_the_two_writes_never_misleads_a_listing(
     def listed(**metadata: str) -> list[str]:
         return [t.id for t in store.list_threads(ThreadQuery(metadata=metadata))]
 
+    # Killed after the index's entry, before the server made the thread: the
+    # entry waits, unlisted, to be removed after CREATING_GRACE.
+    _crash(path, "begin_create")
+    assert listed() == [stays.id, gone.id, kept.id]
+    creating = index.list_threads(ThreadQuery(metadata={STATE: "creating"}))
+    assert [t.metadata["team"] for t in creating] == ["orphan"]
     # Killed after the server made a thread, before the index learnt its id: the
     # thread's id was never returned, and it is not listed.
     _crash(path, "end_create")
