@@ -231,6 +231,7 @@ def _status(status: int, message: str, **body: Any) -> openai.APIStatusError:
         400: openai.BadRequestError,
         401: openai.AuthenticationError,
         404: openai.NotFoundError,
+        405: openai.APIStatusError,
         429: openai.RateLimitError,
     }.get(status, openai.InternalServerError)
     return cls(message, response=response, body={"message": message, **body})
@@ -240,6 +241,7 @@ def _status(status: int, message: str, **body: Any) -> openai.APIStatusError:
     ("exc", "error", "match"),
     [
         (_status(404, "No thread"), ThreadNotFoundError, "thread_t"),
+        (_status(405, "Method Not Allowed"), ThreadNotFoundError, "thread_t"),
         (
             _status(400, str(message_refused("thread_t", "run_r"))),
             ThreadBusyError,
@@ -257,7 +259,18 @@ def _status(status: int, message: str, **body: Any) -> openai.APIStatusError:
             "Could not reach",
         ),
     ],
-    ids=["404", "busy", "busy-code", "400", "401", "429", "5xx", "timeout", "conn"],
+    ids=[
+        "404",
+        "405",
+        "busy",
+        "busy-code",
+        "400",
+        "401",
+        "429",
+        "5xx",
+        "timeout",
+        "conn",
+    ],
 )
 def test_sdk_errors_map_onto_the_tree(
     exc: openai.OpenAIError, error: type[Exception], match: str

@@ -127,7 +127,8 @@ def _plain_error(exc: openai.OpenAIError, call: Http) -> RetroError:
     if isinstance(exc, openai.APIStatusError):
         body = exc.body if isinstance(exc.body, Mapping) else {}
         message = str(body.get("message") or exc.message)
-        if exc.status_code == 404 and call.missing is not None:
+        # A route a server lacks may answer 405 (its path serves another method).
+        if exc.status_code in (404, 405) and call.missing is not None:
             return call.missing()
         if exc.status_code == 400 and (
             _busy(message) or body.get("code") == "thread_busy"
