@@ -300,6 +300,74 @@ async def test_errors_from_the_server_are_ours(store: BaseStore, call: Call) -> 
     await refused.aclose()
 
 
+# --- a retried POST is carried out once --------------------------------------------
+
+
+def test_a_repeated_key_is_answered_once() -> None:
+    url = _url("plain")
+    headers = {"Authorization": f"Bearer {_key()}", "Idempotency-Key": "k-1"}
+    body = {"metadata": {"n": "1"}}
+    with httpx2.Client(base_url=url, headers=headers) as http:
+        first = http.post("/threads", json=body)
+        again = http.post("/threads", json=body)
+        assert first.status_code == again.status_code == 200
+        assert again.json()["id"] == first.json()["id"]
+        assert again.headers["idempotent-replayed"] == "true"
+        other = http.post("/threads", json={"metadata": {"n": "2"}})
+        assert other.status_code == 400
+        assert "Idempotency-Key" in other.json()["error"]["message"]
+        # Without the header, every POST is its own.
+        plain = {"Idempotency-Key": ""}
+        one = http.post("/threads", json=body, headers=plain).json()["id"]
+        two = http.post("/threads", json=body, headers=plain).json()["id"]
+        assert one != two
+        for thread_id in (first.json()["id"], one, two):
+            http.delete(f"/threads/{thread_id}")
+
+
+class _LosesFirstAnswer(httpx2.HTTPTransport):
+    """The network: the first answer to a POST of messages never arrives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = 0
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = super().handle_request(request)
+        if (
+            request.method == "POST"
+            and "messages" in request.url.path
+            and not self.lost
+        ):
+            self.lost += 1
+            response.read()
+            response.close()
+            raise httpx2.ReadTimeout("answer lost", request=request)
+        return response
+
+
+@pytest.mark.parametrize("protocol", ["assistants", "retro"])
+def test_a_write_retried_by_the_sdk_is_written_once(
+    protocol: str, store: BaseStore
+) -> None:
+    network = _LosesFirstAnswer()
+    http = httpx2.Client(transport=network)
+    client = openai.OpenAI(
+        base_url=_url("plain" if protocol == "assistants" else "wire"),
+        api_key=_key(),
+        http_client=http,
+        max_retries=2,
+    )
+    retried = AssistantsAPIStore(client=client, protocol=protocol)  # type: ignore[arg-type]
+    thread = retried.create_thread({})
+    (row,) = retried.add_messages(thread.id, [_new(HumanMessage("once"))])
+    assert network.lost == 1
+    assert [m.id for m in retried.list_messages(thread.id)] == [row.id]
+    retried.delete_thread(thread.id)
+    retried.close()
+    client.close()
+
+
 # --- what does not hold on the plain wire, shown -------------------------------------
 
 

@@ -7,6 +7,7 @@ and it can be mounted in an existing app. Around the routes:
   ``/healthz`` when keys are configured, 401 otherwise;
 * an access log (logger ``langchain_retro.server.access``): method, path, status and
   time, never a header, so never a key;
+* a ``POST`` repeated with its ``Idempotency-Key`` answered once (`idempotency`);
 * errors answered in OpenAI's shape (`errors`), request validation included (400
   naming the ``param``), unknown routes included (404);
 * on shutdown, runs in flight get ``shutdown_grace`` seconds to finish (their
@@ -39,6 +40,7 @@ from langchain_retro.server.errors import (
     error_response_parts,
 )
 from langchain_retro.server.execution import RunService
+from langchain_retro.server.idempotency import IdempotencyMiddleware
 from langchain_retro.server.routes import (
     assistants,
     messages,
@@ -131,6 +133,8 @@ def create_app(
         )
 
     _install_error_handlers(app)
+    # Innermost of the three: it keys repeats by the owner the auth middleware found.
+    app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(_AuthMiddleware, keyring=keyring)
     app.add_middleware(_AccessLogMiddleware)
     return app

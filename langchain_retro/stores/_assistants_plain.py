@@ -79,6 +79,7 @@ from langchain_retro.stores.assistants_api import (
     AssistantsAPIStore,
     WireProtocol,
     _store_error,
+    idempotent,
 )
 from langchain_retro.stores.base import (
     THREAD_ASSISTANT_KEY,
@@ -221,7 +222,9 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
             if call.method == "get":
                 return client.get(call.path, cast_to=object, options=options)
             if call.method == "post":
-                return client.post(call.path, cast_to=object, body=call.body)
+                return client.post(
+                    call.path, cast_to=object, body=call.body, options=idempotent()
+                )
             return client.delete(call.path, cast_to=object)
         except UnicodeEncodeError as exc:
             raise unencodable_error(exc) from exc
@@ -237,7 +240,9 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
             if call.method == "get":
                 return await client.get(call.path, cast_to=object, options=options)
             if call.method == "post":
-                return await client.post(call.path, cast_to=object, body=call.body)
+                return await client.post(
+                    call.path, cast_to=object, body=call.body, options=idempotent()
+                )
             return await client.delete(call.path, cast_to=object)
         except UnicodeEncodeError as exc:
             raise unencodable_error(exc) from exc

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -102,6 +103,14 @@ WireProtocol = Literal["retro", "assistants", "auto"]
 _PROTOCOLS: tuple[str, ...] = ("retro", "assistants", "auto")
 _probed: dict[str, str] = {}
 """The protocol ``auto`` found, by base URL: each server is probed once."""
+
+
+def idempotent() -> RequestOptions:
+    """Options of a ``POST``: a new ``Idempotency-Key``.
+
+    The SDK's retries of the request repeat it, so the server carries it out once.
+    """
+    return {"headers": {"Idempotency-Key": f"retro-{uuid.uuid4().hex}"}}
 
 
 def _store_error(  # noqa: PLR0911 - one mapping, read top to bottom
@@ -310,7 +319,12 @@ class AssistantsAPIStore(BaseStore):
             if request.method == "get":
                 data = client.get(request.path, cast_to=object, options=params)
             elif request.method == "post":
-                data = client.post(request.path, cast_to=object, body=request.body)
+                data = client.post(
+                    request.path,
+                    cast_to=object,
+                    body=request.body,
+                    options=idempotent(),
+                )
             else:
                 data = client.delete(request.path, cast_to=object, options=params)
         except UnicodeEncodeError as exc:
@@ -329,7 +343,10 @@ class AssistantsAPIStore(BaseStore):
                 data = await client.get(request.path, cast_to=object, options=params)
             elif request.method == "post":
                 data = await client.post(
-                    request.path, cast_to=object, body=request.body
+                    request.path,
+                    cast_to=object,
+                    body=request.body,
+                    options=idempotent(),
                 )
             else:
                 data = await client.delete(request.path, cast_to=object, options=params)
