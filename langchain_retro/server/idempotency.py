@@ -135,21 +135,24 @@ async def _answered(
     status = 500
     headers: list[tuple[bytes, bytes]] = []
     chunks: list[bytes] = []
-    whole = True
+    json_answer = finished = False
 
     async def sending(message: Message) -> None:
-        nonlocal status, headers, whole
+        nonlocal status, headers, json_answer, finished
         if message["type"] == "http.response.start":
             status = message["status"]
             headers = list(message.get("headers", []))
+            kind = dict(headers).get(b"content-type", b"")
+            # Streams (server-sent events) pass through, never kept in memory.
+            json_answer = kind.startswith(b"application/json")
         elif message["type"] == "http.response.body":
-            chunks.append(message.get("body", b""))
-            whole = whole and not message.get("more_body", False)
+            if json_answer:
+                chunks.append(message.get("body", b""))
+            finished = not message.get("more_body", False)
         await send(message)
 
     await app(scope, receive, sending)
-    kind = dict(headers).get(b"content-type", b"")
-    if status >= 500 or not kind.startswith(b"application/json") or not whole:
+    if status >= 500 or not json_answer or not finished:
         return None
     return status, headers, b"".join(chunks)
 
