@@ -706,7 +706,7 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
             yield from self._index.remove(thread_id)
 
     def delete_thread(self, thread_id: str) -> None:
-        """Delete a thread with its messages (and this process's runs of it)."""
+        """Delete a thread with its messages and its runs."""
         self._drive(self._delete_thread(thread_id))
 
     async def adelete_thread(self, thread_id: str) -> None:

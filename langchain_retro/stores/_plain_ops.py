@@ -69,7 +69,7 @@ class Http:
     params: dict[str, Any] = field(default_factory=dict)
     """The query."""
     missing: Callable[[], RetroError] | None = None
-    """The error a 404 means (``ThreadNotFoundError(...)``)."""
+    """The error a 404 (or a 405) means (``ThreadNotFoundError(...)``)."""
     thread_id: str | None = None
     """The thread a 400 "run is active" names, for `ThreadBusyError`."""
 
