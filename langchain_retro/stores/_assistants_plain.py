@@ -1109,18 +1109,18 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
         thread = yield from self._get_thread(thread_id)
         yield from self._refuse_taken(thread_id, messages)
         new = NewRun(id=owner) if run is None else run
+        assistant = None
+        assistant_id = thread.metadata.get(THREAD_ASSISTANT_KEY)
+        if assistant_id:
+            try:
+                assistant = yield from self._get_assistant_record(assistant_id)
+            except AssistantNotFoundError:
+                assistant = None
         began = yield from self._runs.begin(thread, owner, ttl, new, resume=resume)
         if began is None:
             return None
         started, resumed = began
         try:
-            assistant = None
-            assistant_id = thread.metadata.get(THREAD_ASSISTANT_KEY)
-            if assistant_id:
-                try:
-                    assistant = yield from self._get_assistant_record(assistant_id)
-                except AssistantNotFoundError:
-                    assistant = None
             if resumed:
                 messages = [
                     m
@@ -1137,6 +1137,9 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
         except RetroError:
             yield from self._runs.undo(thread_id, owner, started, resumed=resumed)
             raise
+        # The lease lasts ``ttl`` from now, as if taken with the writes just made.
+        yield from self._runs.renew(thread_id, owner, ttl)
+        started = yield from self._runs.run(thread_id, started.id)
         return RunStart(
             thread=thread,
             assistant=assistant,
