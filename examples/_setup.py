@@ -38,14 +38,16 @@ def open_store() -> Iterator[BaseStore]:
     """The store the example keeps its data in, closed on the way out.
 
     With RETRO_BASE_URL set (and RETRO_API_KEY, a key it accepts): an
-    `AssistantsAPIStore` on that ``langchain-retro serve``, so the example's data
-    lives on the server. Otherwise a `SQLiteStore` on `database_path`.
+    `AssistantsAPIStore` on that server, so the example's data lives there: through
+    the ``/v1/retro`` routes of a ``langchain-retro serve``, or through the plain
+    Assistants API on a server without them (``protocol="auto"`` asks which).
+    Otherwise a `SQLiteStore` on `database_path`.
     """
     url = os.environ.get("RETRO_BASE_URL")
     if url:
         print(f"store: AssistantsAPIStore on {url}")
         key = os.environ.get("RETRO_API_KEY") or "none"
-        with AssistantsAPIStore.from_url(url, api_key=key) as store:
+        with AssistantsAPIStore.from_url(url, api_key=key, protocol="auto") as store:
             yield store
         return
     path = database_path()

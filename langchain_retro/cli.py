@@ -16,6 +16,7 @@ Usage::
     langchain-retro chat [--thread ID]         # a REPL; --offline needs no key
     langchain-retro serve [--host H] [--port P] [--workers N] [--api-key KEY]
         [--metadata-limits off]                # off: the /v1/retro routes take any size
+        [--no-retro-routes] [--no-thread-listing]   # the Assistants API alone
     langchain-retro migrate SOURCE DEST [--dry-run] [--verify]   # store URLs
     langchain-retro export [--thread ID]... FILE | import FILE  # JSON Lines, .gz
 
@@ -284,6 +285,19 @@ def _serve_command(
             "openai (16 keys, 64-character keys, 512-character values; the "
             "default) or off; the Assistants API routes keep OpenAI's"
         ),
+    )
+    serve.add_argument(
+        "--no-retro-routes",
+        action="store_true",
+        help=(
+            "serve the Assistants API without the /v1/retro routes (as other "
+            "Assistants-compatible servers do)"
+        ),
+    )
+    serve.add_argument(
+        "--no-thread-listing",
+        action="store_true",
+        help="answer GET /v1/threads (this server's listing extension) 404, as OpenAI",
     )
     serve.add_argument(
         "--log-level",

@@ -101,7 +101,7 @@ def stores_of(kind: str, tmp_path: Path) -> Iterator[Callable[..., BaseStore]]:
     schema), as several processes of one app would. The ``wire`` kinds are
     `AssistantsAPIStore`s on a served database (``tests/_wire_store.py``).
     """
-    if kind.startswith("wire"):
+    if kind.startswith(("wire", "plain")):
         from _wire_store import wire_stores  # noqa: PLC0415
 
         with wire_stores(kind, postgres_url) as make_wire:

@@ -27,6 +27,7 @@ SERVE_ENV = (
     "LANGCHAIN_RETRO_POSTGRES_URL",
     "LANGCHAIN_RETRO_POSTGRES_SCHEMA",
     "LANGCHAIN_RETRO_LEASE_TTL",
+    "LANGCHAIN_RETRO_EXTENSIONS_OFF",
     "OPENAI_API_KEY",
     "OPENAI_BASE_URL",
 )
@@ -83,6 +84,16 @@ def test_without_a_key_it_says_it_serves_loopback_only(
     banner = capsys.readouterr().err
     assert "http://127.0.0.1:" in banner
     assert "open to any request (loopback only)" in banner
+
+
+def test_extensions_can_be_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _serving(monkeypatch)
+    monkeypatch.setenv("OPENAI_API_KEY", "upstream-key")
+    assert main(["serve", "--no-retro-routes", "--no-thread-listing"]) == 0
+    assert main(["serve", "--no-retro-routes"]) == 0
+    assert main(["serve"]) == 0
+    off = [call["env"]["LANGCHAIN_RETRO_EXTENSIONS_OFF"] for call in calls]
+    assert off == ["retro,thread-listing", "retro", ""]
 
 
 def test_without_a_key_only_loopback_is_served(

@@ -45,7 +45,17 @@ if TYPE_CHECKING:
 pytest_plugins = ["_helpers", "_wire_store"]
 
 
-@pytest.fixture(params=["sqlite", "postgres", "wire", "wire-postgres"])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        "postgres",
+        "wire",
+        "wire-postgres",
+        "plain",
+        "plain-postgres",
+        "plain-indexed",
+    ]
+)
 def store_kind(request: pytest.FixtureRequest) -> str:
     """Every backend, and `AssistantsAPIStore` over ``langchain-retro serve``.
 

@@ -7,6 +7,7 @@ and it can be mounted in an existing app. Around the routes:
   ``/healthz`` when keys are configured, 401 otherwise;
 * an access log (logger ``langchain_retro.server.access``): method, path, status and
   time, never a header, so never a key;
+* a ``POST`` repeated with its ``Idempotency-Key`` answered once (`idempotency`);
 * errors answered in OpenAI's shape (`errors`), request validation included (400
   naming the ``param``), unknown routes included (404);
 * on shutdown, runs in flight get ``shutdown_grace`` seconds to finish (their
@@ -39,6 +40,7 @@ from langchain_retro.server.errors import (
     error_response_parts,
 )
 from langchain_retro.server.execution import RunService
+from langchain_retro.server.idempotency import IdempotencyMiddleware
 from langchain_retro.server.routes import (
     assistants,
     messages,
@@ -62,6 +64,8 @@ def create_app(
     api_keys: Iterable[str] | Mapping[str, str] | None = None,
     settings: ServerSettings | None = None,
     metadata_limits: MetadataLimits = OPENAI_LIMITS,
+    retro_routes: bool = True,
+    thread_listing: bool = True,
 ) -> FastAPI:
     """The Assistants v2 API over ``store``, completing runs with ``llm``.
 
@@ -79,6 +83,13 @@ def create_app(
         metadata_limits: The limits of the ``/v1/retro`` routes (the store
             protocol `AssistantsAPIStore` speaks); ``UNLIMITED`` lifts them. The
             Assistants API routes keep OpenAI's.
+        retro_routes: Serve the ``/v1/retro`` routes (the store protocol of
+            `AssistantsAPIStore`'s ``retro`` mode). ``False`` leaves a server that
+            speaks only the Assistants API, as other Assistants-compatible servers
+            do (``serve --no-retro-routes``).
+        thread_listing: Serve ``GET /v1/threads``, this server's listing
+            extension; ``False`` answers it 404, as OpenAI does
+            (``serve --no-thread-listing``).
 
     Returns:
         The FastAPI app. Mounted in another app (``parent.mount("/retro", app)``),
@@ -105,15 +116,14 @@ def create_app(
     )
     app.state.retro = ServerState(store=store, settings=settings, runs=runs_service)
     # /threads/runs before /threads/{thread_id}, which would take it.
-    for router in (
-        assistants.router,
-        runs.router,
-        threads.router,
-        messages.router,
-        unsupported.router,
-    ):
+    routers = [assistants.router, runs.router, threads.router]
+    if thread_listing:
+        routers.append(threads.listing_router)
+    routers += [messages.router, unsupported.router]
+    if retro_routes:
+        routers.append(retro.router)
+    for router in routers:
         app.include_router(router)
-    app.include_router(retro.router)
     setattr(app.state, retro.LIMITS_STATE, metadata_limits)
 
     @app.get("/healthz")
@@ -123,6 +133,8 @@ def create_app(
         )
 
     _install_error_handlers(app)
+    # Innermost of the three: it keys repeats by the owner the auth middleware found.
+    app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(_AuthMiddleware, keyring=keyring)
     app.add_middleware(_AccessLogMiddleware)
     return app

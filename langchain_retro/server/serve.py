@@ -10,6 +10,7 @@ starts N processes sharing one database::
     LANGCHAIN_RETRO_API_KEYS       keys, comma-separated (``--api-key``, repeatable)
     LANGCHAIN_RETRO_LEASE_TTL      seconds a dead worker's run holds its thread
     LANGCHAIN_RETRO_METADATA_LIMITS  ``off`` lifts the ``/v1/retro`` routes' limits
+    LANGCHAIN_RETRO_EXTENSIONS_OFF  ``retro``, ``thread-listing``: extensions left out
     OPENAI_API_KEY, OPENAI_BASE_URL  the upstream Chat Completions endpoint
 
 Without a key the server is open to anyone who can reach it, so it then refuses
@@ -53,6 +54,7 @@ POSTGRES_ENV = "LANGCHAIN_RETRO_POSTGRES_URL"
 SCHEMA_ENV = "LANGCHAIN_RETRO_POSTGRES_SCHEMA"
 LEASE_ENV = "LANGCHAIN_RETRO_LEASE_TTL"
 LIMITS_ENV = "LANGCHAIN_RETRO_METADATA_LIMITS"
+EXTENSIONS_OFF_ENV = "LANGCHAIN_RETRO_EXTENSIONS_OFF"
 FALLBACK_MODEL = "gpt-4o-mini"
 """The model ``ChatOpenAI`` is made with; every run sends its assistant's model."""
 
@@ -118,6 +120,7 @@ def app_from_env() -> FastAPI:
     settings = ServerSettings(
         lease_ttl=float(os.environ.get(LEASE_ENV) or ServerSettings.lease_ttl)
     )
+    off = set(os.environ.get(EXTENSIONS_OFF_ENV, "").split(","))
     app = create_app(
         store=store,
         llm=ChatOpenAI(**options),
@@ -126,6 +129,8 @@ def app_from_env() -> FastAPI:
         metadata_limits=(
             UNLIMITED if os.environ.get(LIMITS_ENV) == "off" else OPENAI_LIMITS
         ),
+        retro_routes="retro" not in off,
+        thread_listing="thread-listing" not in off,
     )
     serving = app.router.lifespan_context
 
@@ -188,6 +193,15 @@ def serve(args: argparse.Namespace) -> int:
         os.environ[LEASE_ENV] = str(args.lease_ttl)
     if getattr(args, "metadata_limits", None) is not None:
         os.environ[LIMITS_ENV] = args.metadata_limits
+    off = [
+        name
+        for name, flag in (
+            ("retro", "no_retro_routes"),
+            ("thread-listing", "no_thread_listing"),
+        )
+        if getattr(args, flag, False)
+    ]
+    os.environ[EXTENSIONS_OFF_ENV] = ",".join(off)
     access = (
         "open to any request (loopback only)"
         if not keys

@@ -51,6 +51,7 @@ from langchain_retro.stores.base import (
 )
 
 __all__ = [
+    "CARRIED",
     "MESSAGE_KEY",
     "AddMessagesBody",
     "BeginRunBody",
@@ -64,6 +65,7 @@ __all__ = [
     "message_object",
     "new_message",
     "path_id",
+    "plain_message",
     "quote_id",
     "stricter",
     "wire_message",
@@ -77,6 +79,11 @@ _WIRE_ROLE = {"ai": "assistant"}
 
 _DEFAULT_ROLE = ROLES
 """The role a stored message of each type has unless it says otherwise."""
+
+CARRIED = ("_id", "_run_id", "_assistant_id", "_created_at")
+"""Extras a wire without those fields carries (the plain Assistants API's
+``CreateMessage`` takes no id, run, assistant or time): the caller's id, the run and
+assistant that wrote the message, and a copy's creation time."""
 
 
 class WireMessage(BaseModel):
@@ -103,8 +110,13 @@ class WireMessage(BaseModel):
 # --- messages: the codec -----------------------------------------------------------
 
 
-def _extras_of(message: NewMessage | StoredMessage) -> tuple[str, str, dict[str, Any]]:
-    """The wire role, the text and the extras (what the wire has no field for)."""
+def _extras_of(
+    message: NewMessage | StoredMessage, carried: Mapping[str, Any] | None = None
+) -> tuple[str, str, dict[str, Any]]:
+    """The wire role, the text and the extras (what the wire has no field for).
+
+    ``carried`` adds entries (`CARRIED`) a wire without those fields keeps here.
+    """
     try:
         data = json.loads(message.payload)
     except ValueError:
@@ -127,6 +139,7 @@ def _extras_of(message: NewMessage | StoredMessage) -> tuple[str, str, dict[str,
         extras["_role"] = message.role
     if message.reply_to is not None:
         extras["_reply_to"] = message.reply_to
+    extras.update({k: v for k, v in (carried or {}).items() if v is not None})
     return role, text, extras
 
 
@@ -207,6 +220,8 @@ class _Rebuilt(NamedTuple):
     reply_to: str | None
     raw: bool
     """Whether the payload was opaque to the codec (kept as text, not a message)."""
+    carried: dict[str, Any]
+    """The `CARRIED` entries found."""
 
 
 def _rebuilt(
@@ -220,7 +235,7 @@ def _rebuilt(
         payload = json.dumps(
             {"type": kind, "content": text}, ensure_ascii=False, separators=(",", ":")
         )
-        return _Rebuilt(role, payload, free, None, raw=False)
+        return _Rebuilt(role, payload, free, None, False, {})
     try:
         extras = json.loads("".join(metadata[k] for k in keys))
     except ValueError as exc:
@@ -233,6 +248,7 @@ def _rebuilt(
             f"Message {object_id!r}: its {MESSAGE_KEY!r} metadata is not an object."
         )
     reply_to = extras.pop("_reply_to", None)
+    carried = {name: extras.pop(name) for name in CARRIED if name in extras}
     stored_role = extras.pop("_role", None)
     raw = extras.pop("_raw", None)
     kind = extras.pop("type", "ai" if role == "assistant" else "human")
@@ -243,7 +259,7 @@ def _rebuilt(
                 "is not a string."
             )
     if raw is not None:
-        return _Rebuilt(stored_role or role, raw, free, reply_to, raw=True)
+        return _Rebuilt(stored_role or role, raw, free, reply_to, True, carried)
     content = extras.pop("content", text)
     if stored_role is None:
         derived = extras.get("role") if kind == "chat" else _DEFAULT_ROLE.get(kind)
@@ -251,7 +267,7 @@ def _rebuilt(
     # The order `to_payload` writes: type, content, then the other fields.
     extras = {"type": kind, "content": content, **extras}
     payload = json.dumps(extras, ensure_ascii=False, separators=(",", ":"))
-    return _Rebuilt(stored_role, payload, free, reply_to, raw=False)
+    return _Rebuilt(stored_role, payload, free, reply_to, False, carried)
 
 
 def new_message(wire: WireMessage) -> NewMessage:
@@ -306,27 +322,75 @@ def message_object(message: StoredMessage) -> dict[str, Any]:
     }
 
 
-def decode_message(data: Mapping[str, Any]) -> StoredMessage:
-    """A ``thread.message`` object read back as the store's `StoredMessage`."""
+def decode_message(
+    data: Mapping[str, Any], metadata: Mapping[str, str] | None = None
+) -> StoredMessage:
+    """A ``thread.message`` object read back as the store's `StoredMessage`.
+
+    Args:
+        data: The object.
+        metadata: Its metadata as the codec reads it, if not ``data``'s own (the
+            plain mode unescapes its keys first).
+
+    Raises:
+        MessageConversionError: If a `CARRIED` entry is not of its type.
+    """
     text = "".join(
         part["text"]["value"]
         for part in data.get("content") or []
         if part.get("type") == "text"
     )
-    rebuilt = _rebuilt(
-        str(data["role"]), text, data.get("metadata") or {}, str(data["id"])
-    )
+    if metadata is None:
+        metadata = data.get("metadata") or {}
+    rebuilt = _rebuilt(str(data["role"]), text, metadata, str(data["id"]))
+    carried = rebuilt.carried
+    for name in CARRIED:
+        kind = int if name == "_created_at" else str
+        if name in carried and not isinstance(carried[name], kind):
+            raise MessageConversionError(
+                f"Message {data['id']!r}: {name!r} in its {MESSAGE_KEY!r} metadata "
+                f"is not a{'n int' if kind is int else ' string'}."
+            )
     return StoredMessage(
-        id=data["id"],
-        created_at=data["created_at"],
+        id=carried.get("_id", data["id"]),
+        created_at=carried.get("_created_at", data["created_at"]),
         metadata=rebuilt.metadata,
         thread_id=data["thread_id"],
         role=rebuilt.role,
         payload=rebuilt.payload,
-        run_id=data.get("run_id"),
-        assistant_id=data.get("assistant_id"),
+        run_id=data.get("run_id") or carried.get("_run_id"),
+        assistant_id=data.get("assistant_id") or carried.get("_assistant_id"),
         reply_to=rebuilt.reply_to,
     )
+
+
+def plain_message(
+    message: NewMessage, limits: MetadataLimits, *, where: str = "A message"
+) -> tuple[Literal["user", "assistant"], str, dict[str, str]]:
+    """A message for a wire without ids, runs or times: role, text and metadata.
+
+    As `wire_message`, with the caller's id, the run, the assistant and a copy's
+    creation time carried in the extras (`CARRIED`).
+
+    Raises:
+        MetadataLimitError: If it does not fit, naming the field, limit and size.
+        MetadataError: If the caller's metadata uses `MESSAGE_KEY`.
+        RetroValueError: If the payload or metadata is not valid Unicode text.
+    """
+    carried = {
+        "_id": message.id,
+        "_run_id": message.run_id,
+        "_assistant_id": message.assistant_id,
+        "_created_at": message.created_at,
+    }
+    role, text, extras = _extras_of(message, carried)
+    metadata = _wire_metadata(message.metadata, extras, limits)
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise unencodable_error(exc) from exc
+    _check_wire_limits(metadata, limits, where)
+    return ("assistant" if role == "assistant" else "user"), text, metadata
 
 
 def quote_id(object_id: str) -> str:

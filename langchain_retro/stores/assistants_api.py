@@ -32,8 +32,14 @@ raises before any request, naming the field, the limit and the size.
 Every operation is one request to the server's ``/v1/retro`` routes, which run it as
 one call of the server's store: a batch of messages is written all or none, a run
 takes and keeps its thread's lease across every process and host that talks to the
-same server, a run's reply and its status are one write. Servers that speak only the
-Assistants API (without those routes) are refused with an error saying so.
+same server, a run's reply and its status are one write. With this default protocol
+(``retro``), servers that speak only the Assistants API are refused with an error
+saying so.
+
+With ``protocol="assistants"`` the store needs only the Assistants API, so it
+works with any Assistants-compatible server; ``protocol="auto"`` asks the server
+once which it is. What holds in that mode, and what does not, is told in
+`langchain_retro.stores._assistants_plain`.
 
 Errors: what the server's store raised is raised here (`ThreadNotFoundError`,
 `MetadataLimitError`, `RunStateError`...); a refused key, a rate limit that outlasted
@@ -45,8 +51,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import openai
 
@@ -87,9 +94,24 @@ from langchain_retro.stores.base import (
 if TYPE_CHECKING:
     from openai._types import RequestOptions
 
-__all__ = ["AssistantsAPIStore"]
+__all__ = ["AssistantsAPIStore", "WireProtocol"]
 
 T = TypeVar("T")
+
+WireProtocol = Literal["retro", "assistants", "auto"]
+"""How `AssistantsAPIStore` talks to its server: see its ``protocol`` option."""
+
+_PROTOCOLS: tuple[str, ...] = ("retro", "assistants", "auto")
+_probed: dict[str, str] = {}
+"""The protocol ``auto`` found, by base URL: each server is probed once."""
+
+
+def idempotent() -> RequestOptions:
+    """Options of a ``POST``: a new ``Idempotency-Key``.
+
+    The SDK's retries of the request repeat it, so the server carries it out once.
+    """
+    return {"headers": {"Idempotency-Key": f"retro-{uuid.uuid4().hex}"}}
 
 
 def _store_error(  # noqa: PLR0911 - one mapping, read top to bottom
@@ -106,9 +128,10 @@ def _store_error(  # noqa: PLR0911 - one mapping, read top to bottom
         if status == 404:
             return StoreError(
                 f"The server does not answer {method.upper()} /v1{path} ({message}). "
-                "AssistantsAPIStore needs the /v1/retro routes of `langchain-retro "
-                "serve`; a server that speaks only the Assistants API cannot keep a "
-                "store's promises (transactions, caller ids, run leases)."
+                "AssistantsAPIStore's default protocol needs the /v1/retro routes of "
+                "`langchain-retro serve`; for a server that speaks only the "
+                "Assistants API, pass protocol='assistants' (or 'auto'), which keeps "
+                "fewer of a store's promises (see the README)."
             )
         if status == 400:
             return RetroValueError(f"The server refused the request: {message}")
@@ -143,12 +166,34 @@ class AssistantsAPIStore(BaseStore):
             thread = ChatCompletionThread.create(store, assistant_id=assistant.id)
     """
 
+    def __new__(
+        cls,
+        *,
+        client: openai.OpenAI | None = None,
+        async_client: openai.AsyncOpenAI | None = None,
+        limits: MetadataLimits = OPENAI_LIMITS,
+        protocol: WireProtocol = "retro",
+        index: BaseStore | None = None,
+    ) -> AssistantsAPIStore:
+        """The store of the protocol asked for (``auto`` probes the server once)."""
+        if cls is AssistantsAPIStore and _protocol(protocol, client, async_client) == (
+            "assistants"
+        ):
+            from langchain_retro.stores._assistants_plain import (  # noqa: PLC0415
+                PlainAssistantsAPIStore,
+            )
+
+            return super().__new__(PlainAssistantsAPIStore)
+        return super().__new__(cls)
+
     def __init__(
         self,
         *,
         client: openai.OpenAI | None = None,
         async_client: openai.AsyncOpenAI | None = None,
         limits: MetadataLimits = OPENAI_LIMITS,
+        protocol: WireProtocol = "retro",
+        index: BaseStore | None = None,
     ) -> None:
         """A store over clients you own (the store never closes them).
 
@@ -157,16 +202,36 @@ class AssistantsAPIStore(BaseStore):
             async_client: The async client; ``None`` makes one like ``client``.
             limits: The metadata limits writes are checked against before any
                 request: the wire's by default; ``UNLIMITED`` with a server started
-                with ``--metadata-limits off``.
+                with ``--metadata-limits off`` (``retro`` protocol only: the
+                Assistants API keeps the wire's).
+            protocol: ``retro`` (the default): every operation is one request to
+                the ``/v1/retro`` routes of ``langchain-retro serve``, which keep
+                every promise of a store. ``assistants``: only the Assistants API
+                (``client.beta``'s assistants, threads and messages), so any
+                Assistants-compatible server; runs' leases and records live in
+                the ``index`` if given, else in this process. ``auto``: ask the
+                server once (one request when the store is made) and take
+                ``retro`` where it has those routes.
+            index: With ``assistants``, a store of your own (e.g. ``SQLiteStore``)
+                that the store keeps in step with the server: it lists threads on
+                servers without ``GET /v1/threads`` (OpenAI's), and keeps run
+                leases, records and usage for every process that shares it.
 
         Raises:
-            RetroValueError: If neither client is given.
+            RetroValueError: If neither client is given, or for an unknown
+                ``protocol`` or an ``index`` the ``retro`` protocol cannot use.
         """
         if client is None and async_client is None:
             raise RetroValueError(
                 "AssistantsAPIStore needs a client: pass client=OpenAI(...) and/or "
                 "async_client=AsyncOpenAI(...), or use "
                 "AssistantsAPIStore.from_url(base_url, api_key=...)."
+            )
+        if index is not None and type(self) is AssistantsAPIStore:
+            raise RetroValueError(
+                "index= lists threads for protocol='assistants' (servers without "
+                "the /v1/retro routes); the retro protocol lists them on the server. "
+                "Pass protocol='assistants', or leave index out."
             )
         self.limits = limits
         like: openai.OpenAI | openai.AsyncOpenAI = (
@@ -197,10 +262,13 @@ class AssistantsAPIStore(BaseStore):
         limits: MetadataLimits = OPENAI_LIMITS,
         timeout: float = 60.0,
         max_retries: int = 2,
+        protocol: WireProtocol = "retro",
+        index: BaseStore | None = None,
     ) -> AssistantsAPIStore:
         """A store on the server at ``base_url`` (``http://host:8000/v1``).
 
         The store makes its own clients and closes them with `close` / `aclose`.
+        ``protocol`` and ``index`` are as for the constructor.
         """
         store = cls(
             client=openai.OpenAI(
@@ -210,6 +278,8 @@ class AssistantsAPIStore(BaseStore):
                 max_retries=max_retries,
             ),
             limits=limits,
+            protocol=protocol,
+            index=index,
         )
         store._owns_client = True
         return store
@@ -250,7 +320,12 @@ class AssistantsAPIStore(BaseStore):
             if request.method == "get":
                 data = client.get(request.path, cast_to=object, options=params)
             elif request.method == "post":
-                data = client.post(request.path, cast_to=object, body=request.body)
+                data = client.post(
+                    request.path,
+                    cast_to=object,
+                    body=request.body,
+                    options=idempotent(),
+                )
             else:
                 data = client.delete(request.path, cast_to=object, options=params)
         except UnicodeEncodeError as exc:
@@ -269,7 +344,10 @@ class AssistantsAPIStore(BaseStore):
                 data = await client.get(request.path, cast_to=object, options=params)
             elif request.method == "post":
                 data = await client.post(
-                    request.path, cast_to=object, body=request.body
+                    request.path,
+                    cast_to=object,
+                    body=request.body,
+                    options=idempotent(),
                 )
             else:
                 data = await client.delete(request.path, cast_to=object, options=params)
@@ -817,6 +895,54 @@ class AssistantsAPIStore(BaseStore):
     async def aimport_runs(self, runs: Sequence[StoredRun]) -> list[str]:
         """Async twin of `import_runs`."""
         return await self._asend(self._requests.import_runs(runs))
+
+
+def _protocol(
+    protocol: object,
+    client: openai.OpenAI | None,
+    async_client: openai.AsyncOpenAI | None,
+) -> str:
+    """The protocol to speak: as asked, or (``auto``) as the server answers.
+
+    Raises:
+        RetroValueError: For an unknown protocol.
+        StoreError: If ``auto`` cannot reach the server or its key is refused.
+    """
+    if protocol not in _PROTOCOLS:
+        raise RetroValueError(
+            f"protocol must be one of {list(_PROTOCOLS)}, not {protocol!r}."
+        )
+    like: openai.OpenAI | openai.AsyncOpenAI | None = client or async_client
+    if protocol != "auto" or like is None:
+        return str(protocol)
+    base_url = str(like.base_url)
+    if base_url not in _probed:
+        _probed[base_url] = _probe(client, like)
+    return _probed[base_url]
+
+
+def _probe(
+    client: openai.OpenAI | None, like: openai.OpenAI | openai.AsyncOpenAI
+) -> str:
+    """Whether the server has the ``/v1/retro`` routes: one cheap ``GET``."""
+    probe = client or openai.OpenAI(
+        base_url=str(like.base_url),
+        api_key=like.api_key,
+        timeout=like.timeout,
+        max_retries=like.max_retries,
+    )
+    path = "/retro/assistants/asst_protocol_probe"
+    try:
+        probe.get(path, cast_to=object)
+    except openai.NotFoundError as exc:
+        body = exc.body if isinstance(exc.body, Mapping) else {}
+        return "retro" if decode_error(body.get("retro")) is not None else "assistants"
+    except openai.OpenAIError as exc:
+        raise _store_error(exc, "get", path) from exc
+    finally:
+        if probe is not client:
+            probe.close()
+    return "retro"  # pragma: no cover - no assistant has the probe's id
 
 
 _closing: set[asyncio.Task[None]] = set()

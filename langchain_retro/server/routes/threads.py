@@ -31,9 +31,11 @@ from langchain_retro.server.requests import (
 from langchain_retro.server.routes._common import deleted, ok, replaced_metadata
 from langchain_retro.stores.base import NewMessage
 
-__all__ = ["create_thread", "new_messages", "router"]
+__all__ = ["create_thread", "listing_router", "new_messages", "router"]
 
 router = APIRouter(prefix="/v1/threads")
+listing_router = APIRouter(prefix="/v1/threads")
+"""``GET /v1/threads``: an extension `create_app` can leave out (``thread_listing``)."""
 
 _METADATA_FILTER = re.compile(r"^metadata\[(?P<key>[^\]]+)\]$")
 
@@ -102,7 +104,7 @@ def _filters(query: Mapping[str, str], owner: str | None) -> dict[str, str]:
     return filters
 
 
-@router.get("")
+@listing_router.get("")
 async def list_threads(request: Request, ctx: Ctx) -> JSONResponse:
     """List the caller's threads, newest first (an extension of OpenAI's API)."""
     params = ListParams.of(request.query_params)
