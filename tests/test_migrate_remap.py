@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from _migrate_data import fill
+from langchain_core.messages import AIMessage, HumanMessage
 
 from langchain_retro import IdsNotKeptError, SQLiteStore, amigrate, migrate
 from langchain_retro._remap import SOURCE_KEY
@@ -177,3 +178,54 @@ async def test_the_async_twin_copies_with_new_ids_too(tmp_path: Path) -> None:
         assert report.written["messages"] == 8
         assert shape(dest, copied=True) == shape(source, copied=False)
         assert path.read_text("utf-8").count('"type": "thread"') == 3
+
+
+def test_into_the_plain_assistants_api_with_new_ids(tmp_path: Path) -> None:
+    # The store that assigns its own ids for real: the plain Assistants API of
+    # `langchain-retro serve --no-retro-routes`, found again through its listing.
+    from _wire_store import KEY, served  # noqa: PLC0415
+
+    from langchain_retro import AssistantsAPIStore  # noqa: PLC0415
+
+    def no_postgres() -> str:
+        raise AssertionError("the plain server here serves SQLite")
+
+    url = served("plain", no_postgres)
+    path = tmp_path / "ids.jsonl"
+    said = [HumanMessage("hi ✓"), AIMessage("hello"), HumanMessage("again")]
+    threads = [
+        {"free": {"user": "ada ✓"}, "typed": {}, "messages": said, "runs": 1},
+        {"free": {}, "typed": {}, "messages": said[:1], "runs": 0},
+    ]
+    with (
+        SQLiteStore(tmp_path / "a.db") as source,
+        AssistantsAPIStore.from_url(url, api_key=KEY, protocol="assistants") as dest,
+    ):
+        assert dest.keeps_ids is False
+        fill(source, threads)
+        with pytest.raises(IdsNotKeptError):
+            migrate(source, dest)
+        report = migrate(source, dest, id_map=path)
+        assert report.written["threads"] == 2
+        copied_messages = sum(
+            len(source.list_messages(t.id)) for t in source.list_threads(ALL)
+        )
+        assert report.written["messages"] == copied_messages >= 4
+        lines = [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+        new = {(line["type"], line["source"]): line["dest"] for line in lines}
+        for thread in source.list_threads(ALL):
+            copy = dest.get_thread(new[("thread", thread.id)])
+            assert copy.metadata[SOURCE_KEY] == thread.id
+            assert (
+                copy.metadata["assistant_id"]
+                == new[("assistant", thread.metadata["assistant_id"])]
+            )
+            old_messages = source.list_messages(thread.id)
+            copied = dest.list_messages(copy.id)
+            assert [(m.role, m.payload, m.metadata) for m in copied] == [
+                (m.role, m.payload, m.metadata) for m in old_messages
+            ]
+            if "hwm" in thread.metadata:
+                assert copy.metadata["hwm"] == new[("message", thread.metadata["hwm"])]
+        again = migrate(source, dest, id_map=path)
+        assert sum(again.written.values()) == 0

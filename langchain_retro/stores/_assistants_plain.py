@@ -193,6 +193,23 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
             f"AssistantsAPIStore({self._settings['base_url']!r}, protocol='assistants')"
         )
 
+    # --- what the plain API cannot do as the retro routes do --------------------
+
+    keeps_ids = False
+    """The Assistants API assigns its own ids: a copy into it needs an id map."""
+
+    import_assistants = BaseStore.import_assistants
+    aimport_assistants = BaseStore.aimport_assistants
+    import_threads = BaseStore.import_threads
+    aimport_threads = BaseStore.aimport_threads
+    import_runs = BaseStore.import_runs
+    aimport_runs = BaseStore.aimport_runs
+
+    # The check and the write under the thread's lease (in this process, or in the
+    # index): the runs the lease keeps out are the ones this store's runs take.
+    add_messages_if_idle = BaseStore.add_messages_if_idle
+    aadd_messages_if_idle = BaseStore.aadd_messages_if_idle
+
     # --- I/O: the drivers --------------------------------------------------------
 
     def _unplain(self, request: Request[Any]) -> StoreError:
