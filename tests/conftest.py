@@ -34,6 +34,15 @@ pytest_plugins = ["_server_fixtures"]
 """The server tests' fixtures (``fake``, ``api``, ``client``), used only there."""
 
 POSTGRES_URL_ENV = "RETRO_TEST_POSTGRES_URL"
+
+EVERY_BACKEND = (
+    *("sqlite", "postgres"),
+    *("wire", "wire-postgres"),
+    *("plain", "plain-postgres", "plain-indexed"),
+)
+"""What the contract suites run on: both stores, and `AssistantsAPIStore` in front of
+each, over the ``/v1/retro`` routes (``wire``) and the plain Assistants API (``plain``,
+`tests/_wire_store.py`)."""
 BACKENDS = ("sqlite", "postgres")
 
 

@@ -12,6 +12,7 @@ import json
 from typing import TYPE_CHECKING
 
 import pytest
+from conftest import EVERY_BACKEND
 from langchain_core.messages import AIMessage, HumanMessage
 
 from langchain_retro import (
@@ -37,17 +38,7 @@ if TYPE_CHECKING:
 pytest_plugins = ["_helpers", "_wire_store"]
 
 
-@pytest.fixture(
-    params=[
-        "sqlite",
-        "postgres",
-        "wire",
-        "wire-postgres",
-        "plain",
-        "plain-postgres",
-        "plain-indexed",
-    ]
-)
+@pytest.fixture(params=EVERY_BACKEND)
 def store_kind(request: pytest.FixtureRequest) -> str:
     """Every backend, and `AssistantsAPIStore` over ``langchain-retro serve``.
 

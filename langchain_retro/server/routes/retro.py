@@ -29,8 +29,8 @@ take their path.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
-from typing import Annotated, Any
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -833,6 +833,28 @@ async def _not_taken(ctx: Context, kind: str, object_id: str) -> None:
         )
 
 
+_Imported = TypeVar("_Imported", StoredAssistant, ThreadCopy)
+
+
+async def _owned_imports(
+    ctx: Context, kind: str, records: Sequence[_Imported], limits: MetadataLimits
+) -> list[_Imported]:
+    """Records to import as this key's: checked, ids free, marked with the owner.
+
+    Raises:
+        RetroValueError: A record's metadata names an owner, is over ``limits``, or
+            its id is already another key's; nothing was written.
+    """
+    for record in records:
+        _no_owner_key(record.metadata)
+        check_limits(record.metadata, limits)
+    for record in records:
+        await _not_taken(ctx, kind, record.id)
+    return [
+        r.model_copy(update={"metadata": owned(r.metadata, ctx.owner)}) for r in records
+    ]
+
+
 @router.post("/assistants:import")
 async def import_assistants(
     ctx: Ctx, body: AssistantsImportBody, limits: ServerLimits
@@ -840,18 +862,9 @@ async def import_assistants(
     """`BaseStore.import_assistants`: this key's assistants, ids kept."""
 
     async def work() -> Any:
-        for assistant in body.assistants:
-            _no_owner_key(assistant.metadata)
-            check_limits(assistant.metadata, stricter(limits, body.limits))
-        for assistant in body.assistants:
-            await _not_taken(ctx, "Assistant", assistant.id)
-        written = await ctx.store.aimport_assistants(
-            [
-                a.model_copy(update={"metadata": owned(a.metadata, ctx.owner)})
-                for a in body.assistants
-            ]
-        )
-        return {"written": written}
+        both = stricter(limits, body.limits)
+        mine = await _owned_imports(ctx, "Assistant", body.assistants, both)
+        return {"written": await ctx.store.aimport_assistants(mine)}
 
     return await _answer(work())
 
@@ -863,18 +876,9 @@ async def import_threads(
     """`BaseStore.import_threads`: this key's threads, ids kept."""
 
     async def work() -> Any:
-        for thread in body.threads:
-            _no_owner_key(thread.metadata)
-            check_limits(thread.metadata, stricter(limits, body.limits))
-        for thread in body.threads:
-            await _not_taken(ctx, "Thread", thread.id)
-        written = await ctx.store.aimport_threads(
-            [
-                t.model_copy(update={"metadata": owned(t.metadata, ctx.owner)})
-                for t in body.threads
-            ]
-        )
-        return {"written": written}
+        both = stricter(limits, body.limits)
+        mine = await _owned_imports(ctx, "Thread", body.threads, both)
+        return {"written": await ctx.store.aimport_threads(mine)}
 
     return await _answer(work())
 
