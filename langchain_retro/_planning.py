@@ -424,10 +424,11 @@ def rebuild_all(rows: Sequence[StoredMessage]) -> list[LCBaseMessage]:
     ]
 
 
-def _last_asked(rows: Sequence[StoredMessage]) -> int | None:
-    """The index of the newest row that is not the assistant's, if any."""
+def _last_asked(rows: Sequence[StoredMessage], start: int = 0) -> int | None:
+    """The index of the newest row from ``start`` on that is not the assistant's."""
     return next(
-        (i for i in range(len(rows) - 1, -1, -1) if rows[i].role != AI_ROLE), None
+        (i for i in range(len(rows) - 1, start - 1, -1) if rows[i].role != AI_ROLE),
+        None,
     )
 
 
@@ -472,10 +473,7 @@ def plan_run(
         NothingToRunError: If no message waits for an answer.
     """
     start = pending_start(rows, thread.hwm, complete)
-    last = next(
-        (i for i in range(len(rows) - 1, start - 1, -1) if rows[i].role != AI_ROLE),
-        None,
-    )
+    last = _last_asked(rows, start)
     if last is None and again:
         last = _last_asked(rows)
         if last is None and not complete:
