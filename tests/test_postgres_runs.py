@@ -158,7 +158,7 @@ needs_pipelines = pytest.mark.skipif(
 
 
 @needs_pipelines
-def test_a_turn_is_three_round_trips(one_connection: tuple[Any, Any]) -> None:
+def test_a_turn_is_two_round_trips(one_connection: tuple[Any, Any]) -> None:
     store, pool = one_connection
     assistant = store.create_assistant({"model": "m"}, {})
     thread = store.create_thread({"assistant_id": assistant.id})
@@ -184,9 +184,90 @@ def test_a_turn_is_three_round_trips(one_connection: tuple[Any, Any]) -> None:
         ),
     )
     assert saved.run.status == "completed"
-    # The run, its lease and thread read; then all written in one statement, if
-    # they did not change meanwhile.
+    # Written as begin_run left the run and the thread, in one statement, since
+    # neither changed meanwhile: no read first.
+    assert trips == ["WITH"]
+    # What it returns is what it stored, stamped by the database's clock.
+    assert saved.run == store.get_run(thread.id, "run_1")
+    assert saved.run.completed_at == saved.messages[0].created_at
+    assert saved.run.completed_at >= start.run.started_at
+    assert store.get_thread(thread.id).metadata["hwm"] == start.appended[0].id
+    assert store.get_lease(thread.id) is None
+
+
+def begun(store: Any, *messages: NewMessage) -> tuple[Any, Any]:
+    """A thread of ``store`` with a run ``run_1`` begun on it, and its start."""
+    thread = store.create_thread({"topic": "a"})
+    start = store.begin_run(
+        thread.id, owner="run_1", ttl=30.0, messages=list(messages) or [user("q")]
+    )
+    return thread, start
+
+
+def finish(store: Any, thread_id: str, **patch: str) -> Any:
+    """End ``run_1`` completed with a reply, patching the thread with ``patch``."""
+    return store.finish_run(
+        thread_id,
+        owner="run_1",
+        run_id="run_1",
+        update=RunUpdate(status="completed"),
+        messages=[reply("a", "run_1")],
+        thread_patch=MetadataPatch(set=patch) if patch else None,
+    )
+
+
+@needs_pipelines
+def test_a_run_changed_since_it_began_is_read_before_its_end_is_written(
+    one_connection: tuple[Any, Any], make: Callable[..., Any]
+) -> None:
+    """A cancel from another store between begin and finish: read, then cancelled."""
+    store, pool = one_connection
+    thread, _ = begun(store)
+    make().cancel_run(thread.id, "run_1")
+    saved, trips = round_trips(pool, lambda: finish(store, thread.id, hwm="x"))
+    # The write found the run changed and wrote nothing; the run was read and
+    # ended as a cancel asks: no reply kept, the metadata left alone.
+    assert trips == ["WITH", "SELECT", "WITH"]
+    assert saved.run.status == "cancelled"
+    assert saved.messages == []
+    assert saved.run == store.get_run(thread.id, "run_1")
+    assert saved.run.cancelled_at is not None
+    assert [m.role for m in store.list_messages(thread.id)] == ["user"]
+    assert "hwm" not in store.get_thread(thread.id).metadata
+
+
+@needs_pipelines
+def test_thread_metadata_changed_during_a_run_is_kept_by_its_end(
+    one_connection: tuple[Any, Any], make: Callable[..., Any]
+) -> None:
+    """Metadata written by another store while the run ran is patched, not lost."""
+    store, pool = one_connection
+    thread, start = begun(store)
+    make().update_thread(thread.id, MetadataPatch(set={"topic": "b", "extra": "1"}))
+    saved, trips = round_trips(
+        pool, lambda: finish(store, thread.id, hwm=start.appended[0].id)
+    )
+    assert trips == ["WITH", "SELECT", "WITH"]
+    assert saved.run.status == "completed"
+    assert store.get_thread(thread.id).metadata == {
+        "topic": "b",
+        "extra": "1",
+        "hwm": start.appended[0].id,
+    }
+    assert [m.role for m in store.list_messages(thread.id)] == ["user", "assistant"]
+
+
+@needs_pipelines
+def test_a_run_begun_by_another_store_is_read_before_its_end(
+    one_connection: tuple[Any, Any], make: Callable[..., Any]
+) -> None:
+    """Only the store that began a run skips the read; any store may end it."""
+    store, pool = one_connection
+    thread, _ = begun(make())
+    saved, trips = round_trips(pool, lambda: finish(store, thread.id))
     assert trips == ["SELECT", "WITH"]
+    assert saved.run == store.get_run(thread.id, "run_1")
+    assert saved.run.status == "completed"
 
 
 @needs_pipelines
@@ -494,7 +575,7 @@ def test_a_finish_that_finds_the_run_changed_reads_it_again(
 ) -> None:
     store = make()
     thread = store.create_thread({})
-    store.begin_run(thread.id, owner="run_1", ttl=30.0)
+    make().begin_run(thread.id, owner="run_1", ttl=30.0)  # so finish reads first
     op = store._finish_run(
         thread.id,
         owner="run_1",
@@ -517,7 +598,7 @@ def test_a_patch_is_applied_to_the_metadata_as_it_is(
 ) -> None:
     store = make()
     thread = store.create_thread({"a": "1"})
-    store.begin_run(thread.id, owner="run_1", ttl=30.0)
+    make().begin_run(thread.id, owner="run_1", ttl=30.0)  # so finish reads first
     op = store._finish_run(
         thread.id,
         owner="run_1",

@@ -22,10 +22,13 @@ parts that save a round trip, and gives what the rules give:
 A run that is changed after it was read (`finish_run`, `cancel_run`) is written by a
 statement that writes only if the row is still the version read (``xmin``), so a
 change made meanwhile is never overwritten: the store reads it again and retries.
+`begin_run` returns the version it wrote, so a run's end is usually written without
+reading it first (`_Begun`).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -59,7 +62,10 @@ except ImportError as exc:
     ) from exc
 
 __all__ = [
+    "_Begun",
+    "_BegunRuns",
     "_LeaseState",
+    "_RunRead",
     "_lease_of",
     "_q_run_begin",
     "_q_run_context",
@@ -167,6 +173,72 @@ def _stored_body(run: StoredRun) -> str:
     return run_body(run.model_copy(update={"expires_at": None}))
 
 
+class _Begun(NamedTuple):
+    """A run as `begin_run` left it: enough to write its end without reading it."""
+
+    thread_id: str
+    """Its thread."""
+    owner: str
+    """The lease owner that began it."""
+    run: StoredRun
+    """The run as stored (``expires_at`` aside, which reads derive)."""
+    version: str
+    """The version of its row (``xmin``) after `begin_run`."""
+    thread_created_at: int
+    """The thread's ``created_at``."""
+    thread_metadata: dict[str, str]
+    """The thread's metadata after `begin_run`."""
+
+    def as_read(self) -> _RunRead:
+        """The run as `_q_run_get` reads it if nothing changed: its owner's lease.
+
+        The clocks are the run's start: `finish_run` stamps a run's end with the
+        database's time in the statement that writes it.
+        """
+        started = self.run.started_at or self.run.created_at
+        lease = _LeaseState(self.owner, None, float(started), started)
+        return _RunRead(
+            self.run,
+            self.owner,
+            lease,
+            self.version,
+            self.thread_created_at,
+            self.thread_metadata,
+        )
+
+
+class _BegunRuns:
+    """The runs a store began and has not finished, newest last, at most ``size``.
+
+    `finish_run` takes a run's entry and writes its end guarded by the version and
+    thread metadata it holds. If either changed meanwhile (a cancel, a takeover, a
+    metadata update), nothing is written and the store reads the run as usual: an
+    entry saves a round trip and is never trusted. A run that never finishes here
+    (its process moved on, another store finishes it) falls off the end.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        """Keep at most ``size`` runs."""
+        self._size = size
+        self._runs: dict[str, _Begun] = {}
+        self._lock = threading.Lock()  # held for a dict operation only
+
+    def put(self, begun: _Begun) -> None:
+        """Remember a run just begun, forgetting the oldest beyond ``size``."""
+        with self._lock:
+            self._runs[begun.run.id] = begun
+            while len(self._runs) > self._size:
+                del self._runs[next(iter(self._runs))]
+
+    def take(self, run_id: str, thread_id: str, owner: str) -> _Begun | None:
+        """Forget a run and return it, if it was begun on ``thread_id`` by ``owner``."""
+        with self._lock:
+            begun = self._runs.pop(run_id, None)
+        if begun is None or begun.thread_id != thread_id or begun.owner != owner:
+            return None
+        return begun
+
+
 # --- begin_run -------------------------------------------------------------------
 
 
@@ -244,7 +316,8 @@ def _q_run_begin(
     writes nothing and gives the lease back: no unique key fails the batch. One row:
     whether ``owner`` held the lease, that caller id, whether the run id was taken,
     the waiting run's columns (`_RUN_COLUMNS`, NULLs if none), whether it was
-    resumed, and the time the rows were stamped with (NULL if nothing was written).
+    resumed, the time the rows were stamped with and the version of the run's row
+    (both NULL if nothing was written).
     """
     # The run resumed or inserted, then the thread's row updated (and locked) as
     # appends do: the new run takes the assistant of the row as updated.
@@ -268,7 +341,7 @@ def _q_run_begin(
                 "lease_owner = %(owner)s, "
                 "body = r.body || jsonb_build_object('started_at', {now}) "
                 "FROM waiting w WHERE r.id = w.id AND r.status = 'requires_action' "
-                "AND EXISTS (SELECT FROM go) RETURNING r.id), "
+                "AND EXISTS (SELECT FROM go) RETURNING r.id, r.xmin::text AS version), "
                 "t AS (UPDATE {threads} SET next_seq = next_seq + %(n)s, "
                 "message_count = message_count + %(n)s "
                 "WHERE id = %(thread_id)s AND EXISTS (SELECT FROM go) "
@@ -277,13 +350,15 @@ def _q_run_begin(
                 "RETURNING seq, metadata, next_seq - %(n)s AS first_seq, "
                 "{now} AS created_at), "
                 "{insert}, "
-                "run AS ({insert_run} WHERE NOT EXISTS (SELECT FROM waiting)), "
+                "run AS ({insert_run} WHERE NOT EXISTS (SELECT FROM waiting) "
+                "RETURNING xmin::text AS version), "
                 "lapsed AS ({lapse}), "
                 "dropped AS (DELETE FROM {run_leases} WHERE thread_id = %(thread_id)s "
                 "AND owner = %(owner)s AND NOT EXISTS (SELECT FROM go)) "
                 "SELECT EXISTS (SELECT FROM held), (SELECT id FROM clash), "
                 "EXISTS (SELECT FROM taken_id), w.*, EXISTS (SELECT FROM resumed), "
-                "(SELECT created_at FROM t) "
+                "(SELECT created_at FROM t), "
+                "COALESCE((SELECT version FROM run), (SELECT version FROM resumed)) "
                 "FROM (SELECT 1) one LEFT JOIN waiting w ON true",
                 clash=names.sql(_clash(messages)),
                 run_columns=_RUN_COLUMNS,
@@ -419,6 +494,7 @@ def _q_run_finish(
     owner: str,
     run: StoredRun,
     version: str,
+    stamp: str | None,
     write: bool,
     release: bool,
     ids: list[str],
@@ -431,10 +507,11 @@ def _q_run_finish(
     Only if the run's row is still at ``version`` and the thread's metadata is still
     the first of ``metadata`` (when a patch gives the second): appends the messages
     (none if a caller id is already in the thread), replaces the thread's metadata,
-    adds the usage to its sums, writes the run (if ``write``) and gives ``owner``'s
-    lease back (if ``release``). One row: whether the run and the thread were as
-    read, the ``created_at`` given to the messages (NULL if nothing was written) and
-    the first caller id already in the thread.
+    adds the usage to its sums, writes the run (if ``write``; its field ``stamp``, if
+    any, set to the database's time) and gives ``owner``'s lease back (if
+    ``release``). One row: whether the run and the thread were as read, the time the
+    messages and the stamp were given (NULL if nothing was written) and the first
+    caller id already in the thread.
     """
     # Rows are locked lease, thread, run: the order begin_run takes them in, so the
     # two cannot deadlock. Each step reads the one before it to run after it.
@@ -464,6 +541,8 @@ def _q_run_finish(
                 "RETURNING seq, next_seq - %(n)s AS first_seq, {now} AS created_at), "
                 "{insert}, "
                 "w AS (UPDATE {runs} SET status = %(status)s, body = %(body)s::jsonb "
+                "|| CASE WHEN %(stamp)s::text IS NULL THEN '{{}}'::jsonb "
+                "ELSE jsonb_build_object(%(stamp)s::text, {now}) END "
                 "WHERE id = %(run_id)s AND %(write)s AND EXISTS (SELECT FROM t)), "
                 "released AS (DELETE FROM {run_leases} WHERE thread_id = %(thread_id)s "
                 "AND owner = %(owner)s AND %(release)s AND EXISTS (SELECT FROM t)) "
@@ -484,6 +563,7 @@ def _q_run_finish(
             "version": version,
             "status": run.status,
             "body": _stored_body(run),
+            "stamp": stamp,
             "write": write,
             "prompt_tokens": usage[0],
             "completion_tokens": usage[1],

@@ -32,6 +32,7 @@ from langchain_retro.errors import CorruptDataError, RunStateError
 __all__ = [
     "ACTIVE_RUN_STATUSES",
     "ENDED_RUN_STATUSES",
+    "END_STAMPS",
     "FunctionCall",
     "IncompleteDetails",
     "LastError",
@@ -71,6 +72,13 @@ RunStatus = Literal[
 
 ACTIVE_RUN_STATUSES: frozenset[str] = frozenset({"queued", "in_progress", "cancelling"})
 """Statuses of a run that holds its thread's lease."""
+
+END_STAMPS: dict[str, str] = {
+    "completed": "completed_at",
+    "failed": "failed_at",
+    "cancelled": "cancelled_at",
+}
+"""The field a run ending in a status is stamped with, the time it ended."""
 
 ENDED_RUN_STATUSES: frozenset[str] = frozenset(
     {"cancelled", "failed", "completed", "incomplete", "expired"}
@@ -322,11 +330,7 @@ def updated_run(run: StoredRun, update: RunUpdate, now: int) -> StoredRun:
         "last_error": update.last_error or run.last_error,
         "incomplete_details": update.incomplete_details or run.incomplete_details,
     }
-    stamp = {
-        "completed": "completed_at",
-        "failed": "failed_at",
-        "cancelled": "cancelled_at",
-    }.get(update.status)
+    stamp = END_STAMPS.get(update.status)
     if stamp is not None:
         changes[stamp] = now
     if update.status not in ACTIVE_RUN_STATUSES:

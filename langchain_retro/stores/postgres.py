@@ -115,6 +115,8 @@ from langchain_retro.stores._postgres_import import (
 from langchain_retro.stores._postgres_io import _adrive, _drive, _errors, _started
 from langchain_retro.stores._postgres_pool import _Pools
 from langchain_retro.stores._postgres_runs import (
+    _Begun,
+    _BegunRuns,
     _lease_of,
     _q_run_begin,
     _q_run_context,
@@ -130,6 +132,7 @@ from langchain_retro.stores._postgres_runs import (
     _q_thread_usage,
     _run_of,
     _run_read,
+    _RunRead,
 )
 from langchain_retro.stores._postgres_sql import (
     _DEFAULT_SCHEMA,
@@ -191,6 +194,7 @@ from langchain_retro.stores._postgres_sql import (
     _seq_bound,
     _thread,
 )
+from langchain_retro.stores._runs import END_STAMPS
 from langchain_retro.stores.base import (
     ACTIVE_RUN_STATUSES,
     AssistantThreads,
@@ -347,6 +351,7 @@ class PostgresStore(BaseStore):
         self._names = _Names(
             self.schema, table_prefix, partitions=self.message_partitions or 0
         )
+        self._begun = _BegunRuns()
 
     @classmethod
     def from_connection_string(
@@ -1368,7 +1373,7 @@ class PostgresStore(BaseStore):
                 raise ThreadNotFoundError(thread_id)
             if expires_at is None:
                 return None
-            ((held, clash, run_taken, *waiting, resumed, now),) = began
+            ((held, clash, run_taken, *waiting, resumed, now, version),) = began
             if clash is not None:
                 raise MessageIdConflictError(thread_id, clash)
             if run_taken:
@@ -1398,6 +1403,9 @@ class PostgresStore(BaseStore):
                 names, thread_id, owner, undone, waiting if resumed else None
             )
             raise
+        self._begun.put(
+            _Begun(thread_id, owner, run, version, thread.created_at, thread.metadata)
+        )
         return RunStart.model_construct(
             thread=thread,
             assistant=assistant,
@@ -1476,13 +1484,16 @@ class PostgresStore(BaseStore):
         for message in messages:
             check_limits(message.metadata, self.limits)
         names = self._names
+        # A run this store began is written at once, as begin_run left it: if it
+        # changed since, nothing is written and it is read as any other.
+        begun = None
+        if update.status not in ACTIVE_RUN_STATUSES:
+            begun = self._begun.take(run_id, thread_id, owner)
         while True:
-            rows = yield _q_run_get(names, thread_id, run_id)
-            if not rows:
-                raise ThreadNotFoundError(thread_id)
-            if rows[0][0] is None:
-                raise RunNotFoundError(run_id, hint=f"(on thread {thread_id!r})")
-            read = _run_read(rows[0], thread_id)
+            if begun is not None:
+                read, begun = begun.as_read(), None
+            else:
+                read = yield from self._read_run(thread_id, run_id)
             run = read.run
             metadata = None
             if run.status in ("cancelling", "cancelled"):
@@ -1502,12 +1513,14 @@ class PostgresStore(BaseStore):
                     ).metadata
                     metadata = current, thread_patch.apply(current, self.limits)
             ids = _message_ids(saving)
+            stamp = END_STAMPS.get(ended.status) if ended is not run else None
             done = yield _q_run_finish(
                 names,
                 thread_id,
                 owner=owner,
                 run=ended,
                 version=read.version,
+                stamp=stamp,
                 write=ended is not run,
                 release=ended.status not in ACTIVE_RUN_STATUSES
                 and read.lease.holder == owner,
@@ -1522,6 +1535,8 @@ class PostgresStore(BaseStore):
             if as_read:
                 break
             # The run or the thread's metadata changed since it was read: again.
+        if stamp is not None:  # the database's time, as the statement wrote it
+            ended = ended.model_copy(update={stamp: appended_at})
         return RunSaved(
             messages=[
                 message.stored(message_id, thread_id, appended_at)
@@ -1540,12 +1555,14 @@ class PostgresStore(BaseStore):
         messages: Sequence[NewMessage] = (),
         thread_patch: MetadataPatch | None = None,
     ) -> RunSaved:
-        """Write a run's step or end in two statements, the second all or nothing.
+        """Write a run's step or end in one statement, all or nothing.
 
-        The first reads the run, its lease and the thread; the second, if neither the
-        run nor the thread's metadata changed meanwhile (else both are sent again),
-        appends, patches the thread, adds the usage, writes the run and gives the
-        lease back.
+        The statement, if neither the run nor the thread's metadata changed since they
+        were read, appends, patches the thread, adds the usage, writes the run and
+        gives the lease back. The end of a run that this store began is written as
+        `begin_run` left it, in one round trip; otherwise (or if it changed since) the
+        run, its lease and the thread are read first, and again until nothing
+        changed between the read and the write.
         """
         return self._run(
             self._finish_run(
@@ -1608,13 +1625,22 @@ class PostgresStore(BaseStore):
             raise ThreadNotFoundError(thread_id)
         raise RunNotFoundError(run_id, hint=f"(on thread {thread_id!r})")
 
-    def _get_run(self, thread_id: str, run_id: str) -> _Op[StoredRun]:
+    def _read_run(self, thread_id: str, run_id: str) -> _Op[_RunRead]:
+        """A run with its lease, clocks and version, and its thread's metadata.
+
+        Raises:
+            ThreadNotFoundError: If the thread does not exist.
+            RunNotFoundError: If the run is not on it.
+        """
         rows = yield _q_run_get(self._names, thread_id, run_id)
         if not rows:
             raise ThreadNotFoundError(thread_id)
         if rows[0][0] is None:
             raise RunNotFoundError(run_id, hint=f"(on thread {thread_id!r})")
-        return _run_read(rows[0], thread_id).settled
+        return _run_read(rows[0], thread_id)
+
+    def _get_run(self, thread_id: str, run_id: str) -> _Op[StoredRun]:
+        return (yield from self._read_run(thread_id, run_id)).settled
 
     def get_run(self, thread_id: str, run_id: str) -> StoredRun:
         """Read a run of a thread, settled by its lease and the database clock."""
@@ -1682,12 +1708,7 @@ class PostgresStore(BaseStore):
 
     def _cancel_run(self, thread_id: str, run_id: str) -> _Op[StoredRun]:
         while True:
-            rows = yield _q_run_get(self._names, thread_id, run_id)
-            if not rows:
-                raise ThreadNotFoundError(thread_id)
-            if rows[0][0] is None:
-                raise RunNotFoundError(run_id, hint=f"(on thread {thread_id!r})")
-            read = _run_read(rows[0], thread_id)
+            read = yield from self._read_run(thread_id, run_id)
             settled = read.settled
             try:
                 cancelled = cancel_requested(settled, read.lease.now)
@@ -1721,12 +1742,7 @@ class PostgresStore(BaseStore):
         self, thread_id: str, run_id: str, metadata: dict[str, str]
     ) -> _Op[StoredRun]:
         while True:
-            rows = yield _q_run_get(self._names, thread_id, run_id)
-            if not rows:
-                raise ThreadNotFoundError(thread_id)
-            if rows[0][0] is None:
-                raise RunNotFoundError(run_id, hint=f"(on thread {thread_id!r})")
-            read = _run_read(rows[0], thread_id)
+            read = yield from self._read_run(thread_id, run_id)
             updated = read.settled.model_copy(update={"metadata": metadata})
             if (yield _q_run_write(self._names, updated, read.version)):
                 return updated
