@@ -116,6 +116,20 @@ def test_setup_twice_is_a_no_op(make: Callable[..., PostgresStore]) -> None:
     assert store.get_thread(thread.id) == thread
 
 
+async def test_schema_version_reads_without_creating_anything(
+    url: str, schemas: Callable[..., str]
+) -> None:
+    schema = schemas()
+    exists = "SELECT count(*) FROM pg_namespace WHERE nspname = %s"
+    async with PostgresStore.from_connection_string(url, schema=schema) as store:
+        assert store.schema_version() is None
+        assert await store.aschema_version() is None
+        assert sql_rows(url, exists, schema) == [(0,)]
+        await store.asetup()
+        assert store.schema_version() == postgres_module.SCHEMA_VERSION
+        assert await store.aschema_version() == postgres_module.SCHEMA_VERSION
+
+
 async def test_asetup_creates_the_tables(url: str, schemas: Callable[..., str]) -> None:
     async with PostgresStore.from_connection_string(url, schema=schemas()) as store:
         await store.asetup()
@@ -662,6 +676,47 @@ def test_prepare_threshold_reaches_the_connections(
             "SELECT count(*) FROM pg_prepared_statements"
         ).fetchone()
     assert (count > 0) is prepared
+
+
+async def test_owned_connections_plan_prepared_statements_once(
+    make: Callable[..., PostgresStore],
+) -> None:
+    """Generic plans on the store's own connections; a caller's configure still runs."""
+    seen: list[str] = []
+
+    def configure(conn: Any) -> None:
+        seen.append("sync")
+
+    async def aconfigure(conn: Any) -> None:
+        seen.append("async")
+
+    store = make(
+        pool_kwargs={"configure": configure},
+        async_pool_kwargs={"configure": aconfigure},
+        min_size=1,
+        max_size=1,
+    )
+    show = "SELECT current_setting('plan_cache_mode')"
+    with store._pools.connection() as conn:
+        assert conn.execute(show).fetchone() == ("force_generic_plan",)
+    async with store._pools.aconnection() as aconn:
+        assert await (await aconn.execute(show)).fetchone() == ("force_generic_plan",)
+    assert sorted(seen) == ["async", "sync"]
+
+
+@pytest.mark.parametrize(
+    "options", [{"generic_plans": False}, {"prepare_threshold": None}]
+)
+async def test_no_setting_is_made_when_asked_or_nothing_is_prepared(
+    make: Callable[..., PostgresStore], options: dict[str, Any]
+) -> None:
+    """Behind a transaction-mode PgBouncer the store's SET would reach others."""
+    store = make(min_size=1, max_size=1, **options)
+    show = "SELECT current_setting('plan_cache_mode')"
+    with store._pools.connection() as conn:
+        assert conn.execute(show).fetchone() == ("auto",)
+    async with store._pools.aconnection() as aconn:
+        assert await (await aconn.execute(show)).fetchone() == ("auto",)
 
 
 # --- payloads ----------------------------------------------------------------------

@@ -10,7 +10,7 @@ operations:
   any thread or loop;
 * the pools made here check each connection they hand out without a round trip,
   unless the server has ended it (`_check_connection`), and set each new connection
-  to plan prepared statements once (`_generic_plans`).
+  to plan prepared statements once (`_generic_plans`) unless told not to.
 """
 
 from __future__ import annotations
@@ -209,6 +209,7 @@ class _Pools:
         min_size: int,
         max_size: int,
         prepare_threshold: int | None,
+        generic_plans: bool,
         pool_kwargs: Mapping[str, Any] | None,
         async_pool_kwargs: Mapping[str, Any] | None,
         options: Mapping[str, Any],
@@ -245,14 +246,10 @@ class _Pools:
             check: Any, plans: Callable[[Any], Any], own: Mapping[str, Any] | None
         ) -> dict[str, Any]:
             own = dict(own or {})
-            own_kwargs = own.pop("kwargs", {})
-            return {
-                "check": check,
-                **shared,
-                **own,
-                "configure": plans(own.get("configure")),
-                "kwargs": {**kwargs, **own_kwargs},
-            }
+            own_kwargs = {**kwargs, **own.pop("kwargs", {})}
+            if generic_plans and own_kwargs.get("prepare_threshold") is not None:
+                own["configure"] = plans(own.get("configure"))
+            return {"check": check, **shared, **own, "kwargs": own_kwargs}
 
         owned = _Owned(
             conninfo=url,
