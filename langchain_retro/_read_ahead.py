@@ -5,17 +5,19 @@ records) and writing the destination (statements, commits). Driven as one stream
 steps, each side waits while the other works. `read_ahead` runs the source's steps
 (such as `langchain_retro._transfer.store_records`) on their own, under
 `drive_calls` in a thread or under `adrive_calls` in a task of the running event
-loop, and hands their records to the sink in chunks through a bounded queue: the
-reading goes on while the sink writes (up to ``ahead`` records ahead of it, which
-should cover what the sink writes at once), and memory holds those records whatever
-the size of the source.
+loop, and hands their records to the sink in chunks through a bounded queue. sqlite3
+and psycopg release the GIL while they wait, so the reading goes on while the sink
+writes: up to ``ahead`` records ahead of it, which must cover what the sink writes at
+once (with less, the reader waits on a full queue through every write and nothing
+overlaps). Memory holds those records, whatever the size of the source.
 
 The sink sees the same records in the same order as without it, so what the sink
 guarantees (the `Writer`'s all-or-nothing batches, resumable at any point) holds
 as it did. However the copy ends (the last record written, an error on either side,
 KeyboardInterrupt, cancellation) the reader is stopped: its thread is joined, its
-task cancelled. An error of the reader is raised to the caller of `read_ahead`, as
-the reader raised it.
+task cancelled. An error of the reader is raised to the caller of `read_ahead` as
+the reader raised it (its type, and a traceback through the reader's frames), so
+``except ThreadNotFoundError`` and the like work as they did without it.
 """
 
 from __future__ import annotations
