@@ -45,15 +45,20 @@ class _Breaking(SQLiteStore):
         return super().list_messages(thread_id, **options)
 
 
+class _DestBrokeError(Exception):
+    pass
+
+
 class _Interrupted(SQLiteStore):
-    """A destination interrupted (Ctrl-C) in its n-th message write."""
+    """A destination interrupted (Ctrl-C, or ``error``) in its n-th message write."""
 
     writes_left = 1_000_000
+    error: type[BaseException] = KeyboardInterrupt
 
     def bulk_add_messages(self, batches: Any) -> int:
         self.writes_left -= 1
         if self.writes_left < 0:
-            raise KeyboardInterrupt
+            raise self.error
         return super().bulk_add_messages(batches)
 
 
@@ -185,3 +190,19 @@ async def test_the_async_reader_hands_its_error_over_too(
         source.pages_left = 1_000_000
         await amigrate(source, dest, batch_size=100)
         assert verify_migration(source, dest).ok
+
+
+async def test_a_writer_error_cancels_the_async_reader(
+    tmp_path: Path, source: _Breaking
+) -> None:
+    expected = snapshot(source)
+    with _Interrupted(tmp_path / "dest.db") as dest:
+        dest.writes_left, dest.error = 1, _DestBrokeError
+        with pytest.raises(_DestBrokeError):
+            await amigrate(source, dest, batch_size=200)
+        await asyncio.sleep(0)
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        assert all(task.done() for task in others)
+        dest.writes_left = 1_000_000
+        await amigrate(source, dest, batch_size=200)
+        assert snapshot(dest) == expected
