@@ -11,7 +11,8 @@ Stores are named by URL (`open_store`) or passed as objects:
 
 `migrate` copies every assistant, thread, run and message, keeping ids,
 ``created_at``, metadata (typed fields included), ``hwm`` and message order. It
-streams (bounded pages, batched writes) and can be run again after any
+streams (bounded pages, batched writes, the source read in a thread or a task while
+the destination is written, at most a batch ahead) and can be run again after any
 interruption: it writes what is missing, nothing twice, and ends as an
 uninterrupted run would (see ``langchain_retro._transfer``). Into a store that
 assigns its own ids it copies with new ids and an id map, when given one
@@ -39,12 +40,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import BaseModel, Field
 
 from langchain_retro._export import ExportReader, ExportWriter, check_lines
+from langchain_retro._read_ahead import CHUNK, Source, read_ahead
 from langchain_retro._remap import RemapWriter
 from langchain_retro._steps import Call, Steps, adrive_calls, call, drive_calls
 from langchain_retro._transfer import (
     Counts,
     Progress,
     Record,
+    Sink,
     Writer,
     plan,
     store_records,
@@ -247,7 +250,9 @@ def _copy(
     started = time.monotonic()
     if not dest.keeps_ids and id_map is not None and not dry_run:
         remap = _remap_writer(dest, id_map, batch_size, progress)
-        yield from store_records(source, remap.add, thread_ids=thread_ids)
+        yield from read_ahead(
+            _reading(source, thread_ids), remap.add, ahead=remap.batch_size + CHUNK
+        )
         yield from remap.finish()
         return TransferReport(
             written=remap.written.as_dict(),
@@ -264,9 +269,20 @@ def _copy(
         )
     _check_keeps_ids(dest)
     writer = Writer(dest, batch_size=_batch(batch_size), progress=progress)
-    yield from store_records(source, writer.add, thread_ids=thread_ids)
+    yield from read_ahead(
+        _reading(source, thread_ids), writer.add, ahead=writer.batch_size + CHUNK
+    )
     yield from writer.finish()
     return _report(writer, started)
+
+
+def _reading(source: BaseStore, thread_ids: Sequence[str] | None) -> Source:
+    """The source's records in copy order, as steps for `read_ahead`."""
+
+    def read(sink: Sink) -> Steps[Call[Any], None]:
+        return store_records(source, sink, thread_ids=thread_ids)
+
+    return read
 
 
 def _report(writer: Writer, started: float) -> TransferReport:

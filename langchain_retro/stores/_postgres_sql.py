@@ -1012,9 +1012,11 @@ def _q_threads_lock(names: _Names, thread_ids: list[str]) -> _Q:
 
 def _q_bulk_clash(names: _Names, thread_seqs: list[int], ids: list[str]) -> _Q:
     """The first ``(thread_seq, id)`` given that a message already has."""
+    # Binary parameters: psycopg quotes each element of a text array in Python,
+    # three times the cost of the binary form for a batch of thousands of ids.
     return _Q(
         names.sql(
-            "SELECT c.thread_seq, c.id FROM unnest(%s::bigint[], %s::text[]) "
+            "SELECT c.thread_seq, c.id FROM unnest(%b::bigint[], %b::text[]) "
             "AS c (thread_seq, id) WHERE EXISTS (SELECT FROM {messages} m "
             "WHERE m.thread_seq = c.thread_seq AND m.id = c.id) LIMIT 1"
         ),
