@@ -21,7 +21,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from langchain_retro._cli_common import EXIT_ERROR, PROG, database, print_json
@@ -34,11 +33,9 @@ from langchain_retro.migration import (
     import_from_file,
     migrate,
     open_store,
-    sqlite_path,
     verify_migration,
 )
 from langchain_retro.stores.base import BaseStore
-from langchain_retro.stores.sqlite import SQLiteStore
 
 __all__ = ["COMMANDS", "add_commands"]
 
@@ -247,17 +244,12 @@ def _verified(report: VerifyReport) -> int:
 # --- the commands ---------------------------------------------------------------------
 
 
-def _dest(args: argparse.Namespace) -> BaseStore:
-    """The destination; for a dry run, a SQLite file that does not exist is not made."""
-    path = sqlite_path(args.dest)
-    if args.dry_run and path is not None and not Path(path).exists():
-        return SQLiteStore(":memory:")  # the same answer: it holds nothing
-    return open_store(args.dest)
-
-
 def run_migrate(args: argparse.Namespace) -> int:
-    """``migrate SOURCE DEST``."""
-    with open_store(args.source) as source, _dest(args) as dest:
+    """``migrate SOURCE DEST``; a dry run creates nothing in the destination."""
+    with (
+        open_store(args.source, create=False) as source,
+        open_store(args.dest, create=not args.dry_run) as dest,
+    ):
         total = None if args.dry_run else _total(source, args.threads)
         report = _with_progress(
             "migrate",
@@ -289,13 +281,13 @@ def run_migrate(args: argparse.Namespace) -> int:
     return 0 if checked is None else _verified(checked)
 
 
-def _store(args: argparse.Namespace) -> BaseStore:
-    return open_store(args.store if args.store else database(args.db))
+def _store(args: argparse.Namespace, *, create: bool) -> BaseStore:
+    return open_store(args.store if args.store else database(args.db), create=create)
 
 
 def run_export(args: argparse.Namespace) -> int:
     """``export FILE``."""
-    with _store(args) as source:
+    with _store(args, create=False) as source:
         total = _total(source, args.threads)
         report = _with_progress(
             "export",
@@ -313,7 +305,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_import(args: argparse.Namespace) -> int:
     """``import FILE``."""
-    with _store(args) as dest:
+    with _store(args, create=True) as dest:
         report = _with_progress(
             "import",
             None,

@@ -115,7 +115,7 @@ class VerifyReport(BaseModel):
 # --- store URLs -----------------------------------------------------------------------
 
 
-def _postgres(url: str) -> BaseStore:
+def _postgres(url: str, *, create: bool) -> BaseStore:
     from langchain_retro.stores.postgres import PostgresStore  # noqa: PLC0415
 
     parts = urlsplit(url)
@@ -129,7 +129,10 @@ def _postgres(url: str) -> BaseStore:
     plain = urlunsplit(parts._replace(scheme=scheme, query=urlencode(query)))
     store = PostgresStore.from_connection_string(plain, **options)
     try:
-        store.setup()
+        if not create and store.schema_version() is None:
+            store.close()
+            return _empty_store()
+        store.setup()  # creates the tables, or brings older ones up to date
     except BaseException:
         store.close()
         raise
@@ -181,8 +184,23 @@ def sqlite_path(url: str) -> str | None:
     return path[1:]
 
 
-def open_store(url: str) -> BaseStore:
+def _empty_store() -> BaseStore:
+    """An empty store, in memory: what a database without the tables holds."""
+    from langchain_retro.stores.sqlite import SQLiteStore  # noqa: PLC0415
+
+    return SQLiteStore(":memory:")
+
+
+def open_store(url: str, *, create: bool = True) -> BaseStore:
     """Open the store a URL names (see the module docstring); the caller closes it.
+
+    Args:
+        url: The store's URL.
+        create: Create the store's tables (and a SQLite file) if missing. With
+            ``False`` nothing is created: a SQLite file that does not exist, or a
+            PostgreSQL database without the tables, opens as an empty store in
+            memory. That is how a source, a dry run's destination and both sides of
+            a verification are opened.
 
     Raises:
         RetroValueError: For an empty URL, an unknown scheme, or a server URL
@@ -200,10 +218,12 @@ def open_store(url: str) -> BaseStore:
         )
     path = sqlite_path(text)
     if path is not None:
+        if not create and path != ":memory:" and not Path(path).exists():
+            return _empty_store()
         return SQLiteStore(path)
     scheme = urlsplit(text).scheme.lower()
     if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
-        return _postgres(text)
+        return _postgres(text, create=create)
     if scheme in ("http", "https"):
         return _server(text)
     raise RetroValueError(
@@ -212,16 +232,22 @@ def open_store(url: str) -> BaseStore:
     )
 
 
-def _opened(stack: ExitStack, store: BaseStore | str) -> BaseStore:
+def _opened(
+    stack: ExitStack, store: BaseStore | str, *, create: bool = False
+) -> BaseStore:
+    """A store given as an object, or opened from its URL (`open_store`)."""
     if isinstance(store, BaseStore):
         return store
-    return stack.enter_context(open_store(store))
+    return stack.enter_context(open_store(store, create=create))
 
 
-async def _aopened(stack: AsyncExitStack, store: BaseStore | str) -> BaseStore:
+async def _aopened(
+    stack: AsyncExitStack, store: BaseStore | str, *, create: bool = False
+) -> BaseStore:
+    """Async twin of `_opened`."""
     if isinstance(store, BaseStore):
         return store
-    opened = await asyncio.to_thread(open_store, store)
+    opened = await asyncio.to_thread(open_store, store, create=create)
     return await stack.enter_async_context(opened)
 
 
@@ -458,7 +484,7 @@ def migrate(
     """
     with ExitStack() as stack:
         src = _opened(stack, source)
-        dst = _opened(stack, dest)
+        dst = _opened(stack, dest, create=not dry_run)
         return drive_calls(
             _copy(
                 src,
@@ -485,7 +511,7 @@ async def amigrate(
     """Async twin of `migrate`."""
     async with AsyncExitStack() as stack:
         src = await _aopened(stack, source)
-        dst = await _aopened(stack, dest)
+        dst = await _aopened(stack, dest, create=not dry_run)
         return await adrive_calls(
             _copy(
                 src,
@@ -597,7 +623,7 @@ def import_from_file(
     """
     reader = ExportReader(path)
     with ExitStack() as stack:
-        dst = _opened(stack, dest)
+        dst = _opened(stack, dest, create=True)
         return drive_calls(_import(reader, dst, batch_size, progress))
 
 
@@ -611,5 +637,5 @@ async def aimport_from_file(
     """Async twin of `import_from_file`."""
     reader = await asyncio.to_thread(ExportReader, path)
     async with AsyncExitStack() as stack:
-        dst = await _aopened(stack, dest)
+        dst = await _aopened(stack, dest, create=True)
         return await adrive_calls(_import(reader, dst, batch_size, progress))

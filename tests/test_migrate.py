@@ -260,6 +260,41 @@ def test_a_dry_run_writes_nothing_and_counts_what_is_missing(tmp_path: Path) -> 
         assert plan.skipped["messages"] == 4
 
 
+def test_urls_only_read_create_nothing(tmp_path: Path) -> None:
+    """A source, a dry run's destination and a verification create no table or file."""
+    import psycopg  # noqa: PLC0415
+    from conftest import postgres_url  # noqa: PLC0415
+
+    source = tmp_path / "a.db"
+    with SQLiteStore(source) as store:
+        fill(store, FIXED)
+    schema = f"test_url_{random.randrange(10**9)}"
+    pg = f"{postgres_url()}?schema={schema}"
+    exists = "SELECT count(*) FROM pg_namespace WHERE nspname = %s"
+    missing = tmp_path / "missing.db"
+
+    def schemas() -> int:
+        with psycopg.connect(postgres_url(), autocommit=True) as conn:
+            row = conn.execute(exists, (schema,)).fetchone()
+            return 0 if row is None else int(row[0])
+
+    try:
+        plan = migrate(str(source), pg, dry_run=True)
+        assert plan.written == {"assistants": 2, "threads": 2, "runs": 2, "messages": 4}
+        assert not verify_migration(str(source), pg).ok
+        # An empty source copies nothing, from a database or a file that lack it.
+        assert sum(migrate(pg, str(tmp_path / "b.db")).written.values()) == 0
+        assert sum(migrate(str(missing), str(tmp_path / "b.db")).written.values()) == 0
+        assert schemas() == 0
+        assert not missing.exists()
+        migrate(str(source), pg)
+        assert schemas() == 1
+        assert verify_migration(str(source), pg).ok
+    finally:
+        with psycopg.connect(postgres_url(), autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
 def test_some_threads_and_the_assistant_they_name(tmp_path: Path) -> None:
     with stores(tmp_path, "sqlite", "sqlite") as (source, dest):
         fill(source, FIXED)
