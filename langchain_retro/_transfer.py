@@ -48,6 +48,8 @@ from langchain_retro.stores.base import (
     StoredThread,
     ThreadCopy,
     ThreadQuery,
+    imported_run,
+    lapsed_status,
 )
 
 __all__ = [
@@ -513,6 +515,17 @@ def _thread_digest(
         after = page[-1].id
 
 
+def _as_copied(run: StoredRun, copy: StoredRun) -> StoredRun:
+    """``run`` as its copy should hold it.
+
+    A run active in the source was copied as if its lease had lapsed
+    (`imported_run`), stamped with the time of the copy that ``copy`` shows.
+    """
+    if lapsed_status(run.status) is None:
+        return run
+    return imported_run(run, copy.cancelled_at or 0)
+
+
 @dataclass
 class _Verifier:
     """The sink of a verify: each source record compared with the destination's."""
@@ -547,7 +560,7 @@ class _Verifier:
                 got_run = yield from call(
                     dest.get_run, dest.aget_run, record.thread_id, record.id
                 )
-                if got_run != record:
+                if got_run != _as_copied(record, got_run):
                     self._differ(f"run {record.id}: its record differs")
         except AssistantNotFoundError:
             self._differ(f"assistant {record.id}: missing in the destination")

@@ -295,6 +295,32 @@ def test_urls_only_read_create_nothing(tmp_path: Path) -> None:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+@pytest.mark.parametrize("cancelling", [False, True])
+def test_a_run_going_on_in_the_source_verifies_as_copied(
+    tmp_path: Path, cancelling: bool
+) -> None:
+    """A live source: its running run is copied as lapsed, and verify says equal."""
+    with stores(tmp_path, "sqlite", "sqlite") as (source, dest):
+        thread = source.create_thread({})
+        source.begin_run(thread.id, owner="run_1", ttl=60.0)
+        if cancelling:
+            source.cancel_run(thread.id, "run_1")
+        migrate(source, dest)
+        copied_run = dest.get_run(thread.id, "run_1")
+        assert copied_run.status == ("cancelled" if cancelling else "expired")
+        assert (copied_run.cancelled_at is not None) is cancelling
+        assert source.get_run(thread.id, "run_1").status in (
+            "in_progress",
+            "cancelling",
+        )
+        assert verify_migration(source, dest).ok
+        # A copy that really differs is still named.
+        dest.update_run_metadata(thread.id, "run_1", {"changed": "yes"})
+        checked = verify_migration(source, dest)
+        assert not checked.ok
+        assert any("run_1" in line for line in checked.differences)
+
+
 def test_some_threads_and_the_assistant_they_name(tmp_path: Path) -> None:
     with stores(tmp_path, "sqlite", "sqlite") as (source, dest):
         fill(source, FIXED)
