@@ -176,6 +176,13 @@ def test_an_interrupt_while_the_reader_waits_stops_it(
         assert snapshot(dest) == expected
 
 
+async def _no_other_tasks() -> bool:
+    """Whether every task but this one is done, once cancellations have run."""
+    await asyncio.sleep(0)
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    return all(task.done() for task in others)
+
+
 async def test_the_async_reader_hands_its_error_over_too(
     tmp_path: Path, source: _Breaking
 ) -> None:
@@ -184,9 +191,7 @@ async def test_the_async_reader_hands_its_error_over_too(
         source.pages_left = 3
         with pytest.raises(_SourceBrokeError):
             await amigrate(source, dest, batch_size=100)
-        await asyncio.sleep(0)
-        others = asyncio.all_tasks() - {asyncio.current_task()}
-        assert all(task.done() for task in others)
+        assert await _no_other_tasks()
         source.pages_left = 1_000_000
         await amigrate(source, dest, batch_size=100)
         assert verify_migration(source, dest).ok
@@ -200,9 +205,7 @@ async def test_a_writer_error_cancels_the_async_reader(
         dest.writes_left, dest.error = 1, _DestBrokeError
         with pytest.raises(_DestBrokeError):
             await amigrate(source, dest, batch_size=200)
-        await asyncio.sleep(0)
-        others = asyncio.all_tasks() - {asyncio.current_task()}
-        assert all(task.done() for task in others)
+        assert await _no_other_tasks()
         dest.writes_left = 1_000_000
         await amigrate(source, dest, batch_size=200)
         assert snapshot(dest) == expected
