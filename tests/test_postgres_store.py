@@ -704,6 +704,18 @@ async def test_owned_connections_plan_prepared_statements_once(
     assert sorted(seen) == ["async", "sync"]
 
 
+async def test_connections_that_do_not_autocommit_get_the_setting_too(
+    make: Callable[..., PostgresStore],
+) -> None:
+    manual = {"kwargs": {"autocommit": False}}
+    store = make(pool_kwargs=manual, async_pool_kwargs=manual, min_size=1, max_size=1)
+    thread = store.create_thread({"k": "v"})
+    assert (await store.aget_thread(thread.id)) == thread
+    show = "SELECT current_setting('plan_cache_mode')"
+    with store._pools.connection() as conn:
+        assert conn.execute(show).fetchone() == ("force_generic_plan",)
+
+
 @pytest.mark.parametrize(
     "options", [{"generic_plans": False}, {"prepare_threshold": None}]
 )

@@ -125,6 +125,8 @@ def _generic_plans(
     def configured(conn: psycopg.Connection[Any]) -> None:
         if conn.info.server_version >= _GENERIC_PLANS_SINCE:
             conn.execute(_GENERIC_PLANS)
+            if not conn.autocommit:  # the pool takes only idle connections
+                conn.commit()
         if configure is not None:
             configure(conn)
 
@@ -139,6 +141,8 @@ def _ageneric_plans(
     async def configured(conn: psycopg.AsyncConnection[Any]) -> None:
         if conn.info.server_version >= _GENERIC_PLANS_SINCE:
             await conn.execute(_GENERIC_PLANS)
+            if not conn.autocommit:
+                await conn.commit()
         if configure is not None:
             await configure(conn)
 
