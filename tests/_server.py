@@ -224,7 +224,7 @@ class Served:
             "--lease-ttl",
             str(self.lease_ttl),
             "--log-level",
-            "warning",
+            "info",
         ]
         if self.postgres is not None:
             command += ["--postgres-url", self.postgres[0]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -16,7 +17,7 @@ import uvicorn
 from langchain_retro.cli import main
 from langchain_retro.server.auth import Keyring, parse_key
 from langchain_retro.server.errors import AuthenticationError
-from langchain_retro.server.serve import check_host
+from langchain_retro.server.serve import app_from_env, check_host
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,6 +29,7 @@ SERVE_ENV = (
     "LANGCHAIN_RETRO_POSTGRES_SCHEMA",
     "LANGCHAIN_RETRO_LEASE_TTL",
     "LANGCHAIN_RETRO_EXTENSIONS_OFF",
+    "LANGCHAIN_RETRO_LOG_LEVEL",
     "OPENAI_API_KEY",
     "OPENAI_BASE_URL",
 )
@@ -94,6 +96,28 @@ def test_extensions_can_be_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["serve"]) == 0
     off = [call["env"]["LANGCHAIN_RETRO_EXTENSIONS_OFF"] for call in calls]
     assert off == ["retro,thread-listing", "retro", ""]
+
+
+def test_the_log_level_governs_the_access_lines_as_uvicorn_s_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = _serving(monkeypatch)
+    monkeypatch.setenv("OPENAI_API_KEY", "upstream-key")
+    assert main(["serve", "--log-level", "warning", "--db", "x.db"]) == 0
+    assert main(["serve", "--db", "x.db"]) == 0
+    levels = [call["env"]["LANGCHAIN_RETRO_LOG_LEVEL"] for call in calls]
+    assert levels == ["warning", "info"]
+    access = logging.getLogger("langchain_retro.server.access")
+    before = logging.getLogger("langchain_retro.server").level
+    try:
+        for level, logged in (("warning", False), ("info", True)):
+            monkeypatch.setenv("LANGCHAIN_RETRO_LOG_LEVEL", level)
+            monkeypatch.setenv("LANGCHAIN_RETRO_DB", "x.db")
+            app = app_from_env()
+            app.state.retro.store.close()
+            assert access.isEnabledFor(logging.INFO) is logged
+    finally:
+        logging.getLogger("langchain_retro.server").setLevel(before)
 
 
 def test_without_a_key_only_loopback_is_served(

@@ -105,3 +105,41 @@ def test_serve_lifts_the_limits_from_its_environment(
         app = app_from_env()
         with TestClient(app):
             assert getattr(app.state, LIMITS_STATE) == expected
+
+
+def test_a_write_if_idle_is_scoped_to_its_owner(tmp_path: Path) -> None:
+    with (
+        FakeChatServer() as upstream,
+        SQLiteStore(tmp_path / "app.db") as store,
+        TestClient(
+            create_app(
+                store=store,
+                llm=upstream.chat_model(),
+                api_keys=["owner-a:key-a", "owner-b:key-b"],
+            )
+        ) as http,
+    ):
+        a = {"Authorization": "Bearer key-a"}
+        b = {"Authorization": "Bearer key-b"}
+        made = http.post(
+            "/v1/retro/threads", json={"metadatas": [{"k": "v"}]}, headers=a
+        )
+        thread_id = made.json()["data"][0]["id"]
+        url = f"/v1/retro/threads/{thread_id}/messages"
+        one = [{"role": "user", "content": "x"}]
+
+        def sent(body: dict[str, object], headers: dict[str, str]) -> tuple[int, str]:
+            answer = http.post(url, json={"messages": one, **body}, headers=headers)
+            error = answer.json().get("error") or {"retro": {"class": ""}}
+            return answer.status_code, error["retro"]["class"]
+
+        # Another owner's thread is not found; the owner key cannot be scoped on.
+        assert sent({"if_idle": True}, b) == (404, "ThreadNotFoundError")
+        assert sent({"if_idle": True, "scope": {"k": "v"}}, b)[0] == 404
+        owner = {"retro_owner": "owner-b"}
+        assert sent({"if_idle": True, "scope": owner}, b) == (400, "MetadataError")
+        assert sent({"if_idle": True, "scope": {"k": "w"}}, a)[0] == 404
+        assert sent({"scope": {"k": "v"}}, a) == (400, "RetroValueError")
+        assert store.count_messages(thread_id) == 0
+        assert sent({"if_idle": True, "scope": {"k": "v"}}, a) == (200, "")
+        assert store.count_messages(thread_id) == 1

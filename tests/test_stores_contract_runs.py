@@ -850,3 +850,29 @@ async def test_add_if_idle_checks_like_add_messages(
         )
     assert texts(await call(store, "list_messages", tid)) == ["a"]
     assert await free(call, store, tid)
+
+
+async def test_add_if_idle_in_scope_writes_and_out_of_scope_is_not_found(
+    store: BaseStore, call: Call
+) -> None:
+    tid, assistant_id = await assistant_thread(call, store)
+    scope = {"assistant_id": assistant_id}
+    stored = await call(store, "add_messages_if_idle", tid, [user("a")], scope=scope)
+    assert texts(stored) == ["a"]
+    for other in ({"assistant_id": "asst_other"}, {"team": "x"}, {**scope, "t": "1"}):
+        with pytest.raises(ThreadNotFoundError) as caught:
+            await call(store, "add_messages_if_idle", tid, [user("b")], scope=other)
+        assert caught.value.object_id == tid
+    with pytest.raises(ThreadNotFoundError):
+        await call(
+            store, "add_messages_if_idle", UNKNOWN_THREAD, [user("x")], scope=scope
+        )
+    # Out of scope wins over busy: the thread is not found, not named busy.
+    await begin(call, store, tid, "run_1", messages=[user("q")])
+    with pytest.raises(ThreadNotFoundError):
+        await call(store, "add_messages_if_idle", tid, [user("c")], scope={"t": "1"})
+    with pytest.raises(ThreadBusyError):
+        await call(store, "add_messages_if_idle", tid, [user("c")], scope=scope)
+    assert texts(await call(store, "list_messages", tid)) == ["a", "q"]
+    await finish(call, store, tid, "run_1", messages=[reply("r", "run_1")])
+    assert await free(call, store, tid)

@@ -115,11 +115,12 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.retro = ServerState(store=store, settings=settings, runs=runs_service)
+    # Routes are tried in order: the busiest first (messages, then runs), and
     # /threads/runs before /threads/{thread_id}, which would take it.
-    routers = [assistants.router, runs.router, threads.router]
+    routers = [messages.router, runs.router, threads.router, assistants.router]
     if thread_listing:
         routers.append(threads.listing_router)
-    routers += [messages.router, unsupported.router]
+    routers.append(unsupported.router)
     if retro_routes:
         routers.append(retro.router)
     for router in routers:

@@ -30,6 +30,7 @@ __all__ = [
     "Keyring",
     "check_reserved",
     "owned",
+    "owner_scope",
     "owns",
     "parse_key",
     "visible_metadata",
@@ -141,6 +142,14 @@ def visible_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
 def owns(metadata: Mapping[str, str], owner: str | None) -> bool:
     """Whether a request of ``owner`` sees an object with this metadata."""
     return owner is None or metadata.get(OWNER_KEY) == owner
+
+
+def owner_scope(owner: str | None) -> dict[str, str] | None:
+    """What a request of ``owner`` sees objects by (`owns`), as a store's ``scope``.
+
+    ``None`` on an open server: every object.
+    """
+    return None if owner is None else {OWNER_KEY: owner}
 
 
 def owned(metadata: Mapping[str, str], owner: str | None) -> dict[str, str]:

@@ -55,6 +55,7 @@ SCHEMA_ENV = "LANGCHAIN_RETRO_POSTGRES_SCHEMA"
 LEASE_ENV = "LANGCHAIN_RETRO_LEASE_TTL"
 LIMITS_ENV = "LANGCHAIN_RETRO_METADATA_LIMITS"
 EXTENSIONS_OFF_ENV = "LANGCHAIN_RETRO_EXTENSIONS_OFF"
+LOG_LEVEL_ENV = "LANGCHAIN_RETRO_LOG_LEVEL"
 FALLBACK_MODEL = "gpt-4o-mini"
 """The model ``ChatOpenAI`` is made with; every run sends its assistant's model."""
 
@@ -112,7 +113,9 @@ def app_from_env() -> FastAPI:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
         logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+    # As uvicorn's own: ``--log-level warning`` silences the access lines.
+    level = (os.environ.get(LOG_LEVEL_ENV) or "info").upper()
+    logger.setLevel(logging.getLevelNamesMapping().get(level, logging.INFO))
     store = _store_from_env()
     # OPENAI_API_KEY and OPENAI_BASE_URL are read by the SDK; every run sends the
     # model of its assistant, so this name is only a fallback.
@@ -202,6 +205,7 @@ def serve(args: argparse.Namespace) -> int:
         if getattr(args, flag, False)
     ]
     os.environ[EXTENSIONS_OFF_ENV] = ",".join(off)
+    os.environ[LOG_LEVEL_ENV] = args.log_level
     access = (
         "open to any request (loopback only)"
         if not keys

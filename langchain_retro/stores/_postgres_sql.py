@@ -873,6 +873,21 @@ _IDLE = (
 )
 
 
+# The thread's metadata holds every pair of %(scope)s (`add_messages_if_idle`).
+_IN_SCOPE = "AND metadata @> %(scope)s::jsonb "
+
+
+def _q_in_scope(names: _Names, thread_id: str, scope: Mapping[str, str]) -> _Q:
+    """One row: whether the thread exists with metadata holding ``scope``'s pairs."""
+    return _Q(
+        names.sql(
+            "SELECT EXISTS (SELECT FROM {threads} WHERE id = %(thread_id)s "
+            "AND metadata @> %(scope)s::jsonb)"
+        ),
+        {"thread_id": thread_id, "scope": Jsonb(dict(scope))},
+    )
+
+
 def _q_busy(names: _Names, thread_id: str) -> _Q:
     """Why a thread refused a message: whether it is leased, its newest run, status."""
     return _Q(
@@ -933,6 +948,7 @@ def _q_messages_append(
     usage: tuple[int, int, int] = (0, 0, 0),
     check_ids: bool = True,
     idle: bool = False,
+    scope: Mapping[str, str] | None = None,
 ) -> _Q:
     """Append messages to a thread, replacing its metadata if given.
 
@@ -952,6 +968,7 @@ def _q_messages_append(
             ends the statement's transaction with an error.
         idle: Append only if the thread's newest run does not wait for tool
             outputs (``requires_action``); with ``leased_by``, a thread no run holds.
+        scope: Append only if the thread's metadata holds these pairs.
     """
     # The UPDATE takes the thread's row lock, so appenders to one thread take turns
     # and each gets a contiguous block of the sequence; the INSERT is in the same
@@ -967,15 +984,17 @@ def _q_messages_append(
             "completion_tokens = completion_tokens + %(completion_tokens)s, "
             "total_tokens = total_tokens + %(total_tokens)s "
             "WHERE id = %(thread_id)s AND NOT EXISTS (SELECT FROM clash) "
-            "AND (%(owner)s::text IS NULL OR {leased}) {idle}"
+            "AND (%(owner)s::text IS NULL OR {leased}) {idle}{scope}"
             "RETURNING seq, next_seq - %(n)s AS first_seq, {now} AS created_at"
             "), {insert} SELECT (SELECT created_at FROM t), (SELECT id FROM clash)",
             clash=names.sql(_clash(messages) if check_ids else _NO_CLASH),
             leased=names.sql(_LEASED),
             idle=names.sql(_IDLE if idle else ""),
+            scope=names.sql(_IN_SCOPE if scope is not None else ""),
             insert=names.sql(_INSERT_AFTER_T),
         ),
         {
+            "scope": None if scope is None else Jsonb(dict(scope)),
             **_new_rows(ids, messages),
             "metadata": None if thread_metadata is None else Jsonb(thread_metadata),
             "thread_id": thread_id,

@@ -442,6 +442,8 @@ class AddMessagesBody(_Body):
     """The thread metadata key a reply in the batch moves."""
     if_idle: bool = False
     """Refuse while a run keeps the thread busy (`BaseStore.add_messages_if_idle`)."""
+    scope: dict[str, str] | None = None
+    """With ``if_idle``: metadata pairs the thread must hold, else it is not found."""
 
 
 class BulkAddBody(_Body):

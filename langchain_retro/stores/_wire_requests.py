@@ -258,18 +258,19 @@ class Requests:
         )
 
     def add_messages_if_idle(
-        self, thread_id: str, messages: Sequence[NewMessage]
+        self,
+        thread_id: str,
+        messages: Sequence[NewMessage],
+        scope: Mapping[str, str] | None,
     ) -> Request[list[StoredMessage]]:
-        return Request(
-            "post",
-            f"{_thread(thread_id)}/messages",
-            _messages,
-            {
-                "messages": self._wire(thread_id, messages),
-                "if_idle": True,
-                "limits": self._limits_json(),
-            },
-        )
+        body: dict[str, Any] = {
+            "messages": self._wire(thread_id, messages),
+            "if_idle": True,
+            "limits": self._limits_json(),
+        }
+        if scope is not None:
+            body["scope"] = {_text(k): _text(v) for k, v in scope.items()}
+        return Request("post", f"{_thread(thread_id)}/messages", _messages, body)
 
     def bulk_add_messages(
         self, batches: Sequence[tuple[str, Sequence[NewMessage]]]

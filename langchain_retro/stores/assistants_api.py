@@ -552,20 +552,30 @@ class AssistantsAPIStore(BaseStore):
         )
 
     def add_messages_if_idle(
-        self, thread_id: str, messages: Sequence[NewMessage]
+        self,
+        thread_id: str,
+        messages: Sequence[NewMessage],
+        *,
+        scope: Mapping[str, str] | None = None,
     ) -> list[StoredMessage]:
         """Append unless a run keeps the thread busy, in one request.
 
         The server's store checks and writes in one transaction.
         """
-        return self._send(self._requests.add_messages_if_idle(thread_id, messages))
+        return self._send(
+            self._requests.add_messages_if_idle(thread_id, messages, scope)
+        )
 
     async def aadd_messages_if_idle(
-        self, thread_id: str, messages: Sequence[NewMessage]
+        self,
+        thread_id: str,
+        messages: Sequence[NewMessage],
+        *,
+        scope: Mapping[str, str] | None = None,
     ) -> list[StoredMessage]:
         """Async twin of `add_messages_if_idle`."""
         return await self._asend(
-            self._requests.add_messages_if_idle(thread_id, messages)
+            self._requests.add_messages_if_idle(thread_id, messages, scope)
         )
 
     def bulk_add_messages(

@@ -50,6 +50,7 @@ from langchain_retro.errors import (
     MetadataError,
     RetroValueError,
     ThreadBusyError,
+    ThreadNotFoundError,
 )
 from langchain_retro.stores._runs import (
     ACTIVE_RUN_STATUSES,
@@ -123,6 +124,7 @@ __all__ = [
     "check_new_ids",
     "has_reply",
     "imported_run",
+    "in_scope",
     "lapsed_status",
     "new_run_row",
     "newest_busy",
@@ -233,6 +235,11 @@ def newest_busy(thread_id: str, newest: Sequence[StoredRun]) -> RefusedBusy | No
         run = newest[0]
         return RefusedBusy(thread_id=thread_id, run_id=run.id, status=run.status)
     return None
+
+
+def in_scope(metadata: Mapping[str, str], scope: Mapping[str, str] | None) -> bool:
+    """Whether an object's metadata holds every pair of ``scope`` (``None``: any)."""
+    return scope is None or all(metadata.get(k) == v for k, v in scope.items())
 
 
 class _Stored(BaseModel):
@@ -730,7 +737,11 @@ class BaseStore(ABC):
         """Async twin of `add_messages`."""
 
     def add_messages_if_idle(
-        self, thread_id: str, messages: Sequence[NewMessage]
+        self,
+        thread_id: str,
+        messages: Sequence[NewMessage],
+        *,
+        scope: Mapping[str, str] | None = None,
     ) -> list[StoredMessage]:
         """Append messages unless a run keeps the thread busy, as OpenAI refused them.
 
@@ -743,23 +754,44 @@ class BaseStore(ABC):
         a few seconds for other writers that hold it); stores override it with one
         transaction.
 
+        Args:
+            thread_id: The thread.
+            messages: The messages, in order.
+            scope: Metadata pairs the thread must hold (`in_scope`), such as a
+                server's owner key: a thread without them is not found, so one
+                call both checks who may write and writes. (This default reads
+                the thread first; stores check it in the write's transaction.)
+
         Raises:
+            ThreadNotFoundError: If the thread does not exist or is out of
+                ``scope``. Nothing is written.
             ThreadBusyError: Naming the run (``run_id``) that keeps the thread busy,
                 or, without a run, when other writers held the lease for seconds.
                 Nothing is written.
         """
-        return drive_calls(self._write_if_idle(thread_id, messages))
+        return drive_calls(self._write_if_idle(thread_id, messages, scope))
 
     async def aadd_messages_if_idle(
-        self, thread_id: str, messages: Sequence[NewMessage]
+        self,
+        thread_id: str,
+        messages: Sequence[NewMessage],
+        *,
+        scope: Mapping[str, str] | None = None,
     ) -> list[StoredMessage]:
         """Async twin of `add_messages_if_idle`."""
-        return await adrive_calls(self._write_if_idle(thread_id, messages))
+        return await adrive_calls(self._write_if_idle(thread_id, messages, scope))
 
     def _write_if_idle(
-        self, thread_id: str, messages: Sequence[NewMessage]
+        self,
+        thread_id: str,
+        messages: Sequence[NewMessage],
+        scope: Mapping[str, str] | None,
     ) -> Steps[Call[Any], list[StoredMessage]]:
         """`add_messages_if_idle` as calls under the thread's lease, written once."""
+        if scope is not None:
+            thread = yield from call(self.get_thread, self.aget_thread, thread_id)
+            if not in_scope(thread.metadata, scope):
+                raise ThreadNotFoundError(thread_id)
         owner = new_id("write")
         deadline = time.monotonic() + _IDLE_PATIENCE
         delay = 0.002

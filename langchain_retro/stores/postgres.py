@@ -164,6 +164,7 @@ from langchain_retro.stores._postgres_sql import (
     _q_create_layout,
     _q_create_migrations_table,
     _q_create_schema,
+    _q_in_scope,
     _q_last_asked,
     _q_lease_acquire,
     _q_lease_get,
@@ -992,7 +993,10 @@ class PostgresStore(BaseStore):
         )
 
     def _add_messages_if_idle(
-        self, thread_id: str, messages: Sequence[NewMessage]
+        self,
+        thread_id: str,
+        messages: Sequence[NewMessage],
+        scope: Mapping[str, str] | None,
     ) -> _Op[list[StoredMessage]]:
         check_new_ids(thread_id, messages)
         for message in messages:
@@ -1016,6 +1020,7 @@ class PostgresStore(BaseStore):
                         None,
                         leased_by=owner,
                         idle=True,
+                        scope=scope,
                     ),
                     _q_lease_release(names, thread_id, owner),
                 )
@@ -1032,6 +1037,10 @@ class PostgresStore(BaseStore):
                     message.stored(message_id, thread_id, int(created_at))
                     for message_id, message in zip(ids, messages, strict=True)
                 ]
+            if scope is not None:
+                ((seen,),) = yield _q_in_scope(names, thread_id, scope)
+                if not seen:
+                    raise ThreadNotFoundError(thread_id)
             ((held, run_id, status),) = yield _q_busy(names, thread_id)
             refusal = busy_refusal(thread_id, leased=held, run_id=run_id, status=status)
             if refusal is not None:
@@ -1039,24 +1048,33 @@ class PostgresStore(BaseStore):
             # The run that held the thread ended in between: try again.
 
     def add_messages_if_idle(
-        self, thread_id: str, messages: Sequence[NewMessage]
+        self,
+        thread_id: str,
+        messages: Sequence[NewMessage],
+        *,
+        scope: Mapping[str, str] | None = None,
     ) -> list[StoredMessage]:
         """Append messages unless a run keeps the thread busy, in one transaction.
 
         See `BaseStore.add_messages_if_idle`. One round trip: the thread's lease is
         taken and given back inside the transaction that appends, so a run that
-        starts meanwhile waits for it and reads the new messages.
+        starts meanwhile waits for it and reads the new messages; ``scope`` is a
+        condition of the same statement.
         """
         return self._run(
-            self._add_messages_if_idle(thread_id, messages), transaction=True
+            self._add_messages_if_idle(thread_id, messages, scope), transaction=True
         )
 
     async def aadd_messages_if_idle(
-        self, thread_id: str, messages: Sequence[NewMessage]
+        self,
+        thread_id: str,
+        messages: Sequence[NewMessage],
+        *,
+        scope: Mapping[str, str] | None = None,
     ) -> list[StoredMessage]:
         """Async twin of `add_messages_if_idle`."""
         return await self._arun(
-            self._add_messages_if_idle(thread_id, messages), transaction=True
+            self._add_messages_if_idle(thread_id, messages, scope), transaction=True
         )
 
     def _bulk_add_messages(

@@ -87,6 +87,7 @@ from langchain_retro.stores.base import (
     check_new_ids,
     has_reply,
     imported_run,
+    in_scope,
     new_run_row,
     resumed_run,
     run_from_row,
@@ -878,7 +879,11 @@ class SQLiteStore(BaseStore):
             )
 
     def add_messages_if_idle(
-        self, thread_id: str, messages: Sequence[NewMessage]
+        self,
+        thread_id: str,
+        messages: Sequence[NewMessage],
+        *,
+        scope: Mapping[str, str] | None = None,
     ) -> list[StoredMessage]:
         """Append messages unless a run keeps the thread busy, in one transaction.
 
@@ -888,6 +893,11 @@ class SQLiteStore(BaseStore):
         self._check_batch(thread_id, messages)
         with self._tx(write=True) as conn:
             head = self._thread_row(conn, thread_id)
+            if scope is not None:
+                what = f"Thread {thread_id!r}"
+                current = sql_.load_metadata(head[1], what, object_id=thread_id)
+                if not in_scope(current, scope):
+                    raise ThreadNotFoundError(thread_id)
             refusal = self._busy(conn, thread_id, head[0])
             if refusal is not None:
                 raise busy_error(refusal)
@@ -896,10 +906,16 @@ class SQLiteStore(BaseStore):
             )
 
     async def aadd_messages_if_idle(
-        self, thread_id: str, messages: Sequence[NewMessage]
+        self,
+        thread_id: str,
+        messages: Sequence[NewMessage],
+        *,
+        scope: Mapping[str, str] | None = None,
     ) -> list[StoredMessage]:
         """Async twin of `add_messages_if_idle`."""
-        return await self._run(self.add_messages_if_idle, thread_id, messages)
+        return await self._run(
+            self.add_messages_if_idle, thread_id, messages, scope=scope
+        )
 
     @staticmethod
     def _busy(

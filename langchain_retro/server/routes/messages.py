@@ -14,8 +14,13 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from langchain_retro.errors import MessageNotFoundError, ThreadBusyError
+from langchain_retro.errors import (
+    MessageNotFoundError,
+    ThreadBusyError,
+    ThreadNotFoundError,
+)
 from langchain_retro.records import BaseMessage, ThreadMessage
+from langchain_retro.server.auth import owner_scope
 from langchain_retro.server.context import Context, Ctx
 from langchain_retro.server.errors import not_found
 from langchain_retro.server.objects import (
@@ -99,18 +104,24 @@ async def create_message(thread_id: str, body: CreateMessage, ctx: Ctx) -> JSONR
     """Append a message to a thread; 400 while a run on it is active (`_busy`)."""
     check_metadata(body.metadata)
     check_attachments(body.attachments, "attachments")
-    message = message_of(body, "")
-    await ctx.thread(thread_id)
+    draft = ThreadMessage(
+        thread_id=thread_id,
+        message=message_of(body, ""),
+        metadata=body.metadata or {},
+    )
     try:
-        record = await ThreadMessage.acreate_if_idle(
-            ctx.store,
-            thread_id=thread_id,
-            message=message,
-            metadata=body.metadata or {},
+        # One store call checks who may see the thread, that no run keeps it
+        # busy, and writes.
+        (stored,) = await ctx.store.aadd_messages_if_idle(
+            thread_id,
+            [draft._new(ctx.store.limits)],
+            scope=owner_scope(ctx.owner),
         )
+    except ThreadNotFoundError:
+        raise not_found("thread", thread_id) from None
     except ThreadBusyError as exc:
         raise message_busy(exc) from exc
-    return ok(message_object(record))
+    return ok(message_object(ThreadMessage._from(stored)))
 
 
 @router.get("")

@@ -428,15 +428,21 @@ async def add_messages(
         both = stricter(limits, body.limits)
         _check_messages(body.messages, both)
         messages = _new(body.messages)
-        current = await _thread(ctx, thread_id)
-        _check_patch(body.thread_patch, current.metadata, both)
         if body.if_idle:
             if body.thread_patch is not None or body.hwm_key is not None:
                 raise RetroValueError(
                     "if_idle takes no thread_patch nor hwm_key: send them apart."
                 )
-            stored = await ctx.store.aadd_messages_if_idle(thread_id, messages)
+            # The owner is part of the scope: one call checks it and writes.
+            scope = _owner_filter(ctx, body.scope or {})
+            stored = await ctx.store.aadd_messages_if_idle(
+                thread_id, messages, scope=scope or None
+            )
         else:
+            if body.scope is not None:
+                raise RetroValueError("scope goes with if_idle only.")
+            current = await _thread(ctx, thread_id)
+            _check_patch(body.thread_patch, current.metadata, both)
             stored = await ctx.store.aadd_messages(
                 thread_id,
                 messages,
