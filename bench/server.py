@@ -19,6 +19,11 @@ endpoint's requests per second; a polled run at most 3 ms p50 over ThreadRunner'
 run; 4 workers at least 1.5x one worker on PostgreSQL, or the CPU count says two
 cores are the ceiling.
 
+Each cell also shows how busy the machine's cores were and the server's CPU
+milliseconds per request (all its workers); with ``--rounds`` (default 3) every
+cell runs that many times, interleaved, and the targets are printed as the median
+of the rounds with their lowest and highest.
+
 Run::
 
     python bench/server.py                          # SQLite, 3 s per cell
@@ -137,12 +142,12 @@ async def _request(http: httpx2.AsyncClient, kind: str, target: str) -> bool:
     if kind == "bare":
         return (await http.post("/v1/bare", json={})).status_code == 200
     if kind == "messages":
-        body = {"role": "user", "content": "hello"}
-        response = await http.post(f"/v1/threads/{target}/messages", json=body)
+        message = {"role": "user", "content": "hello"}
+        response = await http.post(f"/v1/threads/{target}/messages", json=message)
         return response.status_code == 200
     thread_id, assistant_id = target.split(" ")
     # Each run brings the message it answers.
-    body = {
+    body: dict[str, Any] = {
         "assistant_id": assistant_id,
         "additional_messages": [{"role": "user", "content": "hi"}],
     }
@@ -234,13 +239,56 @@ class Server:
         self.process.wait(timeout=60)
 
 
+def _machine_busy() -> tuple[float, float]:
+    """Seconds the machine's cores spent busy and in all, so far (Linux)."""
+    try:
+        fields = [float(x) for x in Path("/proc/stat").read_text().split()[1:8]]
+    except OSError:
+        return 0.0, 0.0
+    idle = fields[3] + fields[4]  # idle, iowait
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - idle) / tick, sum(fields) / tick
+
+
+def _tree_cpu(root: int) -> float:
+    """CPU seconds used so far by a process and its live descendants (Linux)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat[1])
+        times[int(entry.name)] = (int(stat[11]) + int(stat[12])) / tick
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += times.get(pid, 0.0)
+        todo += [child for child, parent in parents.items() if parent == pid]
+    return total
+
+
 def _load(
     base: str,
     kind: str,
     targets: list[str],
     args: argparse.Namespace,
     concurrency: int | None = None,
+    *,
+    server_pid: int | None = None,
 ) -> Any:
+    """Drive a server from a load generator process; figures, with CPU use.
+
+    Besides requests per second and latencies: ``busy``, the share of the
+    machine's cores busy during the cell (1.0: every core, whoever used it), and
+    ``cpu_ms``, the server's CPU milliseconds per request (all its workers).
+    """
+    server_before = _tree_cpu(server_pid) if server_pid else 0.0
+    busy_before, all_before = _machine_busy()
     done = subprocess.run(  # noqa: S603 - this script, as the load generator
         [
             sys.executable,
@@ -257,7 +305,13 @@ def _load(
         check=True,
         cwd=ROOT,
     )
-    return json.loads(done.stdout)
+    figures: dict[str, Any] = json.loads(done.stdout)
+    busy_after, all_after = _machine_busy()
+    figures["busy"] = (busy_after - busy_before) / max(all_after - all_before, 1e-9)
+    if server_pid:
+        used = _tree_cpu(server_pid) - server_before
+        figures["cpu_ms"] = used * 1000 / max(figures["requests"], 1)
+    return figures
 
 
 def _setup(base: str, threads: int) -> tuple[list[str], list[str]]:
@@ -304,7 +358,17 @@ def _runner_floor(upstream: FakeChatServer, runs: int) -> float:
 def _row(name: str, figures: dict[str, Any]) -> str:
     return (
         f"{name:<34} {figures['rps']:>9.0f} {figures['p50']:>9.2f} "
-        f"{figures['p99']:>9.2f} {figures['errors']:>6}"
+        f"{figures['p99']:>9.2f} {figures['errors']:>6} "
+        f"{figures['busy'] * 100:>6.0f}% {figures.get('cpu_ms', 0.0):>8.2f}"
+    )
+
+
+def _spread(values: list[float], unit: str = "") -> str:
+    """The median of the rounds, with their lowest and highest."""
+    ordered = sorted(values)
+    return (
+        f"{statistics.median(ordered):.2f}{unit} "
+        f"({ordered[0]:.2f}-{ordered[-1]:.2f}, {len(ordered)} rounds)"
     )
 
 
@@ -316,20 +380,52 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--threads", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--postgres", metavar="URL")
     args = parser.parse_args()
     warnings.simplefilter("ignore", DeprecationWarning)
     print(
         f"cores: {os.cpu_count()}; {args.seconds:g} s per cell, {args.concurrency} "
-        "requests in flight; latencies in ms"
+        f"requests in flight, {args.rounds} rounds; latencies in ms; busy: the "
+        "machine's cores busy during the cell; server CPU: ms per request"
     )
-    print(f"{'subject':<34} {'req/s':>9} {'p50':>9} {'p99':>9} {'errors':>6}")
+    rounds = [_round(args, number) for number in range(1, args.rounds + 1)]
+    print()
+    ratios = [r["sqlite 1 messages"]["rps"] / r["bare 1"]["rps"] for r in rounds]
+    print(f"messages / bare FastAPI (1 worker): {_spread(ratios)} (target >= 0.5)")
+    cpu = [r["bare 1"]["cpu_ms"] / r["sqlite 1 messages"]["cpu_ms"] for r in rounds]
+    print(f"  the same by server CPU per request: {_spread(cpu)}")
+    for kind in ("polled", "streamed"):
+        over = [r[f"sqlite alone {kind}"]["p50"] - r["floor"]["p50"] for r in rounds]
+        print(f"{kind} run p50 over ThreadRunner: {_spread(over, ' ms')} (target <= 3)")
+    if args.postgres:
+        scale = [
+            r["postgres 4 messages"]["rps"] / r["postgres 1 messages"]["rps"]
+            for r in rounds
+        ]
+        busy = [r["postgres 4 messages"]["busy"] * 100 for r in rounds]
+        bare = [r["bare 4"]["rps"] / r["bare 1"]["rps"] for r in rounds]
+        print(
+            f"PostgreSQL messages, 4 workers / 1: {_spread(scale)} (target >= 1.5, "
+            f"or {os.cpu_count()} cores the ceiling); cores busy at 4 workers: "
+            f"{_spread(busy, '%')}; bare FastAPI 4 workers / 1: {_spread(bare)}"
+        )
+
+
+def _round(args: argparse.Namespace, number: int) -> dict[str, dict[str, Any]]:
+    """One round of every cell, printed as it goes; the figures by cell."""
+    print(
+        f"round {number}\n{'subject':<34} {'req/s':>9} {'p50':>9} {'p99':>9} "
+        f"{'errors':>6} {'busy':>7} {'srv CPU':>8}"
+    )
     results: dict[str, dict[str, Any]] = {}
     with FakeChatServer() as upstream:
         for workers in (1, 4):
             bare = Server(upstream, workers=workers, bare=True)
             try:
-                results[f"bare {workers}"] = _load(bare.base, "bare", ["x"], args)
+                results[f"bare {workers}"] = _load(
+                    bare.base, "bare", ["x"], args, server_pid=bare.process.pid
+                )
             finally:
                 bare.stop()
             print(
@@ -341,18 +437,23 @@ def main() -> None:
         for backend, url in backends:
             for workers in (1, 4):
                 server = Server(upstream, workers=workers, postgres=url)
+                pid = server.process.pid
                 try:
                     messages, runs = _setup(server.base, args.threads)
                     for kind in ("messages", "polled", "streamed"):
                         targets = messages if kind == "messages" else runs
-                        figures = _load(server.base, kind, targets, args)
+                        figures = _load(
+                            server.base, kind, targets, args, server_pid=pid
+                        )
                         key = f"{backend} {workers} {kind}"
                         results[key] = figures
                         print(_row(f"{backend}, {workers} worker(s), {kind}", figures))
                     if workers == 1:
                         # One run at a time: the latency a run adds, not queueing.
                         for kind in ("polled", "streamed"):
-                            figures = _load(server.base, kind, runs, args, 1)
+                            figures = _load(
+                                server.base, kind, runs, args, 1, server_pid=pid
+                            )
                             results[f"{backend} alone {kind}"] = figures
                             print(_row(f"{backend}, one at a time, {kind}", figures))
                 finally:
@@ -360,22 +461,9 @@ def main() -> None:
                     if url:
                         _drop(url, server.schema)
         floor = _runner_floor(upstream, 50)
+    results["floor"] = {"p50": floor}
     print(f"{'ThreadRunner in process, one run':<34} {'':>9} {floor:>9.2f}")
-    print()
-    ratio = results["sqlite 1 messages"]["rps"] / results["bare 1"]["rps"]
-    print(f"messages / bare FastAPI (1 worker): {ratio:.2f} (target >= 0.5)")
-    for kind in ("polled", "streamed"):
-        over = results[f"sqlite alone {kind}"]["p50"] - floor
-        print(f"{kind} run p50 over ThreadRunner: {over:+.2f} ms (target <= 3 ms)")
-    if args.postgres:
-        scale = (
-            results["postgres 4 messages"]["rps"]
-            / results["postgres 1 messages"]["rps"]
-        )
-        print(
-            f"PostgreSQL messages, 4 workers / 1: {scale:.2f} (target >= 1.5, or "
-            f"{os.cpu_count()} cores the ceiling)"
-        )
+    return results
 
 
 def _drop(url: str, schema: str) -> None:
