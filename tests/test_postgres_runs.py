@@ -30,7 +30,11 @@ from conftest import explaining_store, postgres_url, stores_of
 
 from langchain_retro import CorruptDataError, MessageIdConflictError, RetroValueError
 from langchain_retro._metadata import MetadataPatch
-from langchain_retro.errors import RunNotFoundError, ThreadBusyError
+from langchain_retro.errors import (
+    RunNotFoundError,
+    ThreadBusyError,
+    ThreadNotFoundError,
+)
 from langchain_retro.stores.base import (
     FunctionCall,
     NewMessage,
@@ -840,6 +844,18 @@ def test_a_message_if_idle_is_one_round_trip(one_connection: tuple[Any, Any]) ->
     # In one transaction: the lease taken, the append under it, the lease given back.
     assert trips == ["WITH WITH DELETE"]
     assert store.get_lease(thread.id) is None
+    # A scope (the server's owner) is a condition of the same statements.
+    owned = store.create_thread({"retro_owner": "a"})
+    scope = {"retro_owner": "a"}
+    _, trips = round_trips(
+        pool, lambda: store.add_messages_if_idle(owned.id, [user("r")], scope=scope)
+    )
+    assert trips == ["WITH WITH DELETE"]
+    assert store.count_messages(owned.id) == 1
+    with pytest.raises(ThreadNotFoundError):
+        store.add_messages_if_idle(owned.id, [user("s")], scope={"retro_owner": "b"})
+    assert store.count_messages(owned.id) == 1
+    assert store.get_lease(owned.id) is None
 
 
 def test_messages_racing_a_run_start_are_in_its_context_or_refused(
