@@ -21,17 +21,20 @@ nothing is revived with ``langchain_core.load``).
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import os
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Annotated, Literal, TypeAlias
+from typing import IO, Annotated, Any, Literal, TypeAlias, cast
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from langchain_retro._messages import from_payload
+from langchain_retro._messages import check_payload
+from langchain_retro._steps import Call, Steps, call
 from langchain_retro.errors import CorruptDataError, ExportFormatError
 from langchain_retro.stores.base import (
     StoredAssistant,
@@ -105,6 +108,15 @@ _Line: TypeAlias = Annotated[
     Field(discriminator="type"),
 ]
 _LINE = TypeAdapter(_Line)
+_LineModel: TypeAlias = (
+    _AssistantLine | _ThreadLine | _RunLine | _MessageLine | _EndLine
+)
+
+
+def _validate_line(text: str) -> _LineModel:
+    # pydantic-core's own call: TypeAdapter.validate_json adds a Python frame.
+    return cast("_LineModel", _LINE.validator.validate_json(text))
+
 
 _KINDS = {
     StoredAssistant: "assistant",
@@ -262,6 +274,27 @@ class ExportReader:
                 f"{exc}. Nothing was imported."
             ) from exc
 
+    def read(
+        self, sink: Callable[[Record], Steps[Call[Any], None]]
+    ) -> Steps[Call[Any], None]:
+        """Hand every record of the file to ``sink``, in the file's order.
+
+        The source of an import's writing pass, read ahead of its writer
+        (``langchain_retro._read_ahead``): payloads are not checked again, the
+        validation pass did. The file is read in the reader's thread, or, under
+        `adrive_calls`, in a worker thread of its own.
+        """
+        chunks = _Chunks(self.records(payloads=False))
+        try:
+            while True:
+                chunk = yield from call(chunks.next, chunks.anext)
+                if chunk is None:
+                    return
+                for record in chunk:
+                    yield from sink(record)
+        finally:
+            chunks.close()
+
     def _chunks(self, file: IO[str], payloads: bool) -> Iterator[list[Record]]:
         first = file.readline()
         if not first:
@@ -299,11 +332,9 @@ class ExportReader:
             )
         yield chunk
 
-    def _parse(
-        self, number: int, text: str, payloads: bool
-    ) -> _AssistantLine | _ThreadLine | _RunLine | _MessageLine | _EndLine:
+    def _parse(self, number: int, text: str, payloads: bool) -> _LineModel:
         try:
-            line = _LINE.validate_json(text)
+            line = _validate_line(text)
         except ValidationError as exc:
             errors = exc.errors()
             why = (
@@ -315,10 +346,44 @@ class ExportReader:
             raise _fail(self.path, number, f"not a valid record ({why})") from exc
         if payloads and isinstance(line, _MessageLine):
             try:
-                from_payload(line.payload, line.id, thread_id=line.thread_id)
+                check_payload(line.payload, line.id, thread_id=line.thread_id)
             except CorruptDataError as exc:
                 raise _fail(self.path, number, str(exc)) from exc
         return line
+
+
+class _Chunks:
+    """The chunks of `ExportReader.records`, each read by a blocking call.
+
+    A generator cannot be closed from another thread while it runs. Read by the
+    async twin, the chunks are read in one worker thread of their own, and closing
+    them is queued there after the read in progress: a cancelled reader neither
+    waits for that read nor closes the file under it.
+    """
+
+    def __init__(self, chunks: Generator[list[Record], None, None]) -> None:
+        self._chunks = chunks
+        self._worker: ThreadPoolExecutor | None = None
+
+    def next(self) -> list[Record] | None:
+        """The next chunk (blocking file I/O); ``None`` at the end."""
+        return next(self._chunks, None)
+
+    async def anext(self) -> list[Record] | None:
+        """Async twin of `next`: the same read in the worker thread."""
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(
+                1, thread_name_prefix="langchain-retro-import"
+            )
+        return await asyncio.wrap_future(self._worker.submit(self.next))
+
+    def close(self) -> None:
+        """Close the file: here, or in the worker after its read (without waiting)."""
+        if self._worker is None:
+            self._chunks.close()
+            return
+        self._worker.submit(self._chunks.close)
+        self._worker.shutdown(wait=False)
 
 
 def check_lines(reader: ExportReader) -> dict[str, int]:
