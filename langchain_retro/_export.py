@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Annotated, Any, Literal, TypeAlias, cast
+from typing import IO, Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -111,11 +111,6 @@ _LINE = TypeAdapter(_Line)
 _LineModel: TypeAlias = (
     _AssistantLine | _ThreadLine | _RunLine | _MessageLine | _EndLine
 )
-
-
-def _validate_line(text: str) -> _LineModel:
-    # pydantic-core's own call: TypeAdapter.validate_json adds a Python frame.
-    return cast("_LineModel", _LINE.validator.validate_json(text))
 
 
 _KINDS = {
@@ -304,14 +299,24 @@ class ExportReader:
         counts = {"assistants": 0, "threads": 0, "runs": 0, "messages": 0}
         ended: dict[str, int] | None = None
         number = 1
+        validate = _LINE.validator.validate_json  # no TypeAdapter frame a line
         for number, text in enumerate(file, start=2):
             if ended is not None:
                 raise _fail(self.path, number, "a line follows the end line")
-            line = self._parse(number, text, payloads)
-            if isinstance(line, _EndLine):
+            try:
+                line: _LineModel = validate(text)
+            except ValidationError as exc:
+                raise self._invalid(number, exc) from exc
+            record: Record
+            if type(line) is _MessageLine:  # most lines: tested first, and once
+                if payloads:
+                    self._check_payload(number, line)
+                record = line
+            elif isinstance(line, _EndLine):
                 ended = line.counts
                 continue
-            record = _record(line)
+            else:
+                record = _record(line)
             counts[line.type + "s"] += 1
             chunk.append(record)
             if len(chunk) >= 2_000:
@@ -332,24 +337,21 @@ class ExportReader:
             )
         yield chunk
 
-    def _parse(self, number: int, text: str, payloads: bool) -> _LineModel:
+    def _invalid(self, number: int, exc: ValidationError) -> ExportFormatError:
+        errors = exc.errors()
+        why = (
+            f"{'.'.join(str(p) for p in errors[0]['loc']) or 'line'}: "
+            f"{errors[0]['msg']}"
+            if errors
+            else str(exc)
+        )
+        return _fail(self.path, number, f"not a valid record ({why})")
+
+    def _check_payload(self, number: int, line: _MessageLine) -> None:
         try:
-            line = _validate_line(text)
-        except ValidationError as exc:
-            errors = exc.errors()
-            why = (
-                f"{'.'.join(str(p) for p in errors[0]['loc']) or 'line'}: "
-                f"{errors[0]['msg']}"
-                if errors
-                else str(exc)
-            )
-            raise _fail(self.path, number, f"not a valid record ({why})") from exc
-        if payloads and isinstance(line, _MessageLine):
-            try:
-                check_payload(line.payload, line.id, thread_id=line.thread_id)
-            except CorruptDataError as exc:
-                raise _fail(self.path, number, str(exc)) from exc
-        return line
+            check_payload(line.payload, line.id, thread_id=line.thread_id)
+        except CorruptDataError as exc:
+            raise _fail(self.path, number, str(exc)) from exc
 
 
 class _Chunks:
@@ -402,7 +404,19 @@ def check_lines(reader: ExportReader) -> dict[str, int]:
     for chunk in reader.records():
         for record in chunk:
             number += 1
-            if isinstance(record, ThreadCopy):
+            if isinstance(record, StoredMessage):  # most lines: tested first
+                if record.thread_id != current:
+                    raise _fail(reader.path, number, _astray(record))
+                if record.id in seen:
+                    raise _fail(
+                        reader.path,
+                        number,
+                        f"message id {record.id!r} is given twice in thread "
+                        f"{current!r}",
+                    )
+                seen.add(record.id)
+                counts["messages"] += 1
+            elif isinstance(record, ThreadCopy):
                 current = record.id
                 seen = set()
                 counts["threads"] += 1
@@ -414,22 +428,13 @@ def check_lines(reader: ExportReader) -> dict[str, int]:
                     )
             else:
                 if record.thread_id != current:
-                    raise _fail(
-                        reader.path,
-                        number,
-                        f"{type(record).__name__} {record.id!r} of thread "
-                        f"{record.thread_id!r} does not follow its thread's line",
-                    )
-                if isinstance(record, StoredMessage):
-                    if record.id in seen:
-                        raise _fail(
-                            reader.path,
-                            number,
-                            f"message id {record.id!r} is given twice in thread "
-                            f"{current!r}",
-                        )
-                    seen.add(record.id)
-                    counts["messages"] += 1
-                else:
-                    counts["runs"] += 1
+                    raise _fail(reader.path, number, _astray(record))
+                counts["runs"] += 1
     return counts
+
+
+def _astray(record: StoredMessage | StoredRun) -> str:
+    return (
+        f"{type(record).__name__} {record.id!r} of thread {record.thread_id!r} does "
+        "not follow its thread's line"
+    )
