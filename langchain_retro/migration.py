@@ -21,7 +21,7 @@ every thread's messages on both sides.
 
 `export_to_file` writes JSON Lines (``langchain_retro._export``, gzip for ``.gz``);
 `import_from_file` validates the whole file before writing anything, then writes it
-as `migrate` does (resumable the same way).
+as `migrate` does, the file read again ahead of the writer (resumable the same way).
 
 Every function has an ``a``-prefixed async twin.
 """
