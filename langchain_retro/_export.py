@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from langchain_retro._messages import check_payload
 from langchain_retro._steps import Call, Steps, call
+from langchain_retro._transfer import MessageCopy, Record
 from langchain_retro.errors import CorruptDataError, ExportFormatError
 from langchain_retro.stores.base import (
     StoredAssistant,
@@ -97,6 +98,13 @@ class _MessageLine(StoredMessage):
     type: Literal["message"]
 
 
+class _MessageCopyLine(MessageCopy):
+    # The fields and types of _MessageLine: the writing pass reads the lines the
+    # validation pass accepted as messages ready to append.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    type: Literal["message"]
+
+
 class _EndLine(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     type: Literal["end"]
@@ -108,8 +116,13 @@ _Line: TypeAlias = Annotated[
     Field(discriminator="type"),
 ]
 _LINE = TypeAdapter(_Line)
+_CopyLine: TypeAlias = Annotated[
+    _AssistantLine | _ThreadLine | _RunLine | _MessageCopyLine | _EndLine,
+    Field(discriminator="type"),
+]
+_COPY_LINE = TypeAdapter(_CopyLine)
 _LineModel: TypeAlias = (
-    _AssistantLine | _ThreadLine | _RunLine | _MessageLine | _EndLine
+    _AssistantLine | _ThreadLine | _RunLine | _MessageLine | _MessageCopyLine | _EndLine
 )
 
 
@@ -120,11 +133,11 @@ _KINDS = {
     StoredMessage: "message",
 }
 
-Record: TypeAlias = StoredAssistant | ThreadCopy | StoredRun | StoredMessage
-
 
 def record_line(record: Record) -> str:
     """A record as one line of the file (without the newline)."""
+    if isinstance(record, MessageCopy):
+        record = StoredMessage.model_validate(record, from_attributes=True)
     data = record.model_dump(mode="json")
     return json.dumps(
         {"type": _KINDS[type(record)], **data},
@@ -133,13 +146,15 @@ def record_line(record: Record) -> str:
     )
 
 
-def _record(line: _AssistantLine | _ThreadLine | _RunLine | _MessageLine) -> Record:
+def _record(
+    line: _AssistantLine | _ThreadLine | _RunLine | _MessageLine | _MessageCopyLine,
+) -> Record:
     """The record of a validated line.
 
     A message line is a `StoredMessage` already (a subclass), and is only read
     field by field; the few other records are rebuilt as their plain class.
     """
-    if isinstance(line, _MessageLine):
+    if isinstance(line, (_MessageLine, _MessageCopyLine)):
         return line
     data = line.model_dump(exclude={"type"})
     if isinstance(line, _AssistantLine):
@@ -248,13 +263,14 @@ class ExportReader:
                 "written by langchain-retro export."
             )
 
-    def records(self, *, payloads: bool = True) -> Generator[list[Record], None, None]:
+    def records(self, *, writing: bool = False) -> Generator[list[Record], None, None]:
         """The file's records in chunks (blocking file I/O), the header checked.
 
         Args:
-            payloads: Whether to check each message's payload against the message
-                allowlist (the validation pass does; the writing pass after it
-                need not again).
+            writing: For the writing pass, after the validation pass: messages
+                come as `MessageCopy`, ready to append, and their payloads are not
+                checked again. Otherwise they come as `StoredMessage`, each payload
+                checked against the message allowlist.
 
         Raises:
             ExportFormatError: For the first line that does not validate, naming it.
@@ -262,7 +278,7 @@ class ExportReader:
         try:
             gz = self.path.name.endswith(".gz")
             with _open(self.path, "r", gz=gz) as file:
-                yield from self._chunks(file, payloads)
+                yield from self._chunks(file, writing)
         except (OSError, EOFError, UnicodeDecodeError) as exc:
             raise ExportFormatError(
                 f"{self.path.name}: cannot be read as a (gzip) UTF-8 text file: "
@@ -275,11 +291,12 @@ class ExportReader:
         """Hand every record of the file to ``sink``, in the file's order.
 
         The source of an import's writing pass, read ahead of its writer
-        (``langchain_retro._read_ahead``): payloads are not checked again, the
-        validation pass did. The file is read in the reader's thread, or, under
-        `adrive_calls`, in a worker thread of its own.
+        (``langchain_retro._read_ahead``): messages come as `MessageCopy`, their
+        payloads not checked again (the validation pass did). The file is read in
+        the reader's thread, or, under `adrive_calls`, in a worker thread of its
+        own.
         """
-        chunks = _Chunks(self.records(payloads=False))
+        chunks = _Chunks(self.records(writing=True))
         try:
             while True:
                 chunk = yield from call(chunks.next, chunks.anext)
@@ -290,7 +307,7 @@ class ExportReader:
         finally:
             chunks.close()
 
-    def _chunks(self, file: IO[str], payloads: bool) -> Iterator[list[Record]]:
+    def _chunks(self, file: IO[str], writing: bool) -> Iterator[list[Record]]:
         first = file.readline()
         if not first:
             raise _fail(self.path, 1, "the file is empty")
@@ -299,7 +316,8 @@ class ExportReader:
         counts = {"assistants": 0, "threads": 0, "runs": 0, "messages": 0}
         ended: dict[str, int] | None = None
         number = 1
-        validate = _LINE.validator.validate_json  # no TypeAdapter frame a line
+        # pydantic-core's own call: no TypeAdapter frame a line.
+        validate = (_COPY_LINE if writing else _LINE).validator.validate_json
         for number, text in enumerate(file, start=2):
             if ended is not None:
                 raise _fail(self.path, number, "a line follows the end line")
@@ -309,8 +327,9 @@ class ExportReader:
                 raise self._invalid(number, exc) from exc
             record: Record
             if type(line) is _MessageLine:  # most lines: tested first, and once
-                if payloads:
-                    self._check_payload(number, line)
+                self._check_payload(number, line)
+                record = line
+            elif type(line) is _MessageCopyLine:
                 record = line
             elif isinstance(line, _EndLine):
                 ended = line.counts
@@ -404,7 +423,7 @@ def check_lines(reader: ExportReader) -> dict[str, int]:
     for chunk in reader.records():
         for record in chunk:
             number += 1
-            if isinstance(record, StoredMessage):  # most lines: tested first
+            if isinstance(record, (StoredMessage, MessageCopy)):  # most: first
                 if record.thread_id != current:
                     raise _fail(reader.path, number, _astray(record))
                 if record.id in seen:
@@ -433,7 +452,7 @@ def check_lines(reader: ExportReader) -> dict[str, int]:
     return counts
 
 
-def _astray(record: StoredMessage | StoredRun) -> str:
+def _astray(record: StoredMessage | MessageCopy | StoredRun) -> str:
     return (
         f"{type(record).__name__} {record.id!r} of thread {record.thread_id!r} does "
         "not follow its thread's line"

@@ -54,6 +54,7 @@ from langchain_retro.stores.base import (
 
 __all__ = [
     "Counts",
+    "MessageCopy",
     "Progress",
     "Record",
     "Sink",
@@ -65,7 +66,26 @@ __all__ = [
     "verify",
 ]
 
-Record: TypeAlias = StoredAssistant | ThreadCopy | StoredRun | StoredMessage
+
+class MessageCopy(NewMessage):
+    """A message of a copy as the `Writer` appends it: ready, with its id and thread.
+
+    A source may hand these in place of `StoredMessage` records (an import reads
+    its message lines as these): the writer then appends them as they are, instead
+    of building a `NewMessage` from each.
+    """
+
+    id: str
+    """The message's id, kept."""
+    created_at: int
+    """Creation time in Unix seconds, kept."""
+    thread_id: str
+    """The thread the message belongs to."""
+
+
+Record: TypeAlias = (
+    StoredAssistant | ThreadCopy | StoredRun | StoredMessage | MessageCopy
+)
 """One record of a copy."""
 
 Sink: TypeAlias = Callable[[Record], Steps[Call[Any], None]]
@@ -223,7 +243,9 @@ def _thread_records(
 _NEW_MESSAGE = NewMessage.__pydantic_validator__
 
 
-def _new_message(message: StoredMessage) -> NewMessage:
+def _new_message(message: StoredMessage | MessageCopy) -> NewMessage:
+    if isinstance(message, MessageCopy):
+        return message
     # Validating the record's attributes in one call to pydantic-core costs a third
     # less than keyword arguments through NewMessage.__init__, and half of
     # model_construct (pydantic 2 builds a constructed model field by field in
@@ -267,7 +289,7 @@ class Writer:
     _assistants: list[StoredAssistant] = field(default_factory=list)
     _threads: list[ThreadCopy] = field(default_factory=list)
     _runs: list[StoredRun] = field(default_factory=list)
-    _messages: list[tuple[_ThreadState, StoredMessage, int]] = field(
+    _messages: list[tuple[_ThreadState, StoredMessage | MessageCopy, int]] = field(
         default_factory=list
     )
     _states: dict[str, _ThreadState] = field(default_factory=dict)
@@ -277,7 +299,7 @@ class Writer:
 
     def add(self, record: Record) -> Steps[Call[Any], None]:
         """Take the next record; write a batch when the buffer is full."""
-        if isinstance(record, StoredMessage):
+        if isinstance(record, (StoredMessage, MessageCopy)):
             state = self._current
             if state is None or self._current_id != record.thread_id:
                 raise TransferError(
