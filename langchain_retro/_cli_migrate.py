@@ -11,7 +11,8 @@ SOURCE, DEST and ``--store`` are store URLs (`langchain_retro.migration.open_sto
 a SQLite path or ``sqlite:///path``, ``postgresql://...``, ``http(s)://host/v1``
 (key in ``LANGCHAIN_RETRO_API_KEY``). ``export`` and ``import`` default to the
 ``--db`` database. On a terminal a progress bar (tqdm) shows the messages copied;
-otherwise a plain line every few seconds. A summary ends every command.
+otherwise a plain line at the first write, then every few seconds. A summary ends
+every command.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ COMMANDS = frozenset({"migrate", "export", "import"})
 """The commands this module runs; they open their own stores."""
 
 _KINDS = ("assistants", "threads", "runs", "messages")
+_EVERY = 2.0
+"""Seconds between two plain progress lines (not on a terminal)."""
 
 
 def add_commands(
@@ -140,23 +143,25 @@ def _thread_option(parser: argparse.ArgumentParser) -> None:
 
 
 class _Progress:
-    """A tqdm bar on a terminal, else a plain line every few seconds."""
+    """A tqdm bar on a terminal, else plain lines: at the first write, then `_EVERY`."""
 
     def __init__(self, what: str, total: int | None) -> None:
         self.what = what
         self.done = 0
-        self._last = time.monotonic()
+        self._last: float | None = None
         self._bar: Any = None
         if sys.stderr.isatty():
             from tqdm import tqdm  # noqa: PLC0415
 
+            columns, lines = _terminal_size()
             self._bar = tqdm(
                 total=total,
                 unit=" msg",
                 unit_scale=True,
                 desc=what,
                 file=sys.stderr,
-                ncols=_columns(),
+                ncols=columns,
+                nrows=lines,
             )
 
     def __call__(self, kind: str, n: int) -> None:
@@ -167,7 +172,7 @@ class _Progress:
             self._bar.update(n)
             return
         now = time.monotonic()
-        if now - self._last >= 2.0:
+        if self._last is None or now - self._last >= _EVERY:
             self._last = now
             print(f"{self.what}: {self.done:,} messages", file=sys.stderr, flush=True)
 
@@ -176,12 +181,17 @@ class _Progress:
             self._bar.close()
 
 
-def _columns() -> int:
-    """The terminal's width; 80 where it reports none (a fresh pseudo-terminal)."""
+def _terminal_size() -> tuple[int, int]:
+    """The terminal's columns and lines; 80 by 24 where it reports none.
+
+    A fresh pseudo-terminal (``script``, ``docker exec -t``, CI) reports 0 by 0.
+    tqdm then takes the screen to have -1 lines, and draws no bar at all.
+    """
     try:
-        return os.get_terminal_size(sys.stderr.fileno()).columns or 80
+        size = os.get_terminal_size(sys.stderr.fileno())
     except OSError:
-        return 80
+        return 80, 24
+    return size.columns or 80, size.lines or 24
 
 
 def _total(store: BaseStore, threads: list[str] | None) -> int | None:

@@ -21,17 +21,21 @@ nothing is revived with ``langchain_core.load``).
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import os
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Annotated, Literal, TypeAlias
+from typing import IO, Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from langchain_retro._messages import from_payload
+from langchain_retro._messages import check_payload
+from langchain_retro._steps import Call, Steps, call
+from langchain_retro._transfer import MessageCopy, Record
 from langchain_retro.errors import CorruptDataError, ExportFormatError
 from langchain_retro.stores.base import (
     StoredAssistant,
@@ -94,6 +98,13 @@ class _MessageLine(StoredMessage):
     type: Literal["message"]
 
 
+class _MessageCopyLine(MessageCopy):
+    # The fields and types of _MessageLine: the writing pass reads the lines the
+    # validation pass accepted as messages ready to append.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    type: Literal["message"]
+
+
 class _EndLine(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     type: Literal["end"]
@@ -105,6 +116,15 @@ _Line: TypeAlias = Annotated[
     Field(discriminator="type"),
 ]
 _LINE = TypeAdapter(_Line)
+_CopyLine: TypeAlias = Annotated[
+    _AssistantLine | _ThreadLine | _RunLine | _MessageCopyLine | _EndLine,
+    Field(discriminator="type"),
+]
+_COPY_LINE = TypeAdapter(_CopyLine)
+_LineModel: TypeAlias = (
+    _AssistantLine | _ThreadLine | _RunLine | _MessageLine | _MessageCopyLine | _EndLine
+)
+
 
 _KINDS = {
     StoredAssistant: "assistant",
@@ -113,11 +133,11 @@ _KINDS = {
     StoredMessage: "message",
 }
 
-Record: TypeAlias = StoredAssistant | ThreadCopy | StoredRun | StoredMessage
-
 
 def record_line(record: Record) -> str:
     """A record as one line of the file (without the newline)."""
+    if isinstance(record, MessageCopy):
+        record = StoredMessage.model_validate(record, from_attributes=True)
     data = record.model_dump(mode="json")
     return json.dumps(
         {"type": _KINDS[type(record)], **data},
@@ -126,13 +146,15 @@ def record_line(record: Record) -> str:
     )
 
 
-def _record(line: _AssistantLine | _ThreadLine | _RunLine | _MessageLine) -> Record:
+def _record(
+    line: _AssistantLine | _ThreadLine | _RunLine | _MessageLine | _MessageCopyLine,
+) -> Record:
     """The record of a validated line.
 
     A message line is a `StoredMessage` already (a subclass), and is only read
     field by field; the few other records are rebuilt as their plain class.
     """
-    if isinstance(line, _MessageLine):
+    if isinstance(line, (_MessageLine, _MessageCopyLine)):
         return line
     data = line.model_dump(exclude={"type"})
     if isinstance(line, _AssistantLine):
@@ -241,13 +263,14 @@ class ExportReader:
                 "written by langchain-retro export."
             )
 
-    def records(self, *, payloads: bool = True) -> Generator[list[Record], None, None]:
+    def records(self, *, writing: bool = False) -> Generator[list[Record], None, None]:
         """The file's records in chunks (blocking file I/O), the header checked.
 
         Args:
-            payloads: Whether to check each message's payload against the message
-                allowlist (the validation pass does; the writing pass after it
-                need not again).
+            writing: For the writing pass, after the validation pass: messages
+                come as `MessageCopy`, ready to append, and their payloads are not
+                checked again. Otherwise they come as `StoredMessage`, each payload
+                checked against the message allowlist.
 
         Raises:
             ExportFormatError: For the first line that does not validate, naming it.
@@ -255,14 +278,36 @@ class ExportReader:
         try:
             gz = self.path.name.endswith(".gz")
             with _open(self.path, "r", gz=gz) as file:
-                yield from self._chunks(file, payloads)
+                yield from self._chunks(file, writing)
         except (OSError, EOFError, UnicodeDecodeError) as exc:
             raise ExportFormatError(
                 f"{self.path.name}: cannot be read as a (gzip) UTF-8 text file: "
                 f"{exc}. Nothing was imported."
             ) from exc
 
-    def _chunks(self, file: IO[str], payloads: bool) -> Iterator[list[Record]]:
+    def read(
+        self, sink: Callable[[Record], Steps[Call[Any], None]]
+    ) -> Steps[Call[Any], None]:
+        """Hand every record of the file to ``sink``, in the file's order.
+
+        The source of an import's writing pass, read ahead of its writer
+        (``langchain_retro._read_ahead``): messages come as `MessageCopy`, their
+        payloads not checked again (the validation pass did). The file is read in
+        the reader's thread, or, under `adrive_calls`, in a worker thread of its
+        own.
+        """
+        chunks = _Chunks(self.records(writing=True))
+        try:
+            while True:
+                chunk = yield from call(chunks.next, chunks.anext)
+                if chunk is None:
+                    return
+                for record in chunk:
+                    yield from sink(record)
+        finally:
+            chunks.close()
+
+    def _chunks(self, file: IO[str], writing: bool) -> Iterator[list[Record]]:
         first = file.readline()
         if not first:
             raise _fail(self.path, 1, "the file is empty")
@@ -271,14 +316,26 @@ class ExportReader:
         counts = {"assistants": 0, "threads": 0, "runs": 0, "messages": 0}
         ended: dict[str, int] | None = None
         number = 1
+        # pydantic-core's own call: no TypeAdapter frame a line.
+        validate = (_COPY_LINE if writing else _LINE).validator.validate_json
         for number, text in enumerate(file, start=2):
             if ended is not None:
                 raise _fail(self.path, number, "a line follows the end line")
-            line = self._parse(number, text, payloads)
-            if isinstance(line, _EndLine):
+            try:
+                line: _LineModel = validate(text)
+            except ValidationError as exc:
+                raise self._invalid(number, exc) from exc
+            record: Record
+            if type(line) is _MessageLine:  # most lines: tested first, and once
+                self._check_payload(number, line)
+                record = line
+            elif type(line) is _MessageCopyLine:
+                record = line
+            elif isinstance(line, _EndLine):
                 ended = line.counts
                 continue
-            record = _record(line)
+            else:
+                record = _record(line)
             counts[line.type + "s"] += 1
             chunk.append(record)
             if len(chunk) >= 2_000:
@@ -299,26 +356,55 @@ class ExportReader:
             )
         yield chunk
 
-    def _parse(
-        self, number: int, text: str, payloads: bool
-    ) -> _AssistantLine | _ThreadLine | _RunLine | _MessageLine | _EndLine:
+    def _invalid(self, number: int, exc: ValidationError) -> ExportFormatError:
+        errors = exc.errors()
+        why = (
+            f"{'.'.join(str(p) for p in errors[0]['loc']) or 'line'}: "
+            f"{errors[0]['msg']}"
+            if errors
+            else str(exc)
+        )
+        return _fail(self.path, number, f"not a valid record ({why})")
+
+    def _check_payload(self, number: int, line: _MessageLine) -> None:
         try:
-            line = _LINE.validate_json(text)
-        except ValidationError as exc:
-            errors = exc.errors()
-            why = (
-                f"{'.'.join(str(p) for p in errors[0]['loc']) or 'line'}: "
-                f"{errors[0]['msg']}"
-                if errors
-                else str(exc)
+            check_payload(line.payload, line.id, thread_id=line.thread_id)
+        except CorruptDataError as exc:
+            raise _fail(self.path, number, str(exc)) from exc
+
+
+class _Chunks:
+    """The chunks of `ExportReader.records`, each read by a blocking call.
+
+    A generator cannot be closed from another thread while it runs. Read by the
+    async twin, the chunks are read in one worker thread of their own, and closing
+    them is queued there after the read in progress: a cancelled reader neither
+    waits for that read nor closes the file under it.
+    """
+
+    def __init__(self, chunks: Generator[list[Record], None, None]) -> None:
+        self._chunks = chunks
+        self._worker: ThreadPoolExecutor | None = None
+
+    def next(self) -> list[Record] | None:
+        """The next chunk (blocking file I/O); ``None`` at the end."""
+        return next(self._chunks, None)
+
+    async def anext(self) -> list[Record] | None:
+        """Async twin of `next`: the same read in the worker thread."""
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(
+                1, thread_name_prefix="langchain-retro-import"
             )
-            raise _fail(self.path, number, f"not a valid record ({why})") from exc
-        if payloads and isinstance(line, _MessageLine):
-            try:
-                from_payload(line.payload, line.id, thread_id=line.thread_id)
-            except CorruptDataError as exc:
-                raise _fail(self.path, number, str(exc)) from exc
-        return line
+        return await asyncio.wrap_future(self._worker.submit(self.next))
+
+    def close(self) -> None:
+        """Close the file: here, or in the worker after its read (without waiting)."""
+        if self._worker is None:
+            self._chunks.close()
+            return
+        self._worker.submit(self._chunks.close)
+        self._worker.shutdown(wait=False)
 
 
 def check_lines(reader: ExportReader) -> dict[str, int]:
@@ -337,7 +423,19 @@ def check_lines(reader: ExportReader) -> dict[str, int]:
     for chunk in reader.records():
         for record in chunk:
             number += 1
-            if isinstance(record, ThreadCopy):
+            if isinstance(record, (StoredMessage, MessageCopy)):  # most: first
+                if record.thread_id != current:
+                    raise _fail(reader.path, number, _astray(record))
+                if record.id in seen:
+                    raise _fail(
+                        reader.path,
+                        number,
+                        f"message id {record.id!r} is given twice in thread "
+                        f"{current!r}",
+                    )
+                seen.add(record.id)
+                counts["messages"] += 1
+            elif isinstance(record, ThreadCopy):
                 current = record.id
                 seen = set()
                 counts["threads"] += 1
@@ -349,22 +447,13 @@ def check_lines(reader: ExportReader) -> dict[str, int]:
                     )
             else:
                 if record.thread_id != current:
-                    raise _fail(
-                        reader.path,
-                        number,
-                        f"{type(record).__name__} {record.id!r} of thread "
-                        f"{record.thread_id!r} does not follow its thread's line",
-                    )
-                if isinstance(record, StoredMessage):
-                    if record.id in seen:
-                        raise _fail(
-                            reader.path,
-                            number,
-                            f"message id {record.id!r} is given twice in thread "
-                            f"{current!r}",
-                        )
-                    seen.add(record.id)
-                    counts["messages"] += 1
-                else:
-                    counts["runs"] += 1
+                    raise _fail(reader.path, number, _astray(record))
+                counts["runs"] += 1
     return counts
+
+
+def _astray(record: StoredMessage | MessageCopy | StoredRun) -> str:
+    return (
+        f"{type(record).__name__} {record.id!r} of thread {record.thread_id!r} does "
+        "not follow its thread's line"
+    )

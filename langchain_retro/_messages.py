@@ -39,6 +39,7 @@ from langchain_retro.errors import CorruptDataError, MessageConversionError
 __all__ = [
     "ROLES",
     "MessageCache",
+    "check_payload",
     "from_payload",
     "role_of",
     "to_payload",
@@ -235,6 +236,35 @@ def from_payload(
         raise _corrupt(
             message_id, thread_id, f"it is not a valid {cls.__name__} ({exc})"
         ) from exc
+
+
+_TEXT_ONLY = frozenset({"human", "ai", "system"})
+"""Types whose class needs nothing but its text: ``{"type": ..., "content": TEXT}``
+rebuilds for any text (a tool, chat or function message needs more fields)."""
+
+
+def check_payload(
+    payload: str, message_id: str, *, thread_id: str | None = None
+) -> None:
+    """Check that a payload rebuilds, as `from_payload` would, without rebuilding it.
+
+    Building a message costs far more than reading its JSON, so the common payload
+    that holds only the type and the text of a message that needs nothing else is
+    accepted on sight; any other payload is rebuilt by `from_payload`. The two accept
+    exactly the same payloads.
+
+    Raises:
+        CorruptDataError: As `from_payload`.
+    """
+    try:
+        data = pydantic_core.from_json(payload)
+    except ValueError:
+        data = None  # from_payload names the error
+    if type(data) is dict and data.keys() == {"type", "content"}:
+        kind, content = data["type"], data["content"]
+        if isinstance(kind, str) and kind in _TEXT_ONLY and type(content) is str:
+            return
+    from_payload(payload, message_id, thread_id=thread_id)
 
 
 class MessageCache:

@@ -34,7 +34,7 @@ from typing import Any
 
 from langchain_retro._metadata import MetadataPatch
 from langchain_retro._steps import Call, Steps, call
-from langchain_retro._transfer import Counts, Progress, Record
+from langchain_retro._transfer import Counts, MessageCopy, Progress, Record
 from langchain_retro.errors import TransferError
 from langchain_retro.stores.base import (
     ASSISTANT_FIELDS,
@@ -122,6 +122,8 @@ class RemapWriter:
 
     def add(self, record: Record) -> Steps[Call[Any], None]:
         """Take the next record of the stream."""
+        if isinstance(record, MessageCopy):
+            record = StoredMessage.model_validate(record, from_attributes=True)
         if isinstance(record, StoredMessage):
             thread = self._thread
             if thread is None or thread.source.id != record.thread_id:

@@ -21,7 +21,7 @@ every thread's messages on both sides.
 
 `export_to_file` writes JSON Lines (``langchain_retro._export``, gzip for ``.gz``);
 `import_from_file` validates the whole file before writing anything, then writes it
-as `migrate` does (resumable the same way).
+as `migrate` does, the file read again ahead of the writer (resumable the same way).
 
 Every function has an ``a``-prefixed async twin.
 """
@@ -423,20 +423,7 @@ def _import(
     # Every line is validated before the first write.
     yield from call(check, _in_thread(check))
     writer = Writer(dest, batch_size=_batch(batch_size), progress=progress)
-    chunks = reader.records(payloads=False)
-
-    def next_chunk() -> list[Record] | None:
-        return next(chunks, None)
-
-    try:
-        while True:
-            chunk = yield from call(next_chunk, _in_thread(next_chunk))
-            if chunk is None:
-                break
-            for record in chunk:
-                yield from writer.add(record)
-    finally:
-        chunks.close()
+    yield from read_ahead(reader.read, writer.add, ahead=writer.batch_size + CHUNK)
     yield from writer.finish()
     return _report(writer, started)
 

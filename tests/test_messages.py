@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 import pytest
@@ -367,3 +368,44 @@ def test_stored_payload_is_plain_json(store: BaseStore) -> None:
     AssistantThreadChatMessageHistory(store, thread.id).add_message(HumanMessage("hi"))
     newest = store.list_messages(thread.id, order="desc", limit=1)[0]
     assert json.loads(newest.payload) == {"type": "human", "content": "hi"}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '{"type":"human","content":"What is the capital of France?"}',
+        '{"content":"","type":"ai"}',
+        '{"type":"system","content":"é \\u2028 \\ud83d\\ude00 \\u0000"}',
+        '{"type":"ai","content":[]}',
+        '{"type":"ai","content":[{"type":"text","text":"x"}]}',
+        '{"type":"human","content":"x","name":"ada"}',
+        '{"type":"human","content":"x","bogus":1}',
+        '{"type":"chat","content":"x"}',
+        '{"type":"chat","content":"x","role":"critic"}',
+        '{"type":"function","content":"x"}',
+        '{"type":"human","content":null}',
+        '{"type":"human","content":5}',
+        '{"type":"human"}',
+        '{"type":"evil","content":"x"}',
+        '{"type":["human"],"content":"x"}',
+        '{"type":"human","content":"x","type":"evil"}',
+        '{"type":"human","content":"\\ud800"}',
+        '{"content":"x"}',
+        "null",
+        '["human","x"]',
+        "not json",
+    ],
+)
+def test_checking_a_payload_accepts_exactly_what_rebuilds(payload: str) -> None:
+    # An import checks every payload without rebuilding the common ones; it must
+    # refuse exactly the payloads that reading would refuse.
+    from langchain_retro._messages import check_payload, from_payload  # noqa: PLC0415
+
+    def refusal(check: Callable[..., object]) -> str | None:
+        try:
+            check(payload, "msg_a", thread_id="thread_a")
+        except CorruptDataError as exc:
+            return str(exc)
+        return None
+
+    assert refusal(check_payload) == refusal(from_payload)

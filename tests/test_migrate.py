@@ -17,6 +17,7 @@ import pytest
 from _migrate_data import SPAN, STORE, fill, snapshot
 from conftest import stores_of
 from hypothesis import HealthCheck, Phase, given, settings
+from pydantic import ValidationError
 from test_properties import CODECS
 
 from langchain_retro import (
@@ -379,3 +380,70 @@ def test_an_interrupted_import_resumes_at_any_point(tmp_path: Path) -> None:
             break
         assert stops >= 10
         assert snapshot(dest) == expected
+
+
+_MESSAGE_LINE = {
+    "type": "message",
+    "id": "msg_a",
+    "created_at": 5,
+    "metadata": {"n": "1"},
+    "thread_id": "thread_a",
+    "role": "user",
+    "payload": '{"type":"human","content":"hi"}',
+    "run_id": None,
+    "assistant_id": "asst_a",
+    "reply_to": None,
+}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {"metadata": {}},
+        {"id": None},
+        {"created_at": None},
+        {"created_at": "5"},
+        {"created_at": 1.5},
+        {"metadata": {"n": 1}},
+        {"thread_id": None},
+        {"run_id": 7},
+        {"payload": None},
+        {"role": ["user"]},
+        {"x": 1},
+        {"type": "messages"},
+    ],
+    ids=repr,
+)
+def test_both_passes_of_an_import_read_a_message_line_alike(
+    change: dict[str, Any],
+) -> None:
+    # The writing pass reads message lines as messages ready to append; it must
+    # accept exactly what the validation pass accepted, as the same values.
+    from langchain_retro._export import _COPY_LINE, _LINE  # noqa: PLC0415
+
+    line = json.dumps({**_MESSAGE_LINE, **change})
+    read: list[object] = []
+    for adapter in (_LINE, _COPY_LINE):
+        try:
+            read.append(adapter.validate_json(line).model_dump())
+        except ValidationError as exc:
+            read.append([(e["type"], e["loc"], e["msg"]) for e in exc.errors()])
+    assert read[0] == read[1]
+
+
+def test_both_passes_of_an_import_default_the_same_fields() -> None:
+    from langchain_retro._export import _COPY_LINE, _LINE  # noqa: PLC0415
+
+    optional = ("metadata", "run_id", "assistant_id", "reply_to")
+    line = json.dumps({k: v for k, v in _MESSAGE_LINE.items() if k not in optional})
+    assert (
+        _LINE.validate_json(line).model_dump()
+        == _COPY_LINE.validate_json(line).model_dump()
+    )
+    for key in set(_MESSAGE_LINE) - set(optional):
+        line = json.dumps({k: v for k, v in _MESSAGE_LINE.items() if k != key})
+        with pytest.raises(ValidationError):
+            _LINE.validate_json(line)
+        with pytest.raises(ValidationError):
+            _COPY_LINE.validate_json(line)

@@ -320,13 +320,23 @@ def test_bad_urls_and_a_missing_key_are_named(
     assert "set LANGCHAIN_RETRO_API_KEY" in done.stderr
 
 
-def test_on_a_terminal_and_through_a_pipe_the_summary_ends_the_run(
-    source: Path, tmp_path: Path
-) -> None:
-    import pty  # noqa: PLC0415 - POSIX only, like the kill test
+def _on_a_terminal(
+    args: list[str], cwd: Path, size: tuple[int, int] | None
+) -> tuple[int, bytes, bytes]:
+    """Run the command with stderr on a pseudo-terminal of ``(lines, columns)``.
+
+    ``None`` leaves the terminal as a fresh one reports itself: 0 by 0, as under
+    ``script`` or ``docker exec -t``. Returns the exit status, stdout, and all that
+    the terminal received.
+    """
+    import fcntl  # noqa: PLC0415 - POSIX only, like the kill test
+    import pty  # noqa: PLC0415
+    import struct  # noqa: PLC0415
+    import termios  # noqa: PLC0415
 
     leader, follower = pty.openpty()
-    dest = tmp_path / "dest.db"
+    if size is not None:
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", *size, 0, 0))
     seen = bytearray()
 
     def drain() -> None:
@@ -337,8 +347,8 @@ def test_on_a_terminal_and_through_a_pipe_the_summary_ends_the_run(
     reader = threading.Thread(target=drain)
     reader.start()
     with subprocess.Popen(  # noqa: S603 - our own command
-        [sys.executable, "-m", "langchain_retro", "migrate", str(source), str(dest)],
-        cwd=tmp_path,
+        [sys.executable, "-m", "langchain_retro", *args],
+        cwd=cwd,
         env=_env(),
         stdout=subprocess.PIPE,
         stderr=follower,
@@ -347,20 +357,62 @@ def test_on_a_terminal_and_through_a_pipe_the_summary_ends_the_run(
     os.close(follower)
     reader.join(timeout=10)
     os.close(leader)
-    # On a terminal the bar (tqdm) draws on stderr and never reaches stdout.
-    assert process.returncode == 0
+    return process.returncode, out, bytes(seen)
+
+
+def _frames(seen: bytes) -> list[str]:
+    """The frames a bar drew: each starts with a carriage return."""
+    text = seen.decode("utf-8", "replace")
+    return [frame.strip("\r\n") for frame in text.split("\r") if frame.strip()]
+
+
+@pytest.mark.parametrize(
+    "size", [None, (30, 100)], ids=["fresh-terminal", "100-columns"]
+)
+def test_on_a_terminal_a_bar_is_drawn_and_the_summary_ends_the_run(
+    source: Path, tmp_path: Path, size: tuple[int, int] | None
+) -> None:
+    dest = tmp_path / "dest.db"
+    args = ["migrate", str(source), str(dest)]
+    code, out, seen = _on_a_terminal(args, tmp_path, size)
+    assert code == 0
     assert b"Traceback" not in seen
+    # The bar (tqdm) is drawn on stderr, frame after frame, and never reaches stdout.
+    frames = _frames(seen)
+    assert frames[0].startswith("migrate:   0%|")
+    assert any(f.startswith("migrate: 100%|") and "4.00/4.00" in f for f in frames)
+    assert all("msg/s" in frame for frame in frames)
+    assert max(len(frame) for frame in frames) <= (size[1] if size else 80)
     assert out.startswith(b"copied: 2 assistants, 2 threads, 2 runs, 4 messages")
-    # Not a terminal: no bar, no control characters, only the summary.
-    piped = subprocess.run(  # noqa: S603 - our own command
-        [sys.executable, "-m", "langchain_retro", "migrate", str(source), str(dest)],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    export = tmp_path / "all.jsonl.gz"
+    assert main(["--db", str(source), "export", str(export)]) == 0
+    again = tmp_path / "again.db"
+    code, out, seen = _on_a_terminal(
+        ["import", "--store", str(again), str(export)], tmp_path, size
     )
-    assert piped.returncode == 0
-    assert "\r" not in piped.stderr
+    assert code == 0
+    frames = _frames(seen)
+    assert frames[-1].startswith("import: 4.00 msg [")
+    assert all("msg/s" in frame for frame in frames)
+    assert out.startswith(b"imported: 2 assistants, 2 threads, 2 runs, 4 messages")
+
+
+def test_through_a_pipe_plain_lines_tell_the_progress(
+    source: Path, tmp_path: Path
+) -> None:
+    args = ["migrate", str(source), str(tmp_path / "dest.db")]
+    for _ in range(2):
+        piped = subprocess.run(  # noqa: S603 - our own command
+            [sys.executable, "-m", "langchain_retro", *args],
+            cwd=tmp_path,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert piped.returncode == 0
+        # Not a terminal: no bar, no control characters; a line at the first write.
+        assert "\r" not in piped.stderr
+        assert piped.stderr.splitlines() == ["migrate: 4 messages"]
     assert "already there (left as they were)" in piped.stdout

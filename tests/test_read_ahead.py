@@ -10,6 +10,8 @@ PostgreSQL test server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import threading
 import traceback
 from collections.abc import Iterator
@@ -20,7 +22,15 @@ import pytest
 from _migrate_data import snapshot
 from conftest import stores_of
 
-from langchain_retro import SQLiteStore, amigrate, migrate, verify_migration
+from langchain_retro import (
+    SQLiteStore,
+    aimport_from_file,
+    amigrate,
+    export_to_file,
+    import_from_file,
+    migrate,
+    verify_migration,
+)
 from langchain_retro._read_ahead import read_ahead
 from langchain_retro._steps import Call, Steps, adrive_calls, drive_calls
 from langchain_retro._transfer import Record, Sink
@@ -208,4 +218,98 @@ async def test_a_writer_error_cancels_the_async_reader(
         assert await _no_other_tasks()
         dest.writes_left = 1_000_000
         await amigrate(source, dest, batch_size=200)
+        assert snapshot(dest) == expected
+
+
+# --- import ---------------------------------------------------------------------------
+
+
+class _Blocked(SQLiteStore):
+    """A destination whose n-th message write waits until it is cancelled."""
+
+    writes_left = 1_000_000
+    blocked: asyncio.Event | None = None
+
+    async def abulk_add_messages(self, batches: Any) -> int:
+        self.writes_left -= 1
+        if self.writes_left < 0:
+            assert self.blocked is not None
+            self.blocked.set()
+            await asyncio.Event().wait()
+        return await super().abulk_add_messages(batches)
+
+
+def _open_files(path: Path) -> list[str]:
+    """This process's open descriptors of ``path``."""
+    folder = Path("/proc/self/fd")
+    found = []
+    for fd in folder.iterdir():
+        with contextlib.suppress(OSError):
+            if Path(os.readlink(fd)) == path:
+                found.append(fd.name)
+    return found
+
+
+async def _file_closed(path: Path) -> bool:
+    """Whether the reading thread closed ``path`` (it ends after its read)."""
+    for _ in range(200):
+        if not _open_files(path) and not _threads(IMPORTER):
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+def _threads(prefix: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(prefix)]
+
+
+IMPORTER = "langchain-retro-import"
+
+
+@pytest.fixture
+def exported(tmp_path: Path) -> Iterator[tuple[Path, Any]]:
+    """An export file longer than the reader reads ahead, and its snapshot."""
+    path = tmp_path / "all.jsonl.gz"
+    with SQLiteStore(tmp_path / "big.db") as store:
+        _fill(store, threads=40)
+        export_to_file(store, path)
+        yield path, snapshot(store)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_an_interrupted_import_closes_its_file_and_resumes(
+    tmp_path: Path, exported: tuple[Path, Any]
+) -> None:
+    path, expected = exported
+    with _Interrupted(tmp_path / "dest.db") as dest:
+        dest.writes_left = 2
+        with pytest.raises(KeyboardInterrupt):
+            import_from_file(path, dest, batch_size=200)
+        assert not _readers()
+        assert not _open_files(path)
+        dest.writes_left = 1_000_000
+        again = import_from_file(path, dest, batch_size=200)
+        assert again.skipped["messages"] > 0
+        assert snapshot(dest) == expected
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+async def test_a_cancelled_async_import_closes_its_file_and_resumes(
+    tmp_path: Path, exported: tuple[Path, Any]
+) -> None:
+    path, expected = exported
+    with _Blocked(tmp_path / "dest.db") as dest:
+        dest.writes_left, dest.blocked = 2, asyncio.Event()
+        task = asyncio.create_task(aimport_from_file(path, dest, batch_size=200))
+        await dest.blocked.wait()
+        assert _open_files(path)  # the reader is reading it
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await _no_other_tasks()
+        # Closed by the thread that reads it, once its read is over: never under it.
+        assert await _file_closed(path)
+        dest.writes_left = 1_000_000
+        again = await aimport_from_file(path, dest, batch_size=200)
+        assert again.skipped["messages"] > 0
         assert snapshot(dest) == expected
