@@ -236,6 +236,14 @@ def from_payload(
         raise _corrupt(
             message_id, thread_id, f"it is not a valid {cls.__name__} ({exc})"
         ) from exc
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
+        # LangChain's own "before" validators read fields they expect to find
+        # (a tool message's tool_call_id, a tool call's keys) and fail with these.
+        raise _corrupt(
+            message_id,
+            thread_id,
+            f"it is not a valid {cls.__name__} ({type(exc).__name__}: {exc})",
+        ) from exc
 
 
 _TEXT_ONLY = frozenset({"human", "ai", "system"})

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
@@ -383,6 +385,10 @@ def test_stored_payload_is_plain_json(store: BaseStore) -> None:
         '{"type":"chat","content":"x"}',
         '{"type":"chat","content":"x","role":"critic"}',
         '{"type":"function","content":"x"}',
+        '{"type":"tool","content":"x"}',
+        '{"type":"ai","content":"x","tool_calls":[{"x":1}]}',
+        '{"type":"ai","content":"x","tool_calls":"zz"}',
+        '{"type":"ai","content":"x","additional_kwargs":5}',
         '{"type":"human","content":null}',
         '{"type":"human","content":5}',
         '{"type":"human"}',
@@ -409,3 +415,52 @@ def test_checking_a_payload_accepts_exactly_what_rebuilds(payload: str) -> None:
         return None
 
     assert refusal(check_payload) == refusal(from_payload)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_FIELDS = st.sampled_from(
+    [
+        "content",
+        "tool_calls",
+        "invalid_tool_calls",
+        "tool_call_id",
+        "additional_kwargs",
+        "response_metadata",
+        "usage_metadata",
+        "name",
+        "role",
+        "status",
+        "artifact",
+        "example",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kind=st.sampled_from(["human", "ai", "system", "tool", "chat", "function"]),
+    fields=st.dictionaries(_FIELDS, _JSON | st.just([{"name": "f", "args": {}}])),
+)
+def test_a_stored_payload_rebuilds_or_is_named_corrupt(
+    kind: str, fields: dict[str, object]
+) -> None:
+    # Whatever a row was edited to, reading it either rebuilds a message or raises
+    # CorruptDataError naming the row, never another error from LangChain's
+    # validators (a KeyError for a missing tool_call_id, say).
+    from langchain_retro._messages import check_payload, from_payload  # noqa: PLC0415
+
+    payload = json.dumps({"type": kind, **fields})
+    for check in (from_payload, check_payload):
+        refused: CorruptDataError | None = None
+        try:
+            check(payload, "msg_a", thread_id="thread_a")
+        except CorruptDataError as exc:
+            refused = exc
+        assert refused is None or "'msg_a' of thread 'thread_a'" in str(refused)
