@@ -22,9 +22,12 @@ nothing is revived with ``langchain_core.load``).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import gzip
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -407,49 +410,71 @@ class _Chunks:
         self._worker.shutdown(wait=False)
 
 
-def check_lines(reader: ExportReader) -> dict[str, int]:
+def check_lines(
+    reader: ExportReader, stop: threading.Event | None = None
+) -> dict[str, int]:
     """Validate a whole file before anything is written; returns its counts.
 
     Also checks the order a copy needs: each run and message after its thread, and
     no message id twice in a thread.
 
+    Args:
+        reader: The file.
+        stop: Set by a caller that gave up (an async import cancelled while this
+            runs in a thread): the check ends at its next chunk and closes the file.
+
     Raises:
         ExportFormatError: Naming the first bad line.
+        concurrent.futures.CancelledError: If ``stop`` was set.
     """
     counts = {"assistants": 0, "threads": 0, "runs": 0, "messages": 0}
     current: str | None = None
     seen: set[str] = set()
     number = 1
-    for chunk in reader.records():
-        for record in chunk:
-            number += 1
-            if isinstance(record, (StoredMessage, MessageCopy)):  # most: first
-                if record.thread_id != current:
-                    raise _fail(reader.path, number, _astray(record))
-                if record.id in seen:
-                    raise _fail(
-                        reader.path,
-                        number,
-                        f"message id {record.id!r} is given twice in thread "
-                        f"{current!r}",
-                    )
-                seen.add(record.id)
-                counts["messages"] += 1
-            elif isinstance(record, ThreadCopy):
-                current = record.id
-                seen = set()
-                counts["threads"] += 1
-            elif isinstance(record, StoredAssistant):
-                counts["assistants"] += 1
-                if current is not None:
-                    raise _fail(
-                        reader.path, number, "an assistant comes after a thread"
-                    )
-            else:
-                if record.thread_id != current:
-                    raise _fail(reader.path, number, _astray(record))
-                counts["runs"] += 1
+    with contextlib.closing(reader.records()) as chunks:
+        for chunk in chunks:
+            if stop is not None and stop.is_set():
+                raise concurrent.futures.CancelledError
+            current, seen, number = _check_chunk(
+                reader, chunk, counts, (current, seen, number)
+            )
     return counts
+
+
+def _check_chunk(
+    reader: ExportReader,
+    chunk: list[Record],
+    counts: dict[str, int],
+    state: tuple[str | None, set[str], int],
+) -> tuple[str | None, set[str], int]:
+    """`check_lines` over one chunk: the thread, its ids seen and the line reached."""
+    current, seen, number = state
+    for record in chunk:
+        number += 1
+        if isinstance(record, (StoredMessage, MessageCopy)):  # most: first
+            if record.thread_id != current:
+                raise _fail(reader.path, number, _astray(record))
+            if record.id in seen:
+                raise _fail(
+                    reader.path,
+                    number,
+                    f"message id {record.id!r} is given twice in thread {current!r}",
+                )
+            seen.add(record.id)
+            counts["messages"] += 1
+        elif isinstance(record, ThreadCopy):
+            current = record.id
+            seen = set()
+            counts["threads"] += 1
+        elif isinstance(record, StoredAssistant):
+            counts["assistants"] += 1
+            if current is not None:
+                raise _fail(reader.path, number, "an assistant comes after a thread")
+        else:
+            if record.thread_id != current:
+                raise _fail(reader.path, number, _astray(record))
+            counts["runs"] += 1
+    return current, seen, number
 
 
 def _astray(record: StoredMessage | MessageCopy | StoredRun) -> str:

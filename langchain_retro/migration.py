@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, ExitStack
@@ -417,11 +418,20 @@ def _import(
     started = time.monotonic()
     _check_keeps_ids(dest)
 
+    stop = threading.Event()
+
     def check() -> dict[str, int]:
-        return check_lines(reader)
+        return check_lines(reader, stop)
+
+    async def acheck() -> dict[str, int]:
+        try:
+            return await asyncio.to_thread(check)
+        except asyncio.CancelledError:
+            stop.set()  # the thread stops at its next chunk, the file closed
+            raise
 
     # Every line is validated before the first write.
-    yield from call(check, _in_thread(check))
+    yield from call(check, acheck)
     writer = Writer(dest, batch_size=_batch(batch_size), progress=progress)
     yield from read_ahead(reader.read, writer.add, ahead=writer.batch_size + CHUNK)
     yield from writer.finish()

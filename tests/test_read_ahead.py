@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,10 +33,16 @@ from langchain_retro import (
     migrate,
     verify_migration,
 )
+from langchain_retro._export import ExportReader, check_lines
 from langchain_retro._read_ahead import read_ahead
 from langchain_retro._steps import Call, Steps, adrive_calls, drive_calls
 from langchain_retro._transfer import Record, Sink
-from langchain_retro.stores.base import BaseStore, NewMessage, StoredMessage
+from langchain_retro.stores.base import (
+    BaseStore,
+    NewMessage,
+    StoredMessage,
+    ThreadQuery,
+)
 
 READER = "langchain-retro-read-ahead"
 
@@ -313,3 +321,56 @@ async def test_a_cancelled_async_import_closes_its_file_and_resumes(
         again = await aimport_from_file(path, dest, batch_size=200)
         assert again.skipped["messages"] > 0
         assert snapshot(dest) == expected
+
+
+def _long_file(path: Path, messages: int) -> Path:
+    """An export file of one thread with ``messages`` messages, written directly."""
+    thread = "thread_01M8XY3KRS81RCP0XGMVM1N2P9"
+    payload = json.dumps({"type": "human", "content": "hi"})
+    with path.open("w") as file:
+        header = {"type": "header", "format": "langchain-retro-export", "version": 1}
+        file.write(json.dumps(header) + "\n")
+        line = {"type": "thread", "id": thread, "created_at": 1, "metadata": {}}
+        file.write(json.dumps(line) + "\n")
+        for n in range(messages):
+            message = {
+                "type": "message",
+                "id": f"msg_{n:08d}",
+                "created_at": 1,
+                "metadata": {},
+                "thread_id": thread,
+                "role": "user",
+                "payload": payload,
+            }
+            file.write(json.dumps(message) + "\n")
+        counts = {"assistants": 0, "threads": 1, "runs": 0, "messages": messages}
+        file.write(json.dumps({"type": "end", "counts": counts}) + "\n")
+    return path
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+async def test_an_import_cancelled_while_it_validates_stops_reading(
+    tmp_path: Path,
+) -> None:
+    path = _long_file(tmp_path / "long.jsonl", 40_000)
+    started = time.monotonic()
+    counts = await asyncio.to_thread(check_lines, ExportReader(path))
+    whole = time.monotonic() - started
+    assert counts["messages"] == 40_000
+    with SQLiteStore(tmp_path / "dest.db") as dest:
+        task = asyncio.create_task(aimport_from_file(path, dest))
+        for _ in range(10_000):  # until the check opens the file
+            if _open_files(path):
+                break
+            await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        cancelled = time.monotonic()
+        for _ in range(10_000):
+            if not _open_files(path):
+                break
+            await asyncio.sleep(0.001)
+        # The check stopped at its next chunk: far sooner than a whole pass.
+        assert time.monotonic() - cancelled < whole / 3
+        assert dest.list_threads(ThreadQuery()) == []
