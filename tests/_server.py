@@ -234,6 +234,11 @@ class Served:
         return command
 
     def start(self) -> Served:
+        """Start the server and wait until it answers."""
+        return self.launch().ready()
+
+    def launch(self) -> Served:
+        """Start the server without waiting: launch several, then `ready` each."""
         env = {
             **os.environ,
             "OPENAI_BASE_URL": self.fake.base_url,
@@ -244,6 +249,11 @@ class Served:
             self.process = subprocess.Popen(  # noqa: S603
                 self.command(), env=env, stdout=log, stderr=subprocess.STDOUT
             )
+        return self
+
+    def ready(self) -> Served:
+        """Wait until the launched server answers ``/healthz``."""
+        assert self.process is not None, "launch() first"
         # Generous: several servers start at once on two shared cores.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

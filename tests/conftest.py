@@ -1,8 +1,9 @@
 """Shared fixtures: a fresh store of every backend for each test.
 
 The ``store`` fixture is parametrised over the backends: ``sqlite`` (a real file in a
-temporary directory) and ``postgres`` (a fresh schema on the server named by
-``RETRO_TEST_POSTGRES_URL``, which ``scripts/postgres.sh start`` prints and CI sets).
+temporary directory) and ``postgres`` (an empty schema on the server named by
+``RETRO_TEST_POSTGRES_URL``, which ``scripts/postgres.sh start`` prints and CI sets:
+new, or an earlier test's emptied when it is exactly as a new one, `_pg_schemas`).
 Without that variable the PostgreSQL cases are skipped locally; under CI (``CI`` set)
 its absence is an error, so CI never skips them.
 
@@ -12,7 +13,9 @@ to it, for the runner and history tests.
 
 from __future__ import annotations
 
+import functools
 import os
+import ssl
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -104,7 +107,7 @@ def _drop_schema(url: str, schema: str) -> None:
 
 @contextmanager
 def stores_of(kind: str, tmp_path: Path) -> Iterator[Callable[..., BaseStore]]:
-    """Make stores of one backend; all are closed (and the schema dropped) after.
+    """Make stores of one backend; all are closed (and the schema emptied) after.
 
     Stores made by one call share one database (one SQLite file, one PostgreSQL
     schema), as several processes of one app would. The ``wire`` kinds are
@@ -127,17 +130,35 @@ def stores_of(kind: str, tmp_path: Path) -> Iterator[Callable[..., BaseStore]]:
             return store
 
     elif kind == "postgres":
+        from _pg_schemas import LAYOUT_OPTIONS, schema_pool  # noqa: PLC0415
+
         from langchain_retro.stores.postgres import PostgresStore  # noqa: PLC0415
 
-        url = postgres_url()
-        schema = f"test_{uuid.uuid4().hex[:12]}"
-        cleanup.append(lambda: _drop_schema(url, schema))
+        pool = schema_pool(postgres_url())
+        schema: list[str] = []  # taken by the first store made
+        reusable = True
 
         def make(**kwargs: Any) -> BaseStore:
-            store = PostgresStore.from_connection_string(url, schema=schema, **kwargs)
+            nonlocal reusable
+            if not schema:
+                if LAYOUT_OPTIONS & kwargs.keys():
+                    # setup() shapes only a new schema's tables.
+                    schema.append(f"test_{uuid.uuid4().hex[:12]}")
+                    reusable = False
+                else:
+                    schema.append(pool.take())
+            store = PostgresStore.from_connection_string(
+                pool.url, schema=schema[0], **kwargs
+            )
             store.setup()
             made.append(store)
             return store
+
+        def give_back() -> None:
+            if schema:
+                pool.give_back(schema[0], reusable=reusable)
+
+        cleanup.append(give_back)
 
     else:  # pragma: no cover - a typo in a parametrisation
         raise ValueError(kind)
@@ -171,15 +192,50 @@ def store(store_factory: Callable[..., BaseStore]) -> BaseStore:
     return store_factory()
 
 
-@pytest.fixture
-def server() -> Iterator[FakeChatServer]:
-    """A fake Chat Completions server on 127.0.0.1, recording every request."""
+@pytest.fixture(scope="session")
+def shared_server() -> Iterator[FakeChatServer]:
+    """The session's fake Chat Completions server; tests get it as `server`."""
     with FakeChatServer() as fake:
         yield fake
+
+
+def _as_new(fake: FakeChatServer, new: FakeChatServer) -> None:
+    """Make a used server answer as a new one does, with no connection open."""
+    fake.reset()
+    fake.drop_connections()
+    fake.default = new.default
+    fake.models = new.models
+
+
+@pytest.fixture
+def server(shared_server: FakeChatServer) -> Iterator[FakeChatServer]:
+    """A fake Chat Completions server on 127.0.0.1, recording every request.
+
+    One server serves the session (a new one per test cost ~50 ms to stop); it
+    forgets its requests, replies, failures and delays, and drops its connections,
+    before and after each test, so a test sees only its own requests.
+    """
+    new = FakeChatServer()
+    if shared_server._httpd is None:  # a test stopped it
+        shared_server.start()
+    _as_new(shared_server, new)
+    yield shared_server
+    _as_new(shared_server, new)
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for the test clients: loading the CA bundle takes ~50 ms."""
+    return ssl.create_default_context()
 
 
 @pytest.fixture
 async def llm(server: FakeChatServer) -> AsyncIterator[ChatOpenAI]:
     """A real ``ChatOpenAI`` pointed at `server`."""
-    async with server.achat_model() as model:
-        yield model
+    import openai  # noqa: PLC0415
+
+    async with openai.DefaultAsyncHttpxClient(verify=_tls()) as http_async_client:
+        with openai.DefaultHttpxClient(verify=_tls()) as http_client:
+            yield server.chat_model(
+                http_client=http_client, http_async_client=http_async_client
+            )

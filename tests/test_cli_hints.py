@@ -336,22 +336,29 @@ def test_threads_update_to_a_missing_assistant_writes_nothing(cli: Cli) -> None:
 # --- the program in hints -------------------------------------------------------------
 
 
-def _run(command: list[str], path: str, cwd: Path) -> str:
+def _start(command: list[str], path: str, cwd: Path) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if k not in {"OPENAI_API_KEY"}}
     env["PATH"] = path
     # This checkout's package, whichever checkout the script was installed from.
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
-    done = subprocess.run(  # noqa: S603 - our own console script
+    cwd.mkdir()
+    return subprocess.Popen(  # noqa: S603 - our own console script
         [*command, "demo", "--offline"],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env=env,
         cwd=cwd,
-        timeout=60,
-        check=False,
     )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+
+
+def _output(started: subprocess.Popen[str]) -> str:
+    try:
+        out, err = started.communicate(timeout=60)
+    finally:
+        started.kill()
+    assert started.returncode == 0, err
+    return out
 
 
 def test_hints_call_the_program_as_it_was_called(clean_env: Path) -> None:
@@ -361,17 +368,27 @@ def test_hints_call_the_program_as_it_was_called(clean_env: Path) -> None:
     if not script.exists():
         pytest.skip("the console script is not installed beside this interpreter")
     bare = "/usr/bin:/bin"
-    out = _run([str(script)], bare, clean_env)
+    # The three start at once (each in a folder of its own): most of their time is
+    # Python starting up, which the two cores share.
+    started = [
+        _start([str(script)], bare, clean_env / "script"),
+        _start(["langchain-retro"], f"{script.parent}:{bare}", clean_env / "on_path"),
+        _start([sys.executable, "-m", "langchain_retro"], bare, clean_env / "module"),
+    ]
+    try:
+        out, on_path, as_module = (_output(each) for each in started)
+    finally:
+        for each in started:
+            each.kill()
+            each.wait()
     keep = hint(out, "Keep chatting:")
     assert keep[-4:] == ["chat", "--thread", keep[-2], "--offline"]
     match = re.search(r"Look around:\s*(.*)", out)
     assert match
     assert shlex.split(match.group(1))[0] == str(script)
 
-    on_path = _run(["langchain-retro"], f"{script.parent}:{bare}", clean_env)
     assert re.search(r"Look around: langchain-retro threads show", on_path)
 
-    as_module = _run([sys.executable, "-m", "langchain_retro"], bare, clean_env)
     match = re.search(r"Look around:\s*(.*)", as_module)
     assert match
     assert shlex.split(match.group(1))[:3] == [sys.executable, "-m", "langchain_retro"]

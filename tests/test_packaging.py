@@ -145,57 +145,51 @@ def test_the_sdist_tests_run_from_the_unpacked_sdist(
 ) -> None:
     unpacked = built[1]
     env = {k: v for k, v in os.environ.items() if k != "CI"}
+    pytest_argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     # The unpacked folder comes first on sys.path, so its package is the one tested.
     check = "import langchain_retro, sys; print(langchain_retro.__file__)"
-    where = subprocess.run(  # noqa: S603
-        [sys.executable, "-c", check],
-        cwd=unpacked,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert where.startswith(str(unpacked))
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:randomly",
-            "tests/test_public_api.py",
-            "tests/test_readme.py",
-            "-k",
-            "not block_runs and not test_sh",
-        ],
-        cwd=unpacked,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
+    # The three start at once: most of their time is Python starting up, which the
+    # two cores share.
+    started = [
+        subprocess.Popen(  # noqa: S603
+            argv,
+            cwd=unpacked,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=argv_env,
+        )
+        for argv, argv_env in (
+            ([sys.executable, "-c", check], None),
+            (
+                [
+                    *pytest_argv,
+                    "-p",
+                    "no:randomly",
+                    "tests/test_public_api.py",
+                    "tests/test_readme.py",
+                    "-k",
+                    "not block_runs and not test_sh",
+                ],
+                env,
+            ),
+            ([*pytest_argv, "--collect-only"], env),
+        )
+    ]
+    try:
+        where, done, collected = (
+            subprocess.CompletedProcess(each.args, each.returncode, *outputs)
+            for each in started
+            for outputs in [each.communicate(timeout=300)]
+        )
+    finally:
+        for each in started:
+            each.kill()
+            each.wait()
+    assert where.returncode == 0, where.stderr
+    assert where.stdout.startswith(str(unpacked))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert " passed" in done.stdout
-    collected = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--collect-only",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-        ],
-        cwd=unpacked,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
     assert collected.returncode == 0, collected.stdout[-3000:]
     assert "error" not in collected.stdout.splitlines()[-1]
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from _pg_schemas import schema_pool
 from conftest import explaining_store, postgres_url
 from test_stores_contract import *  # noqa: F403 - the contract, run again here
 from test_stores_contract_messages import *  # noqa: F403
@@ -49,14 +50,17 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def store_factory(tmp_path: Path) -> Iterator[Callable[..., BaseStore]]:
-    """Stores on one fresh schema whose ``messages`` is partitioned; dropped after."""
-    url = postgres_url()
-    schema = f"test_{uuid.uuid4().hex[:12]}"
+    """Stores on one empty schema whose ``messages`` is partitioned, as a new one's.
+
+    The schema is new, or an earlier test's emptied (``tests/_pg_schemas.py``).
+    """
+    pool = schema_pool(postgres_url(), message_partitions=PARTITIONS)
+    schema = pool.take()
     made: list[BaseStore] = []
 
     def make(**kwargs: Any) -> BaseStore:
         store = PostgresStore.from_connection_string(
-            url, schema=schema, message_partitions=PARTITIONS, **kwargs
+            pool.url, schema=schema, message_partitions=PARTITIONS, **kwargs
         )
         store.setup()
         made.append(store)
@@ -67,12 +71,7 @@ def store_factory(tmp_path: Path) -> Iterator[Callable[..., BaseStore]]:
     finally:
         for store in made:
             store.close()
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(
-                psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                    psycopg.sql.Identifier(schema)
-                )
-            )
+        pool.give_back(schema, reusable=True)
 
 
 def run(query: str, *params: Any) -> list[tuple[Any, ...]]:

@@ -22,10 +22,13 @@ import sys
 import tomllib
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from conftest import _drop_schema, postgres_url
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.M | re.S)
@@ -216,8 +219,8 @@ def _fake_venv(tmp_path: Path) -> Path:
     return venv
 
 
-def _test_sh(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """scripts/test.sh on one quick test file, with no PostgreSQL to be had."""
+def _test_sh(tmp_path: Path, **env: str) -> subprocess.Popen[str]:
+    """scripts/test.sh on two quick test files, with no PostgreSQL to be had."""
     base = {
         k: v
         for k, v in os.environ.items()
@@ -226,7 +229,7 @@ def _test_sh(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     # Names a folder without the server's programs, so postgres.sh cannot start one.
     base["RETRO_PG_BINDIR"] = str(tmp_path / "no-postgres")
     base["RETRO_VENV"] = str(_fake_venv(tmp_path))
-    return subprocess.run(  # noqa: S603 - our own script
+    return subprocess.Popen(  # noqa: S603 - our own script
         [  # noqa: S607
             "bash",
             str(ROOT / "scripts" / "test.sh"),
@@ -235,19 +238,44 @@ def _test_sh(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
             "tests/test_public_api.py",
             "tests/test_chat_message_histories.py",
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env={**base, **env},
-        timeout=300,
-        check=False,
         stdin=subprocess.DEVNULL,
     )
 
 
+@pytest.fixture(scope="module")
+def test_sh_runs(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, subprocess.CompletedProcess[str]]]:
+    """test.sh run without PostgreSQL, locally and under CI: both at once.
+
+    Each is mostly a Python starting up and importing; the two cores share them.
+    """
+    started = {
+        "local": _test_sh(tmp_path_factory.mktemp("test_sh")),
+        "ci": _test_sh(tmp_path_factory.mktemp("test_sh_ci"), CI="true"),
+    }
+    done: dict[str, subprocess.CompletedProcess[str]] = {}
+    try:
+        for name, process in started.items():
+            out, err = process.communicate(timeout=300)
+            done[name] = subprocess.CompletedProcess(
+                process.args, process.returncode, out, err
+            )
+        yield done
+    finally:
+        for process in started.values():
+            process.kill()
+            process.wait()
+
+
 def test_test_sh_without_postgres_runs_the_rest_and_says_so_in_one_line(
-    tmp_path: Path,
+    test_sh_runs: dict[str, subprocess.CompletedProcess[str]],
 ) -> None:
-    done = _test_sh(tmp_path)
+    done = test_sh_runs["local"]
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert re.search(r"\b\d+ passed", done.stdout)  # tests did run
     said = [line for line in done.stdout.splitlines() if "SKIPPED: " in line]
@@ -260,8 +288,10 @@ def test_test_sh_without_postgres_runs_the_rest_and_says_so_in_one_line(
     assert "RETRO_TEST_POSTGRES_URL not set" not in done.stdout
 
 
-def test_test_sh_under_ci_fails_when_postgres_is_missing(tmp_path: Path) -> None:
-    done = _test_sh(tmp_path, CI="true")
+def test_test_sh_under_ci_fails_when_postgres_is_missing(
+    test_sh_runs: dict[str, subprocess.CompletedProcess[str]],
+) -> None:
+    done = test_sh_runs["ci"]
     assert done.returncode != 0
     assert re.search(r"\b\d+ passed", done.stdout)  # the rest still ran
     assert "FAILED: PostgreSQL did not start" in done.stdout

@@ -30,7 +30,7 @@ from langchain_retro import (
 from langchain_retro.testing import FakeChatServer, RecordedRequest, echo_reply
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator
+    from collections.abc import Callable
 
     from _helpers import Caller as Call
     from langchain_openai import ChatOpenAI
@@ -65,15 +65,10 @@ def gauge() -> Gauge:
 
 
 @pytest.fixture
-def server(gauge: Gauge) -> Iterator[FakeChatServer]:
-    with FakeChatServer(default=gauge) as fake:
-        yield fake
-
-
-@pytest.fixture
-async def llm(server: FakeChatServer) -> AsyncIterator[ChatOpenAI]:
-    async with server.achat_model() as model:
-        yield model
+def server(server: FakeChatServer, gauge: Gauge) -> FakeChatServer:
+    """The conftest's server, answering through `gauge` (reset after the test)."""
+    server.default = gauge
+    return server
 
 
 def new_thread(store: BaseStore, **assistant_fields: Any) -> ChatCompletionThread:
