@@ -204,7 +204,7 @@ class _Server:
         with psycopg.connect(self.postgres, autocommit=True) as conn:
             tables = conn.execute(
                 "SELECT tablename FROM pg_tables WHERE schemaname = %s "
-                "AND tablename <> 'schema_migrations'",
+                "AND tablename NOT LIKE '%%schema_migrations'",
                 (self.schema,),
             ).fetchall()
             names = ", ".join(f'"{self.schema}"."{name}"' for (name,) in tables)
