@@ -37,8 +37,8 @@ from typing import IO, Annotated, Any, Literal, TypeAlias
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from langchain_retro._messages import check_payload
-from langchain_retro._steps import Call, Steps, call
-from langchain_retro._transfer import MessageCopy, Record
+from langchain_retro._steps import Call, Steps
+from langchain_retro._transfer import MessageCopy, Record, hand_over
 from langchain_retro.errors import CorruptDataError, ExportFormatError
 from langchain_retro.stores.base import (
     StoredAssistant,
@@ -301,12 +301,7 @@ class ExportReader:
         """
         chunks = _Chunks(self.records(writing=True))
         try:
-            while True:
-                chunk = yield from call(chunks.next, chunks.anext)
-                if chunk is None:
-                    return
-                for record in chunk:
-                    yield from sink(record)
+            yield from hand_over(chunks.next, chunks.anext, sink)
         finally:
             chunks.close()
 

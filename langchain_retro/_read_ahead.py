@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from langchain_retro._steps import Call, Steps, adrive_calls, call, drive_calls
-from langchain_retro._transfer import Record, Sink
+from langchain_retro._transfer import Record, Sink, hand_over
 
 __all__ = ["AHEAD", "CHUNK", "ReadAhead", "Source", "read_ahead"]
 
@@ -196,11 +196,6 @@ def read_ahead(
     """
     reader = ReadAhead(source, ahead=ahead, chunk=chunk)
     try:
-        while True:
-            records = yield from call(reader.get, reader.aget)
-            if records is None:
-                return
-            for record in records:
-                yield from sink(record)
+        yield from hand_over(reader.get, reader.aget, sink)
     finally:
         reader.stop()

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, cast
 
@@ -60,6 +60,7 @@ __all__ = [
     "Sink",
     "Writer",
     "count",
+    "hand_over",
     "message_digest",
     "plan",
     "store_records",
@@ -90,6 +91,21 @@ Record: TypeAlias = (
 
 Sink: TypeAlias = Callable[[Record], Steps[Call[Any], None]]
 """Takes the next record of the stream (and may write, as steps)."""
+
+
+def hand_over(
+    get: Callable[[], list[Record] | None],
+    aget: Callable[[], Awaitable[list[Record] | None]],
+    sink: Sink,
+) -> Steps[Call[Any], None]:
+    """Hand every record of the chunks ``get`` returns to ``sink``, until ``None``."""
+    while True:
+        records = yield from call(get, aget)
+        if records is None:
+            return
+        for record in records:
+            yield from sink(record)
+
 
 Progress: TypeAlias = Callable[[str, int], None]
 """Told ``(kind, how many)`` as records of a kind are written."""
