@@ -94,6 +94,19 @@ def pg_url() -> Iterator[str]:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+def _in_a_process(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command line run as its own process, its output captured (not a tty)."""
+    return subprocess.run(  # noqa: S603 - our own command
+        [sys.executable, "-m", "langchain_retro", *args],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def _pg_snapshot(url: str) -> dict[str, object]:
     from langchain_retro import open_store  # noqa: PLC0415
 
@@ -156,15 +169,7 @@ def test_kill_9_at_random_points_then_again_ends_equal(
         partial += 0 < copied < total
     assert kills >= 10
     assert partial >= 10, "kills must land in the middle of the copy"
-    finished = subprocess.run(  # noqa: S603 - our own command
-        [*argv, "--verify"],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    finished = _in_a_process(tmp_path, *argv[3:], "--verify")
     assert finished.returncode == 0, finished.stderr
     assert "verified" in finished.stdout
     assert _pg_snapshot(pg_url) == expected
@@ -402,15 +407,7 @@ def test_through_a_pipe_plain_lines_tell_the_progress(
 ) -> None:
     args = ["migrate", str(source), str(tmp_path / "dest.db")]
     for _ in range(2):
-        piped = subprocess.run(  # noqa: S603 - our own command
-            [sys.executable, "-m", "langchain_retro", *args],
-            cwd=tmp_path,
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        piped = _in_a_process(tmp_path, *args)
         assert piped.returncode == 0
         # Not a terminal: no bar, no control characters; a line at the first write.
         assert "\r" not in piped.stderr
