@@ -149,16 +149,11 @@ def record_line(record: Record) -> str:
     )
 
 
-def _record(
-    line: _AssistantLine | _ThreadLine | _RunLine | _MessageLine | _MessageCopyLine,
-) -> Record:
-    """The record of a validated line.
+def _record(line: _AssistantLine | _ThreadLine | _RunLine) -> Record:
+    """The record of a validated line other than a message's, as its plain class.
 
-    A message line is a `StoredMessage` already (a subclass), and is only read
-    field by field; the few other records are rebuilt as their plain class.
+    (A message line is a record already: `StoredMessage` or `MessageCopy`.)
     """
-    if isinstance(line, (_MessageLine, _MessageCopyLine)):
-        return line
     data = line.model_dump(exclude={"type"})
     if isinstance(line, _AssistantLine):
         return StoredAssistant.model_validate(data)
@@ -327,13 +322,13 @@ class ExportReader:
             if type(line) is _MessageLine:  # most lines: tested first, and once
                 self._check_payload(number, line)
                 record = line
-            elif type(line) is _MessageCopyLine:
-                record = line
             elif isinstance(line, _EndLine):
                 ended = line.counts
                 continue
-            else:
+            elif isinstance(line, (_AssistantLine, _ThreadLine, _RunLine)):
                 record = _record(line)
+            else:  # a message of the writing pass: a `MessageCopy` already
+                record = line
             counts[line.type + "s"] += 1
             chunk.append(record)
             if len(chunk) >= 2_000:
