@@ -67,6 +67,10 @@ TTL = 30.0
 SHORT = 0.05
 """A lease that lapses during the test: the test sleeps `PAST` it."""
 PAST = 0.15
+ROOM = 0.5
+"""A lease that lapses during the test but leaves room for one store call first,
+even on a loaded machine: the test sleeps `PAST_ROOM` it."""
+PAST_ROOM = ROOM + 0.15
 
 CALL = RequiredToolCall(
     id="call_1", function=FunctionCall(name="lookup", arguments='{"q": "x"}')
@@ -594,9 +598,9 @@ async def test_a_lapsed_cancelling_run_ends_cancelled(
     store: BaseStore, call: Call
 ) -> None:
     tid, _ = await assistant_thread(call, store)
-    await begin(call, store, tid, "run_old", ttl=SHORT)
+    await begin(call, store, tid, "run_old", ttl=ROOM)
     assert (await call(store, "cancel_run", tid, "run_old")).status == "cancelling"
-    await asyncio.sleep(PAST)
+    await asyncio.sleep(PAST_ROOM)
     got = await call(store, "get_run", tid, "run_old")
     assert got.status == "cancelled"
     assert near_now(got.cancelled_at)
@@ -613,9 +617,9 @@ async def test_a_lapsed_cancelling_run_ends_cancelled(
 
 async def test_renewing_extends_the_run(store: BaseStore, call: Call) -> None:
     tid, _ = await assistant_thread(call, store)
-    await begin(call, store, tid, "run_1", ttl=SHORT)
+    await begin(call, store, tid, "run_1", ttl=ROOM)
     assert await call(store, "renew_run", tid, owner="run_1", ttl=TTL) == "held"
-    await asyncio.sleep(PAST)
+    await asyncio.sleep(PAST_ROOM)
     got = await call(store, "get_run", tid, "run_1")
     assert got.status == "in_progress"
     assert got.expires_at is not None
