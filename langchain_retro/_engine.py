@@ -83,6 +83,7 @@ from langchain_retro.stores.base import (
     FunctionCall,
     IncompleteDetails,
     LastError,
+    MessageRow,
     NewMessage,
     NewRun,
     RequiredAction,
@@ -788,7 +789,7 @@ class RunEngine:
             limit = 2 * cast("int", limit)
             rows = yield from self._read(thread_id, limit)
 
-    def _read(self, thread_id: str, limit: int) -> Steps[Effect, list[StoredMessage]]:
+    def _read(self, thread_id: str, limit: int) -> Steps[Effect, list[MessageRow]]:
         store = self.store
         newest = yield from call(
             store.list_messages,
@@ -797,7 +798,7 @@ class RunEngine:
             order="desc",
             limit=limit,
         )
-        return newest[::-1]
+        return [MessageRow.of(message) for message in reversed(newest)]
 
     # --- the drivers ---------------------------------------------------------------
 

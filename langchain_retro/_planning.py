@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import pydantic_core
 from langchain_core.messages import (
@@ -36,13 +36,13 @@ from langchain_retro import _messages
 from langchain_retro._metadata import MetadataPatch
 from langchain_retro.errors import NothingToRunError
 from langchain_retro.records import BaseAssistant, ChatCompletionThread
-from langchain_retro.stores.base import StoredMessage
 
 __all__ = [
     "AI_ROLE",
     "CHAT_COMPLETION_PARAMETERS",
     "HWM_KEY",
     "Plan",
+    "Row",
     "conversation_order",
     "hwm_patch",
     "model_kwargs",
@@ -86,7 +86,34 @@ A field left at ``None`` is not sent. Other typed fields are data, never sent.
 """
 
 
-def conversation_order(rows: Sequence[StoredMessage]) -> Sequence[StoredMessage]:
+class Row(Protocol):
+    """What planning reads of a stored message: a `MessageRow` or a `StoredMessage`."""
+
+    @property
+    def id(self) -> str:
+        """The message's id."""
+
+    @property
+    def role(self) -> str:
+        """Its Assistants-style role."""
+
+    @property
+    def payload(self) -> str:
+        """The LangChain message as JSON text."""
+
+    @property
+    def reply_to(self) -> str | None:
+        """For a reply: the id of the last message it answered."""
+
+    @property
+    def thread_id(self) -> str:
+        """Its thread."""
+
+
+R = TypeVar("R", bound=Row)
+
+
+def conversation_order(rows: Sequence[R]) -> Sequence[R]:
     """Rows in conversation order: each reply right after the message it answered.
 
     A row whose ``reply_to`` names an earlier row moves to just after it (after the
@@ -131,7 +158,7 @@ def _answered_call(payload: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _reordered(rows: Sequence[StoredMessage]) -> list[StoredMessage]:
+def _reordered(rows: Sequence[R]) -> list[R]:
     position = {row.id: index for index, row in enumerate(rows)}
     after: dict[int, list[int]] = {}  # row -> the rows placed right after it
     moved: set[int] = set()
@@ -148,7 +175,7 @@ def _reordered(rows: Sequence[StoredMessage]) -> list[StoredMessage]:
             if call is not None and call < index:
                 after.setdefault(call, []).append(index)
                 moved.add(index)
-    out: list[StoredMessage] = []
+    out: list[R] = []
     for index in range(len(rows)):
         if index in moved:
             continue
@@ -160,9 +187,7 @@ def _reordered(rows: Sequence[StoredMessage]) -> list[StoredMessage]:
     return out
 
 
-def pending_start(
-    rows: Sequence[StoredMessage], hwm: str | None, complete: bool
-) -> int:
+def pending_start(rows: Sequence[Row], hwm: str | None, complete: bool) -> int:
     """The position of the first row appended after ``hwm``.
 
     Args:
@@ -189,9 +214,7 @@ def pending_start(
     return 0
 
 
-def pending_count(
-    rows: Sequence[StoredMessage], hwm: str | None, complete: bool
-) -> int:
+def pending_count(rows: Sequence[Row], hwm: str | None, complete: bool) -> int:
     """How many of ``rows`` the next run answers: after ``hwm``, not the assistant's.
 
     Args:
@@ -209,8 +232,8 @@ def hwm_patch(message_id: str) -> MetadataPatch:
 
 
 def retried(
-    rows: Sequence[StoredMessage],
-    appended: Sequence[StoredMessage],
+    rows: Sequence[Row],
+    appended: Sequence[Row],
     hwm: str | None,
     complete: bool,
 ) -> bool | None:
@@ -366,7 +389,7 @@ def _required_start(conversation: Sequence[LCBaseMessage], turn_id: str | None) 
     return start
 
 
-def _open_turn_start(ordered: Sequence[StoredMessage]) -> int:
+def _open_turn_start(ordered: Sequence[Row]) -> int:
     """Where the tool turn being answered starts in ``ordered``: its call message.
 
     Tool results after the last assistant message are answered by this run; the
@@ -385,7 +408,7 @@ def _open_turn_start(ordered: Sequence[StoredMessage]) -> int:
     return -1 if seen_results else last
 
 
-def _with_replies(rows: Sequence[StoredMessage], last: int) -> Sequence[StoredMessage]:
+def _with_replies(rows: Sequence[R], last: int) -> Sequence[R]:
     """``rows[:last + 1]`` and the later replies to those rows.
 
     A reply stored after the snapshot (it answered an earlier message while this one
@@ -416,7 +439,7 @@ def model_kwargs(
     return kwargs
 
 
-def rebuild_all(rows: Sequence[StoredMessage]) -> list[LCBaseMessage]:
+def rebuild_all(rows: Sequence[Row]) -> list[LCBaseMessage]:
     """Rows rebuilt into messages, each afresh."""
     return [
         _messages.from_payload(row.payload, row.id, thread_id=row.thread_id)
@@ -424,7 +447,7 @@ def rebuild_all(rows: Sequence[StoredMessage]) -> list[LCBaseMessage]:
     ]
 
 
-def _last_asked(rows: Sequence[StoredMessage], start: int = 0) -> int | None:
+def _last_asked(rows: Sequence[Row], start: int = 0) -> int | None:
     """The index of the newest row from ``start`` on that is not the assistant's."""
     return next(
         (i for i in range(len(rows) - 1, start - 1, -1) if rows[i].role != AI_ROLE),
@@ -436,13 +459,13 @@ def plan_run(
     *,
     thread: ChatCompletionThread,
     assistant: BaseAssistant,
-    rows: Sequence[StoredMessage],
+    rows: Sequence[Row],
     complete: bool,
     window: int | None,
     instructions: Sequence[LCBaseMessage] = (),
     max_tokens_context: int | None = None,
     token_counter: Callable[[list[LCBaseMessage]], int] | None = None,
-    rebuild: Callable[[Sequence[StoredMessage]], list[LCBaseMessage]] | None = None,
+    rebuild: Callable[[Sequence[Row]], list[LCBaseMessage]] | None = None,
     again: bool = False,
 ) -> Plan | None:
     """Plan a run from the newest messages of a thread.

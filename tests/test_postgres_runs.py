@@ -342,7 +342,7 @@ async def test_a_resumed_run_reads_the_context_a_new_run_reads(
     stored = await call(store, "list_messages", thread.id)
     assert start.appended == stored[-2:]
     newest = stored if limit is None else stored[max(len(stored) - limit, 0) :]
-    assert start.context == newest
+    assert [row.stored() for row in start.context] == newest
 
 
 async def test_a_resume_that_cannot_read_gives_the_run_back(

@@ -737,14 +737,14 @@ async def test_begin_run_takes_the_lease_appends_and_reads(
         m.id for m in start.appended
     ]
     assert start.appended == stored[-2:]
-    assert start.context == stored[-3:]
+    assert [row.stored() for row in start.context] == stored[-3:]
     assert not await call(store, "acquire_lease", tid, "other", 30.0)
 
     # Again, after the run ended: no input, the whole thread.
     await call(store, "finish_run", tid, owner="me", run_id="me", update=COMPLETED)
     again = await call(store, "begin_run", tid, owner="me-again", ttl=30.0)
     assert again.appended == []
-    assert again.context == stored
+    assert [row.stored() for row in again.context] == stored
 
 
 async def test_begin_run_on_a_busy_thread_writes_nothing(

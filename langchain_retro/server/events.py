@@ -95,7 +95,9 @@ class RunEvents:
         self.emit("thread.run.in_progress", run_object(run))
         if start.resumed:
             records = [
-                BaseMessage._from(row) for row in start.context if row.run_id == run.id
+                BaseMessage._from(row.stored())
+                for row in start.context
+                if row.run_id == run.id
             ]
             steps = [s for s in steps_of(run, records) if s.type == "tool_calls"]
             if steps:

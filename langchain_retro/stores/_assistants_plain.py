@@ -86,6 +86,7 @@ from langchain_retro.stores.base import (
     AssistantThreads,
     BaseStore,
     Lease,
+    MessageRow,
     NewMessage,
     NewRun,
     Order,
@@ -1161,7 +1162,7 @@ class PlainAssistantsAPIStore(AssistantsAPIStore):
             thread=thread,
             assistant=assistant,
             appended=appended,
-            context=context[::-1],
+            context=[MessageRow.of(message) for message in reversed(context)],
             run=started,
             resumed=resumed,
         )

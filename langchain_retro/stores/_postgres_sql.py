@@ -37,6 +37,7 @@ from langchain_retro.errors import (
 from langchain_retro.stores.base import (
     ASSISTANT_FIELDS,
     THREAD_ASSISTANT_KEY,
+    MessageRow,
     NewMessage,
     StoredAssistant,
     StoredMessage,
@@ -78,6 +79,7 @@ __all__ = [
     "_for_update",
     "_insert_after_t",
     "_message",
+    "_message_row",
     "_new_rows",
     "_q_assistant_delete",
     "_q_assistant_get",
@@ -1317,6 +1319,19 @@ def _message(row: Sequence[Any], thread_id: str) -> StoredMessage:
     except ValidationError as exc:
         message = _corrupt("Message", row[0], thread_id, exc)
         raise CorruptDataError(message, object_id=row[0], thread_id=thread_id) from exc
+
+
+def _message_row(row: Sequence[Any], thread_id: str) -> MessageRow:
+    """A run's context row from a row of ``message_columns``: `_message`, as a tuple.
+
+    The columns' types are the schema's; a row with metadata (rare) is checked by
+    `_message`, which names what is wrong with it.
+    """
+    id_, created_at, metadata, role, payload, run_id, assistant_id, reply_to = row
+    if metadata is None:
+        links = (run_id, assistant_id, reply_to)
+        return MessageRow(id_, created_at, {}, thread_id, role, payload, *links)
+    return MessageRow.of(_message(row, thread_id))
 
 
 def _check_prefix(table_prefix: str) -> None:

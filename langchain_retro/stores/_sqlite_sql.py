@@ -15,6 +15,7 @@ from langchain_retro._metadata import dumps
 from langchain_retro.errors import CorruptDataError, MessageIdConflictError
 from langchain_retro.stores.base import (
     ASSISTANT_FIELDS,
+    MessageRow,
     NewMessage,
     StoredAssistant,
     StoredMessage,
@@ -42,6 +43,7 @@ __all__ = [
     "listing_sql",
     "load_metadata",
     "message",
+    "message_row",
     "run",
     "run_listing_sql",
     "stored_body",
@@ -176,6 +178,29 @@ def message(row: Sequence[Any], thread_id: str) -> StoredMessage:
         ids = {"object_id": str(row[0]), "thread_id": thread_id}
         load_metadata(row[2], what, **ids)  # the precise error, if it is that
         raise _corrupt(what, exc, **ids) from exc
+
+
+def message_row(row: Sequence[Any], thread_id: str) -> MessageRow:
+    """A run's context row from ``MESSAGE_COLUMNS``: what `message` gives, as a tuple.
+
+    A row with no metadata (most rows) whose columns hold the types the schema
+    declares becomes a tuple at once; any other is rebuilt by `message`, which
+    accepts what it accepts and names what is wrong.
+    """
+    id_, created_at, metadata, role, payload, run_id, assistant_id, reply_to = row
+    if (
+        metadata == "{}"
+        and type(id_) is str
+        and type(created_at) is int
+        and type(role) is str
+        and type(payload) is str
+        and (run_id is None or type(run_id) is str)
+        and (assistant_id is None or type(assistant_id) is str)
+        and (reply_to is None or type(reply_to) is str)
+    ):
+        links = (run_id, assistant_id, reply_to)
+        return MessageRow(id_, created_at, {}, thread_id, role, payload, *links)
+    return MessageRow.of(message(row, thread_id))
 
 
 def run(

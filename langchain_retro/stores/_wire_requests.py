@@ -23,6 +23,7 @@ from langchain_retro.stores._wire import decode_message, quote_id, wire_message
 from langchain_retro.stores.base import (
     AssistantThreads,
     Lease,
+    MessageRow,
     NewMessage,
     NewRun,
     Order,
@@ -389,7 +390,7 @@ class Requests:
                     else StoredAssistant.model_validate(start["assistant"])
                 ),
                 appended=[decode_message(m) for m in start["appended"]],
-                context=[decode_message(m) for m in start["context"]],
+                context=[MessageRow.of(decode_message(m)) for m in start["context"]],
                 run=StoredRun.model_validate(start["run"]),
                 resumed=bool(start["resumed"]),
             )

@@ -151,6 +151,7 @@ from langchain_retro.stores._postgres_sql import (
     _copy_messages,
     _filters,
     _message,
+    _message_row,
     _Names,
     _Op,
     _q_assistant_delete,
@@ -1436,7 +1437,7 @@ class PostgresStore(BaseStore):
             # The run to resume was cancelled meanwhile: begin again, a new run.
         try:
             thread, assistant = _thread_and_assistant(thread_id, thread_rows[0])
-            context = [_message(row, thread_id) for row in reversed(newest)]
+            context = [_message_row(row, thread_id) for row in reversed(newest)]
             if resumed:
                 run = resumed_run(_run_of(waiting, thread_id), now)
                 mark = {"run_id": run.id}

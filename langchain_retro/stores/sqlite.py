@@ -1387,7 +1387,7 @@ class SQLiteStore(BaseStore):
             ).fetchall()
             # Rebuilt inside the transaction: a row that no longer rebuilds rolls
             # the lease and the input back.
-            context = [sql_.message(r, thread_id) for r in reversed(rows)]
+            context = [sql_.message_row(r, thread_id) for r in reversed(rows)]
         return RunStart.model_construct(
             thread=thread,
             assistant=assistant,

@@ -653,7 +653,7 @@ async def begin_run(
         else:
             data["assistant"] = None
         data["appended"] = _messages_json(start.appended)
-        data["context"] = _messages_json(start.context)
+        data["context"] = _messages_json([row.stored() for row in start.context])
         return {"start": data}
 
     return await _answer(work())
