@@ -199,6 +199,35 @@ def test_a_turn_is_two_round_trips(one_connection: tuple[Any, Any]) -> None:
     assert store.get_lease(thread.id) is None
 
 
+def test_a_bulk_append_looks_for_taken_ids_only_where_messages_are(
+    one_connection: tuple[Any, Any],
+) -> None:
+    # A thread that never held a message cannot hold a caller id: a copy into a
+    # new store sends no lookup. One that holds messages is still looked in.
+    store, pool = one_connection
+    fresh, used = store.create_threads([{}, {}])
+    store.add_messages(used.id, [user("there", id="taken")])
+
+    def lookups(batches: list[tuple[str, list[NewMessage]]]) -> list[str]:
+        _, lines = traced(pool, lambda: store.bulk_add_messages(batches))
+        return [
+            line[3]
+            for line in lines
+            if line[0] == "F" and "AS c (thread_seq, id)" in " ".join(line[3:])
+        ]
+
+    assert lookups([(fresh.id, [user("a", id="a"), user("b", id="b")])]) == []
+    assert store.count_messages(fresh.id) == 2
+    # Now it holds messages: its ids are looked for, and a taken one is named.
+    assert len(lookups([(fresh.id, [user("c", id="c")])])) == 1
+    with pytest.raises(MessageIdConflictError) as caught:
+        store.bulk_add_messages(
+            [(fresh.id, [user("d", id="d")]), (used.id, [user("e", id="taken")])]
+        )
+    assert (caught.value.thread_id, caught.value.message_id) == (used.id, "taken")
+    assert store.count_messages(fresh.id) == 3
+
+
 def begun(store: Any, *messages: NewMessage) -> tuple[Any, Any]:
     """A thread of ``store`` with a run ``run_1`` begun on it, and its start."""
     thread = store.create_thread({"topic": "a"})

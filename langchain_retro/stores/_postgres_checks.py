@@ -75,26 +75,33 @@ def _bulk_rows(
 ) -> tuple[list[tuple[Any, ...]], list[int], list[str]]:
     """The rows a bulk append copies in, and the caller ids to look for first.
 
+    A thread whose next ``seq`` is still 1 has never held a message, so none of
+    its caller ids can be taken there (the batch's own repeats are checked before):
+    its ids are not looked for. A copy into a new store looks for none.
+
     Args:
         batches: The ``(thread_id, messages)`` pairs, in order.
         seqs: Each thread's ``seq``.
-        next_seqs: Each thread's next message ``seq``; moved past the rows.
+        next_seqs: Each thread's next message ``seq`` (read under the threads'
+            locks); moved past the rows.
         now: The database clock, for messages without a ``created_at``.
 
     Returns:
         The rows (`_MESSAGE_COPY_COLUMNS`), and the ``(thread_seq, id)`` of every
-        caller id as two lists.
+        caller id that may be taken, as two lists.
     """
     rows: list[tuple[Any, ...]] = []
     clash_seqs: list[int] = []
     clash_ids: list[str] = []
+    empty = {thread_id for thread_id, next_seq in next_seqs.items() if next_seq == 1}
     for thread_id, messages in batches:
         thread_seq = seqs[thread_id]
+        look = thread_id not in empty
         for message in messages:
             message_id = message.id
             if message_id is None:
                 message_id = new_id("msg")
-            else:
+            elif look:
                 clash_seqs.append(thread_seq)
                 clash_ids.append(message_id)
             rows.append(
