@@ -1329,21 +1329,13 @@ def _message_row(row: Sequence[Any], thread_id: str) -> MessageRow:
     """
     id_, created_at, metadata, role, payload, run_id, assistant_id, reply_to = row
     if metadata is None:
-        # tuple.__new__ skips the named tuple's Python-level constructor: half the
-        # cost of a row.
-        return tuple.__new__(
-            MessageRow,
-            (
-                id_,
-                created_at,
-                {},
-                thread_id,
-                role,
-                payload,
-                run_id,
-                assistant_id,
-                reply_to,
-            ),
+        return MessageRow.plain(
+            id_,
+            created_at,
+            thread_id,
+            role,
+            payload,
+            links=(run_id, assistant_id, reply_to),
         )
     return MessageRow.of(_message(row, thread_id))
 

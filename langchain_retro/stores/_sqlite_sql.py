@@ -198,21 +198,13 @@ def message_row(row: Sequence[Any], thread_id: str) -> MessageRow:
         and (assistant_id is None or type(assistant_id) is str)
         and (reply_to is None or type(reply_to) is str)
     ):
-        # tuple.__new__ skips the named tuple's Python-level constructor: half the
-        # cost of a row.
-        return tuple.__new__(
-            MessageRow,
-            (
-                id_,
-                created_at,
-                {},
-                thread_id,
-                role,
-                payload,
-                run_id,
-                assistant_id,
-                reply_to,
-            ),
+        return MessageRow.plain(
+            id_,
+            created_at,
+            thread_id,
+            role,
+            payload,
+            links=(run_id, assistant_id, reply_to),
         )
     return MessageRow.of(message(row, thread_id))
 
