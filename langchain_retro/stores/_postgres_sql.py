@@ -1327,16 +1327,8 @@ def _message_row(row: Sequence[Any], thread_id: str) -> MessageRow:
     The columns' types are the schema's; a row with metadata (rare) is checked by
     `_message`, which names what is wrong with it.
     """
-    id_, created_at, metadata, role, payload, run_id, assistant_id, reply_to = row
-    if metadata is None:
-        return MessageRow.plain(
-            id_,
-            created_at,
-            thread_id,
-            role,
-            payload,
-            links=(run_id, assistant_id, reply_to),
-        )
+    if row[2] is None:  # the metadata column
+        return MessageRow.plain(row, thread_id)
     return MessageRow.of(_message(row, thread_id))
 
 

@@ -198,14 +198,7 @@ def message_row(row: Sequence[Any], thread_id: str) -> MessageRow:
         and (assistant_id is None or type(assistant_id) is str)
         and (reply_to is None or type(reply_to) is str)
     ):
-        return MessageRow.plain(
-            id_,
-            created_at,
-            thread_id,
-            role,
-            payload,
-            links=(run_id, assistant_id, reply_to),
-        )
+        return MessageRow.plain(row, thread_id)
     return MessageRow.of(message(row, thread_id))
 
 

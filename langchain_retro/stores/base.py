@@ -315,22 +315,31 @@ class MessageRow(NamedTuple):
     reply_to: str | None = None
 
     @staticmethod
-    def plain(
-        message_id: str,
-        created_at: int,
-        thread_id: str,
-        role: str,
-        payload: str,
-        *,
-        links: tuple[str | None, str | None, str | None],
-    ) -> MessageRow:
-        """A row without metadata; ``links`` are ``(run_id, assistant_id, reply_to)``.
+    def plain(columns: Sequence[Any], thread_id: str) -> MessageRow:
+        """The row of a message without metadata, from its columns.
 
-        Built by ``tuple.__new__``, which skips the named tuple's Python-level
-        constructor: half the cost of a row.
+        Args:
+            columns: ``(id, created_at, metadata, role, payload, run_id,
+                assistant_id, reply_to)``, as the stores select them, already
+                checked; ``metadata`` is ignored.
+            thread_id: The message's thread.
         """
+        id_, created_at, _, role, payload, run_id, assistant_id, reply_to = columns
+        # tuple.__new__ skips the named tuple's Python-level constructor: half the
+        # cost of a row.
         return tuple.__new__(
-            MessageRow, (message_id, created_at, {}, thread_id, role, payload, *links)
+            MessageRow,
+            (
+                id_,
+                created_at,
+                {},
+                thread_id,
+                role,
+                payload,
+                run_id,
+                assistant_id,
+                reply_to,
+            ),
         )
 
     @classmethod
