@@ -644,7 +644,10 @@ async def begin_run(
         )
         if start is None:
             return {"start": None}
-        data = start.model_dump(mode="json")
+        # The rest is written out below: not dumped twice (a context may be long).
+        data = start.model_dump(
+            mode="json", exclude={"thread", "assistant", "appended", "context"}
+        )
         data["thread"] = _thread_json(start.thread)
         assistant = start.assistant
         # A thread may name any id: another owner's assistant is none to this run.
