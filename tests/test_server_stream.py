@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import openai
+import pytest
 from _server import KEY_A, SDK_DEPRECATIONS, Served, check_event
 from openai import AssistantEventHandler, AsyncAssistantEventHandler
 from openai.types.beta import AssistantStreamEvent
@@ -314,3 +315,25 @@ def test_an_upstream_cut_mid_stream_ends_it_with_run_failed(
     run = client.beta.threads.runs.retrieve(failed.id, thread_id=thread.id)
     assert (run.status, run.last_error) == ("failed", failed.last_error)
     assert [m.role for m in client.beta.threads.messages.list(thread.id)] == ["user"]
+
+
+async def test_events_already_waiting_go_out_in_one_write() -> None:
+    # The body writer sends what the queue holds at once; a later event (the
+    # model's next delta, say) is its own write, and the end closes the body.
+    from langchain_retro.server.events import RunEvents, sse  # noqa: PLC0415
+    from langchain_retro.server.routes.runs import _stream  # noqa: PLC0415
+
+    events = RunEvents()
+    starting = ("thread.run.created", "thread.run.queued", "thread.run.in_progress")
+    for name in starting:
+        events.emit(name, {"id": "run_1"})
+    body = _stream(events)
+    first = await anext(body)
+    assert first == "".join(sse(name, {"id": "run_1"}) for name in starting)
+    events.emit("thread.message.delta", {"id": "msg_1"})
+    assert await anext(body) == sse("thread.message.delta", {"id": "msg_1"})
+    events.emit("thread.run.completed", {"id": "run_1"})
+    events.queue.put_nowait(None)
+    assert await anext(body) == sse("thread.run.completed", {"id": "run_1"})
+    with pytest.raises(StopAsyncIteration):
+        await anext(body)

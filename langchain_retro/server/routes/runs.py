@@ -287,12 +287,25 @@ async def _start(
 
 
 async def _stream(events: RunEvents) -> AsyncIterator[str]:
-    """A run's events, as the response's body, until the stream closes."""
+    """A run's events, as the response's body, until the stream closes.
+
+    The events already waiting go out together: one write for the server and one
+    read for the client, not one each (a run's first six events come at once).
+    The model's deltas still go out as they come.
+    """
+    queue = events.queue
     while True:
-        item = await events.queue.get()
+        item = await queue.get()
         if item is None:
             return
-        yield item
+        ready = [item]
+        while not queue.empty():
+            item = queue.get_nowait()
+            if item is None:
+                yield "".join(ready)
+                return
+            ready.append(item)
+        yield "".join(ready)
 
 
 def _poll_headers(ctx: Context, run: StoredRun) -> dict[str, str]:
