@@ -290,8 +290,9 @@ async def _stream(events: RunEvents) -> AsyncIterator[str]:
     """A run's events, as the response's body, until the stream closes.
 
     The events already waiting go out together: one write for the server and one
-    read for the client, not one each (a run's first six events come at once).
-    The model's deltas still go out as they come.
+    read for the client, not one each. A run's events come in bursts (three as it
+    starts, five with the first delta, four at the end); later deltas still go out
+    as they come.
     """
     queue = events.queue
     while True:
