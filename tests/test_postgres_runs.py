@@ -575,11 +575,13 @@ def test_runs_are_read_by_their_indexes(
                 listing = plans[-1]
                 assert "retro_runs_thread_index" in listing, listing
                 assert "Sort" not in listing, listing
-                assert "Seq Scan" not in listing, listing
+                assert "Seq Scan on retro_runs" not in listing, listing
         written = explained.list_run_messages(tid, ids[5])
         assert [m.run_id for m in written] == [ids[5]]
         assert "retro_messages_run_index" in plans[-1], plans[-1]
-        assert "Seq Scan" not in plans[-1], plans[-1]
+        # The three-row threads table may be scanned: it is the runs and the
+        # messages that must be reached by their indexes.
+        assert "Seq Scan on retro_messages" not in plans[-1], plans[-1]
         assert explained.renew_run(tid, owner="nobody", ttl=1.0) == "lost"
         start = explained.begin_run(tid, owner="run_new", ttl=30.0)
         assert start is not None
