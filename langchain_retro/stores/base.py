@@ -358,18 +358,8 @@ class MessageRow(NamedTuple):
         )
 
     def stored(self) -> StoredMessage:
-        """The row as a `StoredMessage` (validated)."""
-        return StoredMessage(
-            id=self.id,
-            created_at=self.created_at,
-            metadata=dict(self.metadata),
-            thread_id=self.thread_id,
-            role=self.role,
-            payload=self.payload,
-            run_id=self.run_id,
-            assistant_id=self.assistant_id,
-            reply_to=self.reply_to,
-        )
+        """The row as a `StoredMessage` (validated, with its own metadata dict)."""
+        return StoredMessage(**{**self._asdict(), "metadata": dict(self.metadata)})
 
 
 class NewMessage(BaseModel):
