@@ -8,7 +8,8 @@ same for every subject. Side by side, in the same run:
 * ``bare FastAPI``: a FastAPI endpoint on the same uvicorn returning a small JSON,
   doing nothing else: the ceiling of any FastAPI server here;
 * ``messages``: ``POST /v1/threads/{id}/messages`` spread over 50 threads;
-* ``run (polled)``: create a run, then ``GET`` it until it completes;
+* ``run (polled)``: create a run, then ``GET`` it until it completes, as the openai
+  SDK's ``create_and_poll`` does;
 * ``run (streamed)``: create a run with ``stream: true`` and read it to ``done``;
 * ``ThreadRunner in process``: the same runs, invoked in this process: the floor a
   run through HTTP adds to.
@@ -52,6 +53,8 @@ from langchain_retro.testing import FakeChatServer
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-bench"
+POLL_HELPER = {"X-Stainless-Poll-Helper": "true"}
+"""The header of the openai SDK's polling helpers' requests."""
 
 
 def _free_port() -> int:
@@ -155,10 +158,18 @@ async def _request(http: httpx2.AsyncClient, kind: str, target: str) -> bool:
         made = await http.post(f"/v1/threads/{thread_id}/runs", json=body)
         if made.status_code != 200:
             return False
-        run = made.json()
-        while run["status"] in ("queued", "in_progress", "cancelling"):
-            await asyncio.sleep(0.001)
-            run = (await http.get(f"/v1/threads/{thread_id}/runs/{run['id']}")).json()
+        # As the SDK's create_and_poll: GET at once, saying it polls, then again
+        # after as long as the first GET's answer said, until the run stops.
+        path = f"/v1/threads/{thread_id}/runs/{made.json()['id']}"
+        after: float | None = None
+        while True:
+            polled = await http.get(path, headers=POLL_HELPER)
+            run = polled.json()
+            if run["status"] not in ("queued", "in_progress", "cancelling"):
+                break
+            if after is None:
+                after = int(polled.headers.get("openai-poll-after-ms", "1000")) / 1000
+            await asyncio.sleep(after)
         return bool(run["status"] == "completed")
     body["stream"] = True
     async with http.stream(

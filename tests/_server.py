@@ -309,9 +309,24 @@ class Served:
             request.method, request.url.path, response.status_code, body
         )
 
-    def client(self, key: str | None = KEY_A, **kwargs: Any) -> openai.OpenAI:
-        """A strict sync client; every JSON response is checked against the spec."""
-        http = httpx2.Client(event_hooks={"response": [self._hook]})
+    def client(
+        self,
+        key: str | None = KEY_A,
+        *,
+        seen: list[httpx2.Response] | None = None,
+        **kwargs: Any,
+    ) -> openai.OpenAI:
+        """A strict sync client; every JSON response is checked against the spec.
+
+        Args:
+            key: The API key.
+            seen: Where to keep every response the client receives, if given.
+            **kwargs: More options of ``openai.OpenAI``.
+        """
+        hooks: list[Any] = [self._hook]
+        if seen is not None:
+            hooks.append(seen.append)
+        http = httpx2.Client(event_hooks={"response": hooks})
         self.opened.append(http)
         return openai.OpenAI(
             base_url=self.base_url,

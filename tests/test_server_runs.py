@@ -10,10 +10,12 @@ import concurrent.futures
 import json
 import time
 
+import httpx2
 import openai
 import pytest
 from _server import KEY_A, KEY_B, SDK_DEPRECATIONS, Served
 
+from langchain_retro import ChatCompletionThread, SQLiteStore, ThreadRunner
 from langchain_retro.testing import FakeChatServer, ScriptedReply, ScriptedToolCall
 
 pytestmark = SDK_DEPRECATIONS
@@ -254,6 +256,8 @@ def test_a_busy_thread_is_a_400_naming_the_active_run(
         second = http.post(
             f"/v1/threads/{thread.id}/runs", json={"assistant_id": assistant.id}
         )
+    # A GET that is not a polling helper's answers at once, the run still going.
+    assert polled.json()["status"] == "in_progress"
     assert int(polled.headers["openai-poll-after-ms"]) > 0
     assert second.status_code == 400
     error = second.json()["error"]
@@ -435,3 +439,91 @@ def test_messages_racing_a_run_land_before_it_or_are_refused(
     reply = texts.index(f"echo: {sent.last_user_text}")
     for name in accepted:
         assert (name in context) == (texts.index(name) < reply), (name, texts)
+
+
+def _run_gets(seen: list[httpx2.Response], run_id: str) -> list[httpx2.Response]:
+    return [
+        r for r in seen if r.request.method == "GET" and r.url.path.endswith(run_id)
+    ]
+
+
+def test_a_polling_helper_is_answered_once_the_run_stops(
+    api: Served, fake: FakeChatServer
+) -> None:
+    seen: list[httpx2.Response] = []
+    client = api.client(KEY_A, seen=seen)
+    assistant = client.beta.assistants.create(model="m")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    fake.set_delay(0.8)
+    # The server says to wait 200 ms between polls; the helper's one GET waits for
+    # the run instead, and answers as soon as it stopped.
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id
+    )
+    assert run.status == "completed"
+    (get,) = _run_gets(seen, run.id)
+    assert get.request.headers["x-stainless-poll-helper"] == "true"
+    assert "openai-poll-after-ms" not in get.headers
+    # A pause for tool outputs is a stop too.
+    fake.set_delay(0.5)
+    fake.enqueue(
+        ScriptedReply(
+            tool_calls=[ScriptedToolCall(name="get_weather", args={}, id="c1")]
+        )
+    )
+    paused = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id,
+        assistant_id=assistant.id,
+        tools=[WEATHER],  # type: ignore[list-item]
+    )
+    assert paused.status == "requires_action"
+    assert len(_run_gets(seen, paused.id)) == 1
+
+
+def test_a_polling_helper_is_answered_within_half_its_read_timeout(
+    api: Served, fake: FakeChatServer
+) -> None:
+    seen: list[httpx2.Response] = []
+    # No retries: a GET that outlived the client's timeout would raise.
+    client = api.client(KEY_A, seen=seen, timeout=1.0)
+    assistant = client.beta.assistants.create(model="m")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    fake.set_delay(1.8)
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id
+    )
+    assert run.status == "completed"
+    *going, last = _run_gets(seen, run.id)
+    assert going  # each wait ended within 0.5 s, the run still going
+    for response in going:
+        assert response.request.headers["x-stainless-read-timeout"] == "1.0"
+        assert response.json()["status"] == "in_progress"
+        assert response.headers["openai-poll-after-ms"] == "0"  # ask again at once
+    assert last.json()["status"] == "completed"
+
+
+def test_a_polling_helper_waits_for_a_run_of_another_process(
+    api: Served, fake: FakeChatServer
+) -> None:
+    seen: list[httpx2.Response] = []
+    client = api.client(KEY_A, seen=seen)
+    assistant = client.beta.assistants.create(model="m")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    fake.set_delay(0.8)
+    with SQLiteStore(api.db) as store, concurrent.futures.ThreadPoolExecutor() as pool:
+        ChatCompletionThread.retrieve(store, thread.id).update(
+            store, assistant_id=assistant.id
+        )
+        runner = ThreadRunner(store=store, llm=fake.chat_model())
+        reply = pool.submit(
+            runner.invoke, None, {"configurable": {"thread_id": thread.id}}
+        )
+        deadline = time.monotonic() + 10
+        while not (runs := client.beta.threads.runs.list(thread.id).data):
+            assert time.monotonic() < deadline, "the run never appeared"
+            time.sleep(0.01)
+        assert runs[0].status == "in_progress"
+        done = client.beta.threads.runs.poll(runs[0].id, thread_id=thread.id)
+        assert done.status == "completed"
+        assert reply.result().content == "echo: hi"
+    assert len(_run_gets(seen, done.id)) == 1

@@ -33,6 +33,11 @@ class ServerSettings:
     poll_after_ms: int = 200
     """The ``openai-poll-after-ms`` header of a run still going: how long the
     openai SDK's polling helpers wait before asking again."""
+    poll_wait: float = 10.0
+    """Seconds a polling helper's ``GET`` of a run still going may wait for it to
+    stop before answering (``X-Stainless-Poll-Helper: true``: the SDK's
+    ``create_and_poll`` and kin, which ask until it stops anyway); 0 answers at
+    once. Never more than half the client's read timeout."""
     max_runs: int = 64
     """Runs one worker completes at once; more get 429 (the SDK retries)."""
     shutdown_grace: float = 10.0

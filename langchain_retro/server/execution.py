@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import Any, cast
 
@@ -124,6 +125,7 @@ class RunService:
         self.cache = MessageCache(_CACHE_SIZE)
         self._tasks: set[asyncio.Task[None]] = set()
         self._drivers: dict[str, ServedDriver] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}
 
     def __len__(self) -> int:
         """How many runs this worker is completing."""
@@ -173,7 +175,19 @@ class RunService:
         run = await asyncio.shield(driver.started)
         if not task.done():
             self._drivers[run.id] = driver
+            self._running[run.id] = task
+            task.add_done_callback(functools.partial(self._forget, run.id))
         return run
+
+    def _forget(self, run_id: str, task: asyncio.Task[None]) -> None:
+        """Drop a run's entries once its task is done, unless a newer task holds it.
+
+        A run waiting for tool outputs can be continued by a new task as soon as
+        its pause is stored, before the task that paused it is done.
+        """
+        if self._running.get(run_id) is task:
+            del self._running[run_id]
+            del self._drivers[run_id]
 
     async def _complete(
         self, driver: ServedDriver, engine: RunEngine, request: RunRequest
@@ -195,8 +209,6 @@ class RunService:
             if not driver.started.done():
                 driver.started.set_exception(exc)
         finally:
-            if driver.run_id is not None:
-                self._drivers.pop(driver.run_id, None)
             if driver.events is not None:
                 await self._close_stream(driver)
 
@@ -211,6 +223,25 @@ class RunService:
             else:
                 events.ended_with(run)
         events.close()
+
+    async def wait(self, run_id: str, seconds: float) -> bool:
+        """Wait until this worker's run stops or pauses, at most ``seconds``.
+
+        The run's task ends once the engine has stored where the run stopped
+        (completed, failed, cancelled, incomplete, or waiting for tool outputs).
+
+        Args:
+            run_id: The run.
+            seconds: The longest wait.
+
+        Returns:
+            Whether this worker completes that run; if not, nothing was waited for.
+        """
+        task = self._running.get(run_id)
+        if task is None:
+            return False
+        await asyncio.wait({task}, timeout=seconds)
+        return True
 
     def cancel(self, run_id: str) -> None:
         """Stop a run of this worker now, if it is one (after the store's cancel)."""

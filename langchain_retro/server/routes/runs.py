@@ -3,8 +3,9 @@
 A run is completed in the background by the run engine with its assistant's model,
 temperature, top_p, instructions and tools, the run's overrides winning. Without
 ``stream`` the run is answered at once and polled (``GET`` answers with an
-``openai-poll-after-ms`` header while it goes on); with ``stream: true`` the answer
-is its server-sent events (`events`). Function tools end a run in
+``openai-poll-after-ms`` header while it goes on; a ``GET`` of the SDK's polling
+helpers waits for the run to stop first, see `retrieve_run`); with ``stream: true``
+the answer is its server-sent events (`events`). Function tools end a run in
 ``requires_action``; ``submit_tool_outputs`` continues it.
 
 A thread runs one run at a time, across workers: a run asked for while another is
@@ -20,6 +21,8 @@ OpenAI's did.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,7 +32,12 @@ from langchain_core.messages import ToolMessage
 
 from langchain_retro._engine import RunRequest
 from langchain_retro._metadata import MetadataLimits
-from langchain_retro.errors import RunNotFoundError, RunStateError, ThreadBusyError
+from langchain_retro.errors import (
+    RunNotFoundError,
+    RunStateError,
+    ThreadBusyError,
+    ThreadNotFoundError,
+)
 from langchain_retro.records import (
     BaseAssistant,
     BaseThread,
@@ -76,6 +84,13 @@ from langchain_retro.stores.base import (
 __all__ = ["router"]
 
 router = APIRouter()
+
+_SHORTEST_POLL_WAIT = 0.05
+"""A polling helper's wait (seconds) below which a ``GET`` answers at once."""
+_STORE_POLL_FIRST = 0.005
+"""Seconds before re-reading a waited-for run of another worker, at first..."""
+_STORE_POLL_LONGEST = 0.1
+"""...doubling up to this."""
 
 _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -391,11 +406,59 @@ async def list_runs(thread_id: str, request: Request, ctx: Ctx) -> JSONResponse:
     return ok(list_object(page.data, has_more=page.has_more, item=run_object))
 
 
+def _poll_wait(ctx: Context, request: Request) -> float:
+    """How long a ``GET`` of a run still going may wait for it to stop, in seconds.
+
+    Only the SDK's polling helpers are waited for: they say so
+    (``X-Stainless-Poll-Helper``) and ask again until the run stops anyway. The
+    wait stays under half the client's read timeout (``X-Stainless-Read-Timeout``),
+    so the answer always comes before the client gives up.
+    """
+    if request.headers.get("x-stainless-poll-helper") != "true":
+        return 0.0
+    wait = ctx.state.settings.poll_wait
+    read_timeout = request.headers.get("x-stainless-read-timeout", "inf")
+    with contextlib.suppress(ValueError):
+        wait = min(wait, float(read_timeout) / 2)
+    return wait if wait >= _SHORTEST_POLL_WAIT else 0.0
+
+
+async def _stopped(ctx: Context, run: StoredRun, wait: float) -> StoredRun:
+    """The run once it stops or pauses, or as it is after ``wait`` seconds.
+
+    A run of this worker is awaited; one of another worker (or process) is read
+    again at growing intervals.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    pause = _STORE_POLL_FIRST
+    while run.status in ACTIVE_RUN_STATUSES and (left := deadline - loop.time()) > 0:
+        if not await ctx.state.runs.wait(run.id, left):
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, _STORE_POLL_LONGEST)
+        try:
+            run = await ctx.store.aget_run(run.thread_id, run.id)
+        except (RunNotFoundError, ThreadNotFoundError):  # deleted meanwhile
+            raise not_found("run", run.id) from None
+    return run
+
+
 @router.get("/v1/threads/{thread_id}/runs/{run_id}")
-async def retrieve_run(thread_id: str, run_id: str, ctx: Ctx) -> JSONResponse:
-    """Read a run; while it goes on, ``openai-poll-after-ms`` says when to ask again."""
+async def retrieve_run(
+    thread_id: str, run_id: str, request: Request, ctx: Ctx
+) -> JSONResponse:
+    """Read a run; while it goes on, ``openai-poll-after-ms`` says when to ask again.
+
+    A polling helper's request waits for the run to stop first (`_poll_wait`); if
+    it still goes on after that, the helper is told to ask again at once.
+    """
     run = await _run(ctx, thread_id, run_id)
-    return ok(run_object(run), _poll_headers(ctx, run))
+    wait = _poll_wait(ctx, request) if run.status in ACTIVE_RUN_STATUSES else 0.0
+    if not wait:
+        return ok(run_object(run), _poll_headers(ctx, run))
+    run = await _stopped(ctx, run, wait)
+    going = run.status in ACTIVE_RUN_STATUSES
+    return ok(run_object(run), {"openai-poll-after-ms": "0"} if going else {})
 
 
 @router.post("/v1/threads/{thread_id}/runs/{run_id}")
