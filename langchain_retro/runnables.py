@@ -55,6 +55,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, SkipValidation, ValidationE
 from typing_extensions import override
 
 from langchain_retro import _messages
+from langchain_retro._completions import run_model
 from langchain_retro._engine import RUN_OPTIONS, EngineSettings, RunEngine, RunRequest
 from langchain_retro._inputs import (
     THREAD_ID_KEY,
@@ -75,30 +76,6 @@ RunnerInput: TypeAlias = (
     str | LCBaseMessage | PromptValue | Sequence[MessageLikeRepresentation] | None
 )
 """What a run accepts: text, a message, messages, a prompt value, or ``None``."""
-
-# ChatOpenAI settings that only the Responses API understands.
-_RESPONSES_ONLY = (
-    "reasoning",
-    "include",
-    "truncation",
-    "context_management",
-    "use_previous_response_id",
-)
-
-
-def _chat_completions_model(llm: BaseChatOpenAI) -> BaseChatOpenAI:
-    """``llm``, or a copy pinned to Chat Completions; the original is never changed."""
-    responses_only = [name for name in _RESPONSES_ONLY if getattr(llm, name, None)]
-    if responses_only:
-        raise RetroValueError(
-            f"ThreadRunner completes runs through Chat Completions, but the "
-            f"{type(llm).__name__} "
-            f"sets {responses_only}, which only the Responses API accepts. Remove "
-            "them (use reasoning_effort= instead of reasoning=)."
-        )
-    if llm.use_responses_api is False:
-        return llm
-    return llm.model_copy(update={"use_responses_api": False})
 
 
 def _check_llm(llm: object) -> None:
@@ -358,7 +335,7 @@ class ThreadRunner(RunnableSerializable[RunnerInput, AIMessage]):
     @override
     def model_post_init(self, context: Any, /) -> None:
         super().model_post_init(context)
-        llm = _chat_completions_model(self.llm)
+        llm = run_model(self.llm)
         specs = _tool_specs(self.tools)
         model: Runnable[LanguageModelInput, LCBaseMessage] = (
             llm.bind_tools(list[Any](self.tools)) if specs else llm

@@ -29,11 +29,11 @@ from langchain_core.messages import BaseMessage as LCBaseMessage
 from langchain_core.runnables import Runnable
 from langchain_openai.chat_models.base import BaseChatOpenAI
 
+from langchain_retro._completions import run_model
 from langchain_retro._drivers import AsyncDriver, Cancelled, Complete, Effect
 from langchain_retro._engine import EngineSettings, RunEngine, RunRequest
 from langchain_retro._messages import MessageCache
 from langchain_retro.errors import RetroError
-from langchain_retro.runnables import _chat_completions_model
 from langchain_retro.server.context import ServerSettings
 from langchain_retro.server.errors import RateLimitError
 from langchain_retro.server.events import RunEvents
@@ -118,9 +118,7 @@ class RunService:
         self, store: BaseStore, llm: BaseChatOpenAI, settings: ServerSettings
     ) -> None:
         self.store = store
-        self.model: Runnable[LanguageModelInput, LCBaseMessage] = (
-            _chat_completions_model(llm)
-        )
+        self.model: Runnable[LanguageModelInput, LCBaseMessage] = run_model(llm)
         self.settings = settings
         self.cache = MessageCache(_CACHE_SIZE)
         self._tasks: set[asyncio.Task[None]] = set()
