@@ -14,7 +14,7 @@ parameter has either, so for the messages it returns an equal copy; but it costs
 about 0.2 ms of CPU a message: 3 of the 7 ms a 10-message call takes against a local
 server, and 230 of 250 ms at 1,000 messages. The messages go in the SDK's public
 ``extra_body`` instead, which the SDK adds to the request body as given, in the
-place ``messages`` holds: the request sent is the same, byte for byte. Every other
+place ``messages`` holds: the request sent is the same, key for key, in order. Every other
 parameter still goes through the transform, and calls the resource does not make
 (structured-output ``parse``, ``beta...stream``) are the SDK's own.
 """
@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from langchain_openai.chat_models.base import BaseChatOpenAI
+from openai.resources.chat import AsyncCompletions, Completions
 
 from langchain_retro.errors import RetroValueError
 
@@ -37,6 +38,10 @@ RESPONSES_ONLY = (
     "use_previous_response_id",
 )
 """``BaseChatOpenAI`` options only the Responses API accepts."""
+
+
+_SDK_RESOURCES = (Completions, AsyncCompletions)
+"""The openai SDK's Chat Completions resources, whose ``create`` a run wraps."""
 
 
 def _as_built(params: dict[str, Any]) -> dict[str, Any]:
@@ -93,6 +98,8 @@ def run_model(llm: BaseChatOpenAI) -> BaseChatOpenAI:
     update: dict[str, Any] = {"use_responses_api": False}
     for name in ("client", "async_client"):
         resource = getattr(llm, name, None)
-        if resource is not None and not isinstance(resource, _AsBuilt):
+        # Only the SDK's own resources: a client of the caller's making may not
+        # take ``extra_body`` as the SDK does.
+        if isinstance(resource, _SDK_RESOURCES):
             update[name] = _AsBuilt(resource)
     return llm.model_copy(update=update)

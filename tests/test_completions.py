@@ -133,3 +133,13 @@ def test_the_callers_model_is_left_as_it_was(server: FakeChatServer) -> None:
     assert again.client is model.client  # not wrapped twice
     assert model.client.with_raw_response is not None
     assert model.client.messages is client.messages  # the rest is the SDK's
+
+
+def test_a_client_of_the_callers_making_is_called_as_it_is(
+    server: FakeChatServer,
+) -> None:
+    mine = object()
+    llm = server.chat_model().model_copy(update={"client": mine})
+    model = run_model(llm)
+    assert model.client is mine
+    assert type(model.async_client).__name__ == "_AsBuilt"
