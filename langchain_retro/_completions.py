@@ -14,9 +14,9 @@ parameter has either, so for the messages it returns an equal copy; but it costs
 about 0.2 ms of CPU a message: 3 of the 7 ms a 10-message call takes against a local
 server, and 230 of 250 ms at 1,000 messages. The messages go in the SDK's public
 ``extra_body`` instead, which the SDK adds to the request body as given, in the
-place ``messages`` holds: the request sent is the same, key for key, in order. Every other
-parameter still goes through the transform, and calls the resource does not make
-(structured-output ``parse``, ``beta...stream``) are the SDK's own.
+place ``messages`` holds: the request sent is the same, key for key, in order.
+Every other parameter still goes through the transform, and calls the resource
+does not make (structured-output ``parse``, ``beta...stream``) are the SDK's own.
 """
 
 from __future__ import annotations
