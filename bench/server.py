@@ -11,8 +11,9 @@ same for every subject. Side by side, in the same run:
 * ``run (polled)``: create a run, then ``GET`` it until it completes, as the openai
   SDK's ``create_and_poll`` does;
 * ``run (streamed)``: create a run with ``stream: true`` and read it to ``done``;
-* ``ThreadRunner in process``: the same runs, invoked in this process: the floor a
-  run through HTTP adds to.
+* ``ThreadRunner in process``: the same runs, invoked in this process on the
+  threads the one-worker SQLite server's runs left (its file, once it stopped):
+  the floor a run through HTTP adds to, sending the model as many messages.
 
 Each server subject runs with 1 and 4 workers, on SQLite and, with ``--postgres``,
 on PostgreSQL. Targets printed at the end: message creation at least half the bare
@@ -204,6 +205,8 @@ class Server:
     ) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        self.db: Path | None = None
+        """The SQLite file, if the server runs on one."""
         env = {
             **os.environ,
             "OPENAI_BASE_URL": upstream.base_url,
@@ -239,7 +242,8 @@ class Server:
                 ]
             else:
                 folder = tempfile.mkdtemp(prefix="retro-bench-")
-                command += ["--db", str(Path(folder) / "bench.db")]
+                self.db = Path(folder) / "bench.db"
+                command += ["--db", str(self.db)]
         self.process = subprocess.Popen(  # noqa: S603 - our own commands
             command, env=env, cwd=ROOT, stderr=subprocess.DEVNULL
         )
@@ -342,28 +346,27 @@ def _setup(base: str, threads: int) -> tuple[list[str], list[str]]:
     return message_threads, [f"{t} {assistant['id']}" for t in run_threads]
 
 
-def _runner_floor(upstream: FakeChatServer, runs: int) -> float:
-    """ThreadRunner's p50 for one run in process (ms), on SQLite."""
-    from langchain_retro import (  # noqa: PLC0415
-        Assistant,
-        ChatCompletionThread,
-        SQLiteStore,
-        ThreadRunner,
-    )
+def _runner_floor(
+    upstream: FakeChatServer, db: Path, targets: list[str], runs: int
+) -> float:
+    """ThreadRunner's p50 for one run in process (ms), on the server's threads.
 
-    folder = tempfile.mkdtemp(prefix="retro-bench-")
-    with SQLiteStore(Path(folder) / "floor.db") as store:
-        assistant = Assistant.create(store, model="fake-model")
-        thread = ChatCompletionThread.create(store, assistant_id=assistant.id)
+    The stopped server's SQLite file, its run threads in the load generator's
+    order: the same threads, as long as the server's runs left them, so both send
+    the model the same number of messages.
+    """
+    from langchain_retro import SQLiteStore, ThreadRunner  # noqa: PLC0415
+
+    with SQLiteStore(db) as store:
         runner = ThreadRunner(store=store, llm=upstream.chat_model())
-        config = {"configurable": {"thread_id": thread.id}}
-        runner.invoke("warm up", config)  # type: ignore[arg-type]
+        threads = [target.split(" ")[0] for target in targets]
         timings = []
-        for _ in range(runs):
+        for n in range(runs + 1):  # the first warms up
+            config = {"configurable": {"thread_id": threads[n % len(threads)]}}
             started = time.perf_counter()
             runner.invoke("hi", config)  # type: ignore[arg-type]
             timings.append((time.perf_counter() - started) * 1000)
-    return statistics.median(timings)
+    return statistics.median(timings[1:])
 
 
 def _row(name: str, figures: dict[str, Any]) -> str:
@@ -471,7 +474,8 @@ def _round(args: argparse.Namespace, number: int) -> dict[str, dict[str, Any]]:
                     server.stop()
                     if url:
                         _drop(url, server.schema)
-        floor = _runner_floor(upstream, 50)
+                if server.db is not None and workers == 1:
+                    floor = _runner_floor(upstream, server.db, runs, 50)
     results["floor"] = {"p50": floor}
     print(f"{'ThreadRunner in process, one run':<34} {'':>9} {floor:>9.2f}")
     return results
