@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -242,15 +242,19 @@ def _tool_messages(
     ]
 
 
-async def _check_idle(ctx: Context, thread_id: str) -> None:
-    """Refuse a run on a thread whose newest run is still active.
+async def _first_failure(*reads: Awaitable[Any]) -> list[Any]:
+    """Run reads at once; raise the first failure in the order given, else results.
 
-    Raises:
-        InvalidRequestError: Naming the active run (400, as OpenAI answered).
+    A request's reads (its thread, its assistant, the thread's newest run...) do
+    not depend on each other, and each is a store call in a worker thread: side by
+    side, they cost one. Failures keep the order of the sequential checks: an
+    unknown (or another owner's) thread is its 404 whatever else failed.
     """
-    run = await active_run(ctx.store, thread_id)
-    if run is not None:
-        raise run_refused(thread_id, run.id)
+    results = await asyncio.gather(*reads, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
 
 
 async def _run_thread(
@@ -356,9 +360,13 @@ async def create_run(
     additional = new_messages(
         ctx, thread_id, body.additional_messages or [], "additional_messages"
     )
-    thread = await ctx.thread(thread_id)
-    assistant = await ctx.assistant(body.assistant_id)
-    await _check_idle(ctx, thread_id)
+    thread, assistant, active = await _first_failure(
+        ctx.thread(thread_id),
+        ctx.assistant(body.assistant_id),
+        active_run(ctx.store, thread_id),
+    )
+    if active is not None:  # refused before the thread is pointed at the assistant
+        raise run_refused(thread_id, active.id)
     run_thread = await _run_thread(ctx, thread, assistant.id)
     run_request, tools = _run_request(
         thread_id, assistant, run_thread, body, additional
@@ -383,11 +391,13 @@ async def create_thread_and_run(
 
 async def _run(ctx: Context, thread_id: str, run_id: str) -> StoredRun:
     """A run of a thread the request sees; 404 otherwise."""
-    await ctx.thread(thread_id)
     try:
-        return await ctx.store.aget_run(thread_id, run_id)
+        _, run = await _first_failure(
+            ctx.thread(thread_id), ctx.store.aget_run(thread_id, run_id)
+        )
     except RunNotFoundError:
         raise not_found("run", run_id) from None
+    return cast("StoredRun", run)
 
 
 @router.get("/v1/threads/{thread_id}/runs")
