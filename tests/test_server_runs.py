@@ -527,3 +527,49 @@ def test_a_polling_helper_waits_for_a_run_of_another_process(
         assert done.status == "completed"
         assert reply.result().content == "echo: hi"
     assert len(_run_gets(seen, done.id)) == 1
+
+
+def test_a_run_request_names_what_it_cannot_see_in_order(
+    api: Served, client: openai.OpenAI, fake: FakeChatServer
+) -> None:
+    # The reads go side by side; the answer is the first failure, in this order:
+    # the thread, then the assistant, then the run, then the thread's active run.
+    assistant = client.beta.assistants.create(model="m")
+    mine = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=mine.id, assistant_id=assistant.id
+    )
+    theirs = api.client(KEY_B).beta.threads.create()
+
+    def error(method: str, path: str, body: dict[str, str] | None = None) -> str:
+        with api.http(KEY_A) as http:
+            response = http.request(method, path, json=body)
+        assert response.status_code == 404, response.text
+        return str(response.json()["error"]["message"])
+
+    nobody = {"assistant_id": "asst_nope"}
+    assert theirs.id in error("POST", f"/v1/threads/{theirs.id}/runs", nobody)
+    assert "asst_nope" in error("POST", f"/v1/threads/{mine.id}/runs", nobody)
+    assert theirs.id in error("GET", f"/v1/threads/{theirs.id}/runs/{run.id}")
+    assert "run_nope" in error("GET", f"/v1/threads/{mine.id}/runs/run_nope")
+    assert "thread_nope" in error("GET", "/v1/threads/thread_nope/runs/run_nope")
+    # A thread waiting for tool outputs refuses another run before it is pointed
+    # at the other assistant.
+    other = client.beta.assistants.create(model="m")
+    fake.enqueue(
+        ScriptedReply(
+            tool_calls=[ScriptedToolCall(name="get_weather", args={}, id="c1")]
+        )
+    )
+    paused = client.beta.threads.runs.create_and_poll(
+        thread_id=mine.id,
+        assistant_id=assistant.id,
+        tools=[WEATHER],  # type: ignore[list-item]
+    )
+    assert paused.status == "requires_action"
+    with pytest.raises(openai.BadRequestError, match=paused.id):
+        client.beta.threads.runs.create(thread_id=mine.id, assistant_id=other.id)
+    with SQLiteStore(api.db) as store:
+        assert ChatCompletionThread.retrieve(store, mine.id).assistant_id == (
+            assistant.id
+        )
