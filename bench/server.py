@@ -11,14 +11,15 @@ same for every subject. Side by side, in the same run:
 * ``run (polled)``: create a run, then ``GET`` it until it completes, as the openai
   SDK's ``create_and_poll`` does;
 * ``run (streamed)``: create a run with ``stream: true`` and read it to ``done``;
-* ``ThreadRunner in process``: the same runs, invoked in this process on the
-  threads the one-worker SQLite server's runs left (its file, once it stopped):
-  the floor a run through HTTP adds to, sending the model as many messages.
+* ``ThreadRunner in process``: the same runs, invoked (or streamed, for the
+  streamed runs) in this process on the threads the one-worker SQLite server's
+  runs left (its file, once it stopped): the floor a run through HTTP adds to,
+  sending the model as many messages.
 
 Each server subject runs with 1 and 4 workers, on SQLite and, with ``--postgres``,
 on PostgreSQL. Targets printed at the end: message creation at least half the bare
-endpoint's requests per second; a polled run at most 3 ms p50 over ThreadRunner's
-run; 4 workers at least 1.5x one worker on PostgreSQL, or the CPU count says two
+endpoint's requests per second; a polled or streamed run at most 3 ms p50 over the
+same run through ThreadRunner; 4 workers at least 1.5x one worker on PostgreSQL, or the CPU count says two
 cores are the ceiling.
 
 Each cell also shows how busy the machine's cores were and the server's CPU
@@ -347,13 +348,14 @@ def _setup(base: str, threads: int) -> tuple[list[str], list[str]]:
 
 
 def _runner_floor(
-    upstream: FakeChatServer, db: Path, targets: list[str], runs: int
+    upstream: FakeChatServer, db: Path, targets: list[str], runs: int, *, stream: bool
 ) -> float:
     """ThreadRunner's p50 for one run in process (ms), on the server's threads.
 
     The stopped server's SQLite file, its run threads in the load generator's
     order: the same threads, as long as the server's runs left them, so both send
-    the model the same number of messages.
+    the model the same number of messages. ``stream``: the run is streamed to its
+    end (``ThreadRunner.stream``), as a streamed run over HTTP is.
     """
     from langchain_retro import SQLiteStore, ThreadRunner  # noqa: PLC0415
 
@@ -364,7 +366,11 @@ def _runner_floor(
         for n in range(runs + 1):  # the first warms up
             config = {"configurable": {"thread_id": threads[n % len(threads)]}}
             started = time.perf_counter()
-            runner.invoke("hi", config)  # type: ignore[arg-type]
+            if stream:
+                for _ in runner.stream("hi", config):  # type: ignore[arg-type]
+                    pass
+            else:
+                runner.invoke("hi", config)  # type: ignore[arg-type]
             timings.append((time.perf_counter() - started) * 1000)
     return statistics.median(timings[1:])
 
@@ -410,7 +416,9 @@ def main() -> None:
     cpu = [r["bare 1"]["cpu_ms"] / r["sqlite 1 messages"]["cpu_ms"] for r in rounds]
     print(f"  the same by server CPU per request: {_spread(cpu)}")
     for kind in ("polled", "streamed"):
-        over = [r[f"sqlite alone {kind}"]["p50"] - r["floor"]["p50"] for r in rounds]
+        over = [
+            r[f"sqlite alone {kind}"]["p50"] - r[f"floor {kind}"]["p50"] for r in rounds
+        ]
         print(f"{kind} run p50 over ThreadRunner: {_spread(over, ' ms')} (target <= 3)")
     if args.postgres:
         scale = [
@@ -475,9 +483,13 @@ def _round(args: argparse.Namespace, number: int) -> dict[str, dict[str, Any]]:
                     if url:
                         _drop(url, server.schema)
                 if server.db is not None and workers == 1:
-                    floor = _runner_floor(upstream, server.db, runs, 50)
-    results["floor"] = {"p50": floor}
-    print(f"{'ThreadRunner in process, one run':<34} {'':>9} {floor:>9.2f}")
+                    for kind in ("polled", "streamed"):
+                        floor = _runner_floor(
+                            upstream, server.db, runs, 50, stream=kind == "streamed"
+                        )
+                        results[f"floor {kind}"] = {"p50": floor}
+                        name = f"ThreadRunner in process, {kind}"
+                        print(f"{name:<34} {'':>9} {floor:>9.2f}")
     return results
 
 

@@ -464,6 +464,10 @@ def test_a_polling_helper_is_answered_once_the_run_stops(
     (get,) = _run_gets(seen, run.id)
     assert get.request.headers["x-stainless-poll-helper"] == "true"
     assert "openai-poll-after-ms" not in get.headers
+    # Answered as the run's last write left it: what a plain GET reads back.
+    assert run == client.beta.threads.runs.retrieve(run.id, thread_id=thread.id)
+    assert run.usage is not None
+    assert run.completed_at is not None
     # A pause for tool outputs is a stop too.
     fake.set_delay(0.5)
     fake.enqueue(
@@ -478,6 +482,7 @@ def test_a_polling_helper_is_answered_once_the_run_stops(
     )
     assert paused.status == "requires_action"
     assert len(_run_gets(seen, paused.id)) == 1
+    assert paused == client.beta.threads.runs.retrieve(paused.id, thread_id=thread.id)
 
 
 def test_a_polling_helper_is_answered_within_half_its_read_timeout(

@@ -57,6 +57,8 @@ class ServedDriver(AsyncDriver):
         )
         """Resolved with the run once the engine created (or continued) it."""
         self.run_id: str | None = None
+        self.saved: StoredRun | None = None
+        """The run as the engine's last write left it."""
 
     async def perform(self, effect: Effect) -> Any:
         """Perform an effect; report a run created, and a reply or an end written."""
@@ -69,8 +71,10 @@ class ServedDriver(AsyncDriver):
                 self.events.started(result)
             if not self.started.done():
                 self.started.set_result(result.run)
-        elif isinstance(result, RunSaved) and self.events is not None:
-            self.events.saved(result)
+        elif isinstance(result, RunSaved):
+            self.saved = result.run
+            if self.events is not None:
+                self.events.saved(result)
         return result
 
     def cancel(self) -> None:
@@ -222,7 +226,11 @@ class RunService:
                 events.ended_with(run)
         events.close()
 
-    async def wait(self, run_id: str, seconds: float) -> bool:
+    def is_running(self, run_id: str) -> bool:
+        """Whether this worker is completing the run (or continuing it)."""
+        return run_id in self._running
+
+    async def wait(self, run_id: str, seconds: float) -> StoredRun | None:
         """Wait until this worker's run stops or pauses, at most ``seconds``.
 
         The run's task ends once the engine has stored where the run stopped
@@ -233,13 +241,15 @@ class RunService:
             seconds: The longest wait.
 
         Returns:
-            Whether this worker completes that run; if not, nothing was waited for.
+            The run as the task's last write left it, once the task ended; ``None``
+            if it goes on, is not this worker's, or ended without writing it.
         """
         task = self._running.get(run_id)
         if task is None:
-            return False
+            return None
+        driver = self._drivers[run_id]
         await asyncio.wait({task}, timeout=seconds)
-        return True
+        return driver.saved if task.done() else None
 
     def cancel(self, run_id: str) -> None:
         """Stop a run of this worker now, if it is one (after the store's cancel)."""

@@ -436,14 +436,20 @@ def _poll_wait(ctx: Context, request: Request) -> float:
 async def _stopped(ctx: Context, run: StoredRun, wait: float) -> StoredRun:
     """The run once it stops or pauses, or as it is after ``wait`` seconds.
 
-    A run of this worker is awaited; one of another worker (or process) is read
-    again at growing intervals.
+    A run of this worker is awaited, and answered as its last write left it; one
+    of another worker (or process) is read again at growing intervals.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     pause = _STORE_POLL_FIRST
+    runs = ctx.state.runs
     while run.status in ACTIVE_RUN_STATUSES and (left := deadline - loop.time()) > 0:
-        if not await ctx.state.runs.wait(run.id, left):
+        if runs.is_running(run.id):
+            stopped = await runs.wait(run.id, left)
+            if stopped is not None:
+                run = stopped
+                continue
+        else:
             await asyncio.sleep(min(pause, left))
             pause = min(pause * 2, _STORE_POLL_LONGEST)
         try:
