@@ -19,8 +19,8 @@ same for every subject. Side by side, in the same run:
 Each server subject runs with 1 and 4 workers, on SQLite and, with ``--postgres``,
 on PostgreSQL. Targets printed at the end: message creation at least half the bare
 endpoint's requests per second; a polled or streamed run at most 3 ms p50 over the
-same run through ThreadRunner; 4 workers at least 1.5x one worker on PostgreSQL, or the CPU count says two
-cores are the ceiling.
+same run through ThreadRunner; 4 workers at least 1.5x one worker on PostgreSQL, or
+the CPU count says two cores are the ceiling.
 
 Each cell also shows how busy the machine's cores were and the server's CPU
 milliseconds per request (all its workers); with ``--rounds`` (default 3) every
