@@ -288,8 +288,7 @@ def test_a_busy_thread_is_a_400_naming_the_active_run(
 def test_cancel_stops_a_run_in_flight(
     client: openai.OpenAI, fake: FakeChatServer
 ) -> None:
-    assistant = client.beta.assistants.create(model="m")
-    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    assistant, thread = _assistant_and_thread(client)
     fake.set_delay(10)
     run = client.beta.threads.runs.create(
         thread_id=thread.id, assistant_id=assistant.id
@@ -441,6 +440,33 @@ def test_messages_racing_a_run_land_before_it_or_are_refused(
         assert (name in context) == (texts.index(name) < reply), (name, texts)
 
 
+def _assistant_and_thread(
+    client: openai.OpenAI,
+) -> tuple[openai.types.beta.Assistant, openai.types.beta.Thread]:
+    """An assistant, and a thread holding one user message."""
+    assistant = client.beta.assistants.create(model="m")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    return assistant, thread
+
+
+def _paused_run(
+    client: openai.OpenAI, fake: FakeChatServer, thread_id: str, assistant_id: str
+) -> openai.types.beta.threads.Run:
+    """A run made through ``create_and_poll`` that waits for a tool's output."""
+    fake.enqueue(
+        ScriptedReply(
+            tool_calls=[ScriptedToolCall(name="get_weather", args={}, id="c1")]
+        )
+    )
+    paused = client.beta.threads.runs.create_and_poll(
+        thread_id=thread_id,
+        assistant_id=assistant_id,
+        tools=[WEATHER],  # type: ignore[list-item]
+    )
+    assert paused.status == "requires_action"
+    return paused
+
+
 def _run_gets(seen: list[httpx2.Response], run_id: str) -> list[httpx2.Response]:
     return [
         r for r in seen if r.request.method == "GET" and r.url.path.endswith(run_id)
@@ -452,8 +478,7 @@ def test_a_polling_helper_is_answered_once_the_run_stops(
 ) -> None:
     seen: list[httpx2.Response] = []
     client = api.client(KEY_A, seen=seen)
-    assistant = client.beta.assistants.create(model="m")
-    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    assistant, thread = _assistant_and_thread(client)
     fake.set_delay(0.8)
     # The server says to wait 200 ms between polls; the helper's one GET waits for
     # the run instead, and answers as soon as it stopped.
@@ -470,17 +495,7 @@ def test_a_polling_helper_is_answered_once_the_run_stops(
     assert run.completed_at is not None
     # A pause for tool outputs is a stop too.
     fake.set_delay(0.5)
-    fake.enqueue(
-        ScriptedReply(
-            tool_calls=[ScriptedToolCall(name="get_weather", args={}, id="c1")]
-        )
-    )
-    paused = client.beta.threads.runs.create_and_poll(
-        thread_id=thread.id,
-        assistant_id=assistant.id,
-        tools=[WEATHER],  # type: ignore[list-item]
-    )
-    assert paused.status == "requires_action"
+    paused = _paused_run(client, fake, thread.id, assistant.id)
     assert len(_run_gets(seen, paused.id)) == 1
     assert paused == client.beta.threads.runs.retrieve(paused.id, thread_id=thread.id)
 
@@ -491,8 +506,7 @@ def test_a_polling_helper_is_answered_within_half_its_read_timeout(
     seen: list[httpx2.Response] = []
     # No retries: a GET that outlived the client's timeout would raise.
     client = api.client(KEY_A, seen=seen, timeout=1.0)
-    assistant = client.beta.assistants.create(model="m")
-    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    assistant, thread = _assistant_and_thread(client)
     fake.set_delay(1.8)
     run = client.beta.threads.runs.create_and_poll(
         thread_id=thread.id, assistant_id=assistant.id
@@ -512,8 +526,7 @@ def test_a_polling_helper_waits_for_a_run_of_another_process(
 ) -> None:
     seen: list[httpx2.Response] = []
     client = api.client(KEY_A, seen=seen)
-    assistant = client.beta.assistants.create(model="m")
-    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    assistant, thread = _assistant_and_thread(client)
     fake.set_delay(0.8)
     with SQLiteStore(api.db) as store, concurrent.futures.ThreadPoolExecutor() as pool:
         ChatCompletionThread.retrieve(store, thread.id).update(
@@ -561,17 +574,7 @@ def test_a_run_request_names_what_it_cannot_see_in_order(
     # A thread waiting for tool outputs refuses another run before it is pointed
     # at the other assistant.
     other = client.beta.assistants.create(model="m")
-    fake.enqueue(
-        ScriptedReply(
-            tool_calls=[ScriptedToolCall(name="get_weather", args={}, id="c1")]
-        )
-    )
-    paused = client.beta.threads.runs.create_and_poll(
-        thread_id=mine.id,
-        assistant_id=assistant.id,
-        tools=[WEATHER],  # type: ignore[list-item]
-    )
-    assert paused.status == "requires_action"
+    paused = _paused_run(client, fake, mine.id, assistant.id)
     with pytest.raises(openai.BadRequestError, match=paused.id):
         client.beta.threads.runs.create(thread_id=mine.id, assistant_id=other.id)
     with SQLiteStore(api.db) as store:
