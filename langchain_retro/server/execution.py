@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, message_chunk_to_message
@@ -109,6 +109,13 @@ class ServedDriver(AsyncDriver):
         return reply.model_copy(update={"id": reply_id})
 
 
+class _Running(NamedTuple):
+    """A run this worker completes: its driver and the task that drives it."""
+
+    driver: ServedDriver
+    task: asyncio.Task[None]
+
+
 class RunService:
     """The runs a worker completes in the background, and their cancels.
 
@@ -126,8 +133,8 @@ class RunService:
         self.settings = settings
         self.cache = MessageCache(_CACHE_SIZE)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._drivers: dict[str, ServedDriver] = {}
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, _Running] = {}
+        """This worker's runs still going, by id."""
 
     def __len__(self) -> int:
         """How many runs this worker is completing."""
@@ -176,8 +183,7 @@ class RunService:
         task.add_done_callback(self._tasks.discard)
         run = await asyncio.shield(driver.started)
         if not task.done():
-            self._drivers[run.id] = driver
-            self._running[run.id] = task
+            self._running[run.id] = _Running(driver, task)
             task.add_done_callback(functools.partial(self._forget, run.id))
         return run
 
@@ -187,9 +193,9 @@ class RunService:
         A run waiting for tool outputs can be continued by a new task as soon as
         its pause is stored, before the task that paused it is done.
         """
-        if self._running.get(run_id) is task:
+        running = self._running.get(run_id)
+        if running is not None and running.task is task:
             del self._running[run_id]
-            del self._drivers[run_id]
 
     async def _complete(
         self, driver: ServedDriver, engine: RunEngine, request: RunRequest
@@ -244,18 +250,17 @@ class RunService:
             The run as the task's last write left it, once the task ended; ``None``
             if it goes on, is not this worker's, or ended without writing it.
         """
-        task = self._running.get(run_id)
-        if task is None:
+        running = self._running.get(run_id)
+        if running is None:
             return None
-        driver = self._drivers[run_id]
-        await asyncio.wait({task}, timeout=seconds)
-        return driver.saved if task.done() else None
+        await asyncio.wait({running.task}, timeout=seconds)
+        return running.driver.saved if running.task.done() else None
 
     def cancel(self, run_id: str) -> None:
         """Stop a run of this worker now, if it is one (after the store's cancel)."""
-        driver = self._drivers.get(run_id)
-        if driver is not None:
-            driver.cancel()
+        running = self._running.get(run_id)
+        if running is not None:
+            running.driver.cancel()
 
     async def shutdown(self) -> None:
         """Let runs in flight finish within the grace period, then cancel them."""
