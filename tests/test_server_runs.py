@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import time
+from typing import Any
 
 import httpx2
 import openai
@@ -467,6 +468,14 @@ def _paused_run(
     return paused
 
 
+def _watched(
+    api: Served, **options: Any
+) -> tuple[openai.OpenAI, list[httpx2.Response]]:
+    """A client of the first key, and every response it receives."""
+    seen: list[httpx2.Response] = []
+    return api.client(KEY_A, seen=seen, **options), seen
+
+
 def _run_gets(seen: list[httpx2.Response], run_id: str) -> list[httpx2.Response]:
     return [
         r for r in seen if r.request.method == "GET" and r.url.path.endswith(run_id)
@@ -476,8 +485,7 @@ def _run_gets(seen: list[httpx2.Response], run_id: str) -> list[httpx2.Response]
 def test_a_polling_helper_is_answered_once_the_run_stops(
     api: Served, fake: FakeChatServer
 ) -> None:
-    seen: list[httpx2.Response] = []
-    client = api.client(KEY_A, seen=seen)
+    client, seen = _watched(api)
     assistant, thread = _assistant_and_thread(client)
     fake.set_delay(0.8)
     # The server says to wait 200 ms between polls; the helper's one GET waits for
@@ -503,9 +511,8 @@ def test_a_polling_helper_is_answered_once_the_run_stops(
 def test_a_polling_helper_is_answered_within_half_its_read_timeout(
     api: Served, fake: FakeChatServer
 ) -> None:
-    seen: list[httpx2.Response] = []
     # No retries: a GET that outlived the client's timeout would raise.
-    client = api.client(KEY_A, seen=seen, timeout=1.0)
+    client, seen = _watched(api, timeout=1.0)
     assistant, thread = _assistant_and_thread(client)
     fake.set_delay(1.8)
     run = client.beta.threads.runs.create_and_poll(
@@ -524,8 +531,7 @@ def test_a_polling_helper_is_answered_within_half_its_read_timeout(
 def test_a_polling_helper_waits_for_a_run_of_another_process(
     api: Served, fake: FakeChatServer
 ) -> None:
-    seen: list[httpx2.Response] = []
-    client = api.client(KEY_A, seen=seen)
+    client, seen = _watched(api)
     assistant, thread = _assistant_and_thread(client)
     fake.set_delay(0.8)
     with SQLiteStore(api.db) as store, concurrent.futures.ThreadPoolExecutor() as pool:
