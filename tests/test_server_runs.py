@@ -528,6 +528,36 @@ def test_a_polling_helper_is_answered_within_half_its_read_timeout(
     assert last.json()["status"] == "completed"
 
 
+def test_a_polling_helper_waits_only_for_a_run_its_key_sees_on_that_thread(
+    api: Served, fake: FakeChatServer
+) -> None:
+    # A run of this worker is waited for without being read first: only a request
+    # of the owner that started it, naming its thread, may wait for it.
+    client, _ = _watched(api)
+    assistant, thread = _assistant_and_thread(client)
+    other = client.beta.threads.create()
+    fake.set_delay(1.5)
+    run = client.beta.threads.runs.create(
+        thread_id=thread.id, assistant_id=assistant.id
+    )
+    refusals = (
+        (KEY_B, thread.id, f"No thread found with id '{thread.id}'."),
+        (KEY_A, other.id, f"No run found with id '{run.id}'."),
+    )
+    for key, thread_id, message in refusals:
+        with api.http(key) as http:
+            started = time.monotonic()
+            answer = http.get(
+                f"/v1/threads/{thread_id}/runs/{run.id}",
+                headers={"X-Stainless-Poll-Helper": "true"},
+            )
+            assert time.monotonic() - started < 1.0  # refused, not waited for
+        assert answer.status_code == 404, (key, thread_id)
+        assert answer.json()["error"]["message"] == message
+    done = client.beta.threads.runs.poll(run.id, thread_id=thread.id)
+    assert done.status == "completed"
+
+
 def test_a_polling_helper_waits_for_a_run_of_another_process(
     api: Served, fake: FakeChatServer
 ) -> None:

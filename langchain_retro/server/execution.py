@@ -110,10 +110,16 @@ class ServedDriver(AsyncDriver):
 
 
 class _Running(NamedTuple):
-    """A run this worker completes: its driver and the task that drives it."""
+    """A run this worker completes, and who asked for it.
+
+    Its driver, the task that drives it, and the thread and owner of the request
+    that started (or continued) it.
+    """
 
     driver: ServedDriver
     task: asyncio.Task[None]
+    thread_id: str
+    owner: str | None
 
 
 class RunService:
@@ -145,6 +151,7 @@ class RunService:
         request: RunRequest,
         *,
         tools: list[dict[str, Any]],
+        owner: str | None,
         events: RunEvents | None = None,
     ) -> StoredRun:
         """Start a run in the background; returns it once created (or continued).
@@ -152,6 +159,8 @@ class RunService:
         Args:
             request: The run: its thread, input, options and model parameters.
             tools: The tools it offers (recorded on the run).
+            owner: The owner of the request's key (who may `wait` for the run
+                without reading it first); ``None`` on an open server.
             events: Where its stream goes, for ``stream: true``.
 
         Raises:
@@ -183,7 +192,7 @@ class RunService:
         task.add_done_callback(self._tasks.discard)
         run = await asyncio.shield(driver.started)
         if not task.done():
-            self._running[run.id] = _Running(driver, task)
+            self._running[run.id] = _Running(driver, task, run.thread_id, owner)
             task.add_done_callback(functools.partial(self._forget, run.id))
         return run
 
@@ -235,6 +244,19 @@ class RunService:
     def is_running(self, run_id: str) -> bool:
         """Whether this worker is completing the run (or continuing it)."""
         return run_id in self._running
+
+    def started_by(self, thread_id: str, run_id: str, owner: str | None) -> bool:
+        """Whether this worker completes the run, for a request like this one.
+
+        That is, a run of that thread started (or continued) by a request of that
+        owner: a request that may see it, with no need to read it.
+        """
+        running = self._running.get(run_id)
+        return (
+            running is not None
+            and running.thread_id == thread_id
+            and running.owner == owner
+        )
 
     async def wait(self, run_id: str, seconds: float) -> StoredRun | None:
         """Wait until this worker's run stops or pauses, at most ``seconds``.

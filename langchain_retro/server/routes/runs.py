@@ -293,7 +293,9 @@ async def _start(
         if events is not None and first is not None:
             events.emit(*first)
         try:
-            run = await ctx.state.runs.start(request, tools=tools, events=events)
+            run = await ctx.state.runs.start(
+                request, tools=tools, owner=ctx.owner, events=events
+            )
         except ThreadBusyError:
             await waiting.wait()
         else:
@@ -466,11 +468,24 @@ async def retrieve_run(
     """Read a run; while it goes on, ``openai-poll-after-ms`` says when to ask again.
 
     A polling helper's request waits for the run to stop first (`_poll_wait`); if
-    it still goes on after that, the helper is told to ask again at once.
+    it still goes on after that, the helper is told to ask again at once. A run
+    this worker completes for a request of the same owner is awaited before it is
+    read: its last write is the answer, and the request reads nothing while the
+    run is going.
     """
+    wait = _poll_wait(ctx, request)
+    runs = ctx.state.runs
+    waited = False
+    if wait and runs.started_by(thread_id, run_id, ctx.owner):
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        stopped = await runs.wait(run_id, wait)
+        if stopped is not None:
+            return ok(run_object(stopped))
+        waited = True
+        wait = max(wait - (loop.time() - began), 0.0)
     run = await _run(ctx, thread_id, run_id)
-    wait = _poll_wait(ctx, request) if run.status in ACTIVE_RUN_STATUSES else 0.0
-    if not wait:
+    if run.status not in ACTIVE_RUN_STATUSES or not (wait or waited):
         return ok(run_object(run), _poll_headers(ctx, run))
     run = await _stopped(ctx, run, wait)
     going = run.status in ACTIVE_RUN_STATUSES
