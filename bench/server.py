@@ -12,9 +12,10 @@ same for every subject. Side by side, in the same run:
   SDK's ``create_and_poll`` does;
 * ``run (streamed)``: create a run with ``stream: true`` and read it to ``done``;
 * ``ThreadRunner in process``: the same runs, invoked (or streamed, for the
-  streamed runs) in this process on the threads the one-worker SQLite server's
-  runs left (its file, once it stopped): the floor a run through HTTP adds to,
-  sending the model as many messages.
+  streamed runs) in the load generator's process on the server's own store (its
+  SQLite file, or its PostgreSQL schema): the floor a run through HTTP adds to.
+  It takes turns with the one-at-a-time runs over HTTP, one run each on the same
+  thread, so both send the model as many messages and meet the machine alike.
 
 Each server subject runs with 1 and 4 workers, on SQLite and, with ``--postgres``,
 on PostgreSQL. Targets printed at the end: message creation at least half the bare
@@ -181,13 +182,102 @@ async def _request(http: httpx2.AsyncClient, kind: str, target: str) -> bool:
     return "thread.run.completed" in text
 
 
-def load_main(argv: list[str]) -> None:
-    """``--load``: drive a server and print the figures as JSON."""
-    base, kind, seconds, concurrency, targets = argv
-    figures = asyncio.run(
-        _drive(base, kind, json.loads(targets), float(seconds), int(concurrency))
+async def _paired(
+    base: str, kind: str, targets: list[str], seconds: float, floor: dict[str, str]
+) -> dict[str, Any]:
+    """One run at a time over HTTP, taking turns with the same run in process.
+
+    Each turn runs one thread's run through the server and one through
+    `ThreadRunner` on the server's store, in alternating order: both see the same
+    machine, the same threads and as many messages. A first run over HTTP on each
+    thread points it at the assistant, and the first turns warm up.
+    """
+    from langchain_openai import ChatOpenAI  # noqa: PLC0415
+
+    from langchain_retro import ThreadRunner  # noqa: PLC0415
+
+    llm = ChatOpenAI(
+        model="fake-model",
+        base_url=floor["upstream"],
+        api_key="bench",  # type: ignore[arg-type]
+        max_retries=0,
+        stream_usage=True,
     )
-    print(json.dumps(figures))
+    store = _floor_store(floor)
+    runner = ThreadRunner(store=store, llm=llm)
+    over_http: list[float] = []
+    in_process: list[float] = []
+    errors = 0
+    headers = {"Authorization": f"Bearer {KEY}"}
+    try:
+        async with httpx2.AsyncClient(
+            base_url=base, headers=headers, timeout=60
+        ) as http:
+            for target in targets:
+                errors += not await _request(http, kind, target)
+            turn = 0
+            stop = time.monotonic() + seconds
+            while time.monotonic() < stop:
+                target = targets[turn % len(targets)]
+                config: Any = {"configurable": {"thread_id": target.split(" ")[0]}}
+                for side in ("http", "runner") if turn % 2 else ("runner", "http"):
+                    started = time.perf_counter()
+                    if side == "http":
+                        errors += not await _request(http, kind, target)
+                    elif kind == "streamed":
+                        for _ in runner.stream("hi", config):
+                            pass
+                    else:
+                        runner.invoke("hi", config)
+                    took = (time.perf_counter() - started) * 1000
+                    (over_http if side == "http" else in_process).append(took)
+                turn += 1
+    finally:
+        store.close()
+    over_http, in_process = over_http[_WARM_TURNS:], in_process[_WARM_TURNS:]
+    ordered = sorted(over_http)
+    return {
+        "requests": len(ordered),
+        "errors": errors,
+        "rps": len(ordered) * 1000 / max(sum(ordered), 1e-9),
+        "p50": statistics.median(ordered),
+        "p99": ordered[int(len(ordered) * 0.99) - 1],
+        "floor p50": statistics.median(in_process),
+        "served": len(targets) + turn,
+    }
+
+
+_WARM_TURNS = 5
+"""Turns of a paired cell left out of its figures."""
+
+
+def _floor_store(floor: dict[str, str]) -> Any:
+    """The server's store, opened in the load generator for `ThreadRunner`."""
+    if "postgres" in floor:
+        from langchain_retro.stores.postgres import PostgresStore  # noqa: PLC0415
+
+        return PostgresStore.from_connection_string(
+            floor["postgres"], schema=floor["schema"]
+        )
+    from langchain_retro import SQLiteStore  # noqa: PLC0415
+
+    return SQLiteStore(floor["db"])
+
+
+def load_main(argv: list[str]) -> None:
+    """``--load``: drive a server and print the figures as JSON.
+
+    With a sixth argument (the store and upstream model, as JSON), one run at a
+    time paired with the same run through `ThreadRunner` (`_paired`).
+    """
+    base, kind, seconds, concurrency, targets, *floor = argv
+    if floor:
+        work = _paired(
+            base, kind, json.loads(targets), float(seconds), json.loads(floor[0])
+        )
+    else:
+        work = _drive(base, kind, json.loads(targets), float(seconds), int(concurrency))
+    print(json.dumps(asyncio.run(work)))
 
 
 # --- the orchestra -----------------------------------------------------------------
@@ -206,8 +296,8 @@ class Server:
     ) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.db: Path | None = None
-        """The SQLite file, if the server runs on one."""
+        self.floor: dict[str, str] = {"upstream": upstream.base_url}
+        """Its store, for `ThreadRunner` in the load generator (`_paired`)."""
         env = {
             **os.environ,
             "OPENAI_BASE_URL": upstream.base_url,
@@ -241,10 +331,12 @@ class Server:
                     "--postgres-schema",
                     self.schema,
                 ]
+                self.floor.update(postgres=postgres, schema=self.schema)
             else:
                 folder = tempfile.mkdtemp(prefix="retro-bench-")
-                self.db = Path(folder) / "bench.db"
-                command += ["--db", str(self.db)]
+                db = str(Path(folder) / "bench.db")
+                command += ["--db", db]
+                self.floor["db"] = db
         self.process = subprocess.Popen(  # noqa: S603 - our own commands
             command, env=env, cwd=ROOT, stderr=subprocess.DEVNULL
         )
@@ -296,12 +388,15 @@ def _load(
     concurrency: int | None = None,
     *,
     server_pid: int | None = None,
+    floor: dict[str, str] | None = None,
 ) -> Any:
     """Drive a server from a load generator process; figures, with CPU use.
 
     Besides requests per second and latencies: ``busy``, the share of the
     machine's cores busy during the cell (1.0: every core, whoever used it), and
     ``cpu_ms``, the server's CPU milliseconds per request (all its workers).
+    With ``floor`` (a server's store), one run at a time, taking turns with
+    `ThreadRunner` (`_paired`): ``floor p50`` is its p50.
     """
     server_before = _tree_cpu(server_pid) if server_pid else 0.0
     busy_before, all_before = _machine_busy()
@@ -315,6 +410,7 @@ def _load(
             str(args.seconds),
             str(concurrency or args.concurrency),
             json.dumps(targets),
+            *([json.dumps(floor)] if floor else []),
         ],
         capture_output=True,
         text=True,
@@ -326,7 +422,8 @@ def _load(
     figures["busy"] = (busy_after - busy_before) / max(all_after - all_before, 1e-9)
     if server_pid:
         used = _tree_cpu(server_pid) - server_before
-        figures["cpu_ms"] = used * 1000 / max(figures["requests"], 1)
+        served = figures.get("served", figures["requests"])  # with warm-up runs
+        figures["cpu_ms"] = used * 1000 / max(served, 1)
     return figures
 
 
@@ -345,34 +442,6 @@ def _setup(base: str, threads: int) -> tuple[list[str], list[str]]:
             for _ in range(threads)
         ]
     return message_threads, [f"{t} {assistant['id']}" for t in run_threads]
-
-
-def _runner_floor(
-    upstream: FakeChatServer, db: Path, targets: list[str], runs: int, *, stream: bool
-) -> float:
-    """ThreadRunner's p50 for one run in process (ms), on the server's threads.
-
-    The stopped server's SQLite file, its run threads in the load generator's
-    order: the same threads, as long as the server's runs left them, so both send
-    the model the same number of messages. ``stream``: the run is streamed to its
-    end (``ThreadRunner.stream``), as a streamed run over HTTP is.
-    """
-    from langchain_retro import SQLiteStore, ThreadRunner  # noqa: PLC0415
-
-    with SQLiteStore(db) as store:
-        runner = ThreadRunner(store=store, llm=upstream.chat_model())
-        threads = [target.split(" ")[0] for target in targets]
-        timings = []
-        for n in range(runs + 1):  # the first warms up
-            config = {"configurable": {"thread_id": threads[n % len(threads)]}}
-            started = time.perf_counter()
-            if stream:
-                for _ in runner.stream("hi", config):  # type: ignore[arg-type]
-                    pass
-            else:
-                runner.invoke("hi", config)  # type: ignore[arg-type]
-            timings.append((time.perf_counter() - started) * 1000)
-    return statistics.median(timings[1:])
 
 
 def _row(name: str, figures: dict[str, Any]) -> str:
@@ -415,11 +484,14 @@ def main() -> None:
     print(f"messages / bare FastAPI (1 worker): {_spread(ratios)} (target >= 0.5)")
     cpu = [r["bare 1"]["cpu_ms"] / r["sqlite 1 messages"]["cpu_ms"] for r in rounds]
     print(f"  the same by server CPU per request: {_spread(cpu)}")
-    for kind in ("polled", "streamed"):
-        over = [
-            r[f"sqlite alone {kind}"]["p50"] - r[f"floor {kind}"]["p50"] for r in rounds
-        ]
-        print(f"{kind} run p50 over ThreadRunner: {_spread(over, ' ms')} (target <= 3)")
+    for backend in ("sqlite", "postgres") if args.postgres else ("sqlite",):
+        for kind in ("polled", "streamed"):
+            cells = [r[f"{backend} alone {kind}"] for r in rounds]
+            over = [cell["p50"] - cell["floor p50"] for cell in cells]
+            print(
+                f"{backend}, {kind} run p50 over ThreadRunner: "
+                f"{_spread(over, ' ms')} (target <= 3)"
+            )
     if args.postgres:
         scale = [
             r["postgres 4 messages"]["rps"] / r["postgres 1 messages"]["rps"]
@@ -471,25 +543,26 @@ def _round(args: argparse.Namespace, number: int) -> dict[str, dict[str, Any]]:
                         results[key] = figures
                         print(_row(f"{backend}, {workers} worker(s), {kind}", figures))
                     if workers == 1:
-                        # One run at a time: the latency a run adds, not queueing.
+                        # One run at a time: the latency a run adds, not queueing;
+                        # taking turns with the same runs through ThreadRunner.
                         for kind in ("polled", "streamed"):
                             figures = _load(
-                                server.base, kind, runs, args, 1, server_pid=pid
+                                server.base,
+                                kind,
+                                runs,
+                                args,
+                                1,
+                                server_pid=pid,
+                                floor=server.floor,
                             )
                             results[f"{backend} alone {kind}"] = figures
                             print(_row(f"{backend}, one at a time, {kind}", figures))
+                            name = f"ThreadRunner in process, {kind}"
+                            print(f"{name:<34} {'':>9} {figures['floor p50']:>9.2f}")
                 finally:
                     server.stop()
                     if url:
                         _drop(url, server.schema)
-                if server.db is not None and workers == 1:
-                    for kind in ("polled", "streamed"):
-                        floor = _runner_floor(
-                            upstream, server.db, runs, 50, stream=kind == "streamed"
-                        )
-                        results[f"floor {kind}"] = {"p50": floor}
-                        name = f"ThreadRunner in process, {kind}"
-                        print(f"{name:<34} {'':>9} {floor:>9.2f}")
     return results
 
 
