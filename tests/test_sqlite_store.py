@@ -8,6 +8,7 @@ import itertools
 import json
 import multiprocessing
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from langchain_retro import (
     RetroValueError,
     SchemaVersionError,
     SQLiteStore,
+    StoreClosedError,
     StoreError,
 )
 from langchain_retro._messages import to_payload
@@ -524,6 +526,25 @@ async def test_async_reads_do_not_block_the_event_loop(store: SQLiteStore) -> No
     # thread shares the GIL, so under load ticks come late: allow for that.
     assert len(during) >= 2, (len(during), elapsed)
     assert max(gaps) < elapsed * 0.6, (max(gaps), elapsed)
+
+
+async def test_async_calls_run_in_one_thread_of_the_store(path: Path) -> None:
+    # One connection, one thread: calls side by side queue there, instead of
+    # taking turns at the connection's lock from several threads.
+    before = set(threading.enumerate())
+    store = SQLiteStore(path)
+    threads = [await BaseThread.acreate(store) for _ in range(3)]
+    read = await asyncio.gather(
+        *(store.aget_thread(t.id) for _ in range(8) for t in threads)
+    )
+    assert [r.id for r in read] == [t.id for _ in range(8) for t in threads]
+    (mine,) = set(threading.enumerate()) - before  # no other thread took a call
+    assert mine.name.startswith("retro-sqlite")
+    await store.aclose()
+    mine.join(timeout=5)  # closing the store ends its thread
+    assert not mine.is_alive()
+    with pytest.raises(StoreClosedError):
+        await store.aget_thread(threads[0].id)
 
 
 @pytest.mark.parametrize("empty", ["", "   "])

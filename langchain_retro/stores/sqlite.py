@@ -14,18 +14,24 @@ corrupt the file. Pass ``synchronous="FULL"`` to survive power loss too.
 A file that cannot be written (read-only, or in a read-only folder) opens read-only:
 reads work and writes raise `StoreError` saying why.
 
-Async methods run the same code in a worker thread, so they never block the event loop.
+Async methods run the same code in the store's own worker thread, so they never block
+the event loop. One thread, as there is one connection: calls made side by side run
+back to back in it, instead of in several threads taking turns at the connection's
+lock (and the interpreter's).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import heapq
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -185,6 +191,9 @@ class SQLiteStore(BaseStore):
         self.path = str(path)
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._worker: tuple[int, ThreadPoolExecutor] | None = None
+        """The async methods' thread (started on first use), and its process."""
+        self._worker_lock = threading.Lock()
         opened = open_database(
             self.path, synchronous=synchronous, busy_timeout=busy_timeout
         )
@@ -228,7 +237,23 @@ class SQLiteStore(BaseStore):
                 raise StoreError(f"SQLite error on {self.path!r}: {exc}") from exc
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        """Run a sync method in the store's worker thread, with this context."""
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._executor(), call)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        """The store's one worker thread; a new one in a forked child."""
+        worker = self._worker
+        if worker is None or worker[0] != os.getpid():
+            with self._worker_lock:
+                worker = self._worker
+                if worker is None or worker[0] != os.getpid():
+                    worker = (
+                        os.getpid(),
+                        ThreadPoolExecutor(1, thread_name_prefix="retro-sqlite"),
+                    )
+                    self._worker = worker
+        return worker[1]
 
     def close(self) -> None:
         """Close the database connection; later calls raise `StoreClosedError`."""
@@ -236,6 +261,10 @@ class SQLiteStore(BaseStore):
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        with self._worker_lock:
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker[1].shutdown(wait=False)  # its thread ends once idle
 
     async def aclose(self) -> None:
         """Async twin of `close`."""
