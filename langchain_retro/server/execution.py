@@ -57,25 +57,46 @@ class ServedDriver(AsyncDriver):
         )
         """Resolved with the run once the engine created (or continued) it."""
         self.run_id: str | None = None
+        self.created: StoredRun | None = None
+        """The run as the engine created (or continued) it."""
         self.saved: StoredRun | None = None
         """The run as the engine's last write left it."""
 
     async def perform(self, effect: Effect) -> Any:
-        """Perform an effect; report a run created, and a reply or an end written."""
+        """Perform an effect; report a run created, and a reply or an end written.
+
+        A stream's run is reported on the loop's next turn: by then the run has
+        sent its model call, which goes on while the response starts.
+        """
         if isinstance(effect, Complete) and self.events is not None:
             return await self._streamed(effect)
         result = await super().perform(effect)
         if isinstance(result, RunStart):
             self.run_id = result.run.id
-            if self.events is not None:
+            self.created = result.run
+            if self.events is None:
+                self.report(None)
+            else:
                 self.events.started(result)
-            if not self.started.done():
-                self.started.set_result(result.run)
+                asyncio.get_running_loop().call_soon(self.report, None)
         elif isinstance(result, RunSaved):
             self.saved = result.run
             if self.events is not None:
                 self.events.saved(result)
         return result
+
+    def report(self, failure: BaseException | None) -> None:
+        """Resolve `started`, once: the run if it exists, else the failure.
+
+        Args:
+            failure: Why the run ended before it was reported, if it did.
+        """
+        if self.started.done():
+            return
+        if self.created is not None:
+            self.started.set_result(self.created)
+        elif failure is not None:
+            self.started.set_exception(failure)
 
     def cancel(self) -> None:
         """Stop the run's model call now: a cancel asked through this worker."""
@@ -212,19 +233,19 @@ class RunService:
         """Run the engine to the run's end; a start that failed reaches `start`."""
         try:
             await driver.run(engine.steps(request))
+            driver.report(None)
         except (RetroError, Cancelled) as exc:
             # The run's end (failed, cancelled, incomplete) is stored; or it never
             # started, and the request that asked for it answers the error.
-            if not driver.started.done():
-                driver.started.set_exception(exc)
+            driver.report(exc)
         except asyncio.CancelledError:
+            driver.report(None)
             if not driver.started.done():
                 driver.started.cancel()
             raise
         except Exception as exc:
             logger.exception("Run on thread %s failed", request.thread_id)
-            if not driver.started.done():
-                driver.started.set_exception(exc)
+            driver.report(exc)
         finally:
             if driver.events is not None:
                 await self._close_stream(driver)
