@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 import uvicorn
 
@@ -18,6 +19,7 @@ from langchain_retro.cli import main
 from langchain_retro.server.auth import Keyring, parse_key
 from langchain_retro.server.errors import AuthenticationError
 from langchain_retro.server.serve import app_from_env, check_host
+from langchain_retro.testing import FakeChatServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -194,12 +196,34 @@ def test_the_server_package_api_is_pinned() -> None:
 def test_the_server_extra_is_fastapi_and_uvicorn() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     extra = project["project"]["optional-dependencies"]["server"]
-    # uvicorn with its own speedups: the C HTTP parser and uvloop's event loop.
-    names = ["fastapi", "httptools", "uvicorn", "uvloop"]
+    # uvicorn with its own speedups: the C HTTP parser and uvloop's event loop;
+    # the openai SDK with its aiohttp transport.
+    names = ["fastapi", "httptools", "openai", "uvicorn", "uvloop"]
     assert sorted(re.split(r"[<>=!~ ;\[]", spec)[0] for spec in extra) == names
+    assert [spec for spec in extra if spec.startswith("openai[aiohttp]")]
     # The base install does not pull them in.
     base = project["project"]["dependencies"]
-    assert not [spec for spec in base if spec.startswith(tuple(names))]
+    names.remove("openai")
+    assert not [spec for spec in base if spec.startswith((*names, "aiohttp"))]
+    assert not [spec for spec in base if "aiohttp" in spec]  # nor openai[aiohttp]
+
+
+async def test_a_worker_calls_its_model_through_aiohttp_and_closes_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with FakeChatServer() as fake:
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "upstream-key")
+        monkeypatch.setenv("LANGCHAIN_RETRO_DB", str(tmp_path / "retro.db"))
+        app = app_from_env()
+        model = app.state.retro.runs.model
+        http = model.http_async_client
+        assert isinstance(http, openai.DefaultAioHttpClient)
+        async with app.router.lifespan_context(app):
+            reply = await model.ainvoke("hello")
+        assert reply.content == "echo: hello"
+        assert fake.requests[-1].last_user_text == "hello"
+        assert http.is_closed  # the worker's shutdown closed it
 
 
 def test_uvicorn_serves_with_its_speedups_installed() -> None:
