@@ -158,14 +158,36 @@ class RunRequest:
     """The LangChain config the model and tool calls run with."""
 
 
-@dataclass(frozen=True, slots=True)
 class RunResult:
-    """What a completed (or ``requires_action``) run gives back."""
+    """What a completed (or ``requires_action``) run gives back.
 
-    reply: AIMessage
-    """The stored reply, with ``response_metadata`` naming its run."""
-    run: StoredRun
-    """The run as it ended."""
+    Args:
+        stored: The reply as stored.
+        run: The run as it ended.
+        rebuild: Rebuilds a stored message, on the first read of `reply` (the
+            server, which answers with the run, never asks for it).
+    """
+
+    __slots__ = ("_rebuild", "_reply", "_stored", "run")
+
+    def __init__(
+        self,
+        stored: StoredMessage,
+        run: StoredRun,
+        rebuild: Callable[[StoredMessage], AIMessage],
+    ) -> None:
+        self._stored = stored
+        self._rebuild = rebuild
+        self._reply: AIMessage | None = None
+        self.run = run
+        """The run as it ended."""
+
+    @property
+    def reply(self) -> AIMessage:
+        """The stored reply, with ``response_metadata`` naming its run."""
+        if self._reply is None:
+            self._reply = self._rebuild(self._stored)
+        return self._reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,12 +323,17 @@ def _final_update(
     return RunUpdate(status="completed", usage=usage, **resolved)
 
 
-def _id_chunk(reply: AIMessage) -> AIMessageChunk:
-    """A model call's closing chunk: empty, carrying the stored message's id."""
+def _id_chunk(reply: AIMessage, stored: StoredMessage) -> AIMessageChunk:
+    """A model call's closing chunk: empty, carrying the stored message's id.
+
+    Args:
+        reply: The model's reply (its content's type is the chunk's).
+        stored: The reply as stored.
+    """
     empty: str | list[str | dict[str, Any]] = (
         "" if isinstance(reply.content, str) else []
     )
-    return AIMessageChunk(content=empty, id=reply.id, chunk_position="last")
+    return AIMessageChunk(content=empty, id=stored.id, chunk_position="last")
 
 
 def _model_call_error(
@@ -515,15 +542,14 @@ class RunEngine:
         saved = yield from self._end(turn, update, [new], snapshot)
         if saved.run.status == "cancelled":
             raise turn.cancelled()
-        stored_reply = self._rebuilt(saved.messages[0])
-        yield Emit(_id_chunk(stored_reply))
+        yield Emit(_id_chunk(reply, saved.messages[0]))
         if saved.run.status == "incomplete":
             raise turn.incomplete(
                 "the reply reached max_completion_tokens and was cut short (it is "
                 "stored). Raise max_completion_tokens.",
                 "max_completion_tokens",
             )
-        return RunResult(reply=stored_reply, run=saved.run)
+        return RunResult(saved.messages[0], saved.run, self._rebuilt)
 
     def _tool_step(
         self,
@@ -545,7 +571,7 @@ class RunEngine:
         if saved.run.status == "cancelled":
             yield Unhold()
             raise turn.cancelled()
-        yield Emit(_id_chunk(self._rebuilt(saved.messages[0])))
+        yield Emit(_id_chunk(reply, saved.messages[0]))
         return saved
 
     def _complete(
