@@ -131,11 +131,14 @@ async def _drive(
         began = time.monotonic()
         await asyncio.gather(*(one(i) for i in range(concurrency)))
         elapsed = time.monotonic() - began
+    return {"errors": errors, "rps": len(latencies) / elapsed, **_latency(latencies)}
+
+
+def _latency(latencies: list[float]) -> dict[str, Any]:
+    """How many requests a cell timed, and their p50 and p99 (ms)."""
     ordered = sorted(latencies)
     return {
         "requests": len(ordered),
-        "errors": errors,
-        "rps": len(ordered) / elapsed,
         "p50": statistics.median(ordered) if ordered else 0.0,
         "p99": ordered[int(len(ordered) * 0.99) - 1] if ordered else 0.0,
     }
@@ -248,13 +251,10 @@ async def _paired(
     finally:
         store.close()
     over_http, in_process = over_http[_WARM_TURNS:], in_process[_WARM_TURNS:]
-    ordered = sorted(over_http)
     return {
-        "requests": len(ordered),
         "errors": errors,
-        "rps": len(ordered) * 1000 / max(sum(ordered), 1e-9),
-        "p50": statistics.median(ordered),
-        "p99": ordered[int(len(ordered) * 0.99) - 1],
+        "rps": len(over_http) * 1000 / max(sum(over_http), 1e-9),
+        **_latency(over_http),
         "floor p50": statistics.median(in_process),
         "served": len(targets) + turn,
     }

@@ -56,7 +56,6 @@ class ServedDriver(AsyncDriver):
             asyncio.get_running_loop().create_future()
         )
         """Resolved with the run once the engine created (or continued) it."""
-        self.run_id: str | None = None
         self.created: StoredRun | None = None
         """The run as the engine created (or continued) it."""
         self.saved: StoredRun | None = None
@@ -72,7 +71,6 @@ class ServedDriver(AsyncDriver):
             return await self._streamed(effect)
         result = await super().perform(effect)
         if isinstance(result, RunStart):
-            self.run_id = result.run.id
             self.created = result.run
             if self.events is None:
                 self.report(None)
@@ -253,11 +251,12 @@ class RunService:
     async def _close_stream(self, driver: ServedDriver) -> None:
         """End a stream with the run's last event, as stored, if it did not go out."""
         events = cast("RunEvents", driver.events)
-        if not events.ended and driver.run_id is not None and events.run is not None:
+        created = driver.created
+        if not events.ended and created is not None and events.run is not None:
             try:
-                run = await self.store.aget_run(events.run.thread_id, driver.run_id)
+                run = await self.store.aget_run(events.run.thread_id, created.id)
             except Exception:  # the thread was deleted meanwhile, say
-                logger.exception("Cannot read run %s to end its stream", driver.run_id)
+                logger.exception("Cannot read run %s to end its stream", created.id)
             else:
                 events.ended_with(run)
         events.close()

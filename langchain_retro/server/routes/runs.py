@@ -473,21 +473,19 @@ async def retrieve_run(
     read: its last write is the answer, and the request reads nothing while the
     run is going.
     """
-    wait = _poll_wait(ctx, request)
+    wait = left = _poll_wait(ctx, request)
     runs = ctx.state.runs
-    waited = False
     if wait and runs.started_by(thread_id, run_id, ctx.owner):
         loop = asyncio.get_running_loop()
         began = loop.time()
         stopped = await runs.wait(run_id, wait)
         if stopped is not None:
             return ok(run_object(stopped))
-        waited = True
-        wait = max(wait - (loop.time() - began), 0.0)
+        left = max(wait - (loop.time() - began), 0.0)
     run = await _run(ctx, thread_id, run_id)
-    if run.status not in ACTIVE_RUN_STATUSES or not (wait or waited):
+    if not wait or run.status not in ACTIVE_RUN_STATUSES:
         return ok(run_object(run), _poll_headers(ctx, run))
-    run = await _stopped(ctx, run, wait)
+    run = await _stopped(ctx, run, left)
     going = run.status in ACTIVE_RUN_STATUSES
     return ok(run_object(run), {"openai-poll-after-ms": "0"} if going else {})
 
