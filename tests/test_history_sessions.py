@@ -167,7 +167,11 @@ async def test_a_crashed_resolvers_candidate_is_cleared(
 
 
 class LoopGuardStore(SQLiteStore):
-    """A SQLite store whose sync methods fail when called on an event loop's thread."""
+    """A SQLite store whose sync methods fail when called on an event loop's thread.
+
+    Open it with ``synchronous="FULL"``: its async methods then always run the
+    sync ones in the store's thread, so a sync method on the loop is the caller's.
+    """
 
 
 def _guard(name: str) -> None:
@@ -197,7 +201,7 @@ for _name in (
 
 
 async def test_async_first_use_never_blocks_the_event_loop(tmp_path: Path) -> None:
-    store = LoopGuardStore(tmp_path / "guard.db")
+    store = LoopGuardStore(tmp_path / "guard.db", synchronous="FULL")
     try:
         assistant = await Assistant.acreate(store, model="m")
         chain = RunnableWithMessageHistory(

@@ -28,8 +28,21 @@ from langchain_retro import (
 from langchain_retro._messages import to_payload
 from langchain_retro._metadata import MetadataPatch
 from langchain_retro.errors import RunStateError
-from langchain_retro.stores.base import NewMessage, NewRun, RunUpdate, RunUsage
-from langchain_retro.stores.sqlite import DEFAULT_PATH, PATH_ENV, SCHEMA_VERSION
+from langchain_retro.stores.base import (
+    MessageRow,
+    NewMessage,
+    NewRun,
+    RunUpdate,
+    RunUsage,
+    StoredMessage,
+)
+from langchain_retro.stores.sqlite import (
+    CHECKPOINT_EVERY,
+    DEFAULT_PATH,
+    LOOP_ROWS,
+    PATH_ENV,
+    SCHEMA_VERSION,
+)
 
 
 @pytest.fixture
@@ -529,10 +542,11 @@ async def test_async_reads_do_not_block_the_event_loop(store: SQLiteStore) -> No
 
 
 async def test_async_calls_run_in_one_thread_of_the_store(path: Path) -> None:
-    # One connection, one thread: calls side by side queue there, instead of
-    # taking turns at the connection's lock from several threads.
+    # With synchronous=FULL every commit syncs, so no call runs on the loop. One
+    # connection, one thread: calls side by side queue there, instead of taking
+    # turns at the connection's lock from several threads.
     before = set(threading.enumerate())
-    store = SQLiteStore(path)
+    store = SQLiteStore(path, synchronous="FULL")
     threads = [await BaseThread.acreate(store) for _ in range(3)]
     read = await asyncio.gather(
         *(store.aget_thread(t.id) for _ in range(8) for t in threads)
@@ -545,6 +559,129 @@ async def test_async_calls_run_in_one_thread_of_the_store(path: Path) -> None:
     assert not mine.is_alive()
     with pytest.raises(StoreClosedError):
         await store.aget_thread(threads[0].id)
+
+
+def _text(message: StoredMessage | MessageRow) -> str:
+    return str(json.loads(message.payload)["content"])
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size
+
+
+def _store_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("retro-sqlite")]
+
+
+async def test_small_async_calls_run_on_the_loop_and_large_ones_in_the_thread(
+    path: Path,
+) -> None:
+    before = set(_store_threads())
+    store = SQLiteStore(path)
+    try:
+        thread = await BaseThread.acreate(store)
+        await store.aadd_messages(thread.id, [new(f"m{i}") for i in range(LOOP_ROWS)])
+        page = await store.alist_messages(thread.id, limit=LOOP_ROWS)
+        assert [_text(m) for m in page] == [f"m{i}" for i in range(100)]
+        read = await asyncio.gather(*(store.aget_thread(thread.id) for _ in range(8)))
+        assert {r.id for r in read} == {thread.id}
+        # A thread handed a call would be new; none is.
+        assert set(_store_threads()) == before
+        # More rows than a page: the store's thread reads them.
+        everything = await store.alist_messages(thread.id)
+        assert len(everything) == LOOP_ROWS
+        assert len(set(_store_threads()) - before) == 1
+    finally:
+        await store.aclose()
+
+
+async def test_a_run_with_a_long_context_begins_in_the_thread(path: Path) -> None:
+    store = SQLiteStore(path)
+    try:
+        thread = await BaseThread.acreate(store)
+        await store.aadd_messages(thread.id, [new(f"m{i}") for i in range(LOOP_ROWS)])
+        before = set(_store_threads())
+        short = await store.abegin_run(
+            thread.id, owner="w1", ttl=30.0, messages=[new("x")], context_limit=10
+        )
+        assert short is not None
+        assert _text(short.context[-1]) == "x"
+        assert set(_store_threads()) == before  # ten rows: on the loop
+        await store.afinish_run(
+            thread.id,
+            owner="w1",
+            run_id=short.run.id,
+            update=RunUpdate(status="completed"),
+        )
+        # The whole thread as context: more than a page, so the thread takes it,
+        # from the start (nothing of the attempt on the loop is left behind).
+        whole = await store.abegin_run(
+            thread.id, owner="w2", ttl=30.0, messages=[new("y")]
+        )
+        assert whole is not None
+        assert len(whole.context) == LOOP_ROWS + 2
+        assert [_text(m) for m in whole.appended] == ["y"]
+        assert len(set(_store_threads()) - before) == 1
+        texts = [_text(m) for m in await store.alist_messages(thread.id)]
+        assert texts.count("y") == 1
+        assert len(await store.alist_runs(thread.id)) == 2
+    finally:
+        await store.aclose()
+
+
+async def test_an_async_write_waits_for_another_writer_in_the_thread(
+    path: Path,
+) -> None:
+    # Another connection holds the file's write lock: the write must wait for it
+    # without stopping the event loop, then land once.
+    store = SQLiteStore(path)
+    try:
+        thread = await BaseThread.acreate(store)
+        other = raw(path)
+        other.execute("BEGIN IMMEDIATE")
+        ticks: list[float] = []
+
+        async def ticker() -> None:
+            while True:
+                ticks.append(time.perf_counter())
+                await asyncio.sleep(0.005)
+
+        ticking = asyncio.create_task(ticker())
+        adding = asyncio.create_task(store.aadd_messages(thread.id, [new("later")]))
+        await asyncio.sleep(0.3)
+        assert not adding.done()  # it waits for the lock...
+        assert len(ticks) >= 20  # ...and the loop goes on meanwhile
+        other.execute("COMMIT")
+        other.close()
+        (stored,) = await asyncio.wait_for(adding, timeout=10)
+        ticking.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await ticking
+        assert _text(stored) == "later"
+        texts = [_text(m) for m in await store.alist_messages(thread.id)]
+        assert texts == ["later"]
+    finally:
+        await store.aclose()
+
+
+async def test_writes_on_the_loop_are_checkpointed_in_the_thread(path: Path) -> None:
+    # Commits on the loop never checkpoint (a checkpoint syncs): every
+    # CHECKPOINT_EVERY writes the store's thread does, copying the WAL's pages
+    # into the database file.
+    store = SQLiteStore(path)
+    try:
+        thread = await BaseThread.acreate(store)
+        size = _size(path)
+        for i in range(CHECKPOINT_EVERY - 2):
+            await store.aadd_messages(thread.id, [new(f"{i} " * 200)])
+        assert _size(path) == size  # all of it still in the WAL
+        for i in range(4):
+            await store.aadd_messages(thread.id, [new(f"{i} " * 200)])
+        # A count runs in the store's thread, after the checkpoint queued there.
+        assert await store.acount_messages(thread.id) == CHECKPOINT_EVERY + 2
+        assert _size(path) > size + 32 * 4096  # the messages, copied
+    finally:
+        await store.aclose()
 
 
 @pytest.mark.parametrize("empty", ["", "   "])
