@@ -21,7 +21,6 @@ import os
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -34,10 +33,12 @@ from langchain_retro._metadata import OPENAI_LIMITS, MetadataLimits
 from langchain_retro.errors import RetroError
 from langchain_retro.server.auth import Keyring
 from langchain_retro.server.context import ServerSettings, ServerState
+from langchain_retro.server.direct import DirectRoutes, route_path
 from langchain_retro.server.errors import (
     AuthenticationError,
     error_body,
-    error_response_parts,
+    error_json,
+    validation_error_json,
 )
 from langchain_retro.server.execution import RunService
 from langchain_retro.server.idempotency import IdempotencyMiddleware
@@ -114,7 +115,8 @@ def create_app(
         openapi_url=None,
         lifespan=lifespan,
     )
-    app.state.retro = ServerState(store=store, settings=settings, runs=runs_service)
+    state = ServerState(store=store, settings=settings, runs=runs_service)
+    app.state.retro = state
     # Routes are tried in order: the busiest first (messages, then runs), and
     # /threads/runs before /threads/{thread_id}, which would take it.
     routers = [messages.router, runs.router, threads.router, assistants.router]
@@ -134,28 +136,14 @@ def create_app(
         )
 
     _install_error_handlers(app)
-    # Innermost of the three: it keys repeats by the owner the auth middleware found.
+    # Innermost: the busiest routes, served without FastAPI's request machinery.
+    direct = [*messages.direct.routes, *runs.direct.routes]
+    app.add_middleware(DirectRoutes, routes=direct, state=state)
+    # It keys repeats by the owner the auth middleware found.
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(_AuthMiddleware, keyring=keyring)
     app.add_middleware(_AccessLogMiddleware)
     return app
-
-
-def _error_json(exc: BaseException) -> JSONResponse:
-    """The JSON answer to an error, logged if unexpected (500)."""
-    status, body, headers = error_response_parts(exc)
-    if status == 500:
-        logger.error("Unexpected error answering a request", exc_info=exc)
-    return JSONResponse(body, status_code=status, headers=headers or None)
-
-
-def _param(loc: tuple[Any, ...]) -> str | None:
-    """A validation error's location as OpenAI named params: ``a.b[0].c``."""
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
-    return out or None
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -163,26 +151,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RetroError)
     async def retro_error(request: Request, exc: RetroError) -> JSONResponse:
-        return _error_json(exc)
+        return error_json(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {}
-        param = _param(tuple(first.get("loc", ())))
-        kind = first.get("type", "")
-        if kind == "extra_forbidden":
-            message = f"Unrecognized request argument supplied: {param}"
-        elif kind == "json_invalid" or param is None:
-            message = (
-                "We could not parse the JSON body of your request. The body must be "
-                "a JSON object."
-            )
-        elif kind == "missing":
-            message = f"Missing required parameter: '{param}'."
-        else:
-            message = f"Invalid value for '{param}': {first.get('msg', 'invalid')}."
-        return JSONResponse(error_body(message, param=param), status_code=400)
+        return validation_error_json(exc.errors())
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -193,14 +166,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        return _error_json(exc)
-
-
-def _route_path(scope: Scope) -> str:
-    """The request's path within this app: without the prefix it is mounted at."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    return path.removeprefix(root) if root and path.startswith(root) else path
+        return error_json(exc)
 
 
 class _AuthMiddleware:
@@ -215,7 +181,7 @@ class _AuthMiddleware:
         self.keyring = keyring
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _route_path(scope) == "/healthz":
+        if scope["type"] != "http" or route_path(scope) == "/healthz":
             await self.app(scope, receive, send)
             return
         authorization: str | None = None
@@ -226,7 +192,7 @@ class _AuthMiddleware:
         try:
             scope["retro.owner"] = self.keyring.owner(authorization)
         except AuthenticationError as exc:
-            await _error_json(exc)(scope, receive, send)
+            await error_json(exc)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 

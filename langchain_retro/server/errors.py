@@ -19,7 +19,11 @@ openai SDK retries a 409.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from fastapi.responses import JSONResponse
 
 from langchain_retro.errors import (
     AssistantInUseError,
@@ -36,9 +40,13 @@ __all__ = [
     "InvalidRequestError",
     "RateLimitError",
     "error_body",
+    "error_json",
     "error_response_parts",
     "not_found",
+    "validation_error_json",
 ]
+
+logger = logging.getLogger("langchain_retro.server")
 
 
 class InvalidRequestError(RetroValueError):
@@ -144,3 +152,43 @@ def error_response_parts(  # noqa: PLR0911 - one mapping, read top to bottom
         ),
         {},
     )
+
+
+def error_json(exc: BaseException) -> JSONResponse:
+    """The JSON answer to an error raised by a request, logged if unexpected (500)."""
+    status, body, headers = error_response_parts(exc)
+    if status == 500:
+        logger.error("Unexpected error answering a request", exc_info=exc)
+    return JSONResponse(body, status_code=status, headers=headers or None)
+
+
+def _param(loc: Sequence[Any]) -> str | None:
+    """A validation error's location as OpenAI named params: ``a.b[0].c``."""
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    return out or None
+
+
+def validation_error_json(errors: Sequence[Mapping[str, Any]]) -> JSONResponse:
+    """The 400 answering a request body that does not validate, naming the param.
+
+    Args:
+        errors: Pydantic's (or FastAPI's) errors; the first is answered.
+    """
+    first = errors[0] if errors else {}
+    param = _param(tuple(first.get("loc", ())))
+    kind = first.get("type", "")
+    if kind == "extra_forbidden":
+        message = f"Unrecognized request argument supplied: {param}"
+    elif kind == "json_invalid" or param is None:
+        message = (
+            "We could not parse the JSON body of your request. The body must be "
+            "a JSON object."
+        )
+    elif kind == "missing":
+        message = f"Missing required parameter: '{param}'."
+    else:
+        message = f"Invalid value for '{param}': {first.get('msg', 'invalid')}."
+    return JSONResponse(error_body(message, param=param), status_code=400)

@@ -22,6 +22,7 @@ from langchain_retro.errors import (
 from langchain_retro.records import BaseMessage, ThreadMessage
 from langchain_retro.server.auth import owner_scope
 from langchain_retro.server.context import Context, Ctx
+from langchain_retro.server.direct import DirectRouter
 from langchain_retro.server.errors import not_found
 from langchain_retro.server.objects import (
     is_api_message,
@@ -40,9 +41,11 @@ from langchain_retro.server.routes._busy import message_busy
 from langchain_retro.server.routes._common import deleted, ok, replaced_metadata
 from langchain_retro.stores.base import BaseStore
 
-__all__ = ["list_api_messages", "router"]
+__all__ = ["direct", "list_api_messages", "router"]
 
 router = APIRouter(prefix="/v1/threads/{thread_id}/messages")
+direct = DirectRouter()
+"""The routes served directly (`langchain_retro.server.direct`): adding a message."""
 
 
 async def _read(
@@ -99,8 +102,10 @@ async def list_api_messages(
     return page, len(found) > params.limit
 
 
-@router.post("")
-async def create_message(thread_id: str, body: CreateMessage, ctx: Ctx) -> JSONResponse:
+@direct.post("/v1/threads/{thread_id}/messages")
+async def create_message(
+    thread_id: str, body: CreateMessage, ctx: Context
+) -> JSONResponse:
     """Append a message to a thread; 400 while a run on it is active (`_busy`)."""
     check_metadata(body.metadata)
     check_attachments(body.attachments, "attachments")

@@ -46,6 +46,7 @@ from langchain_retro.records import (
 )
 from langchain_retro.runs import Run
 from langchain_retro.server.context import Context, Ctx
+from langchain_retro.server.direct import DirectRouter
 from langchain_retro.server.errors import InvalidRequestError, not_found
 from langchain_retro.server.events import RunEvents
 from langchain_retro.server.objects import (
@@ -81,9 +82,12 @@ from langchain_retro.stores.base import (
     TruncationStrategy,
 )
 
-__all__ = ["router"]
+__all__ = ["direct", "router"]
 
 router = APIRouter()
+direct = DirectRouter()
+"""The routes served directly (`langchain_retro.server.direct`): creating a run on
+a thread and reading one, what the openai SDK's ``create_and_poll`` repeats."""
 
 _SHORTEST_POLL_WAIT = 0.05
 """A polling helper's wait (seconds) below which a ``GET`` answers at once."""
@@ -353,9 +357,9 @@ def _check_run_body(body: CreateRun | CreateThreadAndRun, request: Request) -> N
 # --- routes ----------------------------------------------------------------------
 
 
-@router.post("/v1/threads/{thread_id}/runs", response_model=None)
+@direct.post("/v1/threads/{thread_id}/runs")
 async def create_run(
-    thread_id: str, body: CreateRun, request: Request, ctx: Ctx
+    thread_id: str, body: CreateRun, request: Request, ctx: Context
 ) -> JSONResponse | StreamingResponse:
     """Create a run on a thread."""
     _check_run_body(body, request)
@@ -461,9 +465,9 @@ async def _stopped(ctx: Context, run: StoredRun, wait: float) -> StoredRun:
     return run
 
 
-@router.get("/v1/threads/{thread_id}/runs/{run_id}")
+@direct.get("/v1/threads/{thread_id}/runs/{run_id}")
 async def retrieve_run(
-    thread_id: str, run_id: str, request: Request, ctx: Ctx
+    thread_id: str, run_id: str, request: Request, ctx: Context
 ) -> JSONResponse:
     """Read a run; while it goes on, ``openai-poll-after-ms`` says when to ask again.
 
