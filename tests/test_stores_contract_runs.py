@@ -40,6 +40,7 @@ from langchain_retro.stores.base import (
     NewRun,
     RequiredAction,
     RequiredToolCall,
+    RunSetup,
     RunStart,
     RunUpdate,
     RunUsage,
@@ -208,6 +209,35 @@ async def test_begin_run_without_a_run_creates_one_named_by_the_owner(
     )
     assert start.run.assistant_id == "asst_x"
     assert start.assistant is None
+
+
+async def test_get_run_setup_reads_the_thread_the_assistant_and_the_newest_run(
+    store: BaseStore, call: Call
+) -> None:
+    tid, assistant_id = await assistant_thread(call, store)
+    setup = await call(store, "get_run_setup", tid, assistant_id)
+    assert isinstance(setup, RunSetup)
+    assert setup.thread is not None
+    assert setup.assistant is not None
+    assert (setup.thread.id, setup.assistant.id) == (tid, assistant_id)
+    assert setup.thread.metadata == {"assistant_id": assistant_id}
+    assert (setup.assistant.model, setup.newest_run) == ("m", None)
+    await begin(call, store, tid, "run_a")
+    newest = (await call(store, "get_run_setup", tid, assistant_id)).newest_run
+    assert (newest.id, newest.status) == ("run_a", "in_progress")
+    await finish(call, store, tid, "run_a")
+    await begin(call, store, tid, "run_b", ttl=SHORT)
+    await asyncio.sleep(PAST)
+    # The newest run, settled: its lease lapsed, so it reads expired.
+    newest = (await call(store, "get_run_setup", tid, assistant_id)).newest_run
+    assert (newest.id, newest.status) == ("run_b", "expired")
+    # What does not exist is None; the others are still read.
+    missing = await call(store, "get_run_setup", tid, "asst_missing")
+    assert missing.assistant is None
+    assert (missing.thread.id, missing.newest_run.id) == (tid, "run_b")
+    nothing = await call(store, "get_run_setup", UNKNOWN_THREAD, assistant_id)
+    assert (nothing.thread, nothing.newest_run) == (None, None)
+    assert nothing.assistant.id == assistant_id
 
 
 async def test_begin_run_on_a_busy_thread_creates_no_run(

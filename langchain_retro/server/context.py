@@ -16,7 +16,7 @@ from langchain_retro.errors import AssistantNotFoundError, ThreadNotFoundError
 from langchain_retro.records import BaseAssistant, BaseThread
 from langchain_retro.server.auth import owns
 from langchain_retro.server.errors import not_found
-from langchain_retro.stores.base import BaseStore
+from langchain_retro.stores.base import BaseStore, StoredAssistant, StoredThread
 
 if TYPE_CHECKING:
     from langchain_retro.server.execution import RunService
@@ -70,12 +70,22 @@ class Context:
             InvalidRequestError: 404 if there is none (or another owner's).
         """
         try:
-            found = await BaseAssistant.aretrieve(self.store, assistant_id)
+            found = await self.store.aget_assistant(assistant_id)
         except AssistantNotFoundError:
             found = None
-        if found is None or not owns(found.metadata, self.owner):
+        return self.seen_assistant(assistant_id, found)
+
+    def seen_assistant(
+        self, assistant_id: str, stored: StoredAssistant | None
+    ) -> BaseAssistant:
+        """An assistant read from the store, as the request may see it.
+
+        Raises:
+            InvalidRequestError: 404 if it is ``None`` or another owner's.
+        """
+        if stored is None or not owns(stored.metadata, self.owner):
             raise not_found("assistant", assistant_id)
-        return found
+        return BaseAssistant._from(stored)
 
     async def thread(self, thread_id: str) -> BaseThread:
         """A thread the request may see.
@@ -84,12 +94,20 @@ class Context:
             InvalidRequestError: 404 if there is none (or another owner's).
         """
         try:
-            found = await BaseThread.aretrieve(self.store, thread_id)
+            found = await self.store.aget_thread(thread_id)
         except ThreadNotFoundError:
             found = None
-        if found is None or not owns(found.metadata, self.owner):
+        return self.seen_thread(thread_id, found)
+
+    def seen_thread(self, thread_id: str, stored: StoredThread | None) -> BaseThread:
+        """A thread read from the store, as the request may see it.
+
+        Raises:
+            InvalidRequestError: 404 if it is ``None`` or another owner's.
+        """
+        if stored is None or not owns(stored.metadata, self.owner):
             raise not_found("thread", thread_id)
-        return found
+        return BaseThread._from(stored)
 
 
 async def context(request: Request) -> Context:

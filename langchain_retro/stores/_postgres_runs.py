@@ -73,6 +73,7 @@ __all__ = [
     "_q_run_finish",
     "_q_run_get",
     "_q_run_messages",
+    "_q_run_newest",
     "_q_run_renew",
     "_q_run_thread",
     "_q_run_undo",
@@ -654,6 +655,25 @@ def _q_runs_list(
             "before": before_seq,
             "limit": limit,
         },
+    )
+
+
+def _q_run_newest(names: _Names, thread_id: str) -> _Q:
+    """A thread's newest run, with the lease and clocks (no row: none, or no thread)."""
+    return _Q(
+        names.built(
+            "run_newest",
+            lambda: names.sql(
+                "SELECT {run_columns}, {lease_columns} FROM {runs} r "
+                "LEFT JOIN {run_leases} l ON l.thread_id = %(thread_id)s "
+                "WHERE r.thread_seq = (SELECT seq FROM {threads} "
+                "WHERE id = %(thread_id)s) "
+                "ORDER BY r.thread_seq DESC, r.seq DESC LIMIT 1",
+                run_columns=_RUN_COLUMNS,
+                lease_columns=names.sql(_LEASE_COLUMNS),
+            ),
+        ),
+        {"thread_id": thread_id},
     )
 
 

@@ -27,11 +27,12 @@ whose lease lapsed reads as ``expired``. The rules a run's status follows live o
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, NamedTuple, Self
+from typing import Any, Literal, NamedTuple, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,6 +49,7 @@ from langchain_retro.errors import (
     IdsNotKeptError,
     MessageIdConflictError,
     MetadataError,
+    NotFoundError,
     RetroValueError,
     ThreadBusyError,
     ThreadNotFoundError,
@@ -79,6 +81,8 @@ from langchain_retro.stores._runs import (
     updated_run,
 )
 
+T = TypeVar("T")
+
 __all__ = [
     "ACTIVE_RUN_STATUSES",
     "ASSISTANT_FIELDS",
@@ -101,6 +105,7 @@ __all__ = [
     "RequiredToolCall",
     "RunLeaseState",
     "RunSaved",
+    "RunSetup",
     "RunStart",
     "RunStatus",
     "RunUpdate",
@@ -555,6 +560,20 @@ class RunStart(BaseModel):
     """The run, as created or resumed: ``in_progress``, with the lease's owner."""
     resumed: bool = False
     """Whether ``run`` is a ``requires_action`` run continued (``resume=True``)."""
+
+
+class RunSetup(NamedTuple):
+    """What a new run is checked against, read at once (`BaseStore.get_run_setup`).
+
+    Each is ``None`` if it does not exist.
+    """
+
+    thread: StoredThread | None
+    """The thread."""
+    assistant: StoredAssistant | None
+    """The assistant the run asks for."""
+    newest_run: StoredRun | None
+    """The thread's newest run, settled (as ``list_runs(limit=1)`` reads it)."""
 
 
 class Lease(BaseModel):
@@ -1246,6 +1265,31 @@ class BaseStore(ABC):
     ) -> list[StoredRun]:
         """Async twin of `list_runs`."""
 
+    def get_run_setup(self, thread_id: str, assistant_id: str) -> RunSetup:
+        """A thread, an assistant and the thread's newest run, for a new run's checks.
+
+        A server checks all three before it starts a run (who may see the thread and
+        the assistant, and whether a run keeps the thread busy). This default reads
+        them with three calls; stores override it with one.
+
+        Args:
+            thread_id: The thread.
+            assistant_id: The assistant.
+        """
+        thread = _found_now(self.get_thread, thread_id)
+        assistant = _found_now(self.get_assistant, assistant_id)
+        newest = _found_now(functools.partial(self.list_runs, limit=1), thread_id)
+        return RunSetup(thread, assistant, newest[0] if newest else None)
+
+    async def aget_run_setup(self, thread_id: str, assistant_id: str) -> RunSetup:
+        """Async twin of `get_run_setup`; this default makes its three calls at once."""
+        thread, assistant, newest = await asyncio.gather(
+            _found(self.aget_thread(thread_id)),
+            _found(self.aget_assistant(assistant_id)),
+            _found(self.alist_runs(thread_id, limit=1)),
+        )
+        return RunSetup(thread, assistant, newest[0] if newest else None)
+
     @abstractmethod
     def cancel_run(self, thread_id: str, run_id: str) -> StoredRun:
         """Ask a run to stop, in one transaction (`cancel_requested`).
@@ -1414,3 +1458,19 @@ def check_copies(
                 "nothing was written. Give each record once."
             )
         seen.add(record.id)
+
+
+def _found_now(read: Callable[[str], T], object_id: str) -> T | None:
+    """What ``read`` reads, or ``None`` if it does not exist."""
+    try:
+        return read(object_id)
+    except NotFoundError:
+        return None
+
+
+async def _found(read: Awaitable[T]) -> T | None:
+    """Async twin of `_found_now`."""
+    try:
+        return await read
+    except NotFoundError:
+        return None

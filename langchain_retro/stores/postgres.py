@@ -128,6 +128,7 @@ from langchain_retro.stores._postgres_runs import (
     _q_run_finish,
     _q_run_get,
     _q_run_messages,
+    _q_run_newest,
     _q_run_renew,
     _q_run_thread,
     _q_run_undo,
@@ -211,6 +212,7 @@ from langchain_retro.stores.base import (
     Order,
     RunLeaseState,
     RunSaved,
+    RunSetup,
     RunStart,
     RunUpdate,
     RunUsage,
@@ -1757,6 +1759,28 @@ class PostgresStore(BaseStore):
     ) -> list[StoredRun]:
         """Async twin of `list_runs`."""
         return await self._arun(self._list_runs(thread_id, after, before, order, limit))
+
+    def _get_run_setup(self, thread_id: str, assistant_id: str) -> _Op[RunSetup]:
+        # One round trip: the three reads pipelined, in one snapshot.
+        threads, assistants, runs = yield (
+            _q_thread_get(self._names, thread_id),
+            _q_assistant_get(self._names, assistant_id),
+            _q_run_newest(self._names, thread_id),
+        )
+        thread = _thread(thread_id, *threads[0][1:]) if threads else None
+        assistant = _assistant(assistants[0]) if assistants else None
+        newest = None
+        if runs:
+            newest = _lease_of(runs[0]).settled(_run_of(runs[0], thread_id), runs[0][4])
+        return RunSetup(thread, assistant, newest)
+
+    def get_run_setup(self, thread_id: str, assistant_id: str) -> RunSetup:
+        """A thread, an assistant and the thread's newest run, in one round trip."""
+        return self._run(self._get_run_setup(thread_id, assistant_id))
+
+    async def aget_run_setup(self, thread_id: str, assistant_id: str) -> RunSetup:
+        """Async twin of `get_run_setup`."""
+        return await self._arun(self._get_run_setup(thread_id, assistant_id))
 
     def _cancel_run(self, thread_id: str, run_id: str) -> _Op[StoredRun]:
         while True:

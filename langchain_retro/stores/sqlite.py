@@ -91,6 +91,7 @@ from langchain_retro.stores.base import (
     RefusedBusy,
     RunLeaseState,
     RunSaved,
+    RunSetup,
     RunStart,
     RunUpdate,
     RunUsage,
@@ -1879,6 +1880,10 @@ class SQLiteStore(BaseStore):
             order=order,
             limit=limit,
         )
+
+    async def aget_run_setup(self, thread_id: str, assistant_id: str) -> RunSetup:
+        """Async twin of `get_run_setup`: its three reads in one call, back to back."""
+        return await self._run(self.get_run_setup, thread_id, assistant_id)
 
     def cancel_run(self, thread_id: str, run_id: str) -> StoredRun:
         """Ask a run to stop, in one transaction; see `BaseStore.cancel_run`.

@@ -29,6 +29,7 @@ from langchain_retro.stores.base import BUSY_RUN_STATUSES, BaseStore, StoredRun
 __all__ = [
     "LeaseWait",
     "active_run",
+    "busy_run",
     "message_busy",
     "message_refused",
     "run_refused",
@@ -66,9 +67,19 @@ async def active_run(
         statuses: The statuses that count as active.
     """
     newest = await store.alist_runs(thread_id, limit=1)
-    if newest and newest[0].status in statuses:
-        return newest[0]
-    return None
+    return busy_run(newest[0] if newest else None, statuses)
+
+
+def busy_run(
+    newest: StoredRun | None, statuses: frozenset[str] = BUSY_RUN_STATUSES
+) -> StoredRun | None:
+    """The thread's newest run if it is active or waiting for tool outputs.
+
+    Args:
+        newest: The thread's newest run, if it has one.
+        statuses: The statuses that count as active.
+    """
+    return newest if newest is not None and newest.status in statuses else None
 
 
 class LeaseWait:

@@ -68,7 +68,7 @@ from langchain_retro.server.requests import (
 )
 from langchain_retro.server.routes._busy import (
     LeaseWait,
-    active_run,
+    busy_run,
     run_refused,
 )
 from langchain_retro.server.routes._common import ok
@@ -366,11 +366,12 @@ async def create_run(
     additional = new_messages(
         ctx, thread_id, body.additional_messages or [], "additional_messages"
     )
-    thread, assistant, active = await _first_failure(
-        ctx.thread(thread_id),
-        ctx.assistant(body.assistant_id),
-        active_run(ctx.store, thread_id),
-    )
+    # One store call reads what the run is checked against; the failures keep the
+    # order of the checks: an unknown (or another owner's) thread is its 404.
+    setup = await ctx.store.aget_run_setup(thread_id, body.assistant_id)
+    thread = ctx.seen_thread(thread_id, setup.thread)
+    assistant = ctx.seen_assistant(body.assistant_id, setup.assistant)
+    active = busy_run(setup.newest_run)
     if active is not None:  # refused before the thread is pointed at the assistant
         raise run_refused(thread_id, active.id)
     run_thread = await _run_thread(ctx, thread, assistant.id)
