@@ -1064,9 +1064,9 @@ class PostgresStore(BaseStore):
         starts meanwhile waits for it and reads the new messages; ``scope`` is a
         condition of the same statement.
         """
-        return self._run(
-            self._add_messages_if_idle(thread_id, messages, scope), transaction=True
-        )
+        # No explicit transaction: each attempt is one pipelined batch, which is
+        # one implicit transaction (BEGIN and COMMIT would be two more round trips).
+        return self._run(self._add_messages_if_idle(thread_id, messages, scope))
 
     async def aadd_messages_if_idle(
         self,
@@ -1076,9 +1076,7 @@ class PostgresStore(BaseStore):
         scope: Mapping[str, str] | None = None,
     ) -> list[StoredMessage]:
         """Async twin of `add_messages_if_idle`."""
-        return await self._arun(
-            self._add_messages_if_idle(thread_id, messages, scope), transaction=True
-        )
+        return await self._arun(self._add_messages_if_idle(thread_id, messages, scope))
 
     def _bulk_add_messages(
         self, batches: Sequence[tuple[str, Sequence[NewMessage]]]
