@@ -24,7 +24,7 @@ from langchain_retro.stores.base import unencodable_error
 
 try:
     import psycopg
-    from psycopg import sql
+    from psycopg import pq, sql
     from psycopg.rows import tuple_row
 except ImportError as exc:
     raise MissingDependencyError(
@@ -131,8 +131,22 @@ def _drive(conn: psycopg.Connection[Any], op: _Op[T]) -> T:
     return drive(op, perform, throw=(psycopg.Error,))
 
 
+def _returns_rows(
+    cursor: psycopg.Cursor[tuple[Any, ...]] | psycopg.AsyncCursor[tuple[Any, ...]],
+) -> bool:
+    """Whether the cursor's statement returned rows to fetch.
+
+    What ``cursor.description is not None`` says, without building the columns'
+    descriptions: a run's statements ask ten times.
+    """
+    result = cursor.pgresult
+    return result is not None and (
+        result.nfields > 0 or result.status == pq.ExecStatus.TUPLES_OK
+    )
+
+
 def _rows(cursor: psycopg.Cursor[tuple[Any, ...]]) -> _Rows:
-    return cursor.fetchall() if cursor.description is not None else []
+    return cursor.fetchall() if _returns_rows(cursor) else []
 
 
 def _batch(conn: psycopg.Connection[Any], batch: tuple[_Q, ...]) -> list[_Rows]:
@@ -177,7 +191,7 @@ async def _adrive(conn: psycopg.AsyncConnection[Any], op: _Op[T]) -> T:
 
 
 async def _arows(cursor: psycopg.AsyncCursor[tuple[Any, ...]]) -> _Rows:
-    return await cursor.fetchall() if cursor.description is not None else []
+    return await cursor.fetchall() if _returns_rows(cursor) else []
 
 
 async def _abatch(
