@@ -10,6 +10,8 @@ and it can be mounted in an existing app. Around the routes:
 * a ``POST`` repeated with its ``Idempotency-Key`` answered once (`idempotency`);
 * errors answered in OpenAI's shape (`errors`), request validation included (400
   naming the ``param``), unknown routes included (404);
+* innermost, the busiest routes (adding a message, creating and reading a run)
+  served without FastAPI's request machinery (`direct`);
 * on shutdown, runs in flight get ``shutdown_grace`` seconds to finish (their
   streams with them), then end ``cancelled``.
 """
@@ -55,7 +57,6 @@ from langchain_retro.stores.base import BaseStore
 __all__ = ["create_app"]
 
 access_log = logging.getLogger("langchain_retro.server.access")
-logger = logging.getLogger("langchain_retro.server")
 
 
 def create_app(

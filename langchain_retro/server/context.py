@@ -1,6 +1,7 @@
 """What a request works with: the store, its owner, and objects read as visible.
 
-Every route takes a `Context` (a FastAPI dependency: a parameter typed `Ctx`).
+Every route takes a `Context` (a FastAPI dependency: a parameter typed `Ctx`; a
+direct route, `direct`, names it `Context`).
 Reading an assistant or a thread through it checks ownership, so another owner's
 object is a 404 exactly as an unknown id is, before anything is written.
 """

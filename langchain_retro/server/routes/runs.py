@@ -249,10 +249,10 @@ def _tool_messages(
 async def _first_failure(*reads: Awaitable[Any]) -> list[Any]:
     """Run reads at once; raise the first failure in the order given, else results.
 
-    A request's reads (its thread, its assistant, the thread's newest run...) do
-    not depend on each other, and each is a store call in a worker thread: side by
-    side, they cost one. Failures keep the order of the sequential checks: an
-    unknown (or another owner's) thread is its 404 whatever else failed.
+    A request's reads (its thread and its run...) do not depend on each other,
+    and each may be a round trip: side by side, they cost one. Failures keep the
+    order of the sequential checks: an unknown (or another owner's) thread is its
+    404 whatever else failed.
     """
     results = await asyncio.gather(*reads, return_exceptions=True)
     for result in results:
