@@ -25,7 +25,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ import jsonschema
 import openai
 import pytest
 import yaml
+from fastapi import FastAPI
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
@@ -64,6 +66,23 @@ SDK_DEPRECATIONS = [
     ),
 ]
 """The openai SDK warns on every Assistants call: the API these tests serve."""
+
+
+def mounted(app: FastAPI, prefix: str) -> FastAPI:
+    """A parent app with ``app`` mounted at ``prefix``, entering its lifespan.
+
+    Starlette runs no mounted app's lifespan: the parent enters it, as the README
+    tells users to.
+    """
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with app.router.lifespan_context(app):
+            yield
+
+    parent = FastAPI(lifespan=lifespan)
+    parent.mount(prefix, app)
+    return parent
 
 
 def _nullable(node: Any) -> Any:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _server import spec
-from fastapi import FastAPI
+from _server import mounted, spec
 from fastapi.testclient import TestClient
 
 from langchain_retro import SQLiteStore
@@ -126,14 +124,7 @@ def test_mounted_in_another_app_keys_still_guard_it(tmp_path: Path) -> None:
             api_keys={"sk-ann": "team", "sk-bob": "team", "sk-eve": "eve"},
         )
 
-        @asynccontextmanager
-        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-            # Starlette runs no mounted app's lifespan: the parent enters it.
-            async with retro.router.lifespan_context(retro):
-                yield
-
-        parent = FastAPI(lifespan=lifespan)
-        parent.mount("/retro", retro)
+        parent = mounted(retro, "/retro")
         with TestClient(parent, base_url="http://test/retro") as client:
 
             def auth(key: str) -> dict[str, str]:

@@ -8,12 +8,11 @@ nothing stored on a refusal, the same 404 for a method they do not serve, the sa
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
+from _server import mounted
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
@@ -158,13 +157,7 @@ def test_direct_routes_answer_under_a_mount(tmp_path: Path) -> None:
     with FakeChatServer() as upstream, SQLiteStore(tmp_path / "app.db") as store:
         retro = create_app(store=store, llm=upstream.chat_model(), api_keys=KEYS)
 
-        @asynccontextmanager
-        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-            async with retro.router.lifespan_context(retro):
-                yield
-
-        parent = FastAPI(lifespan=lifespan)
-        parent.mount("/retro", retro)
+        parent = mounted(retro, "/retro")
         with TestClient(parent, base_url="http://test/retro") as client:
             assistant = client.post(
                 "/v1/assistants", json={"model": "m"}, headers=ANN
