@@ -587,7 +587,13 @@ async def test_small_async_calls_run_on_the_loop_and_large_ones_in_the_thread(
         assert {r.id for r in read} == {thread.id}
         # A thread handed a call would be new; none is.
         assert not set(_store_threads()) - before
-        # More rows than a page: the store's thread reads them.
+        assert await store.alist_assistants(limit=5) == []
+        assert not set(_store_threads()) - before
+        # A filtered listing of assistants reads every assistant's metadata: the
+        # store's thread takes it.
+        assert await store.alist_assistants(metadata={"team": "x"}) == []
+        assert len(set(_store_threads()) - before) == 1
+        # More rows than a page: the store's thread (the same one) reads them.
         everything = await store.alist_messages(thread.id)
         assert len(everything) == LOOP_ROWS
         assert len(set(_store_threads()) - before) == 1

@@ -16,25 +16,29 @@ reads work and writes raise `StoreError` saying why.
 
 Async methods run the same code without blocking the event loop, in one of two ways:
 
-* **On the event loop, when nothing can make them wait.** With ``synchronous=NORMAL``
-  a commit writes to the WAL in the page cache and never syncs, so a call waits only
-  for a lock: the connection's, held by a call in the store's thread, or the file's
-  write lock, held by another connection. The call is tried on the loop with both
-  taken without waiting (SQLite's busy timeout set to 0 for its first write
-  transaction); if either is held, it runs in the store's thread instead, from the
-  start. WAL checkpoints, which sync, are not left to commits: every
-  `CHECKPOINT_EVERY` writes one runs in the store's thread.
-* **In the store's own worker thread** otherwise, and always with
-  ``synchronous=FULL``, whose commits sync. One thread, as there is one connection:
-  calls made side by side run back to back in it, instead of in several threads
-  taking turns at the connection's lock (and the interpreter's).
+* **On the event loop, when nothing can make them wait** and they handle at most
+  `LOOP_ROWS` rows (a message, a run's start and end, a page of a listing). With
+  ``synchronous=NORMAL`` a commit writes to the WAL in the page cache and never
+  syncs, so such a call waits only for a lock: the connection's, held by a call in
+  the store's thread, or the file's write lock, held by another connection. The call
+  is tried on the loop with both taken without waiting (SQLite's busy timeout set to
+  0 for its first write transaction); if either is held, it runs in the store's
+  thread instead, from the start. A run whose context would be longer learns so from
+  the thread's row, before it writes, and moves the same way. WAL checkpoints, which
+  sync, are not left to commits: every `CHECKPOINT_EVERY` writes one runs in the
+  store's thread.
+* **In the store's own worker thread** otherwise: larger calls (a whole thread's
+  messages, deleting a thread, imports, a filtered listing of assistants), calls that
+  met a lock, and every call with ``synchronous=FULL``, whose commits sync. One
+  thread, as there is one connection: calls made side by side run back to back in
+  it, instead of in several threads taking turns at the connection's lock (and the
+  interpreter's).
 
 Handing a call to a thread and back costs more than most calls themselves (about
 0.3 ms of CPU against 0.1 ms for adding a message, under a server's load), which is
-why the loop runs them itself when it can. A call that has written once and then
-finds the file's write lock taken for a second write transaction (only
-``bulk_add_messages`` writes twice, and only after a read) waits for it on the loop:
-the busy timeout is SQLite's, as for any caller.
+why the loop runs them itself when it can. Each method writes in one transaction; a
+call on the loop that had committed a write and then met the file's write lock would
+wait for it there, with SQLite's busy timeout, as any caller does.
 """
 
 from __future__ import annotations
@@ -810,8 +814,10 @@ class SQLiteStore(BaseStore):
         limit: int = 20,
     ) -> list[StoredAssistant]:
         """Async twin of `list_assistants`."""
+        # A filter reads every assistant's metadata until the page is full.
+        rows = None if metadata or classes else limit
         return await self._run_sized(
-            limit,
+            rows,
             self.list_assistants,
             metadata=metadata,
             classes=classes,
