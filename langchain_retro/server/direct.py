@@ -108,7 +108,7 @@ def _bind(method: str, path: str, endpoint: Endpoint) -> _Route:
         else:
             raise TypeError(
                 f"{endpoint.__qualname__}: cannot bind parameter {name!r} ({hint!r}) "
-                f"of a direct route; use a path segment, Context, Request or a "
+                "of a direct route; use a path segment, Context, Request or a "
                 "pydantic model of the body."
             )
     compiled = re.compile(pattern + re.escape(path[last:]) + "$")
