@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
+from starlette.types import Scope
 
 from langchain_retro.errors import AssistantNotFoundError, ThreadNotFoundError
 from langchain_retro.records import BaseAssistant, BaseThread
@@ -22,7 +23,14 @@ from langchain_retro.stores.base import BaseStore, StoredAssistant, StoredThread
 if TYPE_CHECKING:
     from langchain_retro.server.execution import RunService
 
-__all__ = ["Context", "Ctx", "ServerSettings", "ServerState", "context"]
+__all__ = [
+    "Context",
+    "Ctx",
+    "ServerSettings",
+    "ServerState",
+    "context",
+    "context_of",
+]
 
 
 @dataclass(frozen=True)
@@ -111,14 +119,21 @@ class Context:
         return BaseThread._from(stored)
 
 
+def context_of(state: ServerState, scope: Scope) -> Context:
+    """A request's `Context`, from the app's state and the request's ASGI scope.
+
+    The owner is the one the auth middleware put in the scope.
+    """
+    owner: str | None = scope.get("retro.owner")
+    return Context(store=state.store, owner=owner, state=state)
+
+
 async def context(request: Request) -> Context:
     """The FastAPI dependency: the request's `Context` (auth ran in middleware).
 
     A coroutine, so FastAPI calls it on the event loop, not in a worker thread.
     """
-    state: ServerState = request.app.state.retro
-    owner: str | None = request.scope.get("retro.owner")
-    return Context(store=state.store, owner=owner, state=state)
+    return context_of(request.app.state.retro, request.scope)
 
 
 Ctx = Annotated[Context, Depends(context)]

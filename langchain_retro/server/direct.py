@@ -33,7 +33,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from langchain_retro.server.context import Context, ServerState
+from langchain_retro.server.context import Context, ServerState, context_of
 from langchain_retro.server.errors import error_json, validation_error_json
 
 __all__ = ["DirectRouter", "DirectRoutes", "route_path"]
@@ -85,9 +85,10 @@ class DirectRouter:
 
 def _bind(method: str, path: str, endpoint: Endpoint) -> _Route:
     """A route whose parameters are bound from the endpoint's signature, once."""
-    names = re.findall(r"{(\w+)}", path)
+    names: list[str] = []
     pattern, last = "^", 0
     for segment in re.finditer(r"{(\w+)}", path):
+        names.append(segment.group(1))
         pattern += re.escape(path[last : segment.start()])
         pattern += f"(?P<{segment.group(1)}>[^/]+)"
         last = segment.end()
@@ -181,8 +182,7 @@ class DirectRoutes:
     async def _answer(
         self, route: _Route, params: dict[str, str], scope: Scope, receive: Receive
     ) -> Response:
-        state = self.state
-        ctx = Context(store=state.store, owner=scope.get("retro.owner"), state=state)
+        ctx = context_of(self.state, scope)
         body = await _read_body(receive) if route.reads_body else b""
         call = _Call(scope, receive, ctx, body)
         try:

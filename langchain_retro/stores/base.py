@@ -1278,7 +1278,9 @@ class BaseStore(ABC):
         """
         thread = _found_now(self.get_thread, thread_id)
         assistant = _found_now(self.get_assistant, assistant_id)
-        newest = _found_now(functools.partial(self.list_runs, limit=1), thread_id)
+        newest = None
+        if thread is not None:  # no thread, no runs to read
+            newest = _found_now(functools.partial(self.list_runs, limit=1), thread_id)
         return RunSetup(thread, assistant, newest[0] if newest else None)
 
     async def aget_run_setup(self, thread_id: str, assistant_id: str) -> RunSetup:
