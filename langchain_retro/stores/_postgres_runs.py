@@ -73,8 +73,8 @@ __all__ = [
     "_q_run_finish",
     "_q_run_get",
     "_q_run_messages",
-    "_q_run_newest",
     "_q_run_renew",
+    "_q_run_setup",
     "_q_run_thread",
     "_q_run_undo",
     "_q_run_write",
@@ -658,22 +658,31 @@ def _q_runs_list(
     )
 
 
-def _q_run_newest(names: _Names, thread_id: str) -> _Q:
-    """A thread's newest run, with the lease and clocks (no row: none, or no thread)."""
+def _q_run_setup(names: _Names, thread_id: str, assistant_id: str) -> _Q:
+    """What a new run is checked against, in one statement (so one snapshot).
+
+    One row, NULLs for what does not exist: the thread's ``created_at`` and
+    metadata, the assistant's columns (``assistant_columns``), then the thread's
+    newest run (`_RUN_COLUMNS`) with the lease and clocks (`_LEASE_COLUMNS`).
+    """
     return _Q(
         names.built(
-            "run_newest",
+            "run_setup",
             lambda: names.sql(
-                "SELECT {run_columns}, {lease_columns} FROM {runs} r "
-                "LEFT JOIN {run_leases} l ON l.thread_id = %(thread_id)s "
-                "WHERE r.thread_seq = (SELECT seq FROM {threads} "
-                "WHERE id = %(thread_id)s) "
-                "ORDER BY r.thread_seq DESC, r.seq DESC LIMIT 1",
+                "SELECT t.created_at, t.metadata, a.*, r.* FROM (SELECT) one "
+                "LEFT JOIN LATERAL (SELECT seq, created_at, metadata FROM {threads} "
+                "WHERE id = %(thread_id)s) t ON true "
+                "LEFT JOIN LATERAL (SELECT {assistant_columns} FROM {assistants} "
+                "WHERE id = %(assistant_id)s) a ON true "
+                "LEFT JOIN LATERAL (SELECT {run_columns}, {lease_columns} "
+                "FROM {runs} r LEFT JOIN {run_leases} l "
+                "ON l.thread_id = %(thread_id)s WHERE r.thread_seq = t.seq "
+                "ORDER BY r.thread_seq DESC, r.seq DESC LIMIT 1) r ON true",
                 run_columns=_RUN_COLUMNS,
                 lease_columns=names.sql(_LEASE_COLUMNS),
             ),
         ),
-        {"thread_id": thread_id},
+        {"thread_id": thread_id, "assistant_id": assistant_id},
     )
 
 

@@ -128,8 +128,8 @@ from langchain_retro.stores._postgres_runs import (
     _q_run_finish,
     _q_run_get,
     _q_run_messages,
-    _q_run_newest,
     _q_run_renew,
+    _q_run_setup,
     _q_run_thread,
     _q_run_undo,
     _q_run_write,
@@ -204,6 +204,7 @@ from langchain_retro.stores._postgres_sql import (
 from langchain_retro.stores._runs import END_STAMPS
 from langchain_retro.stores.base import (
     ACTIVE_RUN_STATUSES,
+    ASSISTANT_FIELDS,
     AssistantThreads,
     BaseStore,
     Lease,
@@ -251,6 +252,9 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
 _IDLE_LEASE_TTL = 30.0
 """`add_messages_if_idle`'s lease: taken and given back in one transaction."""
+
+_ASSISTANT_WIDTH = 3 + len(ASSISTANT_FIELDS)
+"""How many columns an assistant's row has: id, created_at, metadata, the fields."""
 
 T = TypeVar("T")
 
@@ -1759,21 +1763,21 @@ class PostgresStore(BaseStore):
         return await self._arun(self._list_runs(thread_id, after, before, order, limit))
 
     def _get_run_setup(self, thread_id: str, assistant_id: str) -> _Op[RunSetup]:
-        # One round trip: the three reads pipelined, in one snapshot.
-        threads, assistants, runs = yield (
-            _q_thread_get(self._names, thread_id),
-            _q_assistant_get(self._names, assistant_id),
-            _q_run_newest(self._names, thread_id),
+        ((created_at, metadata, *row),) = yield _q_run_setup(
+            self._names, thread_id, assistant_id
         )
-        thread = _thread(thread_id, *threads[0][1:]) if threads else None
-        assistant = _assistant(assistants[0]) if assistants else None
+        thread = None
+        if created_at is not None:
+            thread = _thread(thread_id, created_at, metadata)
+        assistant_row, run_row = row[:_ASSISTANT_WIDTH], row[_ASSISTANT_WIDTH:]
+        assistant = None if assistant_row[0] is None else _assistant(assistant_row)
         newest = None
-        if runs:
-            newest = _lease_of(runs[0]).settled(_run_of(runs[0], thread_id), runs[0][4])
+        if run_row[0] is not None:
+            newest = _lease_of(run_row).settled(_run_of(run_row, thread_id), run_row[4])
         return RunSetup(thread, assistant, newest)
 
     def get_run_setup(self, thread_id: str, assistant_id: str) -> RunSetup:
-        """A thread, an assistant and the thread's newest run, in one round trip."""
+        """A thread, an assistant and the thread's newest run, in one statement."""
         return self._run(self._get_run_setup(thread_id, assistant_id))
 
     async def aget_run_setup(self, thread_id: str, assistant_id: str) -> RunSetup:
