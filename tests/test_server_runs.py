@@ -375,6 +375,44 @@ def test_run_errors_change_nothing(api: Served, client: openai.OpenAI) -> None:
     assert len(client.beta.threads.messages.list(thread.id).data) == 1
 
 
+FILE_SEARCH_CONTENT = "step_details.tool_calls[*].file_search.results[*].content"
+
+
+def test_include_is_refused_by_name_with_nothing_stored(
+    client: openai.OpenAI,
+) -> None:
+    # include[] asks for file_search results: a 400 naming it, never ignored.
+    assistant = client.beta.assistants.create(model="m")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.beta.threads.runs.create(
+            thread.id,
+            assistant_id=assistant.id,
+            additional_messages=[{"role": "user", "content": "lost"}],
+            include=[FILE_SEARCH_CONTENT],
+        )
+    assert refused.value.param == "include[]"
+    assert "file_search" in refused.value.message
+    assert client.beta.threads.runs.list(thread.id).data == []
+    assert len(client.beta.threads.messages.list(thread.id).data) == 1
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id
+    )
+    assert run.status == "completed"
+    (step,) = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id).data
+    for ask in (
+        lambda: client.beta.threads.runs.steps.list(
+            run.id, thread_id=thread.id, include=[FILE_SEARCH_CONTENT]
+        ),
+        lambda: client.beta.threads.runs.steps.retrieve(
+            step.id, thread_id=thread.id, run_id=run.id, include=[FILE_SEARCH_CONTENT]
+        ),
+    ):
+        with pytest.raises(openai.BadRequestError) as refused:
+            ask()
+        assert refused.value.param == "include[]"
+
+
 async def test_async_client_runs_and_keys_do_not_mix(
     api: Served, fake: FakeChatServer
 ) -> None:

@@ -569,7 +569,7 @@ async def retrieve_run_step(
 
 def _check_no_include(request: Request) -> None:
     """Refuse ``include[]``: it asks for file_search results, which need files."""
-    if request.query_params.getlist("include[]"):
+    if request.scope["query_string"] and request.query_params.getlist("include[]"):
         raise InvalidRequestError(
             "include[] asks for file_search result content, which this server does "
             "not have: it keeps no files or vector stores. Remove it.",
