@@ -7,6 +7,10 @@ same for every subject. Side by side, in the same run:
 
 * ``bare FastAPI``: a FastAPI endpoint on the same uvicorn returning a small JSON,
   doing nothing else: the ceiling of any FastAPI server here;
+* ``raw ASGI message``: an ASGI callable on the same uvicorn that appends a message
+  through the server's store call on SQLite and answers, with nothing else (no
+  FastAPI, keys, log, validation): what a message endpoint costs when it does only
+  the work (`raw_message_app`);
 * ``messages``: ``POST /v1/threads/{id}/messages`` spread over 50 threads;
 * ``run (polled)``: create a run, then ``GET`` it until it completes, as the openai
   SDK's ``create_and_poll`` does;
@@ -104,6 +108,69 @@ def bare_app() -> Any:
     return app
 
 
+RAW_THREADS = 50
+"""Threads the raw message app writes to (``/v1/raw/{index}/messages``)."""
+
+
+def raw_message_app() -> Any:
+    """A message endpoint with nothing but the work (uvicorn factory).
+
+    A bare ASGI callable on the same uvicorn: it reads the body, decodes its JSON,
+    appends the message through the same store call as the server
+    (`ThreadMessage.acreate_if_idle` on a `SQLiteStore` with the server's default
+    settings) and answers a small JSON. No FastAPI, no middleware, no keys, no
+    access log, no validation, no records beyond the message: what a message costs
+    on this uvicorn and store when nothing else is asked of it.
+    """
+    from langchain_core.messages import HumanMessage  # noqa: PLC0415
+
+    from langchain_retro import ChatCompletionThread, ThreadMessage  # noqa: PLC0415
+    from langchain_retro.stores import SQLiteStore  # noqa: PLC0415
+
+    store = SQLiteStore(os.environ["RETRO_BENCH_RAW_DB"])
+    threads: list[str] = []
+
+    async def answer(send: Any, status: int, body: bytes) -> None:
+        headers = [(b"content-type", b"application/json")]
+        start = {"type": "http.response.start", "status": status, "headers": headers}
+        await send(start)
+        await send({"type": "http.response.body", "body": body})
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                event = await receive()
+                if event["type"] == "lifespan.startup":
+                    for _ in range(RAW_THREADS):
+                        made = await ChatCompletionThread.acreate(
+                            store, assistant_id=""
+                        )
+                        threads.append(made.id)
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await store.aclose()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["path"] == "/healthz":
+            await answer(send, 200, b'{"status":"ok"}')
+            return
+        body = b""
+        more = True
+        while more:
+            event = await receive()
+            body += event.get("body", b"")
+            more = event.get("more_body", False)
+        thread_id = threads[int(scope["path"].split("/")[3])]
+        content = json.loads(body)["content"]
+        made = await ThreadMessage.acreate_if_idle(
+            store, thread_id=thread_id, message=HumanMessage(content)
+        )
+        reply = {"id": made.id, "object": "thread.message", "thread_id": thread_id}
+        await answer(send, 200, json.dumps(reply).encode())
+
+    return app
+
+
 # --- the load generator (its own process) ------------------------------------------
 
 
@@ -163,9 +230,12 @@ async def _request(http: aiohttp.ClientSession, kind: str, target: str) -> bool:
         async with http.post("/v1/bare", json={}) as response:
             await response.read()
             return response.status == 200
-    if kind == "messages":
+    if kind in ("messages", "raw"):
         message = {"role": "user", "content": "hello"}
-        async with http.post(f"/v1/threads/{target}/messages", json=message) as made:
+        path = f"/v1/threads/{target}/messages"
+        if kind == "raw":
+            path = f"/v1/raw/{target}/messages"
+        async with http.post(path, json=message) as made:
             await made.read()
             return made.status == 200
     thread_id, assistant_id = target.split(" ")
@@ -297,7 +367,11 @@ def load_main(argv: list[str]) -> None:
 
 
 class Server:
-    """A server subprocess: ``langchain-retro serve`` or the bare app."""
+    """A server subprocess: ``langchain-retro serve``, or a ``factory`` of this module.
+
+    A factory (`bare_app`, `raw_message_app`) runs on the same uvicorn, with its
+    own SQLite file for the one that writes.
+    """
 
     def __init__(
         self,
@@ -305,7 +379,7 @@ class Server:
         *,
         workers: int,
         postgres: str | None = None,
-        bare: bool = False,
+        factory: str | None = None,
     ) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -317,13 +391,15 @@ class Server:
             "OPENAI_API_KEY": "bench",
             "LANGCHAIN_RETRO_API_KEYS": KEY,
         }
-        if bare:
+        if factory is not None:
+            folder = tempfile.mkdtemp(prefix="retro-bench-")
+            env["RETRO_BENCH_RAW_DB"] = str(Path(folder) / "raw.db")
             command = [
                 sys.executable,
                 "-m",
                 "uvicorn",
                 "--factory",
-                "bench.server:bare_app",
+                f"bench.server:{factory}",
                 "--port",
                 str(self.port),
                 "--workers",
@@ -497,6 +573,12 @@ def main() -> None:
     print(f"messages / bare FastAPI (1 worker): {_spread(ratios)} (target >= 0.5)")
     cpu = [r["bare 1"]["cpu_ms"] / r["sqlite 1 messages"]["cpu_ms"] for r in rounds]
     print(f"  the same by server CPU per request: {_spread(cpu)}")
+    raw = [r["raw 1"]["rps"] / r["bare 1"]["rps"] for r in rounds]
+    print(
+        f"  raw ASGI message / bare FastAPI (nothing but the store write): "
+        f"{_spread(raw)}; by CPU "
+        f"{_spread([r['bare 1']['cpu_ms'] / r['raw 1']['cpu_ms'] for r in rounds])}"
+    )
     for backend in ("sqlite", "postgres") if args.postgres else ("sqlite",):
         for kind in ("polled", "streamed"):
             cells = [r[f"{backend} alone {kind}"] for r in rounds]
@@ -528,7 +610,7 @@ def _round(args: argparse.Namespace, number: int) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     with FakeChatServer() as upstream:
         for workers in (1, 4):
-            bare = Server(upstream, workers=workers, bare=True)
+            bare = Server(upstream, workers=workers, factory="bare_app")
             try:
                 results[f"bare {workers}"] = _load(
                     bare.base, "bare", ["x"], args, server_pid=bare.process.pid
@@ -538,6 +620,15 @@ def _round(args: argparse.Namespace, number: int) -> dict[str, dict[str, Any]]:
             print(
                 _row(f"bare FastAPI, {workers} worker(s)", results[f"bare {workers}"])
             )
+        raw = Server(upstream, workers=1, factory="raw_message_app")
+        try:
+            targets = [str(index) for index in range(RAW_THREADS)]
+            results["raw 1"] = _load(
+                raw.base, "raw", targets, args, server_pid=raw.process.pid
+            )
+        finally:
+            raw.stop()
+        print(_row("raw ASGI message, 1 worker(s)", results["raw 1"]))
         backends = [("sqlite", None)] + (
             [("postgres", args.postgres)] * bool(args.postgres)
         )
