@@ -575,7 +575,8 @@ def main() -> None:
     print(f"  the same by server CPU per request: {_spread(cpu)}")
     raw = [r["raw 1"]["rps"] / r["bare 1"]["rps"] for r in rounds]
     print(
-        f"  raw ASGI message / bare FastAPI (nothing but the store write): "
+        "  raw ASGI message / bare FastAPI (its store call alone, through the "
+        f"records): "
         f"{_spread(raw)}; by CPU "
         f"{_spread([r['bare 1']['cpu_ms'] / r['raw 1']['cpu_ms'] for r in rounds])}"
     )
