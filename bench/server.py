@@ -574,11 +574,10 @@ def main() -> None:
     cpu = [r["bare 1"]["cpu_ms"] / r["sqlite 1 messages"]["cpu_ms"] for r in rounds]
     print(f"  the same by server CPU per request: {_spread(cpu)}")
     raw = [r["raw 1"]["rps"] / r["bare 1"]["rps"] for r in rounds]
+    raw_cpu = [r["bare 1"]["cpu_ms"] / r["raw 1"]["cpu_ms"] for r in rounds]
     print(
         "  raw ASGI message / bare FastAPI (its store call alone, through the "
-        f"records): "
-        f"{_spread(raw)}; by CPU "
-        f"{_spread([r['bare 1']['cpu_ms'] / r['raw 1']['cpu_ms'] for r in rounds])}"
+        f"records): {_spread(raw)}; by CPU {_spread(raw_cpu)}"
     )
     for backend in ("sqlite", "postgres") if args.postgres else ("sqlite",):
         for kind in ("polled", "streamed"):
